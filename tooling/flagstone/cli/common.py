@@ -1,0 +1,42 @@
+"""Options and helpers shared by the click commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from flagstone.model import find_root
+from flagstone.problems import FORMAT_CHOICES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def repo_option(func: F) -> F:
+    """``--repo DIR``: the flag repository (default: found upward from the cwd)."""
+    return click.option(
+        "--repo",
+        "repo",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Flag repository root (default: the nearest directory with flagstone.yaml).",
+    )(func)
+
+
+def findings_format_option(func: F) -> F:
+    """``--format auto|text|json|github`` for commands that report Problems."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMAT_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Output format; auto picks github inside GitHub Actions.",
+    )(func)
+
+
+def resolve_repo(repo: Path | None) -> Path:
+    """The repository root from ``--repo`` or the current directory."""
+    return find_root(repo if repo is not None else Path.cwd())

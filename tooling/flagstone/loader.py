@@ -1,0 +1,264 @@
+"""Strict YAML 1.2 loading with a position for every value.
+
+The fast path parses with libyaml's C parser (``yaml.CParser`` events) and builds plain
+Python values itself, so that the rules of DESIGN §2 hold whatever PyYAML's resolver
+thinks:
+
+* only ``true`` and ``false`` are booleans — ``on``, ``off``, ``yes``, ``no`` stay strings;
+* timestamps stay strings; ``null``/``~``/empty are null; integers and floats follow the
+  YAML 1.2 core schema; ``.inf`` and ``.nan`` are rejected (JSON has no such numbers);
+* duplicate keys, anchors, aliases, merge keys (``<<``), explicit tags, non-scalar keys,
+  several documents, tab indentation, non-UTF-8 bytes, files over ``max_bytes`` and
+  nesting deeper than ``max_depth`` are rejected.
+
+Every failure raises ``LoadError`` carrying a ``Problem`` with ``file:line:col``.
+Positions are kept in ``Document.marks`` keyed by the value's path (a tuple of mapping
+keys and sequence indexes), so a schema error on ``("rules", 2, "serve")`` can point at
+the exact line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flagstone.errors import LoadError
+from flagstone.problems import Problem
+
+try:  # libyaml is the fast path; the pure-Python parser gives the same events.
+    from yaml import CSafeLoader as _EventLoader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _EventLoader  # type: ignore[assignment]
+
+MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+
+PathKey = tuple[str | int, ...]
+Position = tuple[int, int]
+
+_INT = re.compile(r"[-+]?[0-9]+")
+_OCT = re.compile(r"0o[0-7]+")
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_SPECIAL_FLOAT = re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_LOOKALIKE_BOOLS = frozenset({"True", "TRUE", "False", "FALSE"})
+
+
+@dataclass(slots=True)
+class Document:
+    """One loaded YAML file: its plain data and where each value came from."""
+
+    path: Path
+    rel: str
+    data: Any
+    marks: dict[PathKey, Position] = field(default_factory=dict)
+    key_marks: dict[PathKey, Position] = field(default_factory=dict)
+
+    def position(self, where: PathKey = (), *, key: bool = False) -> Position:
+        """Line and column (1-based) of the value at ``where``, or of its key.
+
+        Falls back to the nearest ancestor that has a position, then to 1:1.
+        """
+        if key and where in self.key_marks:
+            return self.key_marks[where]
+        probe = tuple(where)
+        while probe:
+            if probe in self.marks:
+                return self.marks[probe]
+            probe = probe[:-1]
+        return self.marks.get((), (1, 1))
+
+    def problem(
+        self,
+        where: PathKey,
+        message: str,
+        *,
+        rule: str,
+        level: str = "error",
+        hint: str | None = None,
+        key: bool = False,
+    ) -> Problem:
+        line, col = self.position(where, key=key)
+        return Problem(self.rel, line, col, rule, level, message, hint)  # type: ignore[arg-type]
+
+
+def _fail(rel: str, line: int, col: int, message: str, hint: str | None = None) -> LoadError:
+    return LoadError(Problem(rel, line, col, "yaml", "error", message, hint))
+
+
+def _decode(raw: bytes, rel: str) -> str:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise _fail(rel, line, col, f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+
+
+def _check_tabs(text: str, rel: str) -> None:
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.lstrip(" ")
+        if stripped.startswith("\t"):
+            col = len(line) - len(stripped) + 1
+            raise _fail(rel, number, col, "tab character in indentation", "indent with spaces")
+
+
+def _codepoint(character: int | str) -> int:
+    return character if isinstance(character, int) else ord(character)
+
+
+def resolve_plain(value: str) -> Any:
+    """YAML 1.2 core-schema resolution of a plain scalar, minus the sloppy parts."""
+    if value in _NULLS:
+        return None
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    if _INT.fullmatch(value):
+        return int(value)
+    if _OCT.fullmatch(value):
+        return int(value[2:], 8)
+    if _HEX.fullmatch(value):
+        return int(value[2:], 16)
+    if _FLOAT.fullmatch(value):
+        return float(value)
+    return value
+
+
+class _Builder:
+    """Turns a parser event stream into plain values plus position maps."""
+
+    def __init__(self, rel: str, max_depth: int) -> None:
+        self.rel = rel
+        self.max_depth = max_depth
+        self.marks: dict[PathKey, Position] = {}
+        self.key_marks: dict[PathKey, Position] = {}
+
+    def fail_at(self, event: Any, message: str, hint: str | None = None) -> LoadError:
+        mark = event.start_mark
+        return _fail(self.rel, mark.line + 1, mark.column + 1, message, hint)
+
+    def check_node(self, event: Any) -> None:
+        if isinstance(event, yaml.AliasEvent):
+            raise self.fail_at(event, "aliases are not allowed", "write the value out in full")
+        if event.anchor is not None:
+            raise self.fail_at(event, f"anchor '&{event.anchor}' is not allowed", "write the value out in full")
+        tag = event.tag
+        if tag is not None and tag != "!" and not (
+            isinstance(event, yaml.ScalarEvent) and event.implicit[0] and tag is None
+        ):
+            # A plain '!' is the non-specific tag of quoted scalars in some emitters.
+            if not (isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)) and event.implicit):
+                raise self.fail_at(event, f"tag '{tag}' is not allowed", "remove the tag")
+
+    def scalar(self, event: Any) -> Any:
+        if event.style:  # quoted or block scalars are always strings ('' or None is plain)
+            return event.value
+        value = resolve_plain(event.value)
+        if value is event.value and _SPECIAL_FLOAT.fullmatch(event.value):
+            raise self.fail_at(event, f"'{event.value}' is not a finite number", "quote it if you meant text")
+        return value
+
+    def node(self, events: Any, event: Any, path: PathKey, depth: int) -> Any:
+        self.check_node(event)
+        self.marks[path] = (event.start_mark.line + 1, event.start_mark.column + 1)
+        if isinstance(event, yaml.ScalarEvent):
+            return self.scalar(event)
+        if depth >= self.max_depth:
+            raise self.fail_at(event, f"nesting deeper than {self.max_depth} levels")
+        if isinstance(event, yaml.SequenceStartEvent):
+            items: list[Any] = []
+            while True:
+                child = next(events)
+                if isinstance(child, yaml.SequenceEndEvent):
+                    return items
+                items.append(self.node(events, child, (*path, len(items)), depth + 1))
+        if isinstance(event, yaml.MappingStartEvent):
+            mapping: dict[str, Any] = {}
+            while True:
+                key_event = next(events)
+                if isinstance(key_event, yaml.MappingEndEvent):
+                    return mapping
+                self.check_node(key_event)
+                if not isinstance(key_event, yaml.ScalarEvent):
+                    raise self.fail_at(key_event, "mapping keys must be plain text")
+                key = key_event.value
+                if key == "<<" and not key_event.style:
+                    raise self.fail_at(key_event, "merge keys ('<<') are not allowed", "write the keys out in full")
+                child_path = (*path, key)
+                if key in mapping:
+                    first = self.key_marks[child_path]
+                    raise self.fail_at(
+                        key_event,
+                        f"duplicate key '{key}' (first defined at line {first[0]})",
+                        "remove one of them",
+                    )
+                self.key_marks[child_path] = (key_event.start_mark.line + 1, key_event.start_mark.column + 1)
+                mapping[key] = self.node(events, next(events), child_path, depth + 1)
+        raise self.fail_at(event, "unexpected YAML construct")  # pragma: no cover
+
+
+def loads(
+    raw: bytes,
+    *,
+    rel: str = "<string>",
+    path: Path | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_depth: int = MAX_DEPTH,
+) -> Document:
+    """Parse one YAML document from bytes; raise ``LoadError`` on any hazard."""
+    if len(raw) > max_bytes:
+        raise _fail(rel, 0, 0, f"file is {len(raw)} bytes, over the {max_bytes}-byte limit")
+    text = _decode(raw, rel)
+    _check_tabs(text, rel)
+    builder = _Builder(rel, max_depth)
+    data: Any = None
+    documents = 0
+    try:
+        events = iter(yaml.parse(text, Loader=_EventLoader))
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise builder.fail_at(event, "only one YAML document per file", "remove the '---' separator")
+            elif isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
+                continue
+            else:
+                data = builder.node(events, event, (), 0)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        cause = (exc.problem or exc.context or "invalid YAML").strip()
+        raise _fail(rel, line, col, f"invalid YAML: {cause}") from None
+    except yaml.reader.ReaderError as exc:  # control characters; carries a character index
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        raise _fail(rel, line, col, f"control character U+{_codepoint(exc.character):04X} is not allowed") from None
+    except yaml.YAMLError as exc:
+        raise _fail(rel, 0, 0, f"invalid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise _fail(rel, 0, 0, f"nesting deeper than {max_depth} levels") from None
+    return Document(path or Path(rel), rel, data, builder.marks, builder.key_marks)
+
+
+def load_file(path: Path, *, root: Path | None = None, max_bytes: int = MAX_BYTES) -> Document:
+    """Load ``path``; positions and messages name it relative to ``root``."""
+    rel = path.relative_to(root).as_posix() if root else path.as_posix()
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise _fail(rel, 0, 0, f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        size = path.stat().st_size
+        raise _fail(rel, 0, 0, f"file is {size} bytes, over the {max_bytes}-byte limit")
+    return loads(raw, rel=rel, path=path, max_bytes=max_bytes)

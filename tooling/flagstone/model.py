@@ -1,0 +1,333 @@
+"""The domain: a flag repository read from disk into typed objects.
+
+``read_project(root)`` loads every file of the repository (DESIGN §1) and never raises
+for bad content: files that cannot be parsed become ``Problem`` values in
+``Project.problems`` and are left out of the model. Checking the content is the job of
+``flagstone.validate``; ``flagstone.validate.load_valid_project`` is what commands that
+need a correct repository call.
+
+Every object keeps its ``Document`` so any finding can point at ``file:line:col``, and
+its raw ``data`` (plain JSON-like values) for the schema validator and the compiler;
+the typed properties read that data with the defaults of the schemas applied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flagstone.errors import LoadError, RepositoryError
+from flagstone.loader import Document, load_file
+from flagstone.problems import Problem
+
+PROJECT_FILE = "flagstone.yaml"
+FLAGS_DIR = "flags"
+SEGMENTS_DIR = "segments"
+FLAG_FILE = "flag.yaml"
+KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+FLAG_KINDS = ("release", "experiment", "operational", "permission")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` that holds ``flagstone.yaml``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / PROJECT_FILE).is_file():
+            return candidate
+    raise RepositoryError(
+        f"no {PROJECT_FILE} found in {here} or any parent directory",
+        hint="run inside a flag repository, pass --repo DIR, or create one with `flagstone init`",
+    )
+
+
+@dataclass(slots=True)
+class Team:
+    id: str
+    github: str
+
+
+@dataclass(slots=True)
+class ProjectConfig:
+    """``flagstone.yaml``."""
+
+    doc: Document
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.doc.data if isinstance(self.doc.data, dict) else {}
+
+    @property
+    def name(self) -> str:
+        return str(self.data.get("project", ""))
+
+    @property
+    def environments(self) -> list[str]:
+        return [str(e) for e in self.data.get("environments") or []]
+
+    @property
+    def teams(self) -> dict[str, Team]:
+        teams = self.data.get("teams") or {}
+        return {
+            team_id: Team(team_id, str((spec or {}).get("github", "")))
+            for team_id, spec in teams.items()
+            if isinstance(spec, dict) or spec is None
+        }
+
+    @property
+    def admins(self) -> str | None:
+        admins = self.data.get("admins")
+        return str(admins) if admins is not None else None
+
+    @property
+    def signing(self) -> dict[str, Any]:
+        return dict(self.data.get("signing") or {})
+
+    @property
+    def publish(self) -> dict[str, Any]:
+        return dict(self.data.get("publish") or {})
+
+    @property
+    def lint(self) -> dict[str, Any]:
+        return dict(self.data.get("lint") or {})
+
+    @property
+    def guardrails(self) -> dict[str, Any]:
+        return dict(self.data.get("guardrails") or {})
+
+
+@dataclass(slots=True)
+class ReleaseConfig:
+    """``flags/<flag>/<env>.yaml``: how one flag is served in one environment."""
+
+    flag_key: str
+    environment: str
+    doc: Document
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.doc.data if isinstance(self.doc.data, dict) else {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.data.get("enabled", False))
+
+    @property
+    def targets(self) -> dict[str, list[str]]:
+        return {str(v): [str(k) for k in keys or []] for v, keys in (self.data.get("targets") or {}).items()}
+
+    @property
+    def rules(self) -> list[dict[str, Any]]:
+        return list(self.data.get("rules") or [])
+
+    @property
+    def default(self) -> Any:
+        """A variation key, ``{"split": …}`` or ``{"progression": …}``; None if absent."""
+        return self.data.get("default")
+
+
+@dataclass(slots=True)
+class Flag:
+    """``flags/<key>/flag.yaml`` plus its release files."""
+
+    key: str
+    doc: Document
+    releases: dict[str, ReleaseConfig] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.doc.data if isinstance(self.doc.data, dict) else {}
+
+    @property
+    def name(self) -> str:
+        return str(self.data.get("name", self.key))
+
+    @property
+    def description(self) -> str | None:
+        return self.data.get("description")
+
+    @property
+    def owner(self) -> str | None:
+        return self.data.get("owner")
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind", "release"))
+
+    @property
+    def temporary(self) -> bool:
+        return bool(self.data.get("temporary", self.kind in ("release", "experiment")))
+
+    @property
+    def expires(self) -> str | None:
+        return self.data.get("expires")
+
+    @property
+    def archived(self) -> bool:
+        return bool(self.data.get("archived", False))
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.data.get("tags") or [])
+
+    @property
+    def variations(self) -> dict[str, Any]:
+        return dict(self.data.get("variations") or {})
+
+    @property
+    def off_variation(self) -> str | None:
+        value = self.data.get("off_variation")
+        return str(value) if value is not None else None
+
+    @property
+    def prerequisites(self) -> list[dict[str, str]]:
+        return list(self.data.get("prerequisites") or [])
+
+    @property
+    def delegate(self) -> dict[str, str]:
+        return dict(self.data.get("delegate") or {})
+
+    @property
+    def value_type(self) -> str:
+        """``boolean``, ``string``, ``number`` or ``json``: declared, else inferred."""
+        declared = self.data.get("type")
+        if declared:
+            return str(declared)
+        return infer_type(list(self.variations.values()))
+
+    def owner_for(self, environment: str) -> str | None:
+        """Who approves changes to this flag's release file in ``environment``."""
+        return self.delegate.get(environment, self.owner)
+
+
+@dataclass(slots=True)
+class Segment:
+    """``segments/<key>.yaml``."""
+
+    key: str
+    doc: Document
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.doc.data if isinstance(self.doc.data, dict) else {}
+
+    @property
+    def owner(self) -> str | None:
+        return self.data.get("owner")
+
+    @property
+    def include(self) -> list[str]:
+        return [str(k) for k in self.data.get("include") or []]
+
+    @property
+    def exclude(self) -> list[str]:
+        return [str(k) for k in self.data.get("exclude") or []]
+
+    @property
+    def rules(self) -> list[Any]:
+        return list(self.data.get("rules") or [])
+
+
+@dataclass(slots=True)
+class Project:
+    """Everything in one flag repository."""
+
+    root: Path
+    config: ProjectConfig | None
+    flags: dict[str, Flag]
+    segments: dict[str, Segment]
+    problems: list[Problem] = field(default_factory=list)
+    # Files present but not part of the model (wrong place or name): rel path -> why.
+    stray_files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def environments(self) -> list[str]:
+        return self.config.environments if self.config else []
+
+    def documents(self) -> Iterator[Document]:
+        if self.config:
+            yield self.config.doc
+        for flag in self.flags.values():
+            yield flag.doc
+            yield from (release.doc for release in flag.releases.values())
+        yield from (segment.doc for segment in self.segments.values())
+
+
+def infer_type(values: list[Any]) -> str:
+    """The flag type implied by its variation values (``json`` for objects/arrays/mixes)."""
+    kinds = set()
+    for value in values:
+        if isinstance(value, bool):
+            kinds.add("boolean")
+        elif isinstance(value, (int, float)):
+            kinds.add("number")
+        elif isinstance(value, str):
+            kinds.add("string")
+        else:
+            kinds.add("json")
+    return kinds.pop() if len(kinds) == 1 else "json"
+
+
+def _load(path: Path, root: Path, problems: list[Problem]) -> Document | None:
+    try:
+        return load_file(path, root=root)
+    except LoadError as exc:
+        problems.append(exc.problem)
+        return None
+
+
+def read_project(root: Path) -> Project:
+    """Load every file of the repository at ``root`` (in sorted, deterministic order)."""
+    root = root.resolve()
+    problems: list[Problem] = []
+    stray: dict[str, str] = {}
+    config_doc = _load(root / PROJECT_FILE, root, problems)
+    config = ProjectConfig(config_doc) if config_doc is not None else None
+
+    flags: dict[str, Flag] = {}
+    flags_dir = root / FLAGS_DIR
+    if flags_dir.is_dir():
+        for entry in sorted(flags_dir.iterdir()):
+            rel = entry.relative_to(root).as_posix()
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                stray[rel] = "flags live in flags/<key>/flag.yaml"
+                continue
+            definition = entry / FLAG_FILE
+            if not definition.is_file():
+                stray[rel] = f"flag directory has no {FLAG_FILE}"
+                continue
+            flag_doc = _load(definition, root, problems)
+            if flag_doc is None:
+                continue
+            flag = Flag(entry.name, flag_doc)
+            for release_path in sorted(entry.iterdir()):
+                if release_path.name == FLAG_FILE or release_path.name.startswith("."):
+                    continue
+                release_rel = release_path.relative_to(root).as_posix()
+                if release_path.suffix != ".yaml" or not release_path.is_file():
+                    stray[release_rel] = "release files are named <environment>.yaml"
+                    continue
+                release_doc = _load(release_path, root, problems)
+                if release_doc is not None:
+                    flag.releases[release_path.stem] = ReleaseConfig(flag.key, release_path.stem, release_doc)
+            flags[flag.key] = flag
+
+    segments: dict[str, Segment] = {}
+    segments_dir = root / SEGMENTS_DIR
+    if segments_dir.is_dir():
+        for entry in sorted(segments_dir.iterdir()):
+            rel = entry.relative_to(root).as_posix()
+            if entry.name.startswith("."):
+                continue
+            if entry.suffix != ".yaml" or not entry.is_file():
+                stray[rel] = "segments live in segments/<key>.yaml"
+                continue
+            segment_doc = _load(entry, root, problems)
+            if segment_doc is not None:
+                segments[entry.stem] = Segment(entry.stem, segment_doc)
+
+    return Project(root, config, flags, segments, problems, stray)
