@@ -9,6 +9,7 @@ values — and are never raised. Exceptions are for work that cannot go on::
     ├── LoadError                   a YAML file cannot be read; carries a Problem (exit 1)
     ├── ValidationFailed            the project has error-level findings          (exit 1)
     ├── EnvelopeError               signature, payload type, digest, expiry …    (exit 1)
+    ├── SnapshotFormatError         a snapshot payload does not have the snapshot form (exit 1)
     ├── StoreError                  object storage unreachable or refused        (exit 1)
     │   └── ConflictError           a conditional write lost a race              (exit 1)
     ├── GitError                    git failed or a revision is unknown          (exit 1)
@@ -72,6 +73,10 @@ class ValidationFailed(FlagstoneError):
 
 class EnvelopeError(FlagstoneError):
     """A signed snapshot was rejected: signatures, payload type, digest, project, expiry."""
+
+
+class SnapshotFormatError(FlagstoneError):
+    """A snapshot payload is malformed or a value cannot be written in the snapshot form."""
 
 
 class StoreError(FlagstoneError):
