@@ -30,6 +30,10 @@ Fixtures:
   real account. Returns the variables it set.
 - ``s3_bucket`` (function): ``s3_env`` plus a fresh empty bucket, an :class:`S3Bucket`.
 
+This module has no assertions of its own and is imported both as a plugin and by name,
+so it opts out of pytest's assertion rewriting (which would otherwise warn that it was
+imported before being registered): PYTEST_DONT_REWRITE.
+
 moto keeps all buckets in one process-wide backend, so bucket names are unique per call
 rather than reset between tests.
 """
