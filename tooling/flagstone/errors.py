@@ -11,7 +11,8 @@ values — and are never raised. Exceptions are for work that cannot go on::
     ├── EnvelopeError               signature, payload type, digest, expiry …    (exit 1)
     ├── SnapshotFormatError         a snapshot payload does not have the snapshot form (exit 1)
     ├── StoreError                  object storage unreachable or refused        (exit 1)
-    │   └── ConflictError           a conditional write lost a race              (exit 1)
+    │   ├── ConflictError           a conditional write lost a race              (exit 1)
+    │   └── NotFoundError           the object (or its bucket) does not exist    (exit 1)
     ├── GitError                    git failed or a revision is unknown          (exit 1)
     └── EditError                   an edit would leave the repository invalid   (exit 1)
 
@@ -85,6 +86,10 @@ class StoreError(FlagstoneError):
 
 class ConflictError(StoreError):
     """A conditional write found that someone else had written first."""
+
+
+class NotFoundError(StoreError):
+    """The object asked for does not exist in the store."""
 
 
 class GitError(FlagstoneError):
