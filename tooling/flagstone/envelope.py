@@ -1,0 +1,367 @@
+"""Signed snapshots: DSSE v1 envelopes with Ed25519 signatures (DESIGN §5).
+
+The wire object is a DSSE envelope (https://github.com/secure-systems-lab/dsse)::
+
+    {"payload": "<base64 of the canonical snapshot JSON>",
+     "payloadType": "application/vnd.flagstone.snapshot+json",
+     "signatures": [{"keyid": "<64 hex>", "sig": "<base64 of 64 Ed25519 bytes>"}]}
+
+Each signature is over the pre-authentication encoding ``PAE(payloadType, payload)``,
+so the payload type is authenticated along with the payload. Key ids are computed the
+way TUF and securesystemslib compute them for an ed25519 key, so
+``securesystemslib.dsse.Envelope.verify`` accepts Flagstone envelopes and Flagstone
+accepts theirs.
+
+Verification is strict where strictness costs nothing: base64 must be canonical (so
+no two different envelope texts carry the same signed bytes unnoticed), each trusted
+key counts once towards the threshold however many signatures it made, and the payload
+checks (``check_snapshot``) cover format, project, environment, expiry and digest.
+
+Standard library, ``cryptography`` and ``flagstone.canonical`` only: the SDK imports
+this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from flagstone.canonical import canonical_json, content_digest
+from flagstone.errors import EnvelopeError, SnapshotFormatError
+
+PAYLOAD_TYPE = "application/vnd.flagstone.snapshot+json"
+SNAPSHOT_FORMAT = "flagstone.snapshot/1"
+KEY_TYPE = "ed25519"
+SIGNATURE_SCHEME = "ed25519"
+
+# A snapshot of ten thousand flags is a few megabytes; anything far beyond that is not ours.
+MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+
+_KEYID_PATTERN = re.compile(r"[0-9a-f]{64}")
+_PUBLIC_KEY_BYTES = 32
+_SIGNATURE_BYTES = 64
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what is actually signed.
+
+    ``"DSSEv1" SP LEN(type) SP type SP LEN(payload) SP payload``, lengths in ASCII decimal.
+    """
+    encoded_type = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(encoded_type), encoded_type, len(payload), payload)
+
+
+def compute_keyid(public_raw: bytes) -> str:
+    """The TUF / securesystemslib key id of a raw 32-byte Ed25519 public key.
+
+    sha256 over the canonical JSON of
+    ``{"keytype":"ed25519","keyval":{"public":"<hex>"},"scheme":"ed25519"}`` (OLPC
+    canonical JSON: sorted keys, no whitespace; every string here is plain ASCII, so
+    it coincides with RFC 8785).
+    """
+    if len(public_raw) != _PUBLIC_KEY_BYTES:
+        raise EnvelopeError(f"an Ed25519 public key has 32 bytes, not {len(public_raw)}")
+    key_description = {
+        "keytype": KEY_TYPE,
+        "keyval": {"public": public_raw.hex()},
+        "scheme": SIGNATURE_SCHEME,
+    }
+    return hashlib.sha256(canonical_json(key_description)).hexdigest()
+
+
+def public_key_raw(private_key: Ed25519PrivateKey) -> bytes:
+    """The raw 32 public-key bytes belonging to ``private_key``."""
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedKey:
+    """A public key allowed to sign snapshots; ``public`` is the raw 32 bytes."""
+
+    keyid: str
+    public: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.public) != _PUBLIC_KEY_BYTES:
+            raise EnvelopeError(
+                f"trusted key {self.keyid[:12]}…: an Ed25519 public key has 32 bytes, not {len(self.public)}"
+            )
+        if not _KEYID_PATTERN.fullmatch(self.keyid):
+            raise EnvelopeError(f"trusted key id {self.keyid!r} is not 64 lowercase hex digits")
+
+    @classmethod
+    def from_public(cls, public: bytes | str, keyid: str | None = None) -> TrustedKey:
+        """A trusted key from raw bytes or their hex; a given ``keyid`` must be the right one."""
+        if isinstance(public, str):
+            try:
+                public = bytes.fromhex(public)
+            except ValueError:
+                raise EnvelopeError("trusted public key is not hex") from None
+        expected = compute_keyid(public)
+        if keyid is not None and keyid != expected:
+            raise EnvelopeError(
+                f"key id {keyid} does not belong to public key {public.hex()}",
+                hint=f"its key id is {expected}",
+            )
+        return cls(expected, public)
+
+    @classmethod
+    def from_config(cls, signing: Mapping[str, Any]) -> list[TrustedKey]:
+        """The keys of a ``signing:`` section of ``flagstone.yaml`` (``keys: [{keyid, public}]``)."""
+        keys = []
+        for entry in signing.get("keys") or []:
+            if not isinstance(entry, Mapping) or "public" not in entry:
+                raise EnvelopeError("every signing key needs a `public` (hex of 32 bytes)")
+            keys.append(cls.from_public(str(entry["public"]), entry.get("keyid")))
+        return keys
+
+
+def sign_payload(
+    payload: bytes,
+    private_keys: Ed25519PrivateKey | Iterable[Ed25519PrivateKey],
+    *,
+    payload_type: str = PAYLOAD_TYPE,
+) -> bytes:
+    """A DSSE envelope (canonical JSON bytes) carrying ``payload`` signed by every key.
+
+    Ed25519 signatures are deterministic, so the same payload and keys give the same bytes.
+    """
+    keys = [private_keys] if isinstance(private_keys, Ed25519PrivateKey) else list(private_keys)
+    if not keys:
+        raise EnvelopeError("at least one signing key is needed")
+    message = pae(payload_type, payload)
+    signatures = []
+    seen: set[str] = set()
+    for key in keys:
+        keyid = compute_keyid(public_key_raw(key))
+        if keyid in seen:
+            continue
+        seen.add(keyid)
+        signature = key.sign(message)
+        signatures.append({"keyid": keyid, "sig": base64.standard_b64encode(signature).decode()})
+    envelope = {
+        "payload": base64.standard_b64encode(payload).decode(),
+        "payloadType": payload_type,
+        "signatures": signatures,
+    }
+    return canonical_json(envelope)
+
+
+def _decode_base64(text: object, what: str) -> bytes:
+    """Standard or URL-safe base64 (both allowed by DSSE), accepted only in canonical form.
+
+    Non-canonical text (stray trailing bits, missing or extra padding, whitespace)
+    decodes to the same bytes as some other text; rejecting it means any change to the
+    envelope's encoded fields is a change to the bytes that are verified.
+    """
+    if not isinstance(text, str):
+        raise EnvelopeError(f"envelope {what} is not a string")
+    alphabet = b"-_" if ("-" in text or "_" in text) else b"+/"
+    try:
+        raw = base64.b64decode(text, altchars=alphabet, validate=True)
+    except (binascii.Error, ValueError):
+        raise EnvelopeError(f"envelope {what} is not valid base64") from None
+    if base64.b64encode(raw, altchars=alphabet).decode() != text:
+        raise EnvelopeError(f"envelope {what} is not canonical base64")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    keyid: str | None
+    sig: bytes
+
+
+def _parse_envelope(envelope: bytes) -> tuple[str, bytes, list[_Signature]]:
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError(
+            f"envelope is {len(envelope)} bytes, over the {MAX_ENVELOPE_BYTES} byte limit"
+        )
+    try:
+        document = json.loads(envelope)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise EnvelopeError(f"envelope is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise EnvelopeError("envelope is not a JSON object")
+    missing = [name for name in ("payload", "payloadType", "signatures") if name not in document]
+    if missing:
+        raise EnvelopeError(f"envelope lacks {', '.join(missing)}; is this a DSSE envelope?")
+    payload_type = document["payloadType"]
+    if not isinstance(payload_type, str):
+        raise EnvelopeError("envelope payloadType is not a string")
+    payload = _decode_base64(document["payload"], "payload")
+    if not isinstance(document["signatures"], list):
+        raise EnvelopeError("envelope signatures is not a list")
+    signatures = []
+    for entry in document["signatures"]:
+        if not isinstance(entry, dict):
+            raise EnvelopeError("envelope signature is not an object")
+        keyid = entry.get("keyid")
+        if keyid is not None and not isinstance(keyid, str):
+            raise EnvelopeError("envelope signature keyid is not a string")
+        signatures.append(_Signature(keyid or None, _decode_base64(entry.get("sig"), "signature")))
+    return payload_type, payload, signatures
+
+
+def verify_envelope(
+    envelope: bytes,
+    trusted: Sequence[TrustedKey],
+    threshold: int,
+    *,
+    payload_type: str = PAYLOAD_TYPE,
+) -> bytes:
+    """The payload of ``envelope`` once at least ``threshold`` distinct trusted keys signed it.
+
+    A signature naming a keyid is checked against that key only; one without a keyid
+    (DSSE makes it optional) against every trusted key. Each key counts once, however
+    many signatures it made. Raises ``EnvelopeError`` saying why it was rejected.
+    """
+    distinct_keys = {key.public: key for key in trusted}
+    if threshold < 1:
+        raise EnvelopeError(f"signature threshold must be at least 1, not {threshold}")
+    if len(distinct_keys) < threshold:
+        raise EnvelopeError(
+            f"signature threshold {threshold} cannot be met by {len(distinct_keys)} trusted key(s)",
+            hint="add public keys under signing.keys in flagstone.yaml or lower signing.threshold",
+        )
+    found_type, payload, signatures = _parse_envelope(envelope)
+    if found_type != payload_type:
+        raise EnvelopeError(f"envelope payloadType is {found_type!r}, expected {payload_type!r}")
+    message = pae(found_type, payload)
+    verified: set[bytes] = set()
+    for signature in signatures:
+        if len(signature.sig) != _SIGNATURE_BYTES:
+            continue
+        candidates = [k for k in distinct_keys.values() if signature.keyid in (None, k.keyid)]
+        for key in candidates:
+            if key.public in verified:
+                continue
+            try:
+                Ed25519PublicKey.from_public_bytes(key.public).verify(signature.sig, message)
+            except InvalidSignature:
+                continue
+            verified.add(key.public)
+            break
+    if len(verified) < threshold:
+        named = sorted({s.keyid[:12] + "…" for s in signatures if s.keyid})
+        signed_by = f" (signatures name {', '.join(named)})" if named else ""
+        raise EnvelopeError(
+            f"envelope has {len(verified)} valid signature(s) from trusted keys, "
+            f"{threshold} required{signed_by}",
+            hint="is the snapshot signed by a key listed under signing.keys in flagstone.yaml?",
+        )
+    return payload
+
+
+def parse_payload(payload: bytes) -> dict[str, Any]:
+    """The snapshot payload as a JSON object (rejects NaN/Infinity and duplicate keys)."""
+
+    def reject_constant(name: str) -> Any:
+        raise EnvelopeError(f"snapshot payload contains {name}, which is not JSON")
+
+    def unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            raise EnvelopeError("snapshot payload has a duplicate object key")
+        return result
+
+    try:
+        document = json.loads(
+            payload, parse_constant=reject_constant, object_pairs_hook=unique_object
+        )
+    except (UnicodeDecodeError, ValueError) as error:
+        raise EnvelopeError(f"snapshot payload is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise EnvelopeError("snapshot payload is not a JSON object")
+    return document
+
+
+def parse_timestamp(text: object, what: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC timestamp written with ``Z``."""
+    if not isinstance(text, str) or not text.endswith("Z"):
+        raise EnvelopeError(f"snapshot {what} {text!r} is not an RFC 3339 UTC timestamp")
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00")
+    except ValueError:
+        raise EnvelopeError(f"snapshot {what} {text!r} is not an RFC 3339 UTC timestamp") from None
+    return moment.timestamp()
+
+
+def format_timestamp(seconds: float) -> str:
+    """RFC 3339 UTC with ``Z`` and whole seconds, as snapshots write times."""
+    return datetime.fromtimestamp(int(seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_snapshot(
+    payload: Mapping[str, Any],
+    *,
+    project: str | None,
+    environment: str | None,
+    now: float,
+) -> None:
+    """Reject a verified payload that is not a usable snapshot for us, now.
+
+    Checks the format marker, the project and environment (``None`` skips that check),
+    that it has not expired at ``now`` (seconds since the epoch), and that ``digest``
+    matches the ``flags`` and ``segments`` it carries. Raises ``EnvelopeError``.
+    """
+    found_format = payload.get("format")
+    if found_format != SNAPSHOT_FORMAT:
+        raise EnvelopeError(f"snapshot format is {found_format!r}, expected {SNAPSHOT_FORMAT!r}")
+    if project is not None and payload.get("project") != project:
+        raise EnvelopeError(
+            f"snapshot is for project {payload.get('project')!r}, expected {project!r}"
+        )
+    if environment is not None and payload.get("environment") != environment:
+        raise EnvelopeError(
+            f"snapshot is for environment {payload.get('environment')!r}, expected {environment!r}"
+        )
+    version = payload.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EnvelopeError(f"snapshot version {version!r} is not a published version (≥ 1)")
+    expires = parse_timestamp(payload.get("expires"), "expires")
+    if now >= expires:
+        raise EnvelopeError(
+            f"snapshot version {version} expired at {payload['expires']}",
+            hint="publish again to refresh it (`flagstone publish --force`)",
+        )
+    flags, segments = payload.get("flags"), payload.get("segments")
+    if not isinstance(flags, Mapping) or not isinstance(segments, Mapping):
+        raise EnvelopeError("snapshot lacks its flags or segments object")
+    try:
+        digest = content_digest(flags, segments)
+    except SnapshotFormatError as error:
+        raise EnvelopeError(f"snapshot content cannot be digested: {error}") from None
+    if payload.get("digest") != digest:
+        raise EnvelopeError(
+            f"snapshot digest {payload.get('digest')!r} does not match its content ({digest})"
+        )
+
+
+def open_snapshot(
+    envelope: bytes,
+    trusted: Sequence[TrustedKey],
+    threshold: int,
+    *,
+    project: str | None,
+    environment: str | None,
+    now: float,
+) -> dict[str, Any]:
+    """``verify_envelope`` + ``parse_payload`` + ``check_snapshot``: the usable payload."""
+    payload = parse_payload(verify_envelope(envelope, trusted, threshold))
+    check_snapshot(payload, project=project, environment=environment, now=now)
+    return payload
