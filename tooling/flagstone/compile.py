@@ -1,0 +1,399 @@
+"""The compiler: one environment of a flag repository → the snapshot payload.
+
+The payload is the normalized, language-neutral form of docs/snapshot-format.md:
+variation keys instead of YAML shorthands, clause values always as lists, percentages
+as integer thousandths, durations as seconds, timestamps as RFC 3339 UTC, defaults made
+explicit. Order that matters (targets, rules, split weights, stages) is kept in arrays;
+everything else is keyed, so the canonical JSON (RFC 8785) of the same commit is the
+same bytes whatever the file-system order.
+
+The compiler expects a validated project (``flagstone.validate.load_valid_project``),
+but still refuses, with ``file:line:col``, anything it cannot express in the snapshot
+form rather than writing a snapshot an SDK would reject.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flagstone.canonical import canonical_json, content_digest
+from flagstone.engine import FORMAT, TOTAL_WEIGHT, Snapshot, check_clause_values, parse_timestamp
+from flagstone.errors import RepositoryError, SnapshotFormatError, UsageError, ValidationFailed
+from flagstone.loader import Document, PathKey
+from flagstone.model import Flag, Project, ReleaseConfig
+from flagstone.problems import Problem
+
+RULE = "compile"
+_DURATION = re.compile(r"([0-9]+)([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+Timestamp = str | datetime | float | int | None
+
+
+def compile_environment(
+    project: Project,
+    env: str,
+    *,
+    version: int = 0,
+    published_at: Timestamp = None,
+    expires: Timestamp = None,
+    source: Mapping[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """The snapshot payload of environment ``env`` (a plain dict, ready for ``snapshot_bytes``).
+
+    ``published_at``/``expires`` may be aware datetimes, RFC 3339 strings or epoch
+    seconds; they are written as ``YYYY-MM-DDTHH:MM:SSZ``. ``source`` is
+    ``{"commit": sha, "ref": ref}`` (nulls when not compiled from git).
+
+    Raises ``UsageError`` for an unknown environment and ``ValidationFailed`` for content
+    that has no snapshot form.
+    """
+    if project.config is None:
+        raise RepositoryError("flagstone.yaml could not be read; run `flagstone validate`")
+    if env not in project.environments:
+        known = ", ".join(project.environments) or "none"
+        raise UsageError(f"unknown environment {env!r} (project environments: {known})")
+
+    flags = {
+        key: _FlagCompiler(flag, flag.releases.get(env), project).compile()
+        for key, flag in sorted(project.flags.items())
+        if not flag.archived
+    }
+    segments = {
+        key: _compile_segment(segment.doc, project)
+        for key, segment in sorted(project.segments.items())
+    }
+    source = source or {}
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "project": project.config.name,
+        "environment": env,
+        "version": version,
+        "published_at": timestamp_text(published_at),
+        "expires": timestamp_text(expires),
+        "source": {"commit": source.get("commit"), "ref": source.get("ref")},
+        "digest": content_digest(flags, segments),
+        "flags": flags,
+        "segments": segments,
+    }
+    try:
+        # The engine is the judge of the snapshot form: what it cannot load is not shipped.
+        Snapshot.from_payload(payload)
+    except SnapshotFormatError as error:
+        raise ValidationFailed([Problem("flags", 0, 0, RULE, "error", error.message)]) from None
+    return payload
+
+
+def snapshot_bytes(payload: Mapping[str, Any]) -> bytes:
+    """The canonical JSON (RFC 8785) bytes of a payload: what is signed and published."""
+    return canonical_json(payload)
+
+
+def timestamp_text(value: Timestamp) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds) for a datetime, RFC 3339 string or epoch."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        instant = parse_timestamp(value)
+        if instant is None:
+            raise UsageError(f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-12-03T09:00:00Z)")
+        value = instant
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise UsageError(f"timestamp {value.isoformat()} has no time zone")
+        moment = value.astimezone(UTC)
+    else:
+        moment = datetime.fromtimestamp(float(value), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration_seconds(text: str) -> int | None:
+    """Seconds in a duration like ``24h`` or ``7d``; None when it is not one."""
+    match = _DURATION.fullmatch(text)
+    return int(match.group(1)) * _SECONDS[match.group(2)] if match else None
+
+
+def percent_weight(value: Any) -> int | None:
+    """A percent with at most 3 decimals as integer thousandths (``12.5`` → ``12500``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        thousandths = Decimal(str(value)) * 1000
+    except InvalidOperation:
+        return None
+    if thousandths != thousandths.to_integral_value() or not 0 <= thousandths <= TOTAL_WEIGHT:
+        return None
+    return int(thousandths)
+
+
+class _Refuse(Exception):
+    """Internal: content with no snapshot form, at ``where`` in ``doc``."""
+
+    def __init__(self, doc: Document, where: PathKey, message: str) -> None:
+        super().__init__(message)
+        self.problem = _problem(doc, where, message)
+
+
+def _problem(doc: Document, where: PathKey, message: str) -> Problem:
+    line, col = doc.position(where)
+    return Problem(doc.rel, line, col, RULE, "error", message)
+
+
+class _ConditionCompiler:
+    """Turns YAML conditions of one document into the snapshot's COND form."""
+
+    def __init__(self, doc: Document, project: Project) -> None:
+        self.doc = doc
+        self.project = project
+
+    def refuse(self, where: PathKey, message: str) -> _Refuse:
+        return _Refuse(self.doc, where, message)
+
+    def condition(self, spec: Any, where: PathKey) -> dict[str, Any]:
+        if not isinstance(spec, Mapping):
+            raise self.refuse(where, "a condition must be a mapping")
+        if "segment" in spec:
+            key = spec["segment"]
+            if not isinstance(key, str) or key not in self.project.segments:
+                raise self.refuse((*where, "segment"), f"unknown segment {key!r}")
+            return {"segment": key}
+        for combinator in ("all", "any"):
+            if combinator in spec:
+                parts = spec[combinator]
+                if not isinstance(parts, list) or not parts:
+                    raise self.refuse(
+                        (*where, combinator), f"{combinator!r} needs a non-empty list"
+                    )
+                return {
+                    combinator: [
+                        self.condition(p, (*where, combinator, i)) for i, p in enumerate(parts)
+                    ]
+                }
+        if "not" in spec:
+            return {"not": self.condition(spec["not"], (*where, "not"))}
+        if "attribute" not in spec:
+            raise self.refuse(where, "a condition needs one of: attribute, segment, all, any, not")
+        attribute, op = spec.get("attribute"), spec.get("op")
+        if not isinstance(attribute, str) or not attribute:
+            raise self.refuse((*where, "attribute"), "attribute must be a non-empty string")
+        if "values" in spec:
+            values, values_at = spec["values"], (*where, "values")
+            if not isinstance(values, list):
+                raise self.refuse(values_at, "values must be a list")
+        elif "value" in spec:
+            values, values_at = [spec["value"]], (*where, "value")
+        else:
+            values, values_at = [], where
+        problem = check_clause_values(str(op), values)
+        if problem:
+            raise self.refuse(
+                (*where, "op") if "unknown operator" in problem else values_at, problem
+            )
+        return {"attribute": attribute, "op": op, "values": list(values)}
+
+
+def _compile_segment(doc: Document, project: Project) -> dict[str, Any]:
+    data = doc.data if isinstance(doc.data, Mapping) else {}
+    conditions = _ConditionCompiler(doc, project)
+    try:
+        return {
+            "include": [str(k) for k in data.get("include") or []],
+            "exclude": [str(k) for k in data.get("exclude") or []],
+            "rules": [
+                conditions.condition(c, ("rules", i)) for i, c in enumerate(data.get("rules") or [])
+            ],
+        }
+    except _Refuse as refusal:
+        raise ValidationFailed([refusal.problem]) from None
+
+
+class _FlagCompiler:
+    def __init__(self, flag: Flag, release: ReleaseConfig | None, project: Project) -> None:
+        self.flag = flag
+        self.release = release
+        self.project = project
+        self.variations = flag.variations
+        self.conditions = _ConditionCompiler(release.doc if release else flag.doc, project)
+
+    def compile(self) -> dict[str, Any]:
+        try:
+            return self._compile()
+        except _Refuse as refusal:
+            raise ValidationFailed([refusal.problem]) from None
+
+    def refuse_in_flag(self, where: PathKey, message: str) -> _Refuse:
+        return _Refuse(self.flag.doc, where, message)
+
+    def refuse(self, where: PathKey, message: str) -> _Refuse:
+        assert self.release is not None
+        return _Refuse(self.release.doc, where, message)
+
+    def variation(self, value: Any, where: PathKey, *, in_flag: bool = False) -> str:
+        name = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if name is None or name not in self.variations:
+            known = ", ".join(self.variations)
+            refuse = self.refuse_in_flag if in_flag else self.refuse
+            raise refuse(where, f"unknown variation {value!r} (flag {self.flag.key} has: {known})")
+        return name
+
+    def _compile(self) -> dict[str, Any]:
+        flag = self.flag
+        if not self.variations:
+            raise self.refuse_in_flag(("variations",), "a flag needs at least one variation")
+        off = self.variation(flag.off_variation, ("off_variation",), in_flag=True)
+        prerequisites = []
+        for i, item in enumerate(flag.prerequisites):
+            other = self.project.flags.get(str(item.get("flag")))
+            if other is None or other.archived:
+                state = "archived" if other is not None else "unknown"
+                raise self.refuse_in_flag(
+                    ("prerequisites", i, "flag"), f"{state} prerequisite flag {item.get('flag')!r}"
+                )
+            required = str(item.get("variation"))
+            if required not in other.variations:
+                raise self.refuse_in_flag(
+                    ("prerequisites", i, "variation"),
+                    f"flag {other.key} has no variation {required!r}",
+                )
+            prerequisites.append({"flag": other.key, "variation": required})
+
+        compiled: dict[str, Any] = {
+            "type": flag.value_type,
+            "kind": flag.kind,
+            "variations": self.variations,
+            "off_variation": off,
+            "enabled": False,
+            "prerequisites": prerequisites,
+            "targets": [],
+            "rules": [],
+            "default": {"variation": off},
+        }
+        release = self.release
+        if release is None or not release.enabled:
+            return compiled
+        compiled["enabled"] = True
+        compiled["targets"] = [
+            {"variation": self.variation(variation, ("targets", variation)), "keys": keys}
+            for variation, keys in release.targets.items()
+        ]
+        compiled["rules"] = [self.rule(rule, ("rules", i)) for i, rule in enumerate(release.rules)]
+        default = release.default
+        if default is None:
+            compiled["default"] = {"variation": off}
+        elif isinstance(default, Mapping) and "progression" in default:
+            compiled["default"] = {
+                "progression": self.progression(default["progression"], ("default", "progression"))
+            }
+        else:
+            compiled["default"] = self.serve(default, ("default",))
+        return compiled
+
+    def rule(self, rule: Any, where: PathKey) -> dict[str, Any]:
+        if not isinstance(rule, Mapping) or not isinstance(rule.get("name"), str):
+            raise self.refuse(where, "a rule needs a name, an `if` condition and a `serve`")
+        return {
+            "name": rule["name"],
+            "condition": self.conditions.condition(rule.get("if"), (*where, "if")),
+            "serve": self.serve(rule.get("serve"), (*where, "serve")),
+        }
+
+    def serve(self, spec: Any, where: PathKey) -> dict[str, Any]:
+        if not isinstance(spec, Mapping):
+            return {"variation": self.variation(spec, where)}
+        if "split" not in spec:
+            raise self.refuse(where, "serve a variation key or {split: {variation: percent, …}}")
+        split = spec["split"]
+        if not isinstance(split, Mapping) or not split:
+            raise self.refuse((*where, "split"), "a split maps variations to percents")
+        weights = []
+        for variation, percent in split.items():
+            weight = percent_weight(percent)
+            if weight is None:
+                raise self.refuse(
+                    (*where, "split", variation),
+                    f"{percent!r} is not a percent with at most 3 decimals",
+                )
+            weights.append(
+                {
+                    "variation": self.variation(variation, (*where, "split", variation)),
+                    "weight": weight,
+                }
+            )
+        total = sum(int(w["weight"]) for w in weights)
+        if total != TOTAL_WEIGHT:
+            raise self.refuse(
+                (*where, "split"), f"split percents sum to {Decimal(total) / 1000}, not 100"
+            )
+        return {"split": {**self.bucketing(spec, where), "weights": weights}}
+
+    def bucketing(self, spec: Mapping[str, Any], where: PathKey) -> dict[str, str]:
+        bucket_by, seed = spec.get("bucket_by", "key"), spec.get("seed", self.flag.key)
+        if not isinstance(bucket_by, str) or not bucket_by:
+            raise self.refuse((*where, "bucket_by"), "bucket_by must be an attribute name")
+        if not isinstance(seed, str):
+            raise self.refuse((*where, "seed"), "seed must be a string")
+        return {"bucket_by": bucket_by, "seed": seed}
+
+    def progression(self, spec: Any, where: PathKey) -> dict[str, Any]:
+        if not isinstance(spec, Mapping):
+            raise self.refuse(where, "a progression is a mapping")
+        stages_spec = spec.get("stages")
+        if not isinstance(stages_spec, list) or not stages_spec:
+            raise self.refuse((*where, "stages"), "a progression needs at least one stage")
+        stages = []
+        weight = 0  # a stage without a percent keeps the reach of the stages before it
+        for i, stage in enumerate(stages_spec):
+            here = (*where, "stages", i)
+            if not isinstance(stage, Mapping) or not isinstance(stage.get("name"), str):
+                raise self.refuse(here, "a stage needs a name")
+            segments = [str(s) for s in stage.get("segments") or []]
+            for j, segment in enumerate(segments):
+                if segment not in self.project.segments:
+                    raise self.refuse((*here, "segments", j), f"unknown segment {segment!r}")
+            if "percent" in stage:
+                stage_weight = percent_weight(stage["percent"])
+                if stage_weight is None:
+                    raise self.refuse(
+                        (*here, "percent"),
+                        f"{stage['percent']!r} is not a percent with at most 3 decimals",
+                    )
+                weight = stage_weight
+            bake = stage.get("bake")
+            bake_seconds = duration_seconds(bake) if isinstance(bake, str) else None
+            if bake is not None and bake_seconds is None:
+                raise self.refuse(
+                    (*here, "bake"), f"{bake!r} is not a duration like 30m, 24h or 7d"
+                )
+            at = stage.get("at")
+            try:
+                at_text = timestamp_text(at) if at is not None else None
+            except UsageError as error:
+                raise self.refuse((*here, "at"), error.message) from None
+            if at is not None and not isinstance(at, str):
+                raise self.refuse((*here, "at"), "at must be an RFC 3339 timestamp string")
+            stages.append(
+                {
+                    "name": stage["name"],
+                    "segments": segments,
+                    "weight": weight,
+                    "at": at_text,
+                    "bake": bake_seconds,
+                }
+            )
+        names = [s["name"] for s in stages]
+        current = spec.get("current")
+        if current is not None and current not in names:
+            raise self.refuse(
+                (*where, "current"), f"unknown stage {current!r} (stages: {', '.join(names)})"
+            )
+        return {
+            "variation": self.variation(spec.get("variation"), (*where, "variation")),
+            "baseline": self.variation(spec.get("baseline"), (*where, "baseline")),
+            **self.bucketing(spec, where),
+            "current": current,
+            "stages": stages,
+        }

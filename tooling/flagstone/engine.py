@@ -1,0 +1,965 @@
+"""The evaluation engine: one snapshot payload in, flag decisions out.
+
+``Snapshot.from_payload`` checks a payload (docs/snapshot-format.md) and turns every
+flag into ready-to-run closures once — attribute readers, frozensets, compiled regular
+expressions, parsed semantic versions and timestamps, precomputed bucketing seeds and
+precomputed ``Details`` for every fixed outcome — so ``Snapshot.evaluate`` does no
+parsing. ``evaluate`` never raises: problems come back as ``Details`` with reason
+``ERROR`` and an OpenFeature error code, carrying the caller's default.
+
+Evaluation order for a flag (DESIGN §4): disabled → off variation (DISABLED); a
+prerequisite not serving its required variation → off variation (PREREQUISITE_FAILED);
+individual targets (TARGETING_MATCH); rules in order, first match (TARGETING_MATCH or
+SPLIT); the default (DEFAULT, SPLIT, or a progression).
+
+Conditions: a missing attribute (absent or JSON null) or a value of the wrong type makes
+a clause false, never an error. The context's ``key`` is its targeting key and must be a
+string when present.
+
+Standard library plus ``mmh3``: the SDK imports this module.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+from flagstone.bucketing import make_bucketer
+from flagstone.errors import SnapshotFormatError
+
+FORMAT = "flagstone.snapshot/1"
+
+# OpenFeature reason and error-code names.
+DEFAULT = "DEFAULT"
+TARGETING_MATCH = "TARGETING_MATCH"
+SPLIT = "SPLIT"
+DISABLED = "DISABLED"
+PREREQUISITE_FAILED = "PREREQUISITE_FAILED"
+ERROR = "ERROR"
+FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+TYPE_MISMATCH = "TYPE_MISMATCH"
+PARSE_ERROR = "PARSE_ERROR"
+INVALID_CONTEXT = "INVALID_CONTEXT"
+GENERAL = "GENERAL"
+
+FLAG_TYPES = ("boolean", "string", "number", "json")
+FLAG_KINDS = ("release", "experiment", "operational", "permission")
+TOTAL_WEIGHT = 100_000
+
+EQUALITY_OPS = ("eq", "neq", "in", "not_in")
+STRING_OPS = ("starts_with", "ends_with", "matches")
+NUMBER_OPS = ("lt", "lte", "gt", "gte")
+SEMVER_OPS = ("semver_eq", "semver_lt", "semver_lte", "semver_gt", "semver_gte")
+TIME_OPS = ("before", "after")
+OPERATORS = (*EQUALITY_OPS, "contains", *STRING_OPS, *NUMBER_OPS, *SEMVER_OPS, *TIME_OPS, "exists")
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """The outcome of one evaluation.
+
+    ``rule`` names what decided: the matching rule, the progression stage, or (for
+    PREREQUISITE_FAILED) the prerequisite flag that failed; None for targets, plain
+    defaults, disabled flags and errors. ``bucket`` is the context's bucket in
+    [0, 100000) when a split or progression percentage was consulted and the context
+    was bucketable, else None.
+    """
+
+    value: Any
+    variation: str | None
+    reason: str
+    error_code: str | None = None
+    error_message: str | None = None
+    rule: str | None = None
+    version: int = 0
+    bucket: int | None = None
+
+
+# Details are built millions of times; a frozen dataclass's __init__ goes through
+# object.__setattr__ per field, so the hot path sets the slots directly (~2x faster).
+_new_details = object.__new__
+_set_fields = tuple(
+    getattr(Details, name).__set__
+    for name in (
+        "value",
+        "variation",
+        "reason",
+        "rule",
+        "version",
+        "bucket",
+        "error_code",
+        "error_message",
+    )
+)
+(
+    _set_value,
+    _set_variation,
+    _set_reason,
+    _set_rule,
+    _set_version,
+    _set_bucket,
+    _set_code,
+    _set_message,
+) = _set_fields
+
+
+def _bucketed_details(
+    value: Any, variation: str, reason: str, rule: str | None, version: int, bucket: int | None
+) -> Details:
+    details: Details = _new_details(Details)
+    _set_value(details, value)
+    _set_variation(details, variation)
+    _set_reason(details, reason)
+    _set_rule(details, rule)
+    _set_version(details, version)
+    _set_bucket(details, bucket)
+    _set_code(details, None)
+    _set_message(details, None)
+    return details
+
+
+Context = Mapping[str, Any]
+Predicate = Callable[[Context], bool]
+Reader = Callable[[Context], Any]
+# A compiled flag: (context, clock or None) -> Details.
+FlagRunner = Callable[[Context, "float | None"], Details]
+
+
+# ---------------------------------------------------------------------------
+# Literal parsers shared by the compiler's checks and the engine.
+
+_SEMVER = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,
+)
+
+SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+@lru_cache(maxsize=4096)
+def parse_semver(text: str) -> SemverKey | None:
+    """A SemVer 2.0.0 version as a key ordered by precedence (build metadata ignored),
+    or None when ``text`` is not a strict semantic version (no ``v`` prefix, no padding)."""
+    match = _SEMVER.fullmatch(text)
+    if match is None:
+        return None
+    major, minor, patch, pre = match.group(1, 2, 3, 4)
+    if pre is None:
+        # A release ranks above all of its pre-releases.
+        return (int(major), int(minor), int(patch), 1, ())
+    identifiers = tuple((0, int(part)) if part.isdigit() else (1, part) for part in pre.split("."))
+    return (int(major), int(minor), int(patch), 0, identifiers)
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+@lru_cache(maxsize=4096)
+def parse_timestamp(text: str) -> float | None:
+    """Seconds since the epoch of an RFC 3339 date-time with a zone (``Z`` or ±hh:mm),
+    or None when ``text`` is not one."""
+    if _RFC3339.fullmatch(text) is None:
+        return None
+    normalized = text.upper()
+    if "." in normalized:
+        # datetime accepts at most 6 fractional digits.
+        head, _, rest = normalized.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        normalized = head + "." + rest[: min(digits, 6)] + rest[digits:]
+    try:
+        return datetime.fromisoformat(normalized.replace("Z", "+00:00")).timestamp()
+    except ValueError:  # e.g. month 13 or hour 25
+        return None
+
+
+def timestamp_of(value: Any) -> float | None:
+    """A context value as epoch seconds: an RFC 3339 string or a finite number."""
+    if isinstance(value, str):
+        return parse_timestamp(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def check_clause_values(op: str, values: Sequence[Any]) -> str | None:
+    """Why ``values`` cannot be used with ``op`` (a one-line message), or None if they can.
+
+    The compiler and the validator use this so that every snapshot the engine is given
+    already has usable literals.
+    """
+    if op not in OPERATORS:
+        return f"unknown operator {op!r} (one of: {', '.join(OPERATORS)})"
+    if op == "exists":
+        return None if not values else "'exists' takes no value"
+    if not values:
+        return f"{op!r} needs a value"
+    for value in values:
+        if op in STRING_OPS and not isinstance(value, str):
+            return f"{op!r} compares text; {value!r} is not a string"
+        if op in NUMBER_OPS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{op!r} compares numbers; {value!r} is not a number"
+        if op in SEMVER_OPS and (not isinstance(value, str) or parse_semver(value) is None):
+            return f"{value!r} is not a semantic version (MAJOR.MINOR.PATCH[-pre][+build])"
+        if op in TIME_OPS and (not isinstance(value, str) or parse_timestamp(value) is None):
+            return f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-12-03T09:00:00Z)"
+        if op == "matches":
+            try:
+                re.compile(value)
+            except re.error as error:
+                return f"{value!r} is not a valid regular expression: {error}"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Attribute readers and clause predicates.
+
+
+def attribute_reader(attribute: str) -> Reader:
+    """A function reading ``attribute`` (dotted for nesting) from a context; None if absent."""
+    if "." not in attribute:
+
+        def read_top(context: Context) -> Any:
+            return context.get(attribute)
+
+        return read_top
+    parts = tuple(attribute.split("."))
+
+    def read_nested(context: Context) -> Any:
+        value: Any = context
+        for part in parts:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(part)
+        return value
+
+    return read_nested
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return "null" if value is None else "other"
+
+
+def json_equal(left: Any, right: Any) -> bool:
+    """Equality of JSON values: ``true`` is not ``1``; ``1`` equals ``1.0``."""
+    kind = _json_kind(left)
+    if kind != _json_kind(right):
+        return False
+    if kind == "object":
+        return left.keys() == right.keys() and all(json_equal(left[k], right[k]) for k in left)
+    if kind == "array":
+        return len(left) == len(right) and all(
+            json_equal(a, b) for a, b in zip(left, right, strict=True)
+        )
+    return bool(left == right)
+
+
+def _equality_predicate(values: Sequence[Any]) -> Callable[[Any], bool]:
+    """A test ``value -> bool``: does a present value equal any of ``values``?"""
+    strings = frozenset(v for v in values if isinstance(v, str))
+    numbers = frozenset(v for v in values if _json_kind(v) == "number" and not math.isnan(v))
+    booleans = frozenset(v for v in values if isinstance(v, bool))
+    composites = tuple(v for v in values if _json_kind(v) in ("object", "array"))
+
+    if not numbers and not booleans and not composites:
+
+        def equals_string(value: Any) -> bool:
+            return isinstance(value, str) and value in strings
+
+        return equals_string
+
+    def equals_any(value: Any) -> bool:
+        if isinstance(value, str):
+            return value in strings
+        if isinstance(value, bool):
+            return value in booleans
+        if isinstance(value, (int, float)):
+            return value in numbers
+        return any(json_equal(value, c) for c in composites)
+
+    return equals_any
+
+
+def _clause(attribute: str, op: str, values: Sequence[Any]) -> Predicate:
+    read = attribute_reader(attribute)
+
+    if op == "exists":
+
+        def exists(context: Context) -> bool:
+            return read(context) is not None
+
+        return exists
+
+    if op in ("eq", "in"):
+        equals = _equality_predicate(values)
+
+        def is_equal(context: Context) -> bool:
+            return equals(read(context))
+
+        return is_equal
+
+    if op in ("neq", "not_in"):
+        equals = _equality_predicate(values)
+        kinds = frozenset(_json_kind(v) for v in values)
+
+        def is_not_equal(context: Context) -> bool:
+            value = read(context)
+            # Missing or of a type none of the values has: the clause is false.
+            if value is None or _json_kind(value) not in kinds:
+                return False
+            return not equals(value)
+
+        return is_not_equal
+
+    if op == "contains":
+        substrings = tuple(v for v in values if isinstance(v, str))
+
+        def contains(context: Context) -> bool:
+            value = read(context)
+            if isinstance(value, str):
+                return any(s in value for s in substrings)
+            if isinstance(value, (list, tuple)):
+                return any(json_equal(item, v) for item in value for v in values)
+            return False
+
+        return contains
+
+    if op == "starts_with":
+        prefixes = tuple(values)
+
+        def starts_with(context: Context) -> bool:
+            value = read(context)
+            return isinstance(value, str) and value.startswith(prefixes)
+
+        return starts_with
+
+    if op == "ends_with":
+        suffixes = tuple(values)
+
+        def ends_with(context: Context) -> bool:
+            value = read(context)
+            return isinstance(value, str) and value.endswith(suffixes)
+
+        return ends_with
+
+    if op == "matches":
+        patterns = tuple(re.compile(v) for v in values)
+
+        def matches(context: Context) -> bool:
+            value = read(context)
+            return isinstance(value, str) and any(p.search(value) for p in patterns)
+
+        return matches
+
+    if op in NUMBER_OPS:
+        return _number_clause(read, op, values)
+    if op in SEMVER_OPS:
+        return _semver_clause(read, op, values)
+    if op in TIME_OPS:
+        return _time_clause(read, op, values)
+    raise SnapshotFormatError(f"unknown operator {op!r}")  # pragma: no cover - checked before
+
+
+def _number_clause(read: Reader, op: str, values: Sequence[Any]) -> Predicate:
+    # "any of the values" collapses to one bound: x < any(v) ⇔ x < max(v), etc.
+    numbers = [float(v) for v in values]
+    bound = max(numbers) if op in ("lt", "lte") else min(numbers)
+    compare: Callable[[float, float], bool] = {
+        "lt": float.__lt__,
+        "lte": float.__le__,
+        "gt": float.__gt__,
+        "gte": float.__ge__,
+    }[op]
+
+    def number_compare(context: Context) -> bool:
+        value = read(context)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        try:
+            return compare(float(value), bound)
+        except OverflowError:  # an int too large for a float
+            return (value > 0) == (op in ("gt", "gte"))
+
+    return number_compare
+
+
+def _semver_clause(read: Reader, op: str, values: Sequence[Any]) -> Predicate:
+    keys = tuple(parse_semver(v) for v in values)
+    wanted = {
+        "semver_eq": (0,),
+        "semver_lt": (-1,),
+        "semver_lte": (-1, 0),
+        "semver_gt": (1,),
+        "semver_gte": (1, 0),
+    }[op]
+
+    def semver_compare(context: Context) -> bool:
+        value = read(context)
+        if not isinstance(value, str):
+            return False
+        version = parse_semver(value)
+        if version is None:
+            return False
+        for key in keys:
+            order = (version > key) - (version < key)  # type: ignore[operator]
+            if order in wanted:
+                return True
+        return False
+
+    return semver_compare
+
+
+def _time_clause(read: Reader, op: str, values: Sequence[Any]) -> Predicate:
+    instants = [parse_timestamp(v) or 0.0 for v in values]
+    before = op == "before"
+    bound = max(instants) if before else min(instants)
+
+    def time_compare(context: Context) -> bool:
+        instant = timestamp_of(read(context))
+        if instant is None:
+            return False
+        return instant < bound if before else instant > bound
+
+    return time_compare
+
+
+# ---------------------------------------------------------------------------
+# Payload checking helpers: every failure names where in the payload it is.
+
+
+def _fail(where: str, message: str) -> SnapshotFormatError:
+    return SnapshotFormatError(f"snapshot {where}: {message}")
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"expected an object, got {_json_kind(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> Sequence[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(where, f"expected an array, got {_json_kind(value)}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, f"expected a string, got {_json_kind(value)}")
+    return value
+
+
+def _optional_text(value: Any, where: str) -> str | None:
+    return None if value is None else _text(value, where)
+
+
+def _integer(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(where, f"expected an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _optional_instant(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    instant = parse_timestamp(_text(value, where))
+    if instant is None:
+        raise _fail(where, f"{value!r} is not an RFC 3339 timestamp")
+    return instant
+
+
+# ---------------------------------------------------------------------------
+# Compiling a payload into closures.
+
+
+class _Compiler:
+    """Compiles one payload's segments and flags, resolving references on demand and
+    rejecting reference cycles."""
+
+    def __init__(self, payload: Mapping[str, Any], version: int) -> None:
+        self.version = version
+        self.segment_specs = _mapping(payload.get("segments", {}), "segments")
+        self.flag_specs = _mapping(payload.get("flags", {}), "flags")
+        self.segments: dict[str, Predicate] = {}
+        self.flags: dict[str, FlagRunner] = {}
+        self.types: dict[str, str] = {}
+        self._segments_in_progress: list[str] = []
+        self._flags_in_progress: list[str] = []
+
+    # -- conditions --
+
+    def condition(self, spec: Any, where: str) -> Predicate:
+        spec = _mapping(spec, where)
+        if "segment" in spec:
+            return self.segment(_text(spec["segment"], f"{where}.segment"), where)
+        if "all" in spec or "any" in spec:
+            combinator = "all" if "all" in spec else "any"
+            parts = [
+                self.condition(part, f"{where}.{combinator}[{i}]")
+                for i, part in enumerate(_list(spec[combinator], f"{where}.{combinator}"))
+            ]
+            return _all_of(parts) if combinator == "all" else _any_of(parts)
+        if "not" in spec:
+            inner = self.condition(spec["not"], f"{where}.not")
+
+            def negation(context: Context) -> bool:
+                return not inner(context)
+
+            return negation
+        if "attribute" in spec:
+            attribute = _text(spec["attribute"], f"{where}.attribute")
+            op = _text(spec.get("op"), f"{where}.op")
+            values = _list(spec.get("values", []), f"{where}.values")
+            problem = check_clause_values(op, values)
+            if problem:
+                raise _fail(where, problem)
+            return _clause(attribute, op, values)
+        raise _fail(where, "a condition needs one of: attribute, segment, all, any, not")
+
+    def segment(self, key: str, where: str) -> Predicate:
+        compiled = self.segments.get(key)
+        if compiled is not None:
+            return compiled
+        if key not in self.segment_specs:
+            raise _fail(where, f"unknown segment {key!r}")
+        if key in self._segments_in_progress:
+            chain = " -> ".join([*self._segments_in_progress, key])
+            raise _fail(f"segments.{key}", f"segment reference cycle: {chain}")
+        self._segments_in_progress.append(key)
+        here = f"segments.{key}"
+        spec = _mapping(self.segment_specs[key], here)
+        include = frozenset(
+            _text(k, f"{here}.include") for k in _list(spec.get("include", []), f"{here}.include")
+        )
+        exclude = frozenset(
+            _text(k, f"{here}.exclude") for k in _list(spec.get("exclude", []), f"{here}.exclude")
+        )
+        rules = _any_of(
+            [
+                self.condition(c, f"{here}.rules[{i}]")
+                for i, c in enumerate(_list(spec.get("rules", []), f"{here}.rules"))
+            ]
+        )
+        self._segments_in_progress.pop()
+
+        def in_segment(context: Context) -> bool:
+            target = context.get("key")
+            if target in exclude:
+                return False
+            return target in include or rules(context)
+
+        self.segments[key] = in_segment
+        return in_segment
+
+    # -- flags --
+
+    def flag(self, key: str, where: str) -> FlagRunner:
+        compiled = self.flags.get(key)
+        if compiled is not None:
+            return compiled
+        if key not in self.flag_specs:
+            raise _fail(where, f"unknown flag {key!r}")
+        if key in self._flags_in_progress:
+            chain = " -> ".join([*self._flags_in_progress, key])
+            raise _fail(f"flags.{key}", f"prerequisite cycle: {chain}")
+        self._flags_in_progress.append(key)
+        compiled = _FlagCompiler(self, key).build()
+        self._flags_in_progress.pop()
+        self.flags[key] = compiled
+        return compiled
+
+
+def _all_of(parts: list[Predicate]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+
+    def all_match(context: Context) -> bool:
+        # A plain loop: a generator with all() costs ~0.3 µs more per call.
+        for part in parts:  # noqa: SIM110
+            if not part(context):
+                return False
+        return True
+
+    return all_match
+
+
+def _any_of(parts: list[Predicate]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+
+    def any_match(context: Context) -> bool:
+        for part in parts:  # noqa: SIM110 - see all_match
+            if part(context):
+                return True
+        return False
+
+    return any_match
+
+
+class _FlagCompiler:
+    def __init__(self, compiler: _Compiler, key: str) -> None:
+        self.compiler = compiler
+        self.key = key
+        self.where = f"flags.{key}"
+        self.spec = _mapping(compiler.flag_specs[key], self.where)
+        self.version = compiler.version
+        variations = _mapping(self.spec.get("variations"), f"{self.where}.variations")
+        if not variations:
+            raise _fail(f"{self.where}.variations", "a flag needs at least one variation")
+        self.variations = dict(variations)
+        self.off = self.variation_key(self.spec.get("off_variation"), f"{self.where}.off_variation")
+        flag_type = self.spec.get("type")
+        if flag_type not in FLAG_TYPES:
+            raise _fail(
+                f"{self.where}.type", f"expected one of {', '.join(FLAG_TYPES)}, got {flag_type!r}"
+            )
+        compiler.types[key] = flag_type
+
+    def variation_key(self, value: Any, where: str) -> str:
+        name = _text(value, where)
+        if name not in self.variations:
+            raise _fail(
+                where, f"unknown variation {name!r} (flag has: {', '.join(self.variations)})"
+            )
+        return name
+
+    def fixed(self, variation: str, reason: str, rule: str | None = None) -> Details:
+        return Details(
+            self.variations[variation], variation, reason, None, None, rule, self.version, None
+        )
+
+    def build(self) -> FlagRunner:
+        where = self.where
+        spec = self.spec
+        enabled = spec.get("enabled")
+        if not isinstance(enabled, bool):
+            raise _fail(f"{where}.enabled", f"expected true or false, got {enabled!r}")
+        if not enabled:
+            disabled = self.fixed(self.off, DISABLED)
+
+            def run_disabled(context: Context, at: float | None) -> Details:
+                return disabled
+
+            return run_disabled
+
+        prerequisites = []
+        for i, item in enumerate(_list(spec.get("prerequisites", []), f"{where}.prerequisites")):
+            here = f"{where}.prerequisites[{i}]"
+            item = _mapping(item, here)
+            flag_key = _text(item.get("flag"), f"{here}.flag")
+            required = _text(item.get("variation"), f"{here}.variation")
+            run_prerequisite = self.compiler.flag(flag_key, here)
+            prerequisites.append(
+                (run_prerequisite, required, self.fixed(self.off, PREREQUISITE_FAILED, flag_key))
+            )
+
+        targets: dict[str, Details] = {}
+        for i, item in enumerate(_list(spec.get("targets", []), f"{where}.targets")):
+            here = f"{where}.targets[{i}]"
+            item = _mapping(item, here)
+            variation = self.variation_key(item.get("variation"), f"{here}.variation")
+            matched = self.fixed(variation, TARGETING_MATCH)
+            for target_key in _list(item.get("keys", []), f"{here}.keys"):
+                targets.setdefault(_text(target_key, f"{here}.keys"), matched)
+
+        rules = []
+        for i, item in enumerate(_list(spec.get("rules", []), f"{where}.rules")):
+            here = f"{where}.rules[{i}]"
+            item = _mapping(item, here)
+            name = _text(item.get("name"), f"{here}.name")
+            condition = self.compiler.condition(item.get("condition"), f"{here}.condition")
+            rules.append(
+                (condition, self.serve(item.get("serve"), f"{here}.serve", TARGETING_MATCH, name))
+            )
+
+        default_spec = _mapping(spec.get("default"), f"{where}.default")
+        if "progression" in default_spec:
+            default = self.progression(default_spec["progression"], f"{where}.default.progression")
+        else:
+            default = self.serve(default_spec, f"{where}.default", DEFAULT, None)
+
+        return _flag_runner(prerequisites, targets, rules, default)
+
+    def serve(self, spec: Any, where: str, reason: str, rule: str | None) -> FlagRunner:
+        spec = _mapping(spec, where)
+        if "variation" in spec:
+            served = self.fixed(
+                self.variation_key(spec["variation"], f"{where}.variation"), reason, rule
+            )
+
+            def run_fixed(context: Context, at: float | None) -> Details:
+                return served
+
+            return run_fixed
+        if "split" not in spec:
+            raise _fail(where, "expected {variation: …} or {split: …}")
+        here = f"{where}.split"
+        split = _mapping(spec["split"], here)
+        bucket_of = self.bucketer(split, here)
+        bounds: list[tuple[int, Any, str]] = []
+        upper = 0
+        for i, item in enumerate(_list(split.get("weights"), f"{here}.weights")):
+            item = _mapping(item, f"{here}.weights[{i}]")
+            variation = self.variation_key(item.get("variation"), f"{here}.weights[{i}].variation")
+            upper += _integer(item.get("weight"), f"{here}.weights[{i}].weight", 0, TOTAL_WEIGHT)
+            bounds.append((upper, self.variations[variation], variation))
+        if upper != TOTAL_WEIGHT:
+            raise _fail(f"{here}.weights", f"weights sum to {upper}, not {TOTAL_WEIGHT}")
+        first_value, first_variation = bounds[0][1], bounds[0][2]
+        version = self.version
+
+        def run_split(context: Context, at: float | None) -> Details:
+            bucket = bucket_of(context)
+            if bucket is None:
+                return _bucketed_details(first_value, first_variation, SPLIT, rule, version, None)
+            for bound, value, variation in bounds:
+                if bucket < bound:
+                    return _bucketed_details(value, variation, SPLIT, rule, version, bucket)
+            raise AssertionError("weights cover every bucket")  # pragma: no cover
+
+        return run_split
+
+    def bucketer(self, spec: Mapping[str, Any], where: str) -> Callable[[Context], int | None]:
+        seed = _text(spec.get("seed", self.key), f"{where}.seed")
+        bucket_by = _text(spec.get("bucket_by", "key"), f"{where}.bucket_by")
+        return make_bucketer(seed, attribute_reader(bucket_by))
+
+    def progression(self, spec: Any, where: str) -> FlagRunner:
+        spec = _mapping(spec, where)
+        variation = self.variation_key(spec.get("variation"), f"{where}.variation")
+        baseline = self.variation_key(spec.get("baseline"), f"{where}.baseline")
+        bucket_of = self.bucketer(spec, where)
+        names: list[str] = []
+        weights: list[int] = []
+        instants: list[float | None] = []
+        rings: list[list[tuple[Predicate, Details]]] = []  # segment tests of stages 0..i
+        ring: list[tuple[Predicate, Details]] = []
+        for i, stage in enumerate(_list(spec.get("stages"), f"{where}.stages")):
+            here = f"{where}.stages[{i}]"
+            stage = _mapping(stage, here)
+            name = _text(stage.get("name"), f"{here}.name")
+            names.append(name)
+            weights.append(_integer(stage.get("weight", 0), f"{here}.weight", 0, TOTAL_WEIGHT))
+            instants.append(_optional_instant(stage.get("at"), f"{here}.at"))
+            for segment_key in _list(stage.get("segments", []), f"{here}.segments"):
+                test = self.compiler.segment(_text(segment_key, f"{here}.segments"), here)
+                ring = [*ring, (test, self.fixed(variation, TARGETING_MATCH, name))]
+            rings.append(ring)
+        if not names:
+            raise _fail(f"{where}.stages", "a progression needs at least one stage")
+        current_name = _optional_text(spec.get("current"), f"{where}.current")
+        if current_name is not None and current_name not in names:
+            raise _fail(f"{where}.current", f"unknown stage {current_name!r}")
+        current = names.index(current_name) if current_name is not None else -1
+        # Scheduled stages after `current`, latest first: the first whose `at` has passed wins.
+        scheduled = [
+            (instant, i)
+            for i, instant in enumerate(instants)
+            if instant is not None and i > current
+        ]
+        scheduled.reverse()
+
+        value_on = self.variations[variation]
+        value_off = self.variations[baseline]
+        nobody = self.fixed(baseline, DEFAULT)
+        unbucketed = [self.fixed(baseline, DEFAULT, name) for name in names]
+        version = self.version
+
+        def run_progression(context: Context, at: float | None) -> Details:
+            active = current
+            if scheduled:
+                now = time.time() if at is None else at
+                for instant, index in scheduled:
+                    if instant <= now:
+                        active = index
+                        break
+            if active < 0:
+                return nobody
+            for in_segment, matched in rings[active]:
+                if in_segment(context):
+                    return matched
+            weight = weights[active]
+            if weight == 0:
+                return unbucketed[active]
+            bucket = bucket_of(context)
+            if bucket is None:
+                return unbucketed[active]
+            if bucket < weight:
+                return _bucketed_details(value_on, variation, SPLIT, names[active], version, bucket)
+            return _bucketed_details(value_off, baseline, SPLIT, names[active], version, bucket)
+
+        return run_progression
+
+
+def _flag_runner(
+    prerequisites: list[tuple[FlagRunner, str, Details]],
+    targets: dict[str, Details],
+    rules: list[tuple[Predicate, FlagRunner]],
+    default: FlagRunner,
+) -> FlagRunner:
+    def run_flag(context: Context, at: float | None) -> Details:
+        for run_prerequisite, required, failed in prerequisites:
+            if run_prerequisite(context, at).variation != required:
+                return failed
+        if targets:
+            matched = targets.get(context.get("key"))  # type: ignore[arg-type]
+            if matched is not None:
+                return matched
+        for condition, serve in rules:
+            if condition(context):
+                return serve(context, at)
+        return default(context, at)
+
+    return run_flag
+
+
+def _type_accepts(flag_type: str, value: Any) -> bool:
+    if flag_type == "boolean":
+        return isinstance(value, bool)
+    if flag_type == "string":
+        return isinstance(value, str)
+    if flag_type == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return True
+
+
+# ---------------------------------------------------------------------------
+# The public snapshot.
+
+
+class Snapshot:
+    """One environment's flags, checked and precompiled; immutable and thread-safe."""
+
+    __slots__ = (
+        "_runners",
+        "_types",
+        "digest",
+        "environment",
+        "expires",
+        "expires_at",
+        "flags",
+        "project",
+        "published_at",
+        "segments",
+        "version",
+    )
+
+    version: int
+    project: str
+    environment: str
+    published_at: str | None
+    expires: str | None
+    expires_at: float | None
+    digest: str | None
+    flags: Mapping[str, Mapping[str, Any]]
+    segments: Mapping[str, Mapping[str, Any]]
+    _runners: dict[str, FlagRunner]
+    _types: dict[str, str]
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Snapshot:
+        """Check ``payload`` against the snapshot form and precompile every flag.
+
+        Raises ``SnapshotFormatError`` naming the offending place in the payload.
+        """
+        payload = _mapping(payload, "payload")
+        if payload.get("format") != FORMAT:
+            raise _fail("format", f"expected {FORMAT!r}, got {payload.get('format')!r}")
+        version = _integer(payload.get("version", 0), "version", 0, 2**53 - 1)
+        compiler = _Compiler(payload, version)
+        for key in compiler.segment_specs:
+            compiler.segment(key, "segments")
+        for key in compiler.flag_specs:
+            compiler.flag(key, "flags")
+
+        snapshot = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(snapshot, "version", version)
+        setattr_(snapshot, "project", _text(payload.get("project", ""), "project"))
+        setattr_(snapshot, "environment", _text(payload.get("environment", ""), "environment"))
+        setattr_(
+            snapshot, "published_at", _optional_text(payload.get("published_at"), "published_at")
+        )
+        expires = _optional_text(payload.get("expires"), "expires")
+        setattr_(snapshot, "expires", expires)
+        setattr_(snapshot, "expires_at", _optional_instant(expires, "expires"))
+        setattr_(snapshot, "digest", _optional_text(payload.get("digest"), "digest"))
+        setattr_(snapshot, "flags", MappingProxyType(dict(compiler.flag_specs)))
+        setattr_(snapshot, "segments", MappingProxyType(dict(compiler.segment_specs)))
+        setattr_(snapshot, "_runners", compiler.flags)
+        setattr_(snapshot, "_types", compiler.types)
+        return snapshot
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Snapshot is immutable")
+
+    def __repr__(self) -> str:
+        return (
+            f"Snapshot(project={self.project!r}, environment={self.environment!r}, "
+            f"version={self.version}, flags={len(self._runners)})"
+        )
+
+    def flag_type(self, flag_key: str) -> str | None:
+        """``boolean``, ``string``, ``number`` or ``json``; None for an unknown flag."""
+        return self._types.get(flag_key)
+
+    def evaluate(
+        self,
+        flag_key: str,
+        context: Mapping[str, Any] | None,
+        default: Any = None,
+        *,
+        at: float | None = None,
+    ) -> Details:
+        """Evaluate ``flag_key`` for ``context`` at time ``at`` (epoch seconds; now if None).
+
+        Never raises. A non-None ``default`` whose type the flag cannot serve gives
+        TYPE_MISMATCH; a context that is not a mapping, or whose ``key`` is not a string,
+        gives INVALID_CONTEXT.
+        """
+        try:
+            run = self._runners.get(flag_key)
+            if run is None:
+                return self._error(
+                    default, FLAG_NOT_FOUND, f"flag {flag_key!r} is not in this snapshot"
+                )
+            if default is not None and not _type_accepts(self._types[flag_key], default):
+                return self._error(
+                    default,
+                    TYPE_MISMATCH,
+                    f"flag {flag_key!r} is {self._types[flag_key]}; the default {default!r} is not",
+                )
+            if context is None:
+                context = {}
+            elif context.__class__ is not dict and not isinstance(context, Mapping):
+                return self._error(default, INVALID_CONTEXT, "the context must be a mapping")
+            key = context.get("key")
+            if key is not None and key.__class__ is not str and not isinstance(key, str):
+                return self._error(default, INVALID_CONTEXT, "the context's key must be a string")
+            return run(context, at)
+        except Exception as error:  # evaluation must never raise into the caller
+            return self._error(default, GENERAL, f"{type(error).__name__}: {error}")
+
+    def _error(self, default: Any, code: str, message: str) -> Details:
+        return Details(default, None, ERROR, code, message, None, self.version, None)
