@@ -12,7 +12,8 @@ values — and are never raised. Exceptions are for work that cannot go on::
     ├── SnapshotFormatError         a snapshot payload does not have the snapshot form (exit 1)
     ├── StoreError                  object storage unreachable or refused        (exit 1)
     │   ├── ConflictError           a conditional write lost a race              (exit 1)
-    │   └── NotFoundError           the object (or its bucket) does not exist    (exit 1)
+    │   └── NotFoundError           the object does not exist                    (exit 1)
+    │       └── BucketNotFoundError the bucket/container itself does not exist   (exit 1)
     ├── GitError                    git failed or a revision is unknown          (exit 1)
     └── EditError                   an edit would leave the repository invalid   (exit 1)
 
@@ -90,6 +91,10 @@ class ConflictError(StoreError):
 
 class NotFoundError(StoreError):
     """The object asked for does not exist in the store."""
+
+
+class BucketNotFoundError(NotFoundError):
+    """The bucket or container of a storage URL does not exist (not just one object)."""
 
 
 class GitError(FlagstoneError):
