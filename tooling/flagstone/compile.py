@@ -310,6 +310,7 @@ class _FlagCompiler:
         if not isinstance(split, Mapping) or not split:
             raise self.refuse((*where, "split"), "a split maps variations to percents")
         weights = []
+        total = 0
         for variation, percent in split.items():
             weight = percent_weight(percent)
             if weight is None:
@@ -323,7 +324,7 @@ class _FlagCompiler:
                     "weight": weight,
                 }
             )
-        total = sum(int(w["weight"]) for w in weights)
+            total += weight
         if total != TOTAL_WEIGHT:
             raise self.refuse(
                 (*where, "split"), f"split percents sum to {Decimal(total) / 1000}, not 100"
