@@ -1,0 +1,56 @@
+"""A progression's `current` stage is behind a scheduled stage whose `at` is past.
+
+The engine already serves the later stage (the active stage is the later of `current`
+and the last stage whose time has come), so the file no longer says what users get.
+Advance `current` to keep the repository truthful.
+
+Passes (linted on 2026-11-26)::
+
+    current: half
+    stages:
+      - {name: ten, percent: 10}
+      - {name: half, percent: 50, at: "2026-11-20T09:00:00Z"}
+
+Fails::
+
+    current: ten
+    stages:
+      - {name: ten, percent: 10}
+      - {name: half, percent: 50, at: "2026-11-20T09:00:00Z"}   # past
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flagstone.lint.context import LintContext
+from flagstone.lint.walk import active_stage_index, live_flags, progression_of, releases, stages
+from flagstone.model import Project
+from flagstone.problems import Level, Problem
+
+ID = "progression-behind-schedule"
+DEFAULT_LEVEL: Level = "warning"
+OPTIONS: Mapping[str, Any] = {}
+
+
+def check(project: Project, options: Mapping[str, Any], context: LintContext) -> Iterator[Problem]:
+    for flag in live_flags(project):
+        for release in releases(flag):
+            progression = progression_of(release)
+            if progression is None:
+                continue
+            names = [stage.get("name") for stage in stages(progression)]
+            current = progression.get("current")
+            active = active_stage_index(progression, context.now)
+            if current not in names or active is None or active <= names.index(current):
+                continue
+            stage = stages(progression)[active]
+            yield release.doc.problem(
+                ("default", "progression", "current"),
+                f"current stage '{current}' is behind stage '{stage.get('name')}', "
+                f"scheduled for {stage.get('at')}, which has passed",
+                rule=ID,
+                level=DEFAULT_LEVEL,
+                hint=f"set `current: {stage.get('name')}`: the engine already serves that stage",
+            )

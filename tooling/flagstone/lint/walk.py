@@ -1,0 +1,250 @@
+"""Reading what release files and segments serve and reference, for the lint rules.
+
+Rules run on validated repositories, but these helpers still tolerate odd shapes
+(a rule must never crash on data the schema happens to allow), so every accessor
+checks types rather than trusting them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from flagstone.model import Flag, Project, ReleaseConfig
+
+Where = tuple[str | int, ...]
+
+
+def live_flags(project: Project) -> Iterator[Flag]:
+    """Flags that are not archived, in key order."""
+    for key in sorted(project.flags):
+        if not project.flags[key].archived:
+            yield project.flags[key]
+
+
+def releases(flag: Flag) -> Iterator[ReleaseConfig]:
+    """The flag's release files, in environment-name order."""
+    yield from (flag.releases[env] for env in sorted(flag.releases))
+
+
+def progression_of(release: ReleaseConfig) -> dict[str, Any] | None:
+    default = release.default
+    if isinstance(default, dict) and isinstance(default.get("progression"), dict):
+        progression: dict[str, Any] = default["progression"]
+        return progression
+    return None
+
+
+def split_of(serve: Any) -> dict[str, Any] | None:
+    """The ``{variation: percent}`` mapping of a split SERVE, else None."""
+    if isinstance(serve, dict) and isinstance(serve.get("split"), dict):
+        split: dict[str, Any] = serve["split"]
+        return split
+    return None
+
+
+def serves(release: ReleaseConfig) -> Iterator[tuple[Where, Any]]:
+    """Every SERVE of the release file (rules, then a non-progression default)."""
+    for index, rule in enumerate(release.rules):
+        if isinstance(rule, dict) and "serve" in rule:
+            yield ("rules", index, "serve"), rule["serve"]
+    if release.default is not None and progression_of(release) is None:
+        yield ("default",), release.default
+
+
+def splits(release: ReleaseConfig) -> Iterator[tuple[Where, dict[str, Any], Any]]:
+    """Every split of the release file: its path, ``{variation: percent}``, the SERVE."""
+    for where, serve in serves(release):
+        split = split_of(serve)
+        if split is not None:
+            yield where, split, serve
+
+
+def served_by(serve: Any) -> set[str]:
+    """Variation keys a SERVE can hand out (a split's zero-percent entries excluded)."""
+    if isinstance(serve, str):
+        return {serve}
+    split = split_of(serve)
+    if split is None:
+        return set()
+    return {str(variation) for variation, percent in split.items() if _percent(percent) > 0}
+
+
+def _percent(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def stages(progression: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [stage for stage in progression.get("stages") or [] if isinstance(stage, dict)]
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp or ``YYYY-MM-DD`` date (midnight UTC), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def active_stage_index(progression: Mapping[str, Any], now: datetime) -> int | None:
+    """The stage in force at ``now``: the later of ``current`` and the last stage whose
+    ``at`` has passed (DESIGN §4)."""
+    names = [stage.get("name") for stage in stages(progression)]
+    current = progression.get("current")
+    active = names.index(current) if current in names else None
+    for index, stage in enumerate(stages(progression)):
+        at = parse_time(stage.get("at"))
+        if at is not None and at <= now and (active is None or index > active):
+            active = index
+    return active
+
+
+def progression_reaches_everyone(progression: Mapping[str, Any], now: datetime) -> bool:
+    active = active_stage_index(progression, now)
+    if active is None:
+        return False
+    return _percent(stages(progression)[active].get("percent")) >= 100
+
+
+def possible_variations(flag: Flag, release: ReleaseConfig, now: datetime) -> set[str]:
+    """Every variation a context might get from this release file at ``now``."""
+    off = flag.off_variation or ""
+    if not release.enabled:
+        return {off}
+    possible: set[str] = set()
+    if flag.prerequisites:
+        possible.add(off)  # a failing prerequisite serves the off variation
+    possible.update(variation for variation, keys in release.targets.items() if keys)
+    for _, serve in serves(release):
+        possible |= served_by(serve)
+    progression = progression_of(release)
+    if progression is not None:
+        possible.add(str(progression.get("variation")))
+        if not progression_reaches_everyone(progression, now):
+            possible.add(str(progression.get("baseline")))
+    elif release.default is None:
+        possible.add(off)
+    return possible
+
+
+def variations_referenced(flag: Flag, release: ReleaseConfig) -> set[str]:
+    """Variation keys the release file names anywhere (targets, serves, progression)."""
+    named = set(release.targets)
+    for _, serve in serves(release):
+        named |= {serve} if isinstance(serve, str) else set(split_of(serve) or {})
+    progression = progression_of(release)
+    if progression is not None:
+        named |= {str(progression.get("variation")), str(progression.get("baseline"))}
+    return named
+
+
+# --- conditions -------------------------------------------------------------------------
+
+
+def walk_condition(condition: Any, where: Where) -> Iterator[tuple[Where, dict[str, Any]]]:
+    """Every node of a condition tree (clauses, segment references, all/any/not)."""
+    if not isinstance(condition, dict):
+        return
+    yield where, condition
+    for combinator in ("all", "any"):
+        children = condition.get(combinator)
+        if isinstance(children, list):
+            for index, child in enumerate(children):
+                yield from walk_condition(child, (*where, combinator, index))
+    if "not" in condition:
+        yield from walk_condition(condition["not"], (*where, "not"))
+
+
+def release_conditions(release: ReleaseConfig) -> Iterator[tuple[Where, dict[str, Any]]]:
+    for index, rule in enumerate(release.rules):
+        if isinstance(rule, dict):
+            yield from walk_condition(rule.get("if"), ("rules", index, "if"))
+
+
+def segment_references(project: Project) -> Iterator[tuple[str, str]]:
+    """``(referrer, segment key)`` for every segment named by a live flag or a segment."""
+    for flag in live_flags(project):
+        for release in releases(flag):
+            for _, node in release_conditions(release):
+                if isinstance(node.get("segment"), str):
+                    yield flag.key, node["segment"]
+            progression = progression_of(release)
+            for stage in stages(progression) if progression else []:
+                for segment in stage.get("segments") or []:
+                    yield flag.key, str(segment)
+    for key, segment in project.segments.items():
+        for index, rule in enumerate(segment.rules):
+            for _, node in walk_condition(rule, ("rules", index)):
+                if isinstance(node.get("segment"), str):
+                    yield f"segment {key}", node["segment"]
+
+
+def condition_attributes(project: Project) -> set[str]:
+    """Attributes that some condition in the repository reads."""
+    attributes: set[str] = set()
+    nodes = [
+        node
+        for flag in live_flags(project)
+        for r in releases(flag)
+        for _, node in release_conditions(r)
+    ]
+    for segment in project.segments.values():
+        for index, rule in enumerate(segment.rules):
+            nodes += [node for _, node in walk_condition(rule, ("rules", index))]
+    for node in nodes:
+        if isinstance(node.get("attribute"), str):
+            attributes.add(node["attribute"])
+    return attributes
+
+
+def segment_is_empty(project: Project, key: str) -> bool:
+    """A declared segment with no included keys and no rules: nobody is in it."""
+    segment = project.segments.get(key)
+    return segment is not None and not segment.include and not segment.rules
+
+
+def never_matches(project: Project, condition: Any) -> str | None:
+    """Why ``condition`` can match no context, or None if it might match one."""
+    if not isinstance(condition, dict):
+        return None
+    segment = condition.get("segment")
+    if isinstance(segment, str) and segment_is_empty(project, segment):
+        return f"segment '{segment}' has no members and no rules"
+    if condition.get("op") == "in" and condition.get("values") == []:
+        return "it tests membership in an empty list"
+    if isinstance(condition.get("all"), list):
+        found = (never_matches(project, child) for child in condition["all"])
+        return next((reason for reason in found if reason), None)
+    if isinstance(condition.get("any"), list):
+        reasons = [never_matches(project, child) for child in condition["any"]]
+        if all(reasons):
+            return "; ".join(r for r in reasons if r) or "it is an empty `any`"
+        return None
+    if "not" in condition and always_matches(project, condition["not"]):
+        return "it negates a condition that matches every context"
+    return None
+
+
+def always_matches(project: Project, condition: Any) -> bool:
+    """Whether ``condition`` certainly matches every context (which always has a key)."""
+    if not isinstance(condition, dict):
+        return False
+    if condition.get("attribute") == "key" and condition.get("op") == "exists":
+        return True
+    segment = condition.get("segment")
+    if isinstance(segment, str) and segment in project.segments:
+        definition = project.segments[segment]
+        return not definition.exclude and any(always_matches(project, r) for r in definition.rules)
+    if isinstance(condition.get("all"), list):
+        return all(always_matches(project, child) for child in condition["all"])
+    if isinstance(condition.get("any"), list):
+        return any(always_matches(project, child) for child in condition["any"])
+    if "not" in condition:
+        return never_matches(project, condition["not"]) is not None
+    return False
