@@ -1,0 +1,386 @@
+"""Object storage for snapshots, through obstore (DESIGN §6).
+
+``open_store(url, **options)`` gives a :class:`SnapshotStore` for::
+
+    file://dist              relative to ``base_dir`` (the repository root for publish)
+    file:///abs/path         a local directory
+    s3://bucket[/prefix]     AWS S3 or an S3-compatible store (``endpoint=`` or AWS_ENDPOINT_URL)
+    gs://bucket[/prefix]     Google Cloud Storage
+    az://container[/prefix]  Azure Blob Storage (account from AZURE_STORAGE_ACCOUNT_NAME)
+    memory://name            an in-process store, shared by every open_store of that name
+    http(s)://host/prefix    read-only (the way SDKs fetch published snapshots)
+
+Credentials come from the standard environment variables of each cloud (AWS_ACCESS_KEY_ID,
+GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY, …), as obstore reads them;
+nothing here takes a secret as an argument.
+
+Two write modes matter for publishing: ``put(path, data, mode="create")`` fails with
+``ConflictError`` if the object exists (S3 ``If-None-Match: *``), and
+``put(path, data, mode=IfMatch(etag))`` fails with ``ConflictError`` unless the object
+still has that ETag (S3 ``If-Match``). Both are atomic on S3, GCS, Azure and the memory
+store. obstore's local filesystem store supports create-only writes (it links a fully
+written temporary file into place, which fails if the name exists) but not the ETag
+condition, so for ``file://`` this module takes an exclusive ``flock`` on the object's
+directory, compares the current ETag and then lets obstore write a temporary file and
+rename it over the old one. Every Flagstone writer takes that lock, and readers never
+lock: a rename is atomic, so they see the old or the new file, never a partial one.
+
+Every failure is a one-line ``StoreError`` (``NotFoundError``, ``ConflictError``) naming
+the location and the cause: unreachable endpoint, missing bucket, missing credentials,
+permission denied, precondition failed.
+
+Standard library and obstore only: the SDK imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import obstore
+import obstore.exceptions as obstore_errors
+from obstore.store import (
+    AzureStore,
+    GCSStore,
+    HTTPStore,
+    LocalStore,
+    MemoryStore,
+    S3Store,
+)
+
+if TYPE_CHECKING:
+    from obstore import GetOptions
+    from obstore.store import ClientConfig, RetryConfig, S3Config
+
+from flagstone.errors import (
+    BucketNotFoundError,
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+)
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_MAX_RETRIES = 2
+
+SCHEMES = ("file", "s3", "gs", "az", "memory", "http", "https")
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; file:// if-match is refused there
+    fcntl = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatch:
+    """Write only if the object still has this ETag (as returned by ``get``)."""
+
+    etag: str
+
+
+WriteMode = Literal["create", "overwrite"] | IfMatch
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    """What ``get`` found: ``data`` is None when the object has not changed since
+    ``if_none_match``; ``etag`` identifies the version read."""
+
+    data: bytes | None
+    etag: str | None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.data is None
+
+
+_MEMORY_STORES: dict[str, MemoryStore] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+class SnapshotStore:
+    """One storage location (bucket + prefix, or directory) and the operations publish and
+    the SDK need. Paths are relative to the location, ``/``-separated."""
+
+    def __init__(self, url: str, store: Any, *, local_root: Path | None, read_only: bool) -> None:
+        self.url = url.rstrip("/")
+        self._store = store
+        self._local_root = local_root
+        self._read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"SnapshotStore({self.url!r})"
+
+    def location(self, path: str) -> str:
+        """The URL of ``path`` in this store, for messages."""
+        return f"{self.url}/{path}"
+
+    def get(
+        self, path: str, *, if_none_match: str | None = None, max_bytes: int | None = None
+    ) -> GetResult:
+        """Read ``path``. Raises ``NotFoundError`` if it does not exist and ``StoreError``
+        if it is larger than ``max_bytes`` or cannot be read."""
+        options: GetOptions = {}
+        if if_none_match is not None:
+            options["if_none_match"] = if_none_match
+        try:
+            result = obstore.get(self._store, path, options=options)
+            size = result.meta.get("size")
+            if max_bytes is not None and size is not None and size > max_bytes:
+                raise StoreError(
+                    f"{self.location(path)} is {size} bytes, over the {max_bytes} byte limit"
+                )
+            data = bytes(result.bytes())
+        except obstore_errors.NotModifiedError:
+            return GetResult(None, if_none_match)
+        except StoreError:
+            raise
+        except Exception as error:
+            raise self._translate(error, path, "read") from None
+        if max_bytes is not None and len(data) > max_bytes:
+            raise StoreError(f"{self.location(path)} is over the {max_bytes} byte limit")
+        return GetResult(data, _etag(result.meta))
+
+    def get_optional(self, path: str, *, max_bytes: int | None = None) -> GetResult | None:
+        """``get``, or None when the object does not exist (a missing bucket still raises)."""
+        try:
+            return self.get(path, max_bytes=max_bytes)
+        except BucketNotFoundError:
+            raise
+        except NotFoundError:
+            return None
+
+    def put(self, path: str, data: bytes, *, mode: WriteMode) -> str | None:
+        """Write ``data`` to ``path`` atomically; returns the new ETag.
+
+        ``"create"``: only if nothing is there (else ``ConflictError``).
+        ``IfMatch(etag)``: only if the object still has ``etag`` (else ``ConflictError``).
+        ``"overwrite"``: unconditionally.
+        """
+        if self._read_only:
+            raise StoreError(f"{self.url} is read-only (http stores serve published snapshots)")
+        try:
+            if isinstance(mode, IfMatch) and self._local_root is not None:
+                return self._put_if_match_locally(path, data, mode.etag)
+            obstore_mode: Any = {"e_tag": mode.etag} if isinstance(mode, IfMatch) else mode
+            result = obstore.put(self._store, path, data, mode=obstore_mode, use_multipart=False)
+        except StoreError:
+            raise
+        except Exception as error:
+            raise self._translate(error, path, "write") from None
+        return _etag(result)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Paths under ``prefix``, sorted."""
+        try:
+            pages = obstore.list(self._store, prefix=prefix or None)
+            return sorted(item["path"] for page in pages for item in page)
+        except Exception as error:
+            raise self._translate(error, prefix, "list") from None
+
+    def _put_if_match_locally(self, path: str, data: bytes, etag: str) -> str | None:
+        assert self._local_root is not None
+        target = self._local_root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _directory_lock(target.parent):
+            try:
+                current = _etag(obstore.head(self._store, path))
+            except FileNotFoundError:
+                current = None
+            if current != etag:
+                raise ConflictError(
+                    f"{self.location(path)} was changed by another writer (precondition failed)"
+                )
+            result = obstore.put(self._store, path, data, mode="overwrite", use_multipart=False)
+        return _etag(result)
+
+    def _translate(self, error: Exception, path: str, action: str) -> StoreError:
+        """A one-line StoreError for an obstore failure."""
+        where = self.location(path)
+        text = str(error)
+        first_line = text.splitlines()[0] if text else type(error).__name__
+        if isinstance(error, obstore_errors.AlreadyExistsError):
+            return ConflictError(f"{where} already exists")
+        if isinstance(error, obstore_errors.PreconditionError):
+            return ConflictError(f"{where} was changed by another writer (precondition failed)")
+        if isinstance(error, FileNotFoundError | obstore_errors.NotFoundError):
+            if (
+                "NoSuchBucket" in text
+                or "ContainerNotFound" in text
+                or "bucket does not exist" in text
+            ):
+                return BucketNotFoundError(
+                    f"the bucket of {self.url} does not exist", hint="create it, or check the URL"
+                )
+            return NotFoundError(f"{where} does not exist")
+        if "/latest/api/token" in text or "169.254.169.254" in text or "credential" in text.lower():
+            return StoreError(
+                f"cannot {action} {where}: no credentials found",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the equivalent for your cloud)",
+            )
+        if (
+            isinstance(
+                error, obstore_errors.PermissionDeniedError | obstore_errors.UnauthenticatedError
+            )
+            or "Permission denied" in text
+            or "AccessDenied" in text
+        ):
+            return StoreError(f"cannot {action} {where}: permission denied")
+        if "NotImplemented" in text or isinstance(error, obstore_errors.NotSupportedError):
+            return StoreError(f"cannot {action} {where}: not supported by this store")
+        # Timeouts first: a timed-out connect also says "error sending request".
+        if re.search(r"timed out|kind: Timeout", text, re.IGNORECASE):
+            return StoreError(
+                f"cannot {action} {where}: {_request_origin(text) or self.url} timed out"
+            )
+        unreachable = re.search(
+            r"Connection refused|dns error|tcp connect error|error sending request", text
+        )
+        if unreachable:
+            endpoint = _request_origin(text) or self.url
+            return StoreError(
+                f"cannot {action} {where}: {endpoint} is unreachable ({unreachable.group(0)})"
+            )
+        return StoreError(f"cannot {action} {where}: {_shorten(first_line)}")
+
+
+def _request_origin(text: str) -> str | None:
+    match = re.search(r"(https?://[^/\s]+)", text)
+    return match.group(1) if match else None
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _etag(meta: Any) -> str | None:
+    value = meta.get("e_tag") if isinstance(meta, dict) else None
+    return str(value) if value is not None else None
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive advisory lock on a directory, released on exit (or process death)."""
+    if fcntl is None:  # pragma: no cover - see module docstring
+        raise StoreError("conditional writes to file:// stores need flock (POSIX)")
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def open_store(
+    url: str,
+    *,
+    base_dir: Path | None = None,
+    endpoint: str | None = None,
+    region: str | None = None,
+    allow_http: bool | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+) -> SnapshotStore:
+    """A store for ``url`` (see the module docstring for the schemes).
+
+    ``base_dir`` resolves relative ``file://`` URLs. ``endpoint`` (else AWS_ENDPOINT_URL /
+    AWS_ENDPOINT) points ``s3://`` at an S3-compatible server; plain-http endpoints are
+    allowed when ``allow_http`` or AWS_ALLOW_HTTP says so, or when they are on loopback.
+    ``timeout`` bounds each request and ``max_retries`` the retries of transient errors.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        raise UsageError(f"storage URL {url!r} is malformed: {error}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise UsageError(
+            f"unsupported storage URL {url!r}",
+            hint="use file://DIR, s3://BUCKET/PREFIX, gs://…, az://…, memory://NAME or https://…",
+        )
+    client_options: ClientConfig = {
+        "timeout": timedelta(seconds=timeout),
+        "connect_timeout": timedelta(seconds=connect_timeout),
+    }
+    retry_config: RetryConfig = {
+        "max_retries": max_retries,
+        "retry_timeout": timedelta(seconds=timeout),
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=2),
+            "base": 2.0,
+        },
+    }
+    try:
+        if scheme == "file":
+            return _open_local(url, parts.netloc + parts.path, base_dir)
+        if scheme == "memory":
+            name = (parts.netloc + parts.path).strip("/")
+            with _MEMORY_LOCK:
+                memory = _MEMORY_STORES.setdefault(name, MemoryStore())
+            return SnapshotStore(url, memory, local_root=None, read_only=False)
+        if scheme in ("http", "https"):
+            client_options["allow_http"] = scheme == "http"
+            http = HTTPStore.from_url(url, client_options=client_options, retry_config=retry_config)
+            return SnapshotStore(url, http, local_root=None, read_only=True)
+        if scheme == "s3":
+            endpoint = (
+                endpoint or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
+            )
+            config: S3Config = {}
+            if endpoint:
+                config["endpoint"] = endpoint
+                host = urlsplit(endpoint).hostname or ""
+                loopback = host in ("127.0.0.1", "localhost", "::1")
+                if endpoint.startswith("http://") and (
+                    allow_http
+                    or _truthy(os.environ.get("AWS_ALLOW_HTTP"))
+                    or (allow_http is None and loopback)
+                ):
+                    client_options["allow_http"] = True
+            if region:
+                config["region"] = region
+            s3 = S3Store.from_url(
+                url, config=config, client_options=client_options, retry_config=retry_config
+            )
+            return SnapshotStore(url, s3, local_root=None, read_only=False)
+        if scheme == "gs":
+            gcs = GCSStore.from_url(url, client_options=client_options, retry_config=retry_config)
+            return SnapshotStore(url, gcs, local_root=None, read_only=False)
+        azure = AzureStore.from_url(url, client_options=client_options, retry_config=retry_config)
+        return SnapshotStore(url, azure, local_root=None, read_only=False)
+    except StoreError:
+        raise
+    except Exception as error:
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise StoreError(f"cannot open {url}: {_shorten(first_line)}") from None
+
+
+def _open_local(url: str, location: str, base_dir: Path | None) -> SnapshotStore:
+    # file://dist is "dist" relative to base_dir; file:///srv/x is absolute.
+    if not location:
+        raise UsageError(f"storage URL {url!r} names no directory")
+    directory = Path(location)
+    if not directory.is_absolute():
+        directory = (base_dir or Path.cwd()) / directory
+    directory = directory.resolve()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(f"cannot create {directory}: {error.strerror}") from None
+    local = LocalStore(prefix=directory)
+    return SnapshotStore(directory.as_uri(), local, local_root=directory, read_only=False)
