@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from s3server import S3Bucket
 
 from flagstone.errors import (
     BucketNotFoundError,
@@ -21,6 +20,7 @@ from flagstone.errors import (
     UsageError,
 )
 from flagstone.store import IfMatch, SnapshotStore, open_store
+from s3server import S3Bucket
 
 pytest_plugins = ["s3server"]
 
