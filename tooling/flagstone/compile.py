@@ -15,9 +15,11 @@ form rather than writing a snapshot an SDK would reject.
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from flagstone.canonical import canonical_json, content_digest
@@ -398,3 +400,24 @@ class _FlagCompiler:
             "current": current,
             "stages": stages,
         }
+
+
+def git_source(root: Path) -> dict[str, str | None]:
+    """``{"commit", "ref"}`` of the git HEAD at ``root``; nulls outside a git work tree.
+
+    The commit says which reviewed content a snapshot came from; it is recorded even
+    when the work tree has uncommitted changes (CI compiles clean checkouts).
+    """
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() or None if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--verify", "-q", "HEAD")
+    ref = git("symbolic-ref", "-q", "HEAD") if commit else None
+    return {"commit": commit, "ref": ref}

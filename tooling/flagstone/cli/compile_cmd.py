@@ -1,0 +1,42 @@
+"""``flagstone compile --env E [-o FILE]``: the unsigned snapshot payload as canonical JSON."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.compile import compile_environment, git_source, snapshot_bytes
+from flagstone.validate import load_valid_project
+
+
+@click.command("compile")
+@click.option("--env", "env", required=True, help="Environment to compile.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the payload to FILE instead of standard output.",
+)
+@repo_option
+def compile_(env: str, output: Path | None, repo: Path | None) -> None:
+    """Compile one environment to the snapshot payload (canonical JSON, RFC 8785).
+
+    The payload is unsigned and unpublished: version 0, no published_at or expires.
+    `source` records the git HEAD when the repository is a git work tree.
+    """
+    root = resolve_repo(repo)
+    project = load_valid_project(root)
+    payload = compile_environment(project, env, source=git_source(root))
+    data = snapshot_bytes(payload)
+    if output is None:
+        # Exact bytes when piped (they are what gets signed); a newline for a terminal.
+        sys.stdout.buffer.write(data + b"\n" if sys.stdout.isatty() else data)
+        sys.stdout.buffer.flush()
+        return
+    output.write_bytes(data)
+    click.echo(f"wrote {output} ({len(data)} bytes, {payload['digest']})", err=True)

@@ -1,0 +1,172 @@
+"""``flagstone eval FLAG --env E``: what a context gets, and why.
+
+One context (``--context JSON``) prints value, variation, reason and the explanation;
+many (``--contexts FILE``, JSON lines, ``-`` for stdin) print one result per context —
+JSON lines with ``--format json`` (summary on stderr), or just the summary table with
+``--format text`` — answering "who gets this?" before a stage is advanced.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.compile import compile_environment
+from flagstone.engine import ERROR, Details, Snapshot, explain, parse_timestamp
+from flagstone.errors import UsageError
+from flagstone.validate import load_valid_project
+
+
+def _parse_at(text: str | None) -> float | None:
+    if text is None:
+        return None
+    instant = parse_timestamp(text)
+    if instant is None:
+        try:
+            instant = float(text)
+        except ValueError:
+            raise UsageError(
+                f"--at: {text!r} is not an RFC 3339 time (2026-12-03T09:00:00Z) or epoch seconds"
+            ) from None
+    return instant
+
+
+def _parse_context(text: str, where: str) -> dict[str, Any]:
+    try:
+        context = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(
+            f"{where}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
+        ) from None
+    if not isinstance(context, dict):
+        raise UsageError(f"{where}: a context must be a JSON object, got {type(context).__name__}")
+    return context
+
+
+def _read_contexts(path: Path) -> Iterator[dict[str, Any]]:
+    """Contexts from a JSON-lines file, in order; blank lines are skipped."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    stream: TextIO
+    try:
+        stream = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"--contexts: cannot read {name}: {error.strerror}") from None
+    with stream:
+        try:
+            for number, line in enumerate(stream, start=1):
+                if line.strip():
+                    yield _parse_context(line, f"{name}:{number}")
+        except UnicodeDecodeError:
+            raise UsageError(f"{name}: not UTF-8 text") from None
+
+
+def _record(details: Details) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "value": details.value,
+        "variation": details.variation,
+        "reason": details.reason,
+        "rule": details.rule,
+        "bucket": details.bucket,
+    }
+    if details.error_code:
+        record["error_code"] = details.error_code
+        record["error_message"] = details.error_message
+    return record
+
+
+def _summary_table(counts: Counter[str | None], total: int) -> str:
+    rows = [("variation", "contexts", "share")]
+    for variation, count in sorted(counts.items(), key=lambda item: (-item[1], str(item[0]))):
+        share = f"{100 * count / total:.1f}%" if total else "-"
+        rows.append((variation if variation is not None else "(error)", str(count), share))
+    rows.append(("total", str(total), ""))
+    width = max(len(r[0]) for r in rows)
+    count_width = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:>{count_width}}  {c:>6}".rstrip() for a, b, c in rows)
+
+
+@click.command("eval")
+@click.argument("flag")
+@click.option("--env", "env", required=True, help="Environment whose configuration is evaluated.")
+@click.option("--context", "context_json", default=None, help="One context as a JSON object.")
+@click.option(
+    "--contexts",
+    "contexts_file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=None,
+    help="JSON-lines file of contexts (- for stdin).",
+)
+@click.option(
+    "--at", "at_text", default=None, help="Evaluate at this time (RFC 3339 or epoch seconds)."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@repo_option
+def eval_(
+    flag: str,
+    env: str,
+    context_json: str | None,
+    contexts_file: Path | None,
+    at_text: str | None,
+    fmt: str,
+    repo: Path | None,
+) -> None:
+    """Evaluate FLAG in an environment for one context or a file of contexts."""
+    if (context_json is None) == (contexts_file is None):
+        raise UsageError("give exactly one of --context JSON or --contexts FILE")
+    at = _parse_at(at_text)
+    project = load_valid_project(resolve_repo(repo))
+    snapshot = Snapshot.from_payload(compile_environment(project, env))
+    if flag not in snapshot.flags:
+        archived = project.flags.get(flag)
+        why = "it is archived" if archived is not None else "no such flag"
+        raise UsageError(f"unknown flag {flag!r} in environment {env!r} ({why})")
+
+    if context_json is not None:
+        context = _parse_context(context_json, "--context")
+        details = snapshot.evaluate(flag, context, at=at)
+        why = explain(snapshot, flag, context, details, at=at)
+        if fmt == "json":
+            click.echo(
+                json.dumps({"flag": flag, **_record(details), "why": why}, ensure_ascii=False)
+            )
+        else:
+            click.echo(f"{flag} = {json.dumps(details.value, ensure_ascii=False)}")
+            click.echo(f"  variation: {details.variation}")
+            click.echo(f"  reason:    {details.reason}")
+            if details.rule is not None:
+                click.echo(f"  rule:      {details.rule}")
+            if details.bucket is not None:
+                click.echo(f"  bucket:    {details.bucket} of 100000")
+            click.echo(f"  why:       {why}")
+        if details.reason == ERROR:
+            raise SystemExit(1)
+        return
+
+    assert contexts_file is not None
+    counts: Counter[str | None] = Counter()
+    total = 0
+    out = sys.stdout
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    lines: list[str] = []
+    for context in _read_contexts(contexts_file):
+        details = snapshot.evaluate(flag, context, at=at)
+        counts[details.variation] += 1
+        total += 1
+        if fmt == "json":
+            lines.append(encode(_record(details)))
+            if len(lines) >= 4096:
+                out.write("\n".join(lines) + "\n")
+                lines.clear()
+    if lines:
+        out.write("\n".join(lines) + "\n")
+    out.flush()
+    click.echo(_summary_table(counts, total), err=fmt == "json")
