@@ -1,21 +1,773 @@
 """Schema, reference and consistency checks over a whole repository.
 
-SKELETON: issue 2 replaces the body of ``validate_project`` with the schema and
-cross-file checks; the two signatures below are the contract other modules rely on.
+``validate_project(project)`` returns every finding as a ``Problem`` (nothing is raised
+for bad content), in three passes:
+
+1. **Schema.** Each document is checked against its JSON Schema (``schemas/*.json``, the
+   same files editors use). The fast path is a compiled ``fastjsonschema`` validator per
+   schema; only a document that fails it is re-checked with ``jsonschema`` to explain each
+   error at ``file:line:col`` in words, with a "did you mean" hint where one helps.
+2. **References and consistency** (documents that passed their schema only, so the
+   shapes are known): unknown teams, environments, segments, variations, prerequisite
+   flags and stages; prerequisite and segment cycles; duplicate rule, stage and target
+   names; split totals; stage order and schedules; variation types; clause literals
+   (regex, semver, timestamps — the engine's own ``check_clause_values``); key names;
+   signing keys.
+3. **Placement.** Files in the wrong place or with a wrong name.
+
+Each finding has a stable ``rule`` id (the ``RULE_*`` constants) that tests and
+``--format json`` consumers can rely on.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from flagstone.errors import ValidationFailed
-from flagstone.model import Project, read_project
-from flagstone.problems import Problem
+import fastjsonschema
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import ValidationError
+
+from flagstone.engine import SEMVER_OPS, TIME_OPS, check_clause_values, parse_timestamp
+from flagstone.envelope import compute_keyid
+from flagstone.errors import EnvelopeError, ValidationFailed
+from flagstone.loader import Document, PathKey
+from flagstone.model import KEY_PATTERN, Flag, Project, ReleaseConfig, Segment, read_project
+from flagstone.problems import Problem, sort_problems
+
+RULE_SCHEMA = "schema"
+RULE_KEY_NAME = "key-name"
+RULE_STRAY_FILE = "stray-file"
+RULE_UNKNOWN_TEAM = "unknown-team"
+RULE_UNKNOWN_ENVIRONMENT = "unknown-environment"
+RULE_UNKNOWN_SEGMENT = "unknown-segment"
+RULE_UNKNOWN_VARIATION = "unknown-variation"
+RULE_UNKNOWN_PREREQUISITE = "unknown-prerequisite"
+RULE_UNKNOWN_STAGE = "unknown-stage"
+RULE_PREREQUISITE_CYCLE = "prerequisite-cycle"
+RULE_SEGMENT_CYCLE = "segment-cycle"
+RULE_DUPLICATE_RULE = "duplicate-rule"
+RULE_DUPLICATE_STAGE = "duplicate-stage"
+RULE_DUPLICATE_TARGET = "duplicate-target"
+RULE_SPLIT_TOTAL = "split-total"
+RULE_PERCENT_PRECISION = "percent-precision"
+RULE_STAGE_ORDER = "stage-order"
+RULE_STAGE_SCHEDULE = "stage-schedule"
+RULE_MIXED_TYPES = "mixed-types"
+RULE_VARIATION_TYPE = "variation-type"
+RULE_INVALID_REGEX = "invalid-regex"
+RULE_INVALID_SEMVER = "invalid-semver"
+RULE_INVALID_TIME = "invalid-time"
+RULE_CLAUSE_VALUE = "clause-value"
+RULE_SIGNING_KEY = "signing-key"
+
+SCHEMA_KINDS = ("project", "flag", "release", "segment")
+
+
+# --- schemas ------------------------------------------------------------------------------
+
+
+@cache
+def load_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of one file kind (``project``, ``flag``, ``release``, ``segment``)."""
+    text = resources.files("flagstone").joinpath("schemas", f"{kind}.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _fast_validator(kind: str) -> Callable[[Any], Any]:
+    validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema(kind))
+    return validator
+
+
+@cache
+def _explaining_validator(kind: str) -> Draft7Validator:
+    return Draft7Validator(load_schema(kind))
+
+
+# What a `pattern` means, for messages ("'Bad Key' is not a valid key: …").
+_PATTERN_MEANINGS = {
+    "^[a-z0-9][a-z0-9._-]{0,127}$": "a valid key (lowercase letters, digits, '.', '_', '-'; "
+    "starting with a letter or digit; at most 128 characters)",
+    "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": "a valid variation key (letters, digits, '.', '_', '-'; "
+    "starting with a letter or digit)",
+    "^[0-9]+[smhdw]$": "a duration like 30s, 15m, 24h, 7d or 2w",
+    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$": "a date like 2027-03-01",
+    "^[0-9a-f]{64}$": "64 lowercase hexadecimal digits",
+    "^(file|s3|gs|az|memory)://": "a storage URL (file://, s3://, gs://, az:// or memory://)",
+    "^https?://": "an http:// or https:// URL",
+    "^[a-z][a-z0-9-]*$": "a rule id (lowercase letters, digits and '-')",
+}
+_UTC_PATTERN_HINT = "an RFC 3339 UTC time like 2026-12-03T09:00:00Z"
+_HANDLE_HINT = "a GitHub handle (@org/team or @user) or an email address"
+
+_TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "boolean": "true or false",
+    "number": "a number",
+    "integer": "an integer",
+    "null": "nothing",
+}
+# YAML 1.1 booleans that YAML 1.2 (and Flagstone) read as text.
+_YAML11_BOOLEANS = frozenset(
+    {"yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF", "True", "False", "TRUE", "FALSE"}
+)
+
+
+def _pattern_meaning(pattern: str) -> str:
+    if pattern in _PATTERN_MEANINGS:
+        return _PATTERN_MEANINGS[pattern]
+    if pattern.endswith("Z$"):
+        return _UTC_PATTERN_HINT
+    if pattern.startswith("^(@"):
+        return _HANDLE_HINT
+    return f"matching {pattern}"
+
+
+def label(where: Iterable[str | int]) -> str:
+    """``rules[0].if.op`` for the path ``("rules", 0, "if", "op")``."""
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def describe(value: Any) -> str:
+    """A short, human description of a YAML value for messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string '{value}'"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _allowed_keys(schema: dict[str, Any]) -> list[str]:
+    return list(schema.get("properties", {}))
+
+
+class _SchemaExplainer:
+    """Turns jsonschema errors for one document into ``Problem`` values."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        # path -> key names suggested for typos there; a "missing 'x'" for the same
+        # object then says nothing new and is dropped.
+        self.suggested: dict[PathKey, set[str]] = {}
+
+    def problem(self, where: PathKey, text: str, *, hint: str | None = None, key: bool = False) -> Problem:
+        prefix = label(where)
+        message = f"{prefix}: {text}" if prefix else text
+        return self.doc.problem(where, message, rule=RULE_SCHEMA, hint=hint, key=key)
+
+    def explain(self, errors: Iterable[ValidationError]) -> list[Problem]:
+        errors = sorted(errors, key=lambda e: (e.validator != "additionalProperties", list(map(str, e.absolute_path))))
+        problems: list[Problem] = []
+        for error in errors:
+            problems.extend(self.explain_one(error))
+        return problems
+
+    def explain_one(self, error: ValidationError) -> Iterator[Problem]:
+        where: PathKey = tuple(error.absolute_path)
+        kind = error.validator
+        value = error.validator_value
+        instance = error.instance
+        custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+        if "propertyNames" in list(error.absolute_schema_path)[-2:]:
+            meaning = _pattern_meaning(value) if kind == "pattern" else "allowed"
+            prefix = f"{label(where)}: " if where else ""
+            yield self.doc.problem(
+                (*where, instance), f"{prefix}key '{instance}' is not {meaning}", rule=RULE_SCHEMA, key=True
+            )
+        elif custom and kind in ("oneOf", "anyOf", "not", "if"):
+            if not self._missing_is_typo(where, error):
+                yield self.problem(where, str(custom))
+        elif kind == "additionalProperties":
+            allowed = _allowed_keys(error.schema)
+            for extra in sorted(set(instance) - set(allowed)):
+                hint = did_you_mean(extra, allowed)
+                if hint:
+                    self.suggested.setdefault(where, set()).add(hint.split("'")[1])
+                else:
+                    hint = f"allowed keys: {', '.join(allowed)}"
+                prefix = f"{label(where)}: " if where else ""
+                yield self.doc.problem(
+                    (*where, extra),
+                    f"{prefix}unknown key '{extra}'",
+                    rule=RULE_SCHEMA,
+                    hint=hint,
+                    key=True,
+                )
+        elif kind == "required":
+            for name in value:
+                if name not in instance and name not in self.suggested.get(where, set()):
+                    yield self.problem(where, f"missing required key '{name}'")
+        elif kind == "type":
+            yield self._type_problem(where, value, instance)
+        elif kind == "enum":
+            choices = [str(choice) for choice in value]
+            hint = did_you_mean(str(instance), choices) if isinstance(instance, str) else None
+            listing = ", ".join(choices)
+            if len(choices) > 6:
+                yield self.problem(where, f"unknown value {_quote(instance)}", hint=hint or f"one of: {listing}")
+            else:
+                yield self.problem(where, f"{_quote(instance)} is not one of: {listing}", hint=hint)
+        elif kind == "pattern":
+            yield self.problem(where, f"{_quote(instance)} is not {_pattern_meaning(value)}")
+        elif kind in ("minItems", "minProperties", "minLength"):
+            yield self.problem(where, "must not be empty" if value == 1 else f"needs at least {value} entries")
+        elif kind in ("minimum", "exclusiveMinimum"):
+            bound = "at least" if kind == "minimum" else "more than"
+            yield self.problem(where, f"{instance} is too small: must be {bound} {value}")
+        elif kind in ("maximum", "exclusiveMaximum"):
+            bound = "at most" if kind == "maximum" else "less than"
+            yield self.problem(where, f"{instance} is too large: must be {bound} {value}")
+        elif kind == "uniqueItems":
+            seen: list[Any] = []
+            for index, item in enumerate(instance):
+                if item in seen:
+                    yield self.doc.problem(
+                        (*where, index), f"{label(where)}: {_quote(item)} is listed twice", rule=RULE_SCHEMA
+                    )
+                    break
+                seen.append(item)
+        elif custom:
+            yield self.problem(where, str(custom))
+        else:  # pragma: no cover - every keyword our schemas use is handled above
+            yield self.problem(where, error.message)
+
+    def _missing_is_typo(self, where: PathKey, error: ValidationError) -> bool:
+        wanted = {name for sub in error.context or [] if sub.validator == "required" for name in sub.validator_value}
+        return bool(wanted & self.suggested.get(where, set()))
+
+    def _type_problem(self, where: PathKey, expected: Any, instance: Any) -> Problem:
+        names = [expected] if isinstance(expected, str) else list(expected)
+        wanted = " or ".join(_TYPE_WORDS.get(name, name) for name in names)
+        hint = None
+        if "boolean" in names and isinstance(instance, str) and instance in _YAML11_BOOLEANS:
+            hint = "only true and false are booleans in YAML 1.2; yes/no/on/off are text"
+        elif "string" in names and isinstance(instance, (bool, int, float)):
+            hint = "quote it to make it text"
+        if not where and instance is None:
+            return self.problem(where, f"the file is empty; expected {wanted}")
+        return self.problem(where, f"expected {wanted}, got {describe(instance)}", hint=hint)
+
+
+def _quote(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else json.dumps(value)
+
+
+def schema_problems(doc: Document, kind: str) -> list[Problem]:
+    """Schema findings for one document (empty when it conforms)."""
+    try:
+        _fast_validator(kind)(doc.data)
+        return []
+    except fastjsonschema.JsonSchemaException:
+        pass
+    problems = _SchemaExplainer(doc).explain(_explaining_validator(kind).iter_errors(doc.data))
+    if not problems:  # the two validators disagree: report rather than pass silently
+        problems = [doc.problem((), "does not match its schema", rule=RULE_SCHEMA)]
+    return problems
+
+
+# --- cross-file checks -----------------------------------------------------------------------
+
+
+def _value_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "json"
+
+
+def _weight(percent: float) -> int | None:
+    """Percent in thousandths, or None when it has more than 3 decimals."""
+    scaled = percent * 1000
+    weight = round(scaled)
+    return weight if math.isclose(scaled, weight, abs_tol=1e-6) else None
+
+
+class _Checker:
+    """Reference and consistency checks; runs on schema-valid documents only."""
+
+    def __init__(self, project: Project, valid: set[int]) -> None:
+        self.project = project
+        self.valid = valid
+        self.problems: list[Problem] = []
+        config = project.config
+        self.config_ok = config is not None and id(config.doc) in valid
+        self.teams = set(config.teams) if config and self.config_ok else set()
+        self.environments = set(project.environments) if self.config_ok else set()
+
+    def is_valid(self, doc: Document) -> bool:
+        return id(doc) in self.valid
+
+    def add(self, doc: Document, where: PathKey, message: str, rule: str, *, hint: str | None = None, key: bool = False) -> None:
+        self.problems.append(doc.problem(where, message, rule=rule, hint=hint, key=key))
+
+    def add_file(self, rel: str, message: str, rule: str, hint: str | None = None) -> None:
+        self.problems.append(Problem(rel, 0, 0, rule, "error", message, hint))
+
+    def run(self) -> list[Problem]:
+        self.check_project()
+        for flag in self.project.flags.values():
+            self.check_flag(flag)
+        for segment in self.project.segments.values():
+            self.check_segment(segment)
+        self.check_prerequisite_cycles()
+        self.check_segment_cycles()
+        for rel, why in self.project.stray_files.items():
+            self.add_file(rel, "file is not part of the flag repository layout", RULE_STRAY_FILE, why)
+        return self.problems
+
+    # project ------------------------------------------------------------------------------
+
+    def check_project(self) -> None:
+        config = self.project.config
+        if config is None or not self.config_ok:
+            return
+        self.check_team(config.doc, ("admins",), config.admins)
+        signing = config.signing
+        keys = signing.get("keys") or []
+        for index, entry in enumerate(keys):
+            try:
+                expected = compute_keyid(bytes.fromhex(entry["public"]))
+            except (ValueError, EnvelopeError):  # pragma: no cover - the schema pins 64 hex digits
+                continue
+            if entry["keyid"] != expected:
+                self.add(
+                    config.doc,
+                    ("signing", "keys", index, "keyid"),
+                    f"keyid does not match the public key (expected {expected})",
+                    RULE_SIGNING_KEY,
+                    hint="copy the keyid printed by `flagstone keygen`",
+                )
+        threshold = signing.get("threshold", 1)
+        if keys and threshold > len(keys):
+            self.add(
+                config.doc,
+                ("signing", "threshold"),
+                f"threshold {threshold} is more than the {len(keys)} trusted key(s)",
+                RULE_SIGNING_KEY,
+            )
+
+    def check_team(self, doc: Document, where: PathKey, team: str | None) -> None:
+        if not self.config_ok or team is None or team in self.teams:
+            return
+        self.add(
+            doc,
+            where,
+            f"unknown team '{team}'",
+            RULE_UNKNOWN_TEAM,
+            hint=did_you_mean(team, self.teams) or f"declared teams: {', '.join(sorted(self.teams)) or 'none'}",
+        )
+
+    def check_environment(self, doc: Document, where: PathKey, environment: str) -> None:
+        if not self.config_ok or environment in self.environments:
+            return
+        self.add(
+            doc,
+            where,
+            f"unknown environment '{environment}'",
+            RULE_UNKNOWN_ENVIRONMENT,
+            hint=did_you_mean(environment, self.environments)
+            or f"environments: {', '.join(self.project.environments)}",
+            key=True,
+        )
+
+    def check_key_name(self, rel: str, what: str, key: str) -> None:
+        if not KEY_PATTERN.fullmatch(key):
+            self.add_file(
+                rel,
+                f"{what} '{key}' is not {_PATTERN_MEANINGS['^[a-z0-9][a-z0-9._-]{0,127}$']}",
+                RULE_KEY_NAME,
+            )
+
+    # flags --------------------------------------------------------------------------------
+
+    def check_flag(self, flag: Flag) -> None:
+        self.check_key_name(flag.doc.rel.rsplit("/", 1)[0], "flag key", flag.key)
+        for environment, release in flag.releases.items():
+            if self.config_ok and environment not in self.environments:
+                self.add_file(
+                    release.doc.rel,
+                    f"release file for undeclared environment '{environment}'",
+                    RULE_UNKNOWN_ENVIRONMENT,
+                    did_you_mean(environment, self.environments)
+                    or f"environments: {', '.join(self.project.environments)}",
+                )
+        if not self.is_valid(flag.doc):
+            return
+        doc = flag.doc
+        self.check_team(doc, ("owner",), flag.owner)
+        for environment, team in flag.delegate.items():
+            self.check_environment(doc, ("delegate", environment), environment)
+            self.check_team(doc, ("delegate", environment), team)
+        self.check_variation(flag, doc, ("off_variation",), flag.off_variation)
+        self.check_variation_types(flag)
+        for index, prerequisite in enumerate(flag.prerequisites):
+            other = self.project.flags.get(prerequisite["flag"])
+            if other is None:
+                self.add(
+                    doc,
+                    ("prerequisites", index, "flag"),
+                    f"unknown prerequisite flag '{prerequisite['flag']}'",
+                    RULE_UNKNOWN_PREREQUISITE,
+                    hint=did_you_mean(prerequisite["flag"], self.project.flags),
+                )
+            elif self.is_valid(other.doc):
+                self.check_variation(other, doc, ("prerequisites", index, "variation"), prerequisite["variation"])
+        for release in flag.releases.values():
+            if self.is_valid(release.doc):
+                self.check_release(flag, release)
+
+    def check_variation(self, flag: Flag, doc: Document, where: PathKey, variation: str | None, *, key: bool = False) -> None:
+        if variation is None or variation in flag.data["variations"]:
+            return
+        known = list(flag.data["variations"])
+        self.add(
+            doc,
+            where,
+            f"unknown variation '{variation}' of flag '{flag.key}'",
+            RULE_UNKNOWN_VARIATION,
+            hint=did_you_mean(variation, known) or f"variations: {', '.join(known)}",
+            key=key,
+        )
+
+    def check_variation_types(self, flag: Flag) -> None:
+        variations = flag.data["variations"]
+        declared = flag.data.get("type")
+        if declared == "json":
+            return
+        if declared is not None:
+            for name, value in variations.items():
+                if _value_kind(value) != declared:
+                    self.add(
+                        flag.doc,
+                        ("variations", name),
+                        f"variation '{name}' is {describe(value)}, but the flag's type is {declared}",
+                        RULE_VARIATION_TYPE,
+                    )
+            return
+        kinds = {_value_kind(value) for value in variations.values()}
+        if len(kinds) <= 1:
+            return
+        names = list(variations)
+        first_kind = _value_kind(variations[names[0]])
+        odd = next(name for name in names if _value_kind(variations[name]) != first_kind)
+        self.add(
+            flag.doc,
+            ("variations", odd),
+            f"variation values mix types: '{names[0]}' is {first_kind}, '{odd}' is {_value_kind(variations[odd])}",
+            RULE_MIXED_TYPES,
+            hint="give every variation the same type, or declare `type: json`",
+        )
+
+    def check_release(self, flag: Flag, release: ReleaseConfig) -> None:
+        doc = release.doc
+        data = release.data
+        targeted: dict[str, str] = {}
+        for variation, keys in (data.get("targets") or {}).items():
+            self.check_variation(flag, doc, ("targets", variation), variation, key=True)
+            for index, key in enumerate(keys):
+                if key in targeted:
+                    self.add(
+                        doc,
+                        ("targets", variation, index),
+                        f"'{key}' is targeted under both '{targeted[key]}' and '{variation}'",
+                        RULE_DUPLICATE_TARGET,
+                    )
+                else:
+                    targeted[key] = variation
+        rule_names: set[str] = set()
+        for index, rule in enumerate(data.get("rules") or []):
+            where: PathKey = ("rules", index)
+            if rule["name"] in rule_names:
+                self.add(doc, (*where, "name"), f"duplicate rule name '{rule['name']}'", RULE_DUPLICATE_RULE)
+            rule_names.add(rule["name"])
+            self.check_condition(doc, (*where, "if"), rule["if"])
+            self.check_serve(flag, doc, (*where, "serve"), rule["serve"])
+        default = data.get("default")
+        if isinstance(default, dict) and "progression" in default:
+            self.check_progression(flag, doc, ("default", "progression"), default["progression"])
+        elif default is not None:
+            self.check_serve(flag, doc, ("default",), default)
+
+    def check_serve(self, flag: Flag, doc: Document, where: PathKey, serve: Any) -> None:
+        if isinstance(serve, str):
+            self.check_variation(flag, doc, where, serve)
+            return
+        split: dict[str, float] = serve["split"]
+        total = 0
+        for variation, percent in split.items():
+            self.check_variation(flag, doc, (*where, "split", variation), variation, key=True)
+            total += self.check_percent(doc, (*where, "split", variation), percent) or 0
+        if total != 100_000:
+            self.add(
+                doc,
+                (*where, "split"),
+                f"split percents add up to {_format_percent(sum(split.values()))}, not 100",
+                RULE_SPLIT_TOTAL,
+            )
+
+    def check_percent(self, doc: Document, where: PathKey, percent: float) -> int | None:
+        weight = _weight(percent)
+        if weight is None:
+            self.add(doc, where, f"{percent} has more than 3 decimals", RULE_PERCENT_PRECISION,
+                     hint="percents are counted in thousandths")
+        return weight
+
+    def check_progression(self, flag: Flag, doc: Document, where: PathKey, progression: dict[str, Any]) -> None:
+        self.check_variation(flag, doc, (*where, "variation"), progression["variation"])
+        self.check_variation(flag, doc, (*where, "baseline"), progression["baseline"])
+        names: list[str] = []
+        reach: tuple[str, float] | None = None
+        schedule: tuple[str, float, str] | None = None
+        for index, stage in enumerate(progression["stages"]):
+            here: PathKey = (*where, "stages", index)
+            name = stage["name"]
+            if name in names:
+                self.add(doc, (*here, "name"), f"duplicate stage name '{name}'", RULE_DUPLICATE_STAGE)
+            names.append(name)
+            for position, segment in enumerate(stage.get("segments") or []):
+                self.check_segment_ref(doc, (*here, "segments", position), segment)
+            if "percent" in stage:
+                percent = stage["percent"]
+                self.check_percent(doc, (*here, "percent"), percent)
+                if reach is not None and percent < reach[1]:
+                    self.add(
+                        doc,
+                        (*here, "percent"),
+                        f"stage '{name}' reaches {_format_percent(percent)}%, less than the "
+                        f"{_format_percent(reach[1])}% of stage '{reach[0]}' before it",
+                        RULE_STAGE_ORDER,
+                        hint="stages are cumulative: percents never go down",
+                    )
+                else:
+                    reach = (name, percent)
+            if "at" in stage:
+                instant = parse_timestamp(stage["at"])
+                if instant is None:
+                    self.add(doc, (*here, "at"), f"'{stage['at']}' is not a real date and time", RULE_INVALID_TIME)
+                elif schedule is not None and instant <= schedule[1]:
+                    self.add(
+                        doc,
+                        (*here, "at"),
+                        f"stage '{name}' is scheduled at {stage['at']}, not after stage "
+                        f"'{schedule[0]}' at {schedule[2]}",
+                        RULE_STAGE_SCHEDULE,
+                        hint="scheduled times must increase from stage to stage",
+                    )
+                else:
+                    schedule = (name, instant, stage["at"])
+        current = progression["current"]
+        if current not in names:
+            self.add(
+                doc,
+                (*where, "current"),
+                f"current stage '{current}' is not one of the stages",
+                RULE_UNKNOWN_STAGE,
+                hint=did_you_mean(current, names) or f"stages: {', '.join(names)}",
+            )
+
+    # conditions and segments --------------------------------------------------------------
+
+    def check_segment_ref(self, doc: Document, where: PathKey, segment: str) -> None:
+        if segment in self.project.segments:
+            return
+        self.add(
+            doc,
+            where,
+            f"unknown segment '{segment}'",
+            RULE_UNKNOWN_SEGMENT,
+            hint=did_you_mean(segment, self.project.segments)
+            or f"segments: {', '.join(sorted(self.project.segments)) or 'none'}",
+        )
+
+    def check_condition(self, doc: Document, where: PathKey, condition: dict[str, Any]) -> None:
+        if "segment" in condition:
+            self.check_segment_ref(doc, (*where, "segment"), condition["segment"])
+        elif "all" in condition or "any" in condition:
+            group = "all" if "all" in condition else "any"
+            for index, child in enumerate(condition[group]):
+                self.check_condition(doc, (*where, group, index), child)
+        elif "not" in condition:
+            self.check_condition(doc, (*where, "not"), condition["not"])
+        else:
+            op = condition["op"]
+            values = [condition["value"]] if "value" in condition else list(condition.get("values") or [])
+            why = check_clause_values(op, values)
+            if why is not None:
+                at: PathKey = (*where, "value") if "value" in condition else (*where, "values")
+                self.add(doc, at, why, _clause_rule(op))
+
+    def check_segment(self, segment: Segment) -> None:
+        self.check_key_name(segment.doc.rel, "segment key", segment.key)
+        if not self.is_valid(segment.doc):
+            return
+        self.check_team(segment.doc, ("owner",), segment.owner)
+        for index, rule in enumerate(segment.rules):
+            self.check_condition(segment.doc, ("rules", index), rule)
+
+    # cycles -------------------------------------------------------------------------------
+
+    def check_prerequisite_cycles(self) -> None:
+        edges: dict[str, list[tuple[str, PathKey]]] = {}
+        for key, flag in self.project.flags.items():
+            if self.is_valid(flag.doc):
+                edges[key] = [(p["flag"], ("prerequisites", i, "flag")) for i, p in enumerate(flag.prerequisites)]
+        for cycle, where in _cycles(edges):
+            self.add(
+                self.project.flags[cycle[0]].doc,
+                where,
+                "prerequisite cycle: " + " -> ".join([*cycle, cycle[0]]),
+                RULE_PREREQUISITE_CYCLE,
+            )
+
+    def check_segment_cycles(self) -> None:
+        edges: dict[str, list[tuple[str, PathKey]]] = {}
+        for key, segment in self.project.segments.items():
+            if self.is_valid(segment.doc):
+                edges[key] = [
+                    (ref, where)
+                    for index, rule in enumerate(segment.rules)
+                    for ref, where in _segment_refs(rule, ("rules", index))
+                ]
+        for cycle, where in _cycles(edges):
+            self.add(
+                self.project.segments[cycle[0]].doc,
+                where,
+                "segment cycle: " + " -> ".join([*cycle, cycle[0]]),
+                RULE_SEGMENT_CYCLE,
+            )
+
+
+def _clause_rule(op: str) -> str:
+    if op == "matches":
+        return RULE_INVALID_REGEX
+    if op in SEMVER_OPS:
+        return RULE_INVALID_SEMVER
+    if op in TIME_OPS:
+        return RULE_INVALID_TIME
+    return RULE_CLAUSE_VALUE
+
+
+def _format_percent(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _segment_refs(condition: dict[str, Any], where: PathKey) -> Iterator[tuple[str, PathKey]]:
+    if "segment" in condition:
+        yield condition["segment"], (*where, "segment")
+    for group in ("all", "any"):
+        for index, child in enumerate(condition.get(group) or []):
+            yield from _segment_refs(child, (*where, group, index))
+    if "not" in condition:
+        yield from _segment_refs(condition["not"], (*where, "not"))
+
+
+def _cycles(edges: dict[str, list[tuple[str, PathKey]]]) -> list[tuple[list[str], PathKey]]:
+    """Each elementary cycle once, starting at its smallest node, with the position of
+    that node's edge into the cycle. Nodes are visited in sorted order: deterministic."""
+    found: list[tuple[list[str], PathKey]] = []
+    seen_cycles: set[tuple[str, ...]] = set()
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+    stack_edges: list[PathKey] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target, where in edges.get(node, []):
+            if state.get(target) == 1:
+                start = stack.index(target)
+                cycle = stack[start:]
+                wheres = [*stack_edges[start:], where]
+                pivot = cycle.index(min(cycle))
+                rotated = cycle[pivot:] + cycle[:pivot]
+                if tuple(rotated) not in seen_cycles:
+                    seen_cycles.add(tuple(rotated))
+                    found.append((rotated, wheres[pivot]))
+            elif target in edges and state.get(target) is None:
+                stack_edges.append(where)
+                visit(target)
+                stack_edges.pop()
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return found
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def _documents_with_kinds(project: Project) -> Iterator[tuple[Document, str]]:
+    if project.config is not None:
+        yield project.config.doc, "project"
+    for flag in project.flags.values():
+        yield flag.doc, "flag"
+        for release in flag.releases.values():
+            yield release.doc, "release"
+    for segment in project.segments.values():
+        yield segment.doc, "segment"
 
 
 def validate_project(project: Project) -> list[Problem]:
     """Every finding about ``project`` (load problems included), in file order."""
-    return list(project.problems)
+    problems = list(project.problems)
+    valid: set[int] = set()
+    for doc, kind in _documents_with_kinds(project):
+        found = schema_problems(doc, kind)
+        if found:
+            problems.extend(found)
+        else:
+            valid.add(id(doc))
+    problems.extend(_Checker(project, valid).run())
+    return sort_problems(problems)
+
+
+def select_problems(problems: Sequence[Problem], root: Path, paths: Sequence[Path]) -> list[Problem]:
+    """The problems in files at or under ``paths`` (absolute, or relative to the cwd)."""
+    if not paths:
+        return list(problems)
+    prefixes: list[str] = []
+    for path in paths:
+        resolved = path.resolve()
+        try:
+            rel = resolved.relative_to(root).as_posix()
+        except ValueError:
+            continue
+        prefixes.append("" if rel == "." else rel)
+    return [p for p in problems if any(_is_under(p.path, prefix) for prefix in prefixes)]
+
+
+def _is_under(rel: str, prefix: str) -> bool:
+    return not prefix or rel == prefix or rel.startswith(prefix + "/")
 
 
 def load_valid_project(root: Path) -> Project:
@@ -25,3 +777,4 @@ def load_valid_project(root: Path) -> Project:
     if any(p.level == "error" for p in problems):
         raise ValidationFailed(problems)
     return project
+
