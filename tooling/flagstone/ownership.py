@@ -91,7 +91,7 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
             regex += _translate_segment(segment) + ("" if last else "/")
     if directory_only:
         regex += "/.*"
-    elif not (len(segments) > 1 and segments[-1] == "*"):
+    elif not pattern.endswith("/*"):
         regex += "(?:/.*)?"
     return re.compile(regex + r"\Z")
 
