@@ -1,0 +1,65 @@
+"""``flagstone init [DIR]``: scaffold a new flag repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flagstone.scaffold import (
+    DEFAULT_ACTION,
+    DEFAULT_ENVIRONMENTS,
+    ScaffoldOptions,
+    default_project_name,
+    scaffold_repository,
+)
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=Path("."), required=False)
+@click.option("--project", default=None, help="Project key (default: from the directory name).")
+@click.option(
+    "--environments",
+    default=",".join(DEFAULT_ENVIRONMENTS),
+    show_default=True,
+    help="Comma-separated environments, the production-like one last.",
+)
+@click.option(
+    "--admins",
+    default=None,
+    metavar="HANDLE",
+    help="GitHub team owning the repository (default: @<project>/platform).",
+)
+@click.option(
+    "--action",
+    default=DEFAULT_ACTION,
+    show_default=True,
+    metavar="OWNER/REPO@REF",
+    help="The Flagstone action the workflow uses (also the pre-commit hooks repository).",
+)
+def init(
+    directory: Path, project: str | None, environments: str, admins: str | None, action: str
+) -> int:
+    """Scaffold a flag repository in DIRECTORY (default: here) that passes validate,
+    lint and codeowners --check as written. Never overwrites a file: if any would be,
+    nothing is written."""
+    project = project or default_project_name(directory)
+    options = ScaffoldOptions(
+        project=project,
+        environments=tuple(e.strip() for e in environments.split(",") if e.strip()),
+        admins=admins or f"@{project.replace('.', '-').replace('_', '-')}/platform",
+        action=action,
+    )
+    written = scaffold_repository(directory, options)
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(
+        f"\nFlag repository '{project}' created in {directory}. Next:\n"
+        "  1. Put your team handles in flagstone.yaml, then run `flagstone codeowners`.\n"
+        "  2. `flagstone keygen`: add the printed public key to flagstone.yaml signing.keys\n"
+        "     and store the private key as the FLAGSTONE_SIGNING_KEY repository secret.\n"
+        "  3. Set publish.target in flagstone.yaml (or the FLAGSTONE_PUBLISH_TARGET variable).\n"
+        "  4. `pre-commit install`, commit, push: pull requests get checks and a diff comment,\n"
+        "     pushes to main publish signed snapshots."
+    )
+    return 0

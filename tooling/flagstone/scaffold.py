@@ -1,0 +1,221 @@
+"""``flagstone init``: scaffold a new flag repository from the package's templates.
+
+The scaffold is a complete, working flag repository: ``flagstone.yaml``, one example
+flag with a release file per environment, one segment, the JSON schemas (for editors),
+the GitHub workflow, a generated ``.github/CODEOWNERS``, a pre-commit configuration and
+a ``.gitignore`` that keeps signing keys out of git. It passes ``flagstone validate``,
+``lint`` and ``codeowners --check`` as written.
+
+Templates live in ``flagstone/templates/``: ``repository/`` is copied path for path
+(a leading ``dot-`` in a name becomes ``.``, so packaging tools that skip hidden files
+still ship them), ``release/`` holds the example flag's release files. Placeholders are
+``__FLAGSTONE_<NAME>__`` tokens — plain text that no YAML or workflow syntax uses, so
+``${{ … }}`` expressions in the workflow need no escaping.
+
+Nothing is ever overwritten: all files are rendered in memory first, and if any of them
+already exists the whole scaffold is refused before the first write.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from flagstone import __version__
+from flagstone.errors import FlagstoneError, UsageError, ValidationFailed
+from flagstone.model import FLAGS_DIR, KEY_PATTERN, read_project
+from flagstone.ownership import CODEOWNERS_PATH, codeowners_report, is_valid_owner
+from flagstone.validate import validate_project
+
+EXAMPLE_FLAG = "example-flag"
+WORKFLOW_PATH = ".github/workflows/flags.yml"
+DEFAULT_ENVIRONMENTS = ("staging", "production")
+# Where other repositories get the composite action and the pre-commit hooks from.
+DEFAULT_ACTION_REPOSITORY = "flagstone-dev/flagstone"
+DEFAULT_ACTION = f"{DEFAULT_ACTION_REPOSITORY}@v{__version__}"
+EXAMPLE_FLAG_LIFETIME = timedelta(days=90)
+
+_TOKEN = re.compile(r"__FLAGSTONE_[A-Z_]+__")
+_ACTION_REFERENCE = re.compile(r"([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)@([A-Za-z0-9_./-]+)")
+_DOT_PREFIX = "dot-"
+
+
+@dataclass(frozen=True, slots=True)
+class ScaffoldOptions:
+    """What varies between scaffolds; every value is checked by ``check()``."""
+
+    project: str
+    environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
+    admins: str = "@example-org/platform"
+    action: str = DEFAULT_ACTION
+    today: date = field(default_factory=date.today)
+
+    def check(self) -> None:
+        if not KEY_PATTERN.fullmatch(self.project):
+            raise UsageError(
+                f"project name '{self.project}' is not a valid key",
+                hint="use lower-case letters, digits, '.', '_' and '-' (e.g. acme-shop)",
+            )
+        if not self.environments:
+            raise UsageError("at least one environment is needed")
+        for environment in self.environments:
+            if not KEY_PATTERN.fullmatch(environment):
+                raise UsageError(f"environment name '{environment}' is not a valid key")
+        if len(set(self.environments)) != len(self.environments):
+            raise UsageError("an environment is listed twice")
+        if not is_valid_owner(self.admins):
+            raise UsageError(
+                f"'{self.admins}' is not a GitHub owner",
+                hint="use @org/team, @user or an e-mail address",
+            )
+        if not _ACTION_REFERENCE.fullmatch(self.action):
+            raise UsageError(
+                f"action '{self.action}' is not OWNER/REPOSITORY@REF",
+                hint=f"e.g. {DEFAULT_ACTION}",
+            )
+
+
+def default_project_name(directory: Path) -> str:
+    """A project key made from a directory name (``Acme Shop`` -> ``acme-shop``)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", directory.resolve().name.lower()).strip("-._")
+    return name[:128] or "flags"
+
+
+def _templates() -> Traversable:
+    return resources.files("flagstone").joinpath("templates")
+
+
+def _render(text: str, values: Mapping[str, str], source: str) -> str:
+    for name, value in values.items():
+        text = text.replace(f"__FLAGSTONE_{name}__", value)
+    leftover = _TOKEN.search(text)
+    if leftover:  # a template names a value this module does not provide: a bug
+        raise FlagstoneError(f"template {source} has an unknown placeholder {leftover.group()}")
+    return text
+
+
+def _walk(directory: Traversable, prefix: str = "") -> list[tuple[str, Traversable]]:
+    """(repository path, template file) for every file under ``directory``."""
+    found: list[tuple[str, Traversable]] = []
+    for entry in directory.iterdir():
+        name = entry.name
+        if name == "__pycache__":
+            continue
+        if name.startswith(_DOT_PREFIX):
+            name = "." + name[len(_DOT_PREFIX) :]
+        if entry.is_dir():
+            found += _walk(entry, f"{prefix}{name}/")
+        else:
+            found.append((prefix + name, entry))
+    return found
+
+
+def _values(options: ScaffoldOptions) -> dict[str, str]:
+    match = _ACTION_REFERENCE.fullmatch(options.action)
+    repository, ref = match.groups() if match else ("", "")
+    environments = options.environments
+    return {
+        "PROJECT": options.project,
+        "ENVIRONMENTS": "[" + ", ".join(environments) + "]",
+        "LAST_ENVIRONMENT": environments[-1],
+        "ADMINS": options.admins,
+        "EXPIRES": (options.today + EXAMPLE_FLAG_LIFETIME).isoformat(),
+        "ACTION": options.action,
+        "HOOKS_REPOSITORY": f"https://github.com/{repository}",
+        "HOOKS_REV": ref,
+    }
+
+
+def render_workflow(action: str) -> str:
+    """The flags workflow with its steps using ``action`` (``./`` in Flagstone's own
+    repository, ``OWNER/REPOSITORY@REF`` elsewhere)."""
+    template = _templates().joinpath("repository", "dot-github", "workflows", "flags.yml")
+    return _render(template.read_text(encoding="utf-8"), {"ACTION": action}, WORKFLOW_PATH)
+
+
+def _schema_files() -> dict[str, str]:
+    schemas = resources.files("flagstone").joinpath("schemas")
+    return {
+        f"schemas/{entry.name}": entry.read_text(encoding="utf-8")
+        for entry in schemas.iterdir()
+        if entry.name.endswith(".schema.json")
+    }
+
+
+def render_scaffold_files(options: ScaffoldOptions) -> dict[str, str]:
+    """Every file of the scaffold except CODEOWNERS, by repository path."""
+    options.check()
+    values = _values(options)
+    files = {
+        path: _render(entry.read_text(encoding="utf-8"), values, path)
+        for path, entry in _walk(_templates().joinpath("repository"))
+    }
+    release = _templates().joinpath("release")
+    last = options.environments[-1]
+    for environment in options.environments:
+        template = "rollout.yaml" if environment == last else "preview.yaml"
+        path = f"{FLAGS_DIR}/{EXAMPLE_FLAG}/{environment}.yaml"
+        text = release.joinpath(template).read_text(encoding="utf-8")
+        files[path] = _render(text, {**values, "ENVIRONMENT": environment}, path)
+    files.update(_schema_files())
+    return files
+
+
+def _codeowners_for(files: Mapping[str, str]) -> str:
+    """The CODEOWNERS file ``flagstone codeowners`` would write for these files."""
+    with tempfile.TemporaryDirectory(prefix="flagstone-init-") as scratch:
+        root = Path(scratch)
+        _write_files(root, files)
+        project = read_project(root)
+        problems = [*project.problems, *validate_project(project)]
+        if any(p.level == "error" for p in problems):  # the templates are broken: a bug
+            raise ValidationFailed(problems)
+        return codeowners_report(project).expected
+
+
+def render_scaffold(options: ScaffoldOptions) -> dict[str, str]:
+    """Every file of the scaffold, CODEOWNERS included, by repository path (sorted)."""
+    files = render_scaffold_files(options)
+    files[CODEOWNERS_PATH] = _codeowners_for(files)
+    return dict(sorted(files.items()))
+
+
+def _write_files(root: Path, files: Mapping[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # "x": never replace a file, even one that appeared after the check.
+        with path.open("x", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+
+
+def existing_paths(target: Path, paths: Sequence[str]) -> list[str]:
+    """The scaffold paths that already exist under ``target`` (files or directories)."""
+    return [rel for rel in paths if (target / rel).exists() or (target / rel).is_symlink()]
+
+
+def scaffold_repository(target: Path, options: ScaffoldOptions) -> list[str]:
+    """Write the scaffold into ``target`` (created if missing); return the paths written.
+
+    Raises ``UsageError`` listing every file that already exists, before writing anything.
+    """
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a directory")
+    files = render_scaffold(options)
+    clashes = existing_paths(target, list(files))
+    if clashes:
+        shown = ", ".join(clashes[:10]) + (
+            f" and {len(clashes) - 10} more" if len(clashes) > 10 else ""
+        )
+        raise UsageError(
+            f"{target}: {len(clashes)} file(s) already exist: {shown}",
+            hint="init never overwrites files; use an empty directory or move those files away",
+        )
+    _write_files(target, files)
+    return list(files)
