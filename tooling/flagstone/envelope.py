@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -299,11 +299,6 @@ def parse_timestamp(text: object, what: str) -> float:
     except ValueError:
         raise EnvelopeError(f"snapshot {what} {text!r} is not an RFC 3339 UTC timestamp") from None
     return moment.timestamp()
-
-
-def format_timestamp(seconds: float) -> str:
-    """RFC 3339 UTC with ``Z`` and whole seconds, as snapshots write times."""
-    return datetime.fromtimestamp(int(seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_snapshot(

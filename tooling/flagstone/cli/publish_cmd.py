@@ -1,0 +1,138 @@
+"""``flagstone publish``: compile, sign and publish snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.compile import git_source
+from flagstone.errors import UsageError
+from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, resolve_signing_keys
+from flagstone.publish import Publisher, PublishResult, open_target
+from flagstone.validate import load_valid_project
+
+
+@click.command()
+@click.option(
+    "--env",
+    "environments",
+    multiple=True,
+    help="Environment to publish (repeatable). Default: every environment.",
+)
+@click.option("--to", "to", default=None, help="Target URL (default: publish.target, file://dist).")
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Private key file (repeatable). Default: ${KEY_ENV_VARIABLE}, else a development key.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
+@click.option("--force", is_flag=True, help="Publish even if the content is unchanged.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@repo_option
+def publish(
+    environments: tuple[str, ...],
+    to: str | None,
+    key_files: tuple[Path, ...],
+    dry_run: bool,
+    force: bool,
+    fmt: str,
+    repo: Path | None,
+) -> None:
+    """Compile, sign and publish each environment's snapshot.
+
+    Writes <target>/<env>/snapshots/<version>.json, then <target>/<env>/latest.json with a
+    conditional write, so racing publishers never overwrite each other or go backwards.
+    Inside GitHub Actions ($GITHUB_OUTPUT set) it also writes the step outputs
+    <env>-version, <env>-digest, <env>-action, <env>-url and `published`.
+    """
+    root = resolve_repo(repo)
+    project = load_valid_project(root)
+    unknown = [e for e in environments if e not in project.environments]
+    if unknown:
+        raise UsageError(
+            f"unknown environment {unknown[0]!r} (project environments: {', '.join(project.environments)})"
+        )
+    signing = resolve_signing_keys(root, key_files, allow_development_key=True)
+    if signing.development and not dry_run:
+        _warn_development_key(signing, root)
+    publisher = Publisher(
+        project,
+        open_target(project, to),
+        signing,
+        force=force,
+        dry_run=dry_run,
+        source=git_source(root),
+    )
+    results: list[PublishResult] = []
+    for environment in environments or tuple(project.environments):
+        result = publisher.publish(environment)
+        results.append(result)
+        if fmt == "text":
+            click.echo(_describe(result))
+    if fmt == "json":
+        click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
+    _write_github_output(results)
+
+
+def _describe(result: PublishResult) -> str:
+    env = result.environment
+    if result.action == "published":
+        was = f" (was {result.previous_version})" if result.previous_version else ""
+        return (
+            f"{env}: published version {result.version}{was} → {result.snapshot_url}\n"
+            f"  latest: {result.latest_url}\n  digest: {result.digest}; expires {result.expires}"
+        )
+    if result.action == "would-publish":
+        change = (
+            f"{result.previous_digest} → {result.digest}"
+            if result.previous_digest not in (None, result.digest)
+            else result.digest
+        )
+        was = f" (now {result.previous_version})" if result.previous_version else ""
+        return (
+            f"{env}: would publish version {result.version}{was}, {result.reason}, to "
+            f"{result.latest_url}\n  digest: {change}"
+        )
+    verb = "would leave" if result.action == "would-skip" else "left"
+    return (
+        f"{env}: unchanged — {verb} version {result.version} at {result.latest_url} "
+        f"({result.reason}; --force republishes)\n  digest: {result.digest}"
+    )
+
+
+def _warn_development_key(signing: SigningKeys, root: Path) -> None:
+    created = "created just now" if signing.created else "from an earlier run"
+    rel = os.path.relpath(signing.source, root)
+    click.secho(
+        f"WARNING: signing with the UNTRUSTED development key {rel} ({created}).\n"
+        "  SDKs and `flagstone verify` reject these snapshots unless that key is trusted\n"
+        "  explicitly. For real publishing: `flagstone keygen --note 'CI key'`, add the\n"
+        f"  printed entry to signing.keys in flagstone.yaml, and pass the key via {KEY_ENV_VARIABLE}.",
+        err=True,
+        fg="yellow",
+        bold=True,
+    )
+
+
+def _write_github_output(results: list[PublishResult]) -> None:
+    path = os.environ.get("GITHUB_OUTPUT")
+    if not path:
+        return
+    lines = []
+    for result in results:
+        lines.append(f"{result.environment}-version={result.version or ''}")
+        lines.append(f"{result.environment}-digest={result.digest}")
+        lines.append(f"{result.environment}-action={result.action}")
+        lines.append(f"{result.environment}-url={result.latest_url}")
+    published = [r.environment for r in results if r.action == "published"]
+    lines.append(f"published={' '.join(published)}")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")

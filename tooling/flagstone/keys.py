@@ -1,0 +1,171 @@
+"""Signing keys: generation, loading from a file or the environment, the development key.
+
+Private keys are secrets. They are read from ``--key FILE`` or the
+``FLAGSTONE_SIGNING_KEY`` environment variable (PEM text), written only by ``keygen``
+(mode 0600, never over an existing file), and never printed, logged or put into an
+error message: a key that cannot be loaded is reported by where it came from, not by
+what it contains.
+
+Without a configured key, local publishing uses a *development key* kept in
+``.flagstone/dev-signing-key.pem`` (git-ignored). It is created on first use and is
+never trusted implicitly: ``flagstone verify`` accepts it only when asked
+(``--allow-dev-key``) or when its public key has been put under ``signing.keys``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from flagstone.envelope import TrustedKey, compute_keyid, public_key_raw
+from flagstone.errors import EnvelopeError, UsageError
+
+KEY_ENV_VARIABLE = "FLAGSTONE_SIGNING_KEY"
+DEV_KEY_PATH = Path(".flagstone") / "dev-signing-key.pem"
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """The private keys a publish or sign signs with, and where they came from."""
+
+    keys: tuple[Ed25519PrivateKey, ...]
+    source: str  # "--key FILE", "FLAGSTONE_SIGNING_KEY" or the dev key path: never the key
+    development: bool = False
+    created: bool = False  # the development key was generated just now
+
+    @property
+    def keyids(self) -> list[str]:
+        return [compute_keyid(public_key_raw(key)) for key in self.keys]
+
+
+def generate_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted (protect the file or secret store it lives in)."""
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def public_key_entry(key: Ed25519PrivateKey, note: str | None = None) -> dict[str, str]:
+    """The ``signing.keys`` entry of ``flagstone.yaml`` for ``key``'s public half."""
+    public = public_key_raw(key)
+    entry = {"keyid": compute_keyid(public), "public": public.hex()}
+    if note:
+        entry["note"] = note
+    return entry
+
+
+def key_entry_yaml(entry: Mapping[str, str]) -> str:
+    """The entry as the YAML lines to paste under ``signing: keys:`` (hex needs no quoting
+    rules beyond double quotes; the note is JSON-quoted, which is valid YAML)."""
+    import json
+
+    fields = ", ".join(f"{name}: {json.dumps(value)}" for name, value in entry.items())
+    return f"signing:\n  keys:\n    - {{{fields}}}\n"
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write ``key`` to a new file readable only by its owner; refuses to overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"{path} already exists; refusing to overwrite a private key",
+            hint="choose another --out path, or delete the old key deliberately",
+        ) from None
+    except OSError as error:
+        raise UsageError(f"cannot create {path}: {error.strerror}") from None
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(private_key_pem(key))
+    # The umask cannot widen 0600, but a pre-set ACL or odd filesystem might: be explicit.
+    os.chmod(path, 0o600)
+
+
+def load_private_keys(pem: bytes, source: str) -> tuple[Ed25519PrivateKey, ...]:
+    """Every Ed25519 private key in ``pem`` (one or more PEM blocks)."""
+    blocks = _PEM_BLOCK.findall(pem)
+    if not blocks:
+        raise UsageError(f"{source} holds no PEM private key (expected an Ed25519 PKCS#8 key)")
+    keys = []
+    for block in blocks:
+        try:
+            key = load_pem_private_key(block, password=None)
+        except (ValueError, TypeError):
+            raise UsageError(
+                f"{source} holds a private key that cannot be read (encrypted or malformed)"
+            ) from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise UsageError(f"{source} holds a {type(key).__name__}, not an Ed25519 key")
+        keys.append(key)
+    return tuple(keys)
+
+
+def load_key_file(path: Path) -> tuple[Ed25519PrivateKey, ...]:
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read key file {path}: {error.strerror}") from None
+    return load_private_keys(pem, f"key file {path}")
+
+
+def resolve_signing_keys(
+    root: Path,
+    key_files: Sequence[Path] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    allow_development_key: bool = True,
+) -> SigningKeys:
+    """The keys to sign with: ``--key`` files, else FLAGSTONE_SIGNING_KEY, else (when
+    allowed) the repository's development key, created if missing."""
+    environ = os.environ if environ is None else environ
+    if key_files:
+        keys = tuple(key for path in key_files for key in load_key_file(path))
+        return SigningKeys(keys, ", ".join(f"--key {path}" for path in key_files))
+    pem_text = environ.get(KEY_ENV_VARIABLE, "")
+    if pem_text.strip():
+        return SigningKeys(load_private_keys(pem_text.encode(), KEY_ENV_VARIABLE), KEY_ENV_VARIABLE)
+    if not allow_development_key:
+        raise UsageError(
+            f"no signing key: pass --key FILE or set {KEY_ENV_VARIABLE}",
+            hint="create one with `flagstone keygen --out FILE`",
+        )
+    path = root / DEV_KEY_PATH
+    created = False
+    if not path.exists():
+        write_private_key(path, generate_key())
+        created = True
+    return SigningKeys(load_key_file(path), str(path), development=True, created=created)
+
+
+def development_trusted_key(root: Path) -> TrustedKey | None:
+    """The public half of the repository's development key, if one exists."""
+    path = root / DEV_KEY_PATH
+    if not path.is_file():
+        return None
+    (key,) = load_key_file(path)[:1]
+    return TrustedKey.from_public(public_key_raw(key))
+
+
+def configured_keyring(signing: Mapping[str, Any]) -> tuple[list[TrustedKey], int]:
+    """Trusted keys and threshold from the ``signing:`` section of ``flagstone.yaml``."""
+    threshold = signing.get("threshold", 1)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise EnvelopeError(f"signing.threshold must be a whole number ≥ 1, not {threshold!r}")
+    return TrustedKey.from_config(signing), threshold

@@ -1,0 +1,426 @@
+"""Publishing: compile → sign → write ``<env>/snapshots/<version>.json`` → move
+``<env>/latest.json`` (DESIGN §6).
+
+Per environment, under the target URL (``publish.target`` or ``--to``)::
+
+    <env>/snapshots/<version>.json   immutable, written create-only
+    <env>/latest.json                the same bytes, replaced with a conditional write
+
+The publish protocol, and why it is safe when several publish jobs race:
+
+1. Read ``latest.json`` and remember its ETag. Its payload gives the previous version,
+   digest, expiry and source commit.
+2. If the previous snapshot came from a commit that is *not* an ancestor of ours (newer,
+   or on another branch of history, or unknown to this clone), stop with an error: we
+   never replace newer content with older content, and we do not guess.
+3. If the digest is unchanged and the snapshot is not within ``publish.refresh_before``
+   of its expiry, publish nothing (unless ``--force``).
+4. version = previous + 1. Write ``snapshots/<version>.json`` create-only. If that
+   version is taken, the object there is complete and immutable: read it and apply
+   rule 2 to its commit (so a job never skips past a newer commit's version), then try
+   the next version.
+5. Write ``latest.json`` conditionally on the ETag from step 1 (create-only if there
+   was none). If someone else moved it, read it again and apply rule 2; if it now holds
+   the same content, we are done; if its version is below ours, retry the conditional
+   write with the same bytes; otherwise go back to step 4 with a higher version.
+
+So every version number is written once (create-only), ``latest.json`` always holds one
+complete envelope (the stores write atomically) and ends at the highest version, and
+no published object is ever overwritten. A failure between steps 4 and 5 leaves a
+complete but unreferenced ``snapshots/<version>.json``; the next publish skips past it.
+
+The signing keys come from ``flagstone.keys``; with the development key the snapshots
+are signed but untrusted, and the result says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from flagstone.compile import (
+    compile_environment,
+    duration_seconds,
+    git_source,
+    snapshot_bytes,
+    timestamp_text,
+)
+from flagstone.envelope import (
+    PAYLOAD_TYPE,
+    parse_timestamp,
+    sign_payload,
+    verify_envelope,
+)
+from flagstone.errors import (
+    ConflictError,
+    EnvelopeError,
+    GitError,
+    RepositoryError,
+    StoreError,
+    UsageError,
+)
+from flagstone.keys import SigningKeys, configured_keyring
+from flagstone.model import Project
+from flagstone.store import GetResult, IfMatch, SnapshotStore, open_store
+
+DEFAULT_TARGET = "file://dist"
+DEFAULT_EXPIRES_AFTER = "30d"
+DEFAULT_REFRESH_BEFORE = "7d"
+LATEST = "latest.json"
+MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
+# Each lost race costs one round trip; this many in a row means something is wrong.
+MAX_ATTEMPTS = 50
+
+Action = Literal["published", "unchanged", "would-publish", "would-skip"]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What happened to one environment."""
+
+    environment: str
+    action: Action
+    version: int | None  # the version now (or that would be) in latest.json
+    digest: str
+    previous_version: int | None
+    previous_digest: str | None
+    latest_url: str
+    snapshot_url: str | None
+    expires: str | None
+    reason: str
+    signed_by: list[str] = field(default_factory=list)
+    development_key: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PublishedSnapshot:
+    """What a stored envelope says about itself (read without trusting it: it only
+    steers the next version number and the ancestry check; SDKs verify)."""
+
+    version: int
+    digest: str | None
+    expires: float | None
+    expires_text: str | None
+    commit: str | None
+
+    @classmethod
+    def from_envelope(
+        cls, data: bytes, where: str, project: str, environment: str
+    ) -> PublishedSnapshot:
+        try:
+            document = json.loads(data)
+            if document.get("payloadType") != PAYLOAD_TYPE:
+                raise ValueError(f"payloadType is {document.get('payloadType')!r}")
+            payload = json.loads(base64.b64decode(document["payload"], validate=True))
+            version = payload["version"]
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise ValueError(f"version {version!r}")
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise StoreError(
+                f"{where} is not a Flagstone snapshot envelope ({error}); refusing to replace it",
+                hint="inspect it; if it is garbage, delete it deliberately and publish again",
+            ) from None
+        if payload.get("project") != project or payload.get("environment") != environment:
+            raise StoreError(
+                f"{where} holds project {payload.get('project')!r} environment "
+                f"{payload.get('environment')!r}, not {project!r} {environment!r}; wrong target?"
+            )
+        expires_text = payload.get("expires")
+        try:
+            expires = parse_timestamp(expires_text, "expires") if expires_text else None
+        except EnvelopeError:
+            expires = None
+        source = payload.get("source") or {}
+        commit = source.get("commit") if isinstance(source, dict) else None
+        return cls(version, payload.get("digest"), expires, expires_text, commit)
+
+
+def is_ancestor(root: Path, older: str, newer: str) -> bool | None:
+    """Whether commit ``older`` is an ancestor of (or equal to) ``newer``; None if git
+    cannot tell (a commit missing from this clone, e.g. a shallow CI checkout)."""
+    if older == newer:
+        return True
+    try:
+        done = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", older, newer],
+            cwd=root,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise GitError(f"cannot run git merge-base: {error}") from None
+    if done.returncode in (0, 1):
+        return done.returncode == 0
+    return None
+
+
+def check_not_older(root: Path, ours: str | None, theirs: PublishedSnapshot, where: str) -> None:
+    """Raise ``ConflictError`` unless our commit is the same as, or a descendant of, the
+    commit ``theirs`` was published from."""
+    if theirs.commit is None:
+        return  # published outside git: there is no history to protect
+    if ours is None:
+        raise ConflictError(
+            f"{where} (version {theirs.version}) was published from commit {theirs.commit[:12]}, "
+            "but this repository has no commit to compare it with; refusing to replace it",
+            hint="publish from a git checkout",
+        )
+    verdict = is_ancestor(root, theirs.commit, ours)
+    if verdict is True:
+        return
+    if verdict is None:
+        raise ConflictError(
+            f"{where} (version {theirs.version}) was published from commit {theirs.commit[:12]}, "
+            f"which this clone does not have; cannot tell whether {ours[:12]} is newer",
+            hint="fetch the full history (actions/checkout with fetch-depth: 0) and publish again",
+        )
+    newer = is_ancestor(root, ours, theirs.commit)
+    relation = "a newer commit" if newer else "a commit that is not an ancestor of ours"
+    raise ConflictError(
+        f"{where} (version {theirs.version}) was published from {relation} "
+        f"({theirs.commit[:12]}); refusing to replace it with content from {ours[:12]}",
+        hint="publish from the newest commit of the branch",
+    )
+
+
+@dataclass
+class Publisher:
+    """Publishes environments of one project to one store."""
+
+    project: Project
+    store: SnapshotStore
+    signing: SigningKeys
+    now: Callable[[], float] = time.time
+    force: bool = False
+    dry_run: bool = False
+    source: Mapping[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        publish = self.project.config.publish if self.project.config else {}
+        self.expires_after = _duration(publish, "expires_after", DEFAULT_EXPIRES_AFTER)
+        self.refresh_before = _duration(publish, "refresh_before", DEFAULT_REFRESH_BEFORE)
+
+    @property
+    def project_name(self) -> str:
+        return self.project.config.name if self.project.config else ""
+
+    def _read_latest(self, environment: str) -> tuple[GetResult | None, PublishedSnapshot | None]:
+        path = f"{environment}/{LATEST}"
+        found = self.store.get_optional(path, max_bytes=MAX_SNAPSHOT_BYTES)
+        if found is None or found.data is None:
+            return None, None
+        described = PublishedSnapshot.from_envelope(
+            found.data, self.store.location(path), self.project_name, environment
+        )
+        return found, described
+
+    def publish(self, environment: str) -> PublishResult:
+        unsigned = compile_environment(self.project, environment, source=self.source)
+        digest: str = unsigned["digest"]
+        ours = self.source.get("commit")
+        latest_path = f"{environment}/{LATEST}"
+        latest_url = self.store.location(latest_path)
+        found, previous = self._read_latest(environment)
+        if previous is not None:
+            check_not_older(self.project.root, ours, previous, latest_url)
+        now = self.now()
+
+        def result(
+            action: Action,
+            version: int | None,
+            snapshot_url: str | None,
+            expires: str | None,
+            reason: str,
+        ) -> PublishResult:
+            return PublishResult(
+                environment=environment,
+                action=action,
+                version=version,
+                digest=digest,
+                previous_version=previous.version if previous else None,
+                previous_digest=previous.digest if previous else None,
+                latest_url=latest_url,
+                snapshot_url=snapshot_url,
+                expires=expires,
+                reason=reason,
+                signed_by=self.signing.keyids,
+                development_key=self.signing.development,
+            )
+
+        if previous is not None and previous.digest == digest and not self.force:
+            remaining = (previous.expires or 0) - now
+            if remaining > self.refresh_before:
+                return result(
+                    "would-skip" if self.dry_run else "unchanged",
+                    previous.version,
+                    self.store.location(f"{environment}/snapshots/{previous.version}.json"),
+                    previous.expires_text,
+                    f"content unchanged and not due for refresh (expires {previous.expires_text})",
+                )
+        version = (previous.version if previous else 0) + 1
+        expires_text = timestamp_text(now + self.expires_after)
+        if self.dry_run:
+            change = "new content" if previous is None or previous.digest != digest else "refresh"
+            return result(
+                "would-publish",
+                version,
+                self.store.location(f"{environment}/snapshots/{version}.json"),
+                expires_text,
+                change if not self.force or change != "refresh" else "forced republish",
+            )
+
+        for _attempt in range(MAX_ATTEMPTS):
+            envelope = self._sign(unsigned, version, now)
+            snapshot_path = f"{environment}/snapshots/{version}.json"
+            try:
+                self.store.put(snapshot_path, envelope, mode="create")
+            except ConflictError:
+                # That version is taken. It is complete and immutable: make sure it is not
+                # a newer commit's before moving past it.
+                taken = self.store.get(snapshot_path, max_bytes=MAX_SNAPSHOT_BYTES)
+                holder = PublishedSnapshot.from_envelope(
+                    taken.data or b"",
+                    self.store.location(snapshot_path),
+                    self.project_name,
+                    environment,
+                )
+                check_not_older(self.project.root, ours, holder, self.store.location(snapshot_path))
+                version += 1
+                continue
+            # Point latest.json at it, conditional on what we read; retry while others move it.
+            while True:
+                mode: Literal["create"] | IfMatch = (
+                    "create" if found is None else IfMatch(found.etag or "")
+                )
+                try:
+                    self.store.put(latest_path, envelope, mode=mode)
+                except ConflictError:
+                    found, current = self._read_latest(environment)
+                    if current is None:
+                        raise StoreError(
+                            f"{latest_url} disappeared while publishing; refusing to guess"
+                        ) from None
+                    check_not_older(self.project.root, ours, current, latest_url)
+                    if current.digest == digest and current.version > version:
+                        return result(
+                            "unchanged",
+                            current.version,
+                            self.store.location(f"{environment}/snapshots/{current.version}.json"),
+                            current.expires_text,
+                            f"another publisher published the same content as version {current.version}",
+                        )
+                    if current.version < version:
+                        continue
+                    version = current.version + 1
+                    break
+                return result(
+                    "published",
+                    version,
+                    self.store.location(snapshot_path),
+                    _payload_expires(envelope),
+                    "new content"
+                    if previous is None or previous.digest != digest
+                    else ("forced republish" if self.force else "refresh before expiry"),
+                )
+        raise ConflictError(
+            f"gave up publishing {environment} after {MAX_ATTEMPTS} lost races on {latest_url}"
+        )
+
+    def _sign(self, unsigned: Mapping[str, Any], version: int, now: float) -> bytes:
+        # Only the publication fields change between attempts; the compiled content
+        # (and so its digest) is the one computed once per environment.
+        payload = dict(
+            unsigned,
+            version=version,
+            published_at=timestamp_text(now),
+            expires=timestamp_text(now + self.expires_after),
+        )
+        envelope = sign_payload(snapshot_bytes(payload), self.signing.keys)
+        if not self.signing.development:
+            self._check_keyring_accepts(envelope)
+        return envelope
+
+    def _check_keyring_accepts(self, envelope: bytes) -> None:
+        signing = self.project.config.signing if self.project.config else {}
+        trusted, threshold = configured_keyring(signing)
+        try:
+            verify_envelope(envelope, trusted, threshold)
+        except EnvelopeError as error:
+            raise EnvelopeError(
+                f"refusing to publish: flagstone.yaml's keyring would reject this snapshot ({error.message})",
+                hint=f"add the public key of {', '.join(self.signing.keyids)} to signing.keys "
+                "(`flagstone keygen` prints the entry) or sign with a configured key",
+            ) from None
+
+
+def _payload_expires(envelope: bytes) -> str | None:
+    payload = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+    expires = payload.get("expires")
+    return str(expires) if expires is not None else None
+
+
+def _duration(publish: Mapping[str, Any], name: str, default: str) -> int:
+    text = str(publish.get(name, default))
+    seconds = duration_seconds(text)
+    if seconds is None:
+        raise RepositoryError(f"publish.{name} {text!r} is not a duration like 30d, 12h or 2w")
+    return seconds
+
+
+def publish_target(project: Project, to: str | None) -> str:
+    publish = project.config.publish if project.config else {}
+    return to or str(publish.get("target") or DEFAULT_TARGET)
+
+
+def open_target(project: Project, to: str | None) -> SnapshotStore:
+    """The store to publish to: ``--to`` or ``publish.target``, with ``publish.endpoint``
+    and ``publish.region`` applied; relative ``file://`` URLs are under the repository."""
+    publish = project.config.publish if project.config else {}
+    endpoint = publish.get("endpoint")
+    region = publish.get("region")
+    return open_store(
+        publish_target(project, to),
+        base_dir=project.root,
+        endpoint=str(endpoint) if endpoint else None,
+        region=str(region) if region else None,
+    )
+
+
+def publish_project(
+    project: Project,
+    signing: SigningKeys,
+    *,
+    environments: Sequence[str] = (),
+    to: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    now: Callable[[], float] = time.time,
+    source: Mapping[str, str | None] | None = None,
+) -> list[PublishResult]:
+    """Publish ``environments`` (default: all, in project order) and return what happened."""
+    known = project.environments
+    for environment in environments:
+        if environment not in known:
+            raise UsageError(
+                f"unknown environment {environment!r} (project environments: {', '.join(known) or 'none'})"
+            )
+    publisher = Publisher(
+        project,
+        open_target(project, to),
+        signing,
+        now=now,
+        force=force,
+        dry_run=dry_run,
+        source=source if source is not None else git_source(project.root),
+    )
+    return [publisher.publish(environment) for environment in (environments or known)]
