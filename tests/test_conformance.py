@@ -8,7 +8,7 @@ expect: {value, variation, reason, rule?, error_code?}}``; ``at`` is an RFC 3339
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "snapshot.schema.js
 FILES = sorted(VECTORS.glob("*.json"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
