@@ -1,0 +1,93 @@
+"""Which flags a new snapshot changes, for ``Client.on_change`` and the OpenFeature
+``PROVIDER_CONFIGURATION_CHANGED`` event's ``flags_changed``.
+
+A flag changed when its own compiled content differs, or when something it depends on
+changed: a segment its rules or progression stages use (segments can use segments), or
+a prerequisite flag. Flags added or removed count as changed. Content is compared as
+canonical JSON text per flag (sorted keys; ``true`` and ``1`` differ), so two snapshots
+with the same ``digest`` change nothing and the comparison is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+Specs = Mapping[str, Mapping[str, Any]]
+
+
+def changed_flags(
+    old_flags: Specs, old_segments: Specs, new_flags: Specs, new_segments: Specs
+) -> frozenset[str]:
+    """Keys of the flags that may evaluate differently under the new snapshot."""
+    changed_segments = _changed_keys(old_segments, new_segments)
+    if changed_segments:
+        changed_segments = _close_over(
+            changed_segments,
+            {key: set(_segments_used_by_segment(spec)) for key, spec in new_segments.items()},
+        )
+    changed = _changed_keys(old_flags, new_flags)
+    for key, spec in new_flags.items():
+        if key not in changed and not changed_segments.isdisjoint(_segments_used_by_flag(spec)):
+            changed.add(key)
+    dependencies = {
+        key: {p["flag"] for p in spec.get("prerequisites", ()) if isinstance(p, Mapping)}
+        for key, spec in new_flags.items()
+    }
+    return frozenset(_close_over(changed, dependencies))
+
+
+def _changed_keys(old: Specs, new: Specs) -> set[str]:
+    changed = set(old.keys() ^ new.keys())
+    for key in old.keys() & new.keys():
+        if old[key] is not new[key] and _text(old[key]) != _text(new[key]):
+            changed.add(key)
+    return changed
+
+
+def _text(spec: Mapping[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _close_over(changed: set[str], uses: Mapping[str, set[str]]) -> set[str]:
+    """``changed`` plus everything that uses something in it, transitively."""
+    result = set(changed)
+    grew = True
+    while grew:
+        grew = False
+        for key, used in uses.items():
+            if key not in result and not result.isdisjoint(used):
+                result.add(key)
+                grew = True
+    return result
+
+
+def _segments_used_by_flag(spec: Mapping[str, Any]) -> Iterator[str]:
+    for rule in spec.get("rules", ()):
+        if isinstance(rule, Mapping):
+            yield from _segments_in_condition(rule.get("condition"))
+    default = spec.get("default")
+    progression = default.get("progression") if isinstance(default, Mapping) else None
+    if isinstance(progression, Mapping):
+        for stage in progression.get("stages", ()):
+            if isinstance(stage, Mapping):
+                yield from (s for s in stage.get("segments", ()) if isinstance(s, str))
+
+
+def _segments_used_by_segment(spec: Mapping[str, Any]) -> Iterator[str]:
+    for condition in spec.get("rules", ()):
+        yield from _segments_in_condition(condition)
+
+
+def _segments_in_condition(condition: Any) -> Iterator[str]:
+    if not isinstance(condition, Mapping):
+        return
+    segment = condition.get("segment")
+    if isinstance(segment, str):
+        yield segment
+    for group in ("all", "any"):
+        for part in condition.get(group, ()):
+            yield from _segments_in_condition(part)
+    if "not" in condition:
+        yield from _segments_in_condition(condition["not"])

@@ -1,0 +1,639 @@
+"""The Flagstone client: fetch, verify and hot-swap signed snapshots; evaluate in-process.
+
+One background thread polls the source; evaluations never wait for it and never see
+its failures. A fetched envelope goes through, in order:
+
+1. the size cap and the deadline (in the source);
+2. the DSSE signatures against the trusted keys and the threshold, BEFORE anything in
+   the payload is parsed;
+3. the payload checks (format, project, environment, expiry, digest);
+4. the version: lower than the highest ever accepted (persisted in ``cache_dir``) is a
+   replay; the same version is accepted only with the same content;
+5. precompiling with ``Snapshot.from_payload``, still on the polling thread;
+6. one reference assignment, which is atomic in Python: an evaluation reads the
+   reference once and so sees one whole snapshot, old or new, never a mix.
+
+A failure at any step leaves the snapshot in use in place and logs one warning on the
+``flagstone.sdk`` logger. Status:
+
+* ``NOT_READY`` — no snapshot yet and no attempt has finished;
+* ``READY`` — serving a snapshot that has not expired. Storage being unreachable does
+  not change this (the last known good snapshot is still served; ``last_error`` says
+  what failed);
+* ``STALE`` — serving a snapshot whose ``expires`` has passed (it keeps being served);
+* ``ERROR`` — no snapshot could be obtained, or the source holds a snapshot that was
+  rejected (tampered, replayed, wrong environment, …) while the last good one is served.
+
+While serving a snapshot loaded from ``cache_dir`` that no fresh fetch has confirmed
+yet, successful evaluations return :class:`CachedDetails`: reason ``CACHED``, with
+the engine's own reason kept in ``engine_reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, Protocol
+
+from flagstone.engine import ERROR, TYPE_MISMATCH, Details, Snapshot
+from flagstone.envelope import TrustedKey, check_snapshot, parse_payload, verify_envelope
+from flagstone.errors import EnvelopeError, SnapshotFormatError, StoreError, UsageError
+from flagstone.sdk.cache import SnapshotCache
+from flagstone.sdk.changes import changed_flags
+from flagstone.sdk.sources import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+    Fetched,
+    Source,
+    open_source,
+)
+
+logger = logging.getLogger("flagstone.sdk")
+
+CACHED = "CACHED"
+PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
+DEFAULT_POLL_INTERVAL = 30.0
+# Jitter spreads the polls of many processes started together (a deploy) over time.
+_JITTER = 0.1
+
+
+class Status(StrEnum):
+    NOT_READY = "NOT_READY"
+    READY = "READY"
+    STALE = "STALE"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedDetails(Details):
+    """Details of an evaluation served from the ``cache_dir`` snapshot before a fresh
+    fetch confirmed it: ``reason`` is ``CACHED``; ``engine_reason`` is what the engine said
+    (``TARGETING_MATCH``, ``SPLIT``, …)."""
+
+    engine_reason: str = ""
+
+
+_DETAILS_FIELDS = tuple(field.name for field in fields(Details))
+
+
+def _as_cached(details: Details) -> CachedDetails:
+    values = {name: getattr(details, name) for name in _DETAILS_FIELDS}
+    values["reason"] = CACHED
+    return CachedDetails(**values, engine_reason=details.reason)
+
+
+class OpenFeatureLikeContext(Protocol):
+    """An OpenFeature ``EvaluationContext`` or anything shaped like it."""
+
+    @property
+    def targeting_key(self) -> str | None: ...
+
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
+
+
+ContextLike = Mapping[str, Any] | OpenFeatureLikeContext | None
+ChangeListener = Callable[[frozenset[str]], None]
+StatusListener = Callable[[Status, str | None], None]
+
+
+def context_mapping(context: ContextLike) -> Mapping[str, Any] | None:
+    """The engine's context (a mapping with ``key``) for a dict or an OpenFeature-like
+    object, whose ``targeting_key`` becomes ``key``."""
+    if context is None or isinstance(context, Mapping):
+        return context
+    attributes = getattr(context, "attributes", None)
+    merged = dict(attributes) if isinstance(attributes, Mapping) else {}
+    targeting_key = getattr(context, "targeting_key", None)
+    if targeting_key is not None:
+        merged["key"] = targeting_key
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """The snapshot in use, with what the poller needs to know about it."""
+
+    snapshot: Snapshot
+    envelope: bytes
+    cached: bool  # loaded from cache_dir and not yet confirmed by a fresh fetch
+
+
+def _trusted_key(entry: TrustedKey | Mapping[str, Any]) -> TrustedKey:
+    if isinstance(entry, TrustedKey):
+        return entry
+    if isinstance(entry, Mapping) and "public" in entry:
+        return TrustedKey.from_public(str(entry["public"]), entry.get("keyid"))
+    raise UsageError(
+        f"a trusted key is a TrustedKey or a {{'keyid', 'public'}} mapping, not {entry!r}"
+    )
+
+
+class Client:
+    """Evaluates the flags of one environment from signed snapshots (see the module doc)."""
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Source,
+        *,
+        environment: str,
+        trusted_keys: Sequence[TrustedKey | Mapping[str, Any]],
+        threshold: int = 1,
+        project: str | None = None,
+        poll_interval: float | None = DEFAULT_POLL_INTERVAL,
+        max_backoff: float | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """Start serving ``environment`` from ``source``.
+
+        ``source``: a path, ``file://``, ``http(s)://``, ``s3://``, ``gs://``, ``az://`` or
+        ``memory://`` location (an envelope ``….json``, or a publish target under which
+        ``<environment>/latest.json`` is read), or a ``Source`` object.
+        ``trusted_keys``: ``TrustedKey`` objects or ``{"keyid", "public"}`` mappings as in
+        flagstone.yaml; ``threshold`` distinct ones must have signed. ``project``: the
+        expected project (None: the first snapshot accepted pins it).
+        ``poll_interval``: seconds between polls, jittered by ±10 %; failures back off
+        exponentially up to ``max_backoff`` (default 10 × the interval, at most 10 min).
+        None: no background thread — the constructor loads once, ``refresh()`` reloads.
+        ``timeout`` bounds every fetch, ``max_bytes`` caps every body. ``clock`` returns
+        epoch seconds, for expiry and scheduled stages (default ``time.time``).
+        """
+        if threshold < 1:
+            raise UsageError(f"threshold must be at least 1, not {threshold}")
+        keys = [_trusted_key(entry) for entry in trusted_keys]
+        if len({key.public for key in keys}) < threshold:
+            raise UsageError(
+                f"signature threshold {threshold} cannot be met by {len(keys)} trusted key(s)"
+            )
+        if poll_interval is not None and poll_interval <= 0:
+            raise UsageError(f"poll_interval must be positive or None, not {poll_interval!r}")
+        self.environment = environment
+        self._source: Source = (
+            open_source(source, environment=environment, timeout=timeout, max_bytes=max_bytes)
+            if isinstance(source, str | os.PathLike)
+            else source
+        )
+        self._trusted = keys
+        self._threshold = threshold
+        self._project = project
+        self._poll_interval = poll_interval
+        self._max_backoff = (
+            max_backoff
+            if max_backoff is not None
+            else min(600.0, 10 * (poll_interval or DEFAULT_POLL_INTERVAL))
+        )
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._now: Callable[[], float] = clock or time.time
+        self._random = random.Random()
+        self._cache = SnapshotCache(cache_dir, environment) if cache_dir is not None else None
+
+        # The one reference evaluations read. Everything below it belongs to the poller.
+        self._active: _Active | None = None
+        self._update_lock = threading.RLock()
+        self._ready = threading.Event()
+        self._closed = threading.Event()
+        self._highest_version = 0
+        self._seen_etag: str | None = None  # ETag of the last body fetched, good or bad
+        self._rejected_digest: bytes | None = (
+            None  # sha256 of the body the source holds, if rejected
+        )
+        self._failing = False  # the last attempt could not reach the snapshot
+        self._attempted = False
+        self.last_error: str | None = None
+        self._reported_status = Status.NOT_READY
+        self._change_listeners: list[ChangeListener] = []
+        self._status_listeners: list[StatusListener] = []
+
+        if self._cache is not None:
+            self._load_cache()
+        self._thread: threading.Thread | None = None
+        if poll_interval is None:
+            self.refresh()
+        else:
+            self._thread = threading.Thread(
+                target=self._poll_forever, name=f"flagstone-poller-{environment}", daemon=True
+            )
+            self._thread.start()
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        environment: str,
+        trusted_keys: Sequence[TrustedKey | Mapping[str, Any]],
+        poll_interval: float | None = None,
+        **options: Any,
+    ) -> Client:
+        """A client for a local envelope file, loaded before this returns (no polling
+        unless ``poll_interval`` is given; ``refresh()`` reloads)."""
+        return cls(
+            os.fspath(path),
+            environment=environment,
+            trusted_keys=trusted_keys,
+            poll_interval=poll_interval,
+            **options,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, flag_key: str, context: ContextLike = None, default: Any = None) -> Details:
+        """The engine's ``Details`` for ``flag_key``; never raises. Before any snapshot:
+        the default with reason ERROR and error code PROVIDER_NOT_READY."""
+        active = self._active  # read once: this whole evaluation uses one snapshot
+        if active is None:
+            return self._not_ready(default)
+        if context.__class__ is not dict:
+            context = context_mapping(context)
+        details = active.snapshot.evaluate(
+            flag_key,
+            context,
+            default,
+            at=None if self._clock is None else self._clock(),
+        )
+        if active.cached and details.error_code is None:
+            return _as_cached(details)
+        return details
+
+    def bool_value(self, flag_key: str, context: ContextLike = None, default: bool = False) -> bool:
+        value = self.evaluate(flag_key, context, default).value
+        return value if value.__class__ is bool else default
+
+    def string_value(self, flag_key: str, context: ContextLike = None, default: str = "") -> str:
+        value = self.evaluate(flag_key, context, default).value
+        return value if isinstance(value, str) else default
+
+    def number_value(self, flag_key: str, context: ContextLike = None, default: float = 0) -> float:
+        value = self.evaluate(flag_key, context, default).value
+        return value if _is_number(value) else default
+
+    def json_value(self, flag_key: str, context: ContextLike = None, default: Any = None) -> Any:
+        return self.evaluate(flag_key, context, default).value
+
+    def bool_details(
+        self, flag_key: str, context: ContextLike = None, default: bool = False
+    ) -> Details:
+        """``evaluate`` with TYPE_MISMATCH (and the default) unless the value is a bool."""
+        return _typed(self.evaluate(flag_key, context, default), default, "a boolean", _is_bool)
+
+    def string_details(
+        self, flag_key: str, context: ContextLike = None, default: str = ""
+    ) -> Details:
+        return _typed(self.evaluate(flag_key, context, default), default, "a string", _is_string)
+
+    def number_details(
+        self, flag_key: str, context: ContextLike = None, default: float = 0
+    ) -> Details:
+        """Numbers are int or float; a bool is not a number."""
+        return _typed(self.evaluate(flag_key, context, default), default, "a number", _is_number)
+
+    def json_details(
+        self, flag_key: str, context: ContextLike = None, default: Any = None
+    ) -> Details:
+        return self.evaluate(flag_key, context, default)
+
+    def all_flags(self, context: ContextLike = None) -> dict[str, Details]:
+        """Every flag of the snapshot in use evaluated for ``context``, by key (sorted);
+        empty before the first snapshot."""
+        active = self._active
+        if active is None:
+            return {}
+        if context.__class__ is not dict:
+            context = context_mapping(context)
+        at = None if self._clock is None else self._clock()
+        results = {}
+        for key in sorted(active.snapshot.flags):
+            details = active.snapshot.evaluate(key, context, None, at=at)
+            results[key] = (
+                _as_cached(details) if active.cached and details.error_code is None else details
+            )
+        return results
+
+    def _not_ready(self, default: Any) -> Details:
+        return Details(
+            value=default,
+            variation=None,
+            reason=ERROR,
+            error_code=PROVIDER_NOT_READY,
+            error_message=self.last_error or "no snapshot has been loaded yet",
+        )
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def status(self) -> Status:
+        active = self._active
+        if active is None:
+            return Status.ERROR if self._attempted and self.last_error else Status.NOT_READY
+        if self._rejected_digest is not None:
+            return Status.ERROR
+        expires_at = active.snapshot.expires_at
+        if expires_at is not None and self._now() >= expires_at:
+            return Status.STALE
+        return Status.READY
+
+    @property
+    def version(self) -> int | None:
+        """The version of the snapshot in use, None before the first."""
+        active = self._active
+        return active.snapshot.version if active is not None else None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The snapshot in use (immutable), None before the first."""
+        active = self._active
+        return active.snapshot if active is not None else None
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Block until a snapshot is being served (fetched or from ``cache_dir``), at most
+        ``timeout`` seconds; True if one is."""
+        return self._ready.wait(timeout)
+
+    def on_change(self, callback: ChangeListener) -> Callable[[], None]:
+        """Call ``callback(changed_flag_keys)`` after each swap that changes flags (on the
+        polling thread: keep it short). Returns a function that unsubscribes it."""
+        with self._update_lock:
+            self._change_listeners.append(callback)
+        return lambda: self._unsubscribe(self._change_listeners, callback)
+
+    def on_status_change(self, callback: StatusListener) -> Callable[[], None]:
+        """Call ``callback(status, message)`` when ``status`` changes (noticed after each
+        poll). Returns a function that unsubscribes it."""
+        with self._update_lock:
+            self._status_listeners.append(callback)
+        return lambda: self._unsubscribe(self._status_listeners, callback)
+
+    def _unsubscribe(self, listeners: list[Any], callback: Any) -> None:
+        with self._update_lock:
+            if callback in listeners:
+                listeners.remove(callback)
+
+    def close(self) -> None:
+        """Stop polling (waits for the poller to finish its current fetch, which the
+        timeout bounds). Evaluations keep answering from the last snapshot."""
+        self._closed.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self._timeout + 5.0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Client({self._source.describe()!r}, environment={self.environment!r}, "
+            f"status={self.status.value}, version={self.version})"
+        )
+
+    # ------------------------------------------------------------------ polling
+
+    def refresh(self) -> bool:
+        """Fetch now, on this thread; True if the snapshot in use is current (a new one
+        was accepted or the source has not changed)."""
+        with self._update_lock:
+            try:
+                return self._attempt()
+            finally:
+                self._report_status()
+
+    def _poll_forever(self) -> None:
+        failures = 0
+        while not self._closed.is_set():
+            try:
+                current = self.refresh()
+            except Exception:  # a bug must not kill the poller; the last snapshot stays
+                logger.exception("unexpected error while polling")
+                current = False
+            failures = 0 if current else failures + 1
+            if self._closed.wait(self._next_delay(failures)):
+                return
+
+    def _next_delay(self, failures: int) -> float:
+        interval = self._poll_interval or DEFAULT_POLL_INTERVAL
+        if failures == 0:
+            return interval * self._random.uniform(1 - _JITTER, 1 + _JITTER)
+        backoff: float = min(self._max_backoff, interval * 2.0 ** min(failures - 1, 30))
+        # Jitter downwards only, so back-off never exceeds max_backoff.
+        return backoff * self._random.uniform(1 - 2 * _JITTER, 1.0)
+
+    def _attempt(self) -> bool:
+        self._attempted = True
+        where = self._source.describe()
+        try:
+            fetched = self._source.fetch(self._seen_etag)
+        except EnvelopeError as error:  # refused unread (over the size cap)
+            self._seen_etag = None
+            self._reject(str(error), hashlib.sha256(error.message.encode()).digest())
+            return False
+        except StoreError as error:
+            self._fetch_failed(str(error))
+            return False
+        if self._failing:
+            self._failing = False
+            logger.info("%s is reachable again", where)
+            if self._rejected_digest is None:
+                self.last_error = None
+        if fetched.data is None:
+            return self._rejected_digest is None and self._active is not None
+        return self._consider(fetched)
+
+    def _consider(self, fetched: Fetched) -> bool:
+        assert fetched.data is not None
+        data = fetched.data
+        self._seen_etag = fetched.etag
+        active = self._active
+        if active is not None and data == active.envelope:
+            # The bytes in use: nothing to verify or compile.
+            self._rejected_digest = None
+            self.last_error = None
+            if active.cached:
+                self._active = _Active(active.snapshot, active.envelope, cached=False)
+            return True
+        body_digest = hashlib.sha256(data).digest()
+        if body_digest == self._rejected_digest:
+            return False  # already rejected and logged
+        try:
+            snapshot = self._open(data, active)
+        except (EnvelopeError, SnapshotFormatError) as error:
+            self._reject(str(error), body_digest)
+            return False
+        self._install(snapshot, data, cached=False)
+        return True
+
+    def _open(self, data: bytes, active: _Active | None) -> Snapshot:
+        """Verify, check and precompile an envelope; raises EnvelopeError or
+        SnapshotFormatError saying why it is refused."""
+        payload = parse_payload(verify_envelope(data, self._trusted, self._threshold))
+        check_snapshot(
+            payload, project=self._project, environment=self.environment, now=self._now()
+        )
+        version: int = payload["version"]
+        if version < self._highest_version:
+            raise EnvelopeError(
+                f"snapshot version {version} is older than version {self._highest_version}, "
+                "already accepted (a replayed or rolled-back snapshot)"
+            )
+        if (
+            active is not None
+            and version == active.snapshot.version
+            and payload.get("digest") != active.snapshot.digest
+        ):
+            raise EnvelopeError(
+                f"snapshot version {version} was already accepted with different content"
+            )
+        return Snapshot.from_payload(payload)
+
+    def _install(self, snapshot: Snapshot, envelope: bytes, *, cached: bool) -> None:
+        old = self._active
+        if self._project is None:
+            self._project = snapshot.project  # pinned by the first snapshot accepted
+        self._highest_version = max(self._highest_version, snapshot.version)
+        if self._cache is not None and not cached:
+            try:
+                self._cache.save(envelope, snapshot.version, snapshot.project)
+            except OSError as error:
+                logger.warning(
+                    "cannot write the snapshot cache in %s: %s",
+                    self._cache.directory,
+                    error,
+                )
+        changed: frozenset[str] = frozenset()
+        if old is not None and old.snapshot.digest != snapshot.digest:
+            changed = changed_flags(
+                old.snapshot.flags, old.snapshot.segments, snapshot.flags, snapshot.segments
+            )
+        elif old is None:
+            changed = frozenset(snapshot.flags)
+        self._active = _Active(snapshot, envelope, cached=cached)
+        if not cached:
+            self._rejected_digest = None
+            self.last_error = None
+        self._ready.set()
+        logger.info(
+            "serving %s/%s version %d%s (%d flags, %d changed)",
+            snapshot.project,
+            snapshot.environment,
+            snapshot.version,
+            " from the cache" if cached else "",
+            len(snapshot.flags),
+            len(changed),
+        )
+        if old is not None and changed:
+            for listener in list(self._change_listeners):
+                try:
+                    listener(changed)
+                except Exception:
+                    logger.exception("an on_change callback failed")
+
+    def _reject(self, reason: str, body_digest: bytes) -> None:
+        self._rejected_digest = body_digest
+        self.last_error = f"rejected snapshot from {self._source.describe()}: {reason}"
+        serving = (
+            f"still serving version {self._active.snapshot.version}"
+            if self._active is not None
+            else "no snapshot to serve"
+        )
+        logger.warning("%s; %s", self.last_error, serving)
+
+    def _fetch_failed(self, reason: str) -> None:
+        repeated = self._failing and self.last_error == reason
+        self._failing = True
+        if self._rejected_digest is None:
+            self.last_error = reason
+        if repeated:
+            logger.debug("still failing: %s", reason)
+            return
+        serving = (
+            f"serving version {self._active.snapshot.version} until it is back"
+            if self._active is not None
+            else "no snapshot to serve yet"
+        )
+        logger.warning("cannot fetch the snapshot: %s; %s", reason, serving)
+
+    def _report_status(self) -> None:
+        status = self.status
+        if status == self._reported_status:
+            return
+        self._reported_status = status
+        message = self.last_error if status == Status.ERROR else None
+        for listener in list(self._status_listeners):
+            try:
+                listener(status, message)
+            except Exception:
+                logger.exception("an on_status_change callback failed")
+
+    def _load_cache(self) -> None:
+        assert self._cache is not None
+        state = self._cache.load(max_bytes=self._max_bytes)
+        for problem in state.problems:
+            logger.warning("ignoring the cache: %s", problem)
+        if self._project is not None and state.project not in (None, self._project):
+            logger.warning(
+                "ignoring the cache in %s: it is for project %r, not %r",
+                self._cache.directory,
+                state.project,
+                self._project,
+            )
+            return
+        self._highest_version = state.highest_version
+        if state.envelope is None:
+            return
+        try:
+            payload = parse_payload(verify_envelope(state.envelope, self._trusted, self._threshold))
+            # Expiry is not a reason to refuse our own last known good snapshot when
+            # storage is down: it is served and the status says STALE. Every other
+            # check applies.
+            check_snapshot(
+                payload, project=self._project, environment=self.environment, now=float("-inf")
+            )
+            snapshot = Snapshot.from_payload(payload)
+        except (EnvelopeError, SnapshotFormatError) as error:
+            logger.warning(
+                "ignoring the cached snapshot %s: %s",
+                self._cache.envelope_path,
+                error,
+            )
+            return
+        self._install(snapshot, state.envelope, cached=True)
+
+
+def _typed(
+    details: Details, default: Any, expected: str, accepts: Callable[[Any], bool]
+) -> Details:
+    if details.error_code is not None or accepts(details.value):
+        return details
+    return Details(
+        value=default,
+        variation=None,
+        reason=ERROR,
+        error_code=TYPE_MISMATCH,
+        error_message=f"the value {details.value!r} is not {expected}",
+        version=details.version,
+    )
+
+
+def _is_bool(value: Any) -> bool:
+    return value.__class__ is bool
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and value.__class__ is not bool

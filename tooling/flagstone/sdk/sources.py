@@ -1,0 +1,282 @@
+"""Where the SDK reads a signed snapshot from, and how, with ETags, a deadline and a size cap.
+
+``open_source(location, environment=…)`` turns what the user passed into a
+:class:`Source`:
+
+* a location ending in ``.json`` names the envelope itself
+  (``dist/production/latest.json``, ``https://cdn.example/acme/production/latest.json``);
+* anything else is a publish target (``flagstone.yaml``'s ``publish.target``), and the
+  client reads ``<target>/<environment>/latest.json`` from it.
+
+Schemes: a plain path or ``file://`` (read directly; the ETag is the file's identity, so
+an unchanged file is not even opened), ``http://``/``https://`` (standard library HTTP
+with ``If-None-Match``, one deadline for the whole exchange, the body read in chunks up
+to the cap), and ``s3://``, ``gs://``, ``az://``, ``memory://`` through
+``flagstone.store``.
+
+Every ``fetch`` either returns a :class:`Fetched` (``data`` None when not modified) or
+raises: ``StoreError`` when the snapshot could not be read (unreachable, timed out, not
+found, HTTP error) and ``EnvelopeError`` when what was read is refused without looking
+at it (over the size cap). The client treats the first as "storage is down" and the
+second as a rejection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urljoin, urlsplit
+
+from flagstone.errors import EnvelopeError, NotFoundError, StoreError, UsageError
+
+LATEST = "latest.json"
+DEFAULT_TIMEOUT = 10.0
+# A 10,000-flag snapshot is a few MB; 16 MB leaves room without letting a broken or
+# hostile server exhaust memory.
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+_STORE_SCHEMES = ("s3", "gs", "az", "memory")
+_HTTP_SCHEMES = ("http", "https")
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 5
+_CHUNK = 256 * 1024
+_ENVIRONMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One fetch: ``data`` is the envelope, or None when it has not changed since the
+    ETag passed in; ``etag`` identifies what was read."""
+
+    data: bytes | None
+    etag: str | None
+
+
+class Source(Protocol):
+    """Anything the client can poll for the envelope."""
+
+    def fetch(self, if_none_match: str | None) -> Fetched:
+        """The envelope, or ``Fetched(None, etag)`` when unchanged since ``if_none_match``."""
+        ...
+
+    def describe(self) -> str:
+        """Where it reads from, for log messages."""
+        ...
+
+
+def _too_large(where: str, size: int | None, max_bytes: int) -> EnvelopeError:
+    measured = f"{size} bytes" if size is not None else f"more than {max_bytes} bytes"
+    return EnvelopeError(
+        f"snapshot at {where} is {measured}, over the {max_bytes} byte cap",
+        hint="raise max_bytes if the snapshot really is that large",
+    )
+
+
+class FileSource:
+    """A local file. The ETag is (device, inode, size, mtime, ctime): publishing writes a
+    new file and renames it into place, which changes the inode, so an unchanged ETag
+    means unchanged bytes and the file is not read at all."""
+
+    def __init__(self, path: Path, *, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def fetch(self, if_none_match: str | None) -> Fetched:
+        try:
+            with self.path.open("rb") as handle:
+                status = os.fstat(handle.fileno())
+                etag = (
+                    f'"{status.st_dev}-{status.st_ino}-{status.st_size}-'
+                    f'{status.st_mtime_ns}-{status.st_ctime_ns}"'
+                )
+                if etag == if_none_match:
+                    return Fetched(None, etag)
+                if status.st_size > self.max_bytes:
+                    raise _too_large(str(self.path), status.st_size, self.max_bytes)
+                data = handle.read(self.max_bytes + 1)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.path} does not exist") from None
+        except OSError as error:
+            raise StoreError(f"cannot read {self.path}: {error.strerror or error}") from None
+        if len(data) > self.max_bytes:  # grew while being read
+            raise _too_large(str(self.path), None, self.max_bytes)
+        return Fetched(data, etag)
+
+
+class HttpSource:
+    """An ``http(s)://`` URL read with the standard library.
+
+    ``timeout`` bounds the whole exchange (connect, headers and every body chunk), so a
+    server that stalls or trickles cannot hold the poller longer than that.
+    """
+
+    def __init__(self, url: str, *, timeout: float, max_bytes: int) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self._tls = ssl.create_default_context()
+
+    def describe(self) -> str:
+        return self.url
+
+    def fetch(self, if_none_match: str | None) -> Fetched:
+        deadline = time.monotonic() + self.timeout
+        url = self.url
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                result = self._request(url, if_none_match, deadline)
+            except TimeoutError:
+                raise StoreError(f"cannot read {url}: timed out after {self.timeout:g}s") from None
+            except (OSError, http.client.HTTPException) as error:
+                reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+                raise StoreError(f"cannot read {url}: {reason}") from None
+            if isinstance(result, str):
+                url = result
+                continue
+            return result
+        raise StoreError(f"cannot read {self.url}: more than {_MAX_REDIRECTS} redirects")
+
+    def _request(self, url: str, if_none_match: str | None, deadline: float) -> Fetched | str:
+        """One request: a ``Fetched``, or the URL a redirect points to."""
+        parts = urlsplit(url)
+        remaining = _remaining(deadline)
+        connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                parts.netloc, timeout=remaining, context=self._tls
+            )
+        else:
+            connection = http.client.HTTPConnection(parts.netloc, timeout=remaining)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        if if_none_match is not None:
+            headers["If-None-Match"] = if_none_match
+        try:
+            connection.request("GET", target, headers=headers)
+            _set_timeout(connection, deadline)
+            response = connection.getresponse()
+            if response.status == 304:
+                return Fetched(None, response.getheader("ETag") or if_none_match)
+            if response.status in _REDIRECTS and response.getheader("Location"):
+                return urljoin(url, response.getheader("Location", ""))
+            if response.status == 404:
+                raise NotFoundError(f"{url} does not exist (HTTP 404)")
+            if response.status != 200:
+                raise StoreError(f"cannot read {url}: HTTP {response.status} {response.reason}")
+            length = response.getheader("Content-Length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                raise _too_large(url, int(length), self.max_bytes)
+            body = bytearray()
+            while True:
+                _set_timeout(connection, deadline)
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise _too_large(url, None, self.max_bytes)
+            return Fetched(bytes(body), response.getheader("ETag"))
+        finally:
+            connection.close()
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    return remaining
+
+
+def _set_timeout(connection: http.client.HTTPConnection, deadline: float) -> None:
+    # The socket timeout applies per operation; shrinking it before each one turns the
+    # per-operation timeout into one deadline for the whole exchange.
+    if connection.sock is not None:
+        connection.sock.settimeout(_remaining(deadline))
+
+
+class StoreSource:
+    """An object in ``s3://``, ``gs://``, ``az://`` or ``memory://`` storage, via
+    ``flagstone.store`` (obstore), which sends ``If-None-Match`` and bounds each request."""
+
+    def __init__(self, url: str, path: str, *, timeout: float, max_bytes: int) -> None:
+        # Imported here: obstore starts a runtime on import, which file and http
+        # sources do not need.
+        from flagstone.store import open_store
+
+        self.location = f"{url.rstrip('/')}/{path}"
+        self.path = path
+        self.max_bytes = max_bytes
+        self._store = open_store(url, timeout=timeout, connect_timeout=min(timeout, 5.0))
+
+    def describe(self) -> str:
+        return self.location
+
+    def fetch(self, if_none_match: str | None) -> Fetched:
+        try:
+            result = self._store.get(
+                self.path, if_none_match=if_none_match, max_bytes=self.max_bytes
+            )
+        except StoreError as error:
+            # store.py reports an oversized object as a StoreError; for the SDK it is a
+            # rejection of what the store holds, not the store being down.
+            if f"over the {self.max_bytes} byte limit" in error.message:
+                raise _too_large(self.location, None, self.max_bytes) from None
+            raise
+        return Fetched(result.data, result.etag)
+
+
+def open_source(
+    location: str | os.PathLike[str],
+    *,
+    environment: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Source:
+    """The :class:`Source` for ``location`` (see the module docstring)."""
+    if not _ENVIRONMENT.fullmatch(environment):
+        raise UsageError(f"environment name {environment!r} is not a valid environment key")
+    if timeout <= 0:
+        raise UsageError(f"timeout must be positive, not {timeout!r}")
+    if max_bytes <= 0:
+        raise UsageError(f"max_bytes must be positive, not {max_bytes!r}")
+    if isinstance(location, os.PathLike):
+        return FileSource(_local_envelope(Path(location), environment), max_bytes=max_bytes)
+    text = str(location)
+    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+    if scheme in ("", "file"):
+        raw = text[len("file://") :] if scheme else text
+        return FileSource(_local_envelope(Path(raw), environment), max_bytes=max_bytes)
+    if scheme in _HTTP_SCHEMES:
+        url = text if _names_envelope(text) else f"{text.rstrip('/')}/{environment}/{LATEST}"
+        return HttpSource(url, timeout=timeout, max_bytes=max_bytes)
+    if scheme in _STORE_SCHEMES:
+        # The store is the bucket (or memory store) itself; the rest is the object path,
+        # so ``memory://name/…`` and ``memory://name`` share one in-process store.
+        parts = urlsplit(text)
+        path = parts.path.strip("/")
+        if not _names_envelope(text):
+            path = f"{path}/{environment}/{LATEST}".lstrip("/")
+        return StoreSource(f"{scheme}://{parts.netloc}", path, timeout=timeout, max_bytes=max_bytes)
+    raise UsageError(
+        f"unsupported snapshot source {text!r}",
+        hint="use a path, file://, http(s)://, s3://, gs://, az:// or memory://",
+    )
+
+
+def _names_envelope(location: str) -> bool:
+    return urlsplit(location).path.endswith(".json")
+
+
+def _local_envelope(path: Path, environment: str) -> Path:
+    return path if path.suffix == ".json" else path / environment / LATEST
