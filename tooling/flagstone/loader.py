@@ -46,6 +46,7 @@ _HEX = re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOAT = re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_CORE_TAG_PREFIX = "tag:yaml.org,2002:"
 _LOOKALIKE_BOOLS = frozenset({"True", "TRUE", "False", "FALSE"})
 
 
@@ -158,7 +159,8 @@ class _Builder:
         ):
             # A plain '!' is the non-specific tag of quoted scalars in some emitters.
             if not (isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)) and event.implicit):
-                raise self.fail_at(event, f"tag '{tag}' is not allowed", "remove the tag")
+                shown = "!!" + tag[len(_CORE_TAG_PREFIX) :] if tag.startswith(_CORE_TAG_PREFIX) else tag
+                raise self.fail_at(event, f"tag '{shown}' is not allowed", "remove the tag")
 
     def scalar(self, event: Any) -> Any:
         if event.style:  # quoted or block scalars are always strings ('' or None is plain)

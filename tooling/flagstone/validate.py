@@ -161,6 +161,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+_CONDITION_FORMS = ("segment", "all", "any", "not")
+
+
 def _allowed_keys(schema: dict[str, Any]) -> list[str]:
     return list(schema.get("properties", {}))
 
@@ -203,10 +206,16 @@ class _SchemaExplainer:
                 yield self.problem(where, str(custom))
         elif kind == "additionalProperties":
             allowed = _allowed_keys(error.schema)
+            # A clause is what a condition falls back to, so a typo of another
+            # condition form ('segmnt') lands here: suggest those forms too.
+            is_clause = "attribute" in allowed and "op" in allowed
+            candidates = [*allowed, *_CONDITION_FORMS] if is_clause else allowed
             for extra in sorted(set(instance) - set(allowed)):
-                hint = did_you_mean(extra, allowed)
+                hint = did_you_mean(extra, candidates)
                 if hint:
-                    self.suggested.setdefault(where, set()).add(hint.split("'")[1])
+                    meant = hint.split("'")[1]
+                    suggested = self.suggested.setdefault(where, set())
+                    suggested.update(("attribute", "op") if meant in _CONDITION_FORMS else (meant,))
                 else:
                     hint = f"allowed keys: {', '.join(allowed)}"
                 prefix = f"{label(where)}: " if where else ""
@@ -520,11 +529,12 @@ class _Checker:
             self.check_variation(flag, doc, where, serve)
             return
         split: dict[str, float] = serve["split"]
-        total = 0
+        weights = []
         for variation, percent in split.items():
             self.check_variation(flag, doc, (*where, "split", variation), variation, key=True)
-            total += self.check_percent(doc, (*where, "split", variation), percent) or 0
-        if total != 100_000:
+            weights.append(self.check_percent(doc, (*where, "split", variation), percent))
+        # Too many decimals is reported per percent; the total is only meaningful without them.
+        if None not in weights and sum(w for w in weights if w is not None) != 100_000:
             self.add(
                 doc,
                 (*where, "split"),
@@ -571,16 +581,16 @@ class _Checker:
                 instant = parse_timestamp(stage["at"])
                 if instant is None:
                     self.add(doc, (*here, "at"), f"'{stage['at']}' is not a real date and time", RULE_INVALID_TIME)
-                elif schedule is not None and instant <= schedule[1]:
-                    self.add(
-                        doc,
-                        (*here, "at"),
-                        f"stage '{name}' is scheduled at {stage['at']}, not after stage "
-                        f"'{schedule[0]}' at {schedule[2]}",
-                        RULE_STAGE_SCHEDULE,
-                        hint="scheduled times must increase from stage to stage",
-                    )
                 else:
+                    if schedule is not None and instant <= schedule[1]:
+                        self.add(
+                            doc,
+                            (*here, "at"),
+                            f"stage '{name}' is scheduled at {stage['at']}, not after stage "
+                            f"'{schedule[0]}' at {schedule[2]}",
+                            RULE_STAGE_SCHEDULE,
+                            hint="scheduled times must increase from stage to stage",
+                        )
                     schedule = (name, instant, stage["at"])
         current = progression["current"]
         if current not in names:

@@ -1,0 +1,50 @@
+"""Example-folder tests: every ``tests/examples/valid/<case>/`` repository validates clean,
+every ``tests/examples/invalid/<case>/`` gives exactly the ``file:line:col: message``
+lines of its ``expected.txt``. Cases are collected from the folder listing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flagstone.model import read_project
+from flagstone.validate import validate_project
+
+EXAMPLES = Path(__file__).parent / "examples"
+VALID = sorted(p for p in (EXAMPLES / "valid").iterdir() if p.is_dir())
+INVALID = sorted(p for p in (EXAMPLES / "invalid").iterdir() if p.is_dir())
+
+
+def test_there_are_enough_cases() -> None:
+    assert len(VALID) >= 3
+    assert len(INVALID) >= 40
+
+
+@pytest.mark.parametrize("case", VALID, ids=[p.name for p in VALID])
+def test_valid_case_has_no_findings(case: Path) -> None:
+    problems = validate_project(read_project(case))
+    assert [p.format_line() for p in problems] == []
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[p.name for p in INVALID])
+def test_invalid_case_reports_expected_lines(case: Path) -> None:
+    expected = (case / "expected.txt").read_text("utf-8").splitlines()
+    problems = validate_project(read_project(case))
+    assert [p.format_line() for p in problems] == expected
+    assert all(p.level == "error" for p in problems)
+
+
+def test_the_repository_itself_validates_clean(repo_root: Path) -> None:
+    project = read_project(repo_root)
+    assert validate_project(project) == []
+    assert len(project.flags) >= 8
+    assert {"staff", "beta-testers"} <= set(project.segments)
+
+
+def test_every_rule_id_is_exercised_by_an_invalid_case() -> None:
+    from flagstone import validate
+
+    rules = {value for name, value in vars(validate).items() if name.startswith("RULE_")}
+    seen = {p.rule for case in INVALID for p in validate_project(read_project(case))}
+    assert rules | {"yaml"} == seen
