@@ -10,8 +10,12 @@ Passes (`segments/staff.yaml` is used by a rule)::
         if: {segment: staff}
         serve: on
 
-Fails: `segments/beta-testers.yaml` exists, but no rule, progression stage or segment
-names `beta-testers`.
+Fails (no rule, progression stage or segment names `beta-testers`)::
+
+    # segments/beta-testers.yaml
+    name: Beta testers
+    owner: checkout-pm
+    include: [user-1, user-2]
 """
 
 from __future__ import annotations
