@@ -172,7 +172,7 @@ def test_a_commit_unknown_to_this_clone_is_refused(tmp_path: Path) -> None:
     # Another history (different content, so a different root commit), same project name.
     other = make_repo(tmp_path / "unrelated", publish="target: file://dist\nexpires_after: 20d")
     (other / "dist").symlink_to(root / "dist")
-    with pytest.raises(ConflictError, match="does not have|not an ancestor"):
+    with pytest.raises(ConflictError, match="does not have"):
         publish(other, environments=["staging"], force=True)
 
 
