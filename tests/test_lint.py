@@ -413,3 +413,31 @@ def test_root_repository_passes_lint() -> None:
     code, out, _ = run_cli("lint", "--repo", str(REPO_ROOT))
     assert code == 0, out
     assert ": error:" not in out
+
+
+def test_fully_rolled_out_follows_prerequisites(tmp_path: Path) -> None:
+    payments = (CASES / "prerequisite-unavailable/fail/flags/payments/flag.yaml").read_text()
+    payments = payments.replace("archived: true\n", "")
+    checkout = (CASES / "prerequisite-unavailable/fail/flags/checkout/flag.yaml").read_text()
+    root = make_case(
+        tmp_path,
+        "fully-rolled-out/fail",
+        files={
+            "flags/checkout/flag.yaml": checkout,
+            "flags/payments/flag.yaml": payments,
+            "flags/payments/staging.yaml": "enabled: true\ndefault: on\n",
+            "flags/payments/production.yaml": "enabled: true\ndefault: {split: {on: 50, off: 50}}\n",
+        },
+    )
+
+    def rolled_out() -> list[str]:
+        return [line for line in lint_lines(root, age_days=120) if "fully-rolled-out" in line]
+
+    assert rolled_out() == []  # payments still splits in production, so checkout may be off
+    (root / "flags/payments/production.yaml").write_text("enabled: true\ndefault: on\n")
+    assert [line.split(": ", 1)[1] for line in rolled_out()] == [
+        "flag 'checkout' has served 'on' to everyone in every environment for 120 days "
+        "(max_age_days is 30) [fully-rolled-out warning]",
+        "flag 'payments' has served 'on' to everyone in every environment for 120 days "
+        "(max_age_days is 30) [fully-rolled-out warning]",
+    ]

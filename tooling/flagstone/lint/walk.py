@@ -112,13 +112,19 @@ def progression_reaches_everyone(progression: Mapping[str, Any], now: datetime) 
     return _percent(stages(progression)[active].get("percent")) >= 100
 
 
-def possible_variations(flag: Flag, release: ReleaseConfig, now: datetime) -> set[str]:
+def possible_variations(
+    project: Project,
+    flag: Flag,
+    release: ReleaseConfig,
+    now: datetime,
+    _seen: frozenset[str] = frozenset(),
+) -> set[str]:
     """Every variation a context might get from this release file at ``now``."""
     off = flag.off_variation or ""
     if not release.enabled:
         return {off}
     possible: set[str] = set()
-    if flag.prerequisites:
+    if not prerequisites_always_pass(project, flag, release.environment, now, _seen | {flag.key}):
         possible.add(off)  # a failing prerequisite serves the off variation
     possible.update(variation for variation, keys in release.targets.items() if keys)
     for _, serve in serves(release):
@@ -131,6 +137,26 @@ def possible_variations(flag: Flag, release: ReleaseConfig, now: datetime) -> se
     elif release.default is None:
         possible.add(off)
     return possible
+
+
+def prerequisites_always_pass(
+    project: Project, flag: Flag, environment: str, now: datetime, seen: frozenset[str]
+) -> bool:
+    """Whether every prerequisite serves its required variation to everyone in
+    ``environment`` (``seen`` guards against cycles, which validation rejects anyway)."""
+    for prerequisite in flag.prerequisites:
+        if not isinstance(prerequisite, dict):
+            return False
+        required = project.flags.get(str(prerequisite.get("flag")))
+        if required is None or required.archived or required.key in seen:
+            return False
+        release = required.releases.get(environment)
+        if release is None:
+            return False
+        served = possible_variations(project, required, release, now, seen)
+        if served != {str(prerequisite.get("variation"))}:
+            return False
+    return True
 
 
 def variations_referenced(flag: Flag, release: ReleaseConfig) -> set[str]:

@@ -5,7 +5,8 @@ Such a flag has done its job: its code path is the only one anyone runs, so the 
 is now dead weight and a risk (someone may flip it). The age is the time since the
 newest of its release files last changed — from `git log` when the repository is a
 git work tree and the files are committed, from the files' modification times
-otherwise. Flags serving their `off_variation` everywhere are not reported here.
+otherwise. Flags serving their `off_variation` everywhere are not reported here; a
+flag with prerequisites counts only when its prerequisites are fully rolled out too.
 
 Passes (`production.yaml` still rolling out)::
 
@@ -44,7 +45,7 @@ def check(project: Project, options: Mapping[str, Any], context: LintContext) ->
             continue
         served = set()
         for env in environments:
-            served |= possible_variations(flag, flag.releases[env], context.now)
+            served |= possible_variations(project, flag, flag.releases[env], context.now)
         if len(served) != 1 or served == {flag.off_variation}:
             continue
         changed = max(
