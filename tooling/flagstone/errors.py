@@ -15,7 +15,8 @@ values — and are never raised. Exceptions are for work that cannot go on::
     │   └── NotFoundError           the object does not exist                    (exit 1)
     │       └── BucketNotFoundError the bucket/container itself does not exist   (exit 1)
     ├── GitError                    git failed or a revision is unknown          (exit 1)
-    └── EditError                   an edit would leave the repository invalid   (exit 1)
+    ├── EditError                   an edit would leave the repository invalid   (exit 1)
+    └── ExportError                 a flag cannot be expressed in an export format (exit 1)
 
 This module imports nothing outside the standard library: the SDK uses it too.
 """
@@ -103,3 +104,7 @@ class GitError(FlagstoneError):
 
 class EditError(FlagstoneError):
     """An edit was refused because the result would be invalid or unsafe."""
+
+
+class ExportError(FlagstoneError):
+    """A flag uses a construct the export format cannot reproduce exactly."""
