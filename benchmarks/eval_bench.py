@@ -1,0 +1,356 @@
+"""Evaluation speed: Flagstone's engine against LaunchDarkly's Python server SDK and
+openfeature-flagd-core's FlagdCore, on equivalent definitions, in one run.
+
+Cases (issue 3):
+  (a) a boolean flag with no rules;
+  (b) three rules — tier in [gold, platinum], email starts_with "qa-",
+      app_version semver_lt "2.0.0" — and a 25% rollout default;
+  (c) (b) behind a prerequisite (flag (a) must serve "on"). flagd has no
+      prerequisites, so it has no (c) figure.
+
+Every SDK evaluates the same 100,000 distinct contexts (built beforehand, in each SDK's
+own context type, so context construction is not timed). A run is one pass over all
+contexts; the figure is the median over --repeats runs, in µs per evaluation, followed
+by the ratios peer / Flagstone. LaunchDarkly runs from a file data source with events
+and diagnostics off and no network; its cheapest call, ``variation``, is timed.
+
+    python benchmarks/eval_bench.py [--contexts 100000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flagstone.engine import Snapshot
+
+TIERS = ["bronze", "silver", "gold", "platinum", None]
+VERSIONS = [
+    f"{major}.{minor}.{patch}" for major in (1, 2, 3) for minor in range(4) for patch in range(3)
+]
+VERSIONS += ["2.0.0-rc.1", "1.9.9-beta.2"]
+
+
+def make_contexts(count: int) -> list[dict[str, Any]]:
+    rng = random.Random(20261126)
+    contexts = []
+    for i in range(count):
+        context: dict[str, Any] = {"key": f"user-{i}"}
+        tier = rng.choice(TIERS)
+        if tier is not None:
+            context["tier"] = tier
+        context["email"] = ("qa-" if rng.random() < 0.05 else "") + f"person{i}@example.com"
+        context["app_version"] = rng.choice(VERSIONS)
+        contexts.append(context)
+    return contexts
+
+
+# --- Flagstone ---------------------------------------------------------------------
+
+
+def flagstone_payload() -> dict[str, Any]:
+    boolean = {"on": True, "off": False}
+
+    def flag(**fields: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "type": "boolean",
+            "kind": "release",
+            "variations": boolean,
+            "off_variation": "off",
+            "enabled": True,
+            "prerequisites": [],
+            "targets": [],
+            "rules": [],
+            "default": {"variation": "on"},
+        }
+        return base | fields
+
+    rules = [
+        {
+            "name": "premium tiers",
+            "condition": {"attribute": "tier", "op": "in", "values": ["gold", "platinum"]},
+            "serve": {"variation": "on"},
+        },
+        {
+            "name": "qa accounts",
+            "condition": {"attribute": "email", "op": "starts_with", "values": ["qa-"]},
+            "serve": {"variation": "on"},
+        },
+        {
+            "name": "old apps",
+            "condition": {"attribute": "app_version", "op": "semver_lt", "values": ["2.0.0"]},
+            "serve": {"variation": "off"},
+        },
+    ]
+    rollout = {
+        "split": {
+            "bucket_by": "key",
+            "seed": "rules-flag",
+            "weights": [
+                {"variation": "on", "weight": 25000},
+                {"variation": "off", "weight": 75000},
+            ],
+        }
+    }
+    return {
+        "format": "flagstone.snapshot/1",
+        "project": "bench",
+        "environment": "bench",
+        "version": 1,
+        "flags": {
+            "simple-flag": flag(),
+            "rules-flag": flag(rules=rules, default=rollout),
+            "prereq-flag": flag(
+                rules=rules,
+                default=rollout,
+                prerequisites=[{"flag": "simple-flag", "variation": "on"}],
+            ),
+        },
+        "segments": {},
+    }
+
+
+def flagstone_runner(flag_key: str, contexts: list[dict[str, Any]]) -> Callable[[], None]:
+    snapshot = Snapshot.from_payload(flagstone_payload())
+    evaluate = snapshot.evaluate
+
+    def run() -> None:
+        for context in contexts:
+            evaluate(flag_key, context)
+
+    return run
+
+
+# --- LaunchDarkly ------------------------------------------------------------------
+
+
+def launchdarkly_flags() -> dict[str, Any]:
+    def flag(key: str, **fields: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "key": key,
+            "version": 1,
+            "on": True,
+            "variations": [True, False],
+            "offVariation": 1,
+            "fallthrough": {"variation": 0},
+            "targets": [],
+            "contextTargets": [],
+            "rules": [],
+            "prerequisites": [],
+            "salt": key,
+            "trackEvents": False,
+            "trackEventsFallthrough": False,
+            "clientSide": False,
+        }
+        return base | fields
+
+    def clause(attribute: str, op: str, values: list[Any]) -> dict[str, Any]:
+        return {
+            "attribute": attribute,
+            "op": op,
+            "values": values,
+            "negate": False,
+            "contextKind": "user",
+        }
+
+    rules = [
+        {
+            "id": "r1",
+            "variation": 0,
+            "clauses": [clause("tier", "in", ["gold", "platinum"])],
+            "trackEvents": False,
+        },
+        {
+            "id": "r2",
+            "variation": 0,
+            "clauses": [clause("email", "startsWith", ["qa-"])],
+            "trackEvents": False,
+        },
+        {
+            "id": "r3",
+            "variation": 1,
+            "clauses": [clause("app_version", "semVerLessThan", ["2.0.0"])],
+            "trackEvents": False,
+        },
+    ]
+    rollout = {
+        "rollout": {
+            "variations": [{"variation": 0, "weight": 25000}, {"variation": 1, "weight": 75000}]
+        }
+    }
+    return {
+        "flags": {
+            "simple-flag": flag("simple-flag"),
+            "rules-flag": flag("rules-flag", rules=rules, fallthrough=rollout),
+            "prereq-flag": flag(
+                "prereq-flag",
+                rules=rules,
+                fallthrough=rollout,
+                prerequisites=[{"key": "simple-flag", "variation": 0}],
+            ),
+        },
+        "segments": {},
+    }
+
+
+class LaunchDarkly:
+    def __init__(self, workdir: Path) -> None:
+        import ldclient
+        from ldclient.config import Config
+        from ldclient.integrations import Files
+
+        logging.getLogger("ldclient").setLevel(logging.ERROR)
+        path = workdir / "ld-flags.json"
+        path.write_text(json.dumps(launchdarkly_flags()))
+        config = Config(
+            "bench-sdk-key",
+            update_processor_class=Files.new_data_source(paths=[str(path)]),
+            send_events=False,
+            diagnostic_opt_out=True,
+        )
+        self.client = ldclient.LDClient(config=config, start_wait=5)
+        if not self.client.is_initialized():
+            raise SystemExit("LaunchDarkly client did not initialize from the file data source")
+
+    def runner(self, flag_key: str, contexts: list[dict[str, Any]]) -> Callable[[], None]:
+        from ldclient import Context
+
+        ld_contexts = []
+        for context in contexts:
+            builder = Context.builder(context["key"])
+            for name, value in context.items():
+                if name != "key":
+                    builder.set(name, value)
+            ld_contexts.append(builder.build())
+        variation = self.client.variation
+
+        def run() -> None:
+            for ld_context in ld_contexts:
+                variation(flag_key, ld_context, False)
+
+        return run
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- flagd ---------------------------------------------------------------------------
+
+
+def flagd_runner(flag_key: str, contexts: list[dict[str, Any]]) -> Callable[[], None]:
+    from openfeature.contrib.tools.flagd.core import FlagdCore
+    from openfeature.evaluation_context import EvaluationContext
+
+    logging.getLogger("openfeature").setLevel(logging.ERROR)
+    targeting = {
+        "if": [
+            {"in": [{"var": "tier"}, ["gold", "platinum"]]},
+            "on",
+            {"starts_with": [{"var": "email"}, "qa-"]},
+            "on",
+            {"sem_ver": [{"var": "app_version"}, "<", "2.0.0"]},
+            "off",
+            {
+                "fractional": [
+                    {"cat": ["rules-flag", {"var": "targetingKey"}]},
+                    ["on", 25000],
+                    ["off", 75000],
+                ]
+            },
+        ]
+    }
+    variants = {"on": True, "off": False}
+    core = FlagdCore()
+    core.set_flags(
+        {
+            "flags": {
+                "simple-flag": {"state": "ENABLED", "variants": variants, "defaultVariant": "on"},
+                "rules-flag": {
+                    "state": "ENABLED",
+                    "variants": variants,
+                    "defaultVariant": "off",
+                    "targeting": targeting,
+                },
+            }
+        }
+    )
+    flagd_contexts = [
+        EvaluationContext(c["key"], {k: v for k, v in c.items() if k != "key"}) for c in contexts
+    ]
+    resolve = core.resolve_boolean_value
+
+    def run() -> None:
+        for flagd_context in flagd_contexts:
+            resolve(flag_key, False, flagd_context)
+
+    return run
+
+
+# --- harness -------------------------------------------------------------------------
+
+
+def median_microseconds(run: Callable[[], None], count: int, repeats: int) -> float:
+    run()  # warm caches and lazy imports
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / count * 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--contexts", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    contexts = make_contexts(args.contexts)
+    cases = [
+        ("(a) boolean, no rules", "simple-flag"),
+        ("(b) 3 rules + 25% rollout", "rules-flag"),
+        ("(c) (b) behind a prerequisite", "prereq-flag"),
+    ]
+    with tempfile.TemporaryDirectory() as workdir:
+        launchdarkly = LaunchDarkly(Path(workdir))
+        try:
+            rows = []
+            for label, flag_key in cases:
+                ours = median_microseconds(
+                    flagstone_runner(flag_key, contexts), len(contexts), args.repeats
+                )
+                ld = median_microseconds(
+                    launchdarkly.runner(flag_key, contexts), len(contexts), args.repeats
+                )
+                flagd = (
+                    median_microseconds(
+                        flagd_runner(flag_key, contexts), len(contexts), args.repeats
+                    )
+                    if flag_key != "prereq-flag"
+                    else None
+                )
+                rows.append((label, ours, ld, flagd))
+        finally:
+            launchdarkly.close()
+
+    print(f"{len(contexts):,} distinct contexts, median of {args.repeats} runs, µs per evaluation")
+    print(
+        f"{'case':<32}{'flagstone':>10}{'launchdarkly':>14}{'flagd-core':>12}{'LD/ours':>9}{'flagd/ours':>11}"
+    )
+    for label, ours, ld, flagd in rows:
+        flagd_text = f"{flagd:12.2f}" if flagd is not None else f"{'n/a':>12}"
+        flagd_ratio = f"{flagd / ours:10.1f}x" if flagd is not None else f"{'n/a':>11}"
+        print(f"{label:<32}{ours:10.2f}{ld:14.2f}{flagd_text}{ld / ours:8.1f}x{flagd_ratio}")
+
+
+if __name__ == "__main__":
+    main()
