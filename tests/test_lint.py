@@ -441,3 +441,17 @@ def test_fully_rolled_out_follows_prerequisites(tmp_path: Path) -> None:
         "flag 'payments' has served 'on' to everyone in every environment for 120 days "
         "(max_age_days is 30) [fully-rolled-out warning]",
     ]
+
+
+def test_rule_with_the_same_condition_as_an_earlier_rule_is_unreachable(tmp_path: Path) -> None:
+    staff = "  - name: {name}\n    if: {{segment: staff}}\n    serve: {serve}\n"
+    release = (
+        "enabled: true\nrules:\n"
+        + staff.format(name="staff", serve="on")
+        + staff.format(name="staff again", serve="off")
+    )
+    root = make_case(tmp_path, files={"flags/checkout/staging.yaml": release})
+    assert lint_lines(root) == [
+        "flags/checkout/staging.yaml:6:5: rule 'staff again' can never match: rule 'staff' before it "
+        "has the same condition [unreachable-rule error]"
+    ]

@@ -23,6 +23,12 @@ def live_flags(project: Project) -> Iterator[Flag]:
             yield project.flags[key]
 
 
+def live_releases(project: Project) -> Iterator[ReleaseConfig]:
+    """Every release file of every live flag (``release.flag_key`` names the flag)."""
+    for flag in live_flags(project):
+        yield from releases(flag)
+
+
 def releases(flag: Flag) -> Iterator[ReleaseConfig]:
     """The flag's release files, in environment-name order."""
     yield from (flag.releases[env] for env in sorted(flag.releases))

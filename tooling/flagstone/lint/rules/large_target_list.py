@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flagstone.lint.context import LintContext
-from flagstone.lint.walk import live_flags, releases
+from flagstone.lint.walk import live_releases
 from flagstone.model import Project
 from flagstone.problems import Level, Problem
 
@@ -29,15 +29,14 @@ OPTIONS: Mapping[str, Any] = {"max_keys": 50}
 
 
 def check(project: Project, options: Mapping[str, Any], context: LintContext) -> Iterator[Problem]:
-    for flag in live_flags(project):
-        for release in releases(flag):
-            for variation, keys in release.targets.items():
-                if len(keys) > options["max_keys"]:
-                    yield release.doc.problem(
-                        ("targets", variation),
-                        f"{len(keys)} keys targeted with '{variation}' (max_keys is {options['max_keys']})",
-                        rule=ID,
-                        level=DEFAULT_LEVEL,
-                        hint="move the keys into a segment's `include:` and target it with a rule",
-                        key=True,
-                    )
+    for release in live_releases(project):
+        for variation, keys in release.targets.items():
+            if len(keys) > options["max_keys"]:
+                yield release.doc.problem(
+                    ("targets", variation),
+                    f"{len(keys)} keys targeted with '{variation}' (max_keys is {options['max_keys']})",
+                    rule=ID,
+                    level=DEFAULT_LEVEL,
+                    hint="move the keys into a segment's `include:` and target it with a rule",
+                    key=True,
+                )

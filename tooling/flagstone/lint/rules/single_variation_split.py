@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flagstone.lint.context import LintContext
-from flagstone.lint.walk import live_flags, releases, served_by, splits
+from flagstone.lint.walk import live_releases, served_by, splits
 from flagstone.model import Project
 from flagstone.problems import Level, Problem
 
@@ -29,17 +29,16 @@ OPTIONS: Mapping[str, Any] = {}
 
 
 def check(project: Project, options: Mapping[str, Any], context: LintContext) -> Iterator[Problem]:
-    for flag in live_flags(project):
-        for release in releases(flag):
-            for where, _, serve in splits(release):
-                served = served_by(serve)
-                if len(served) == 1:
-                    (variation,) = served
-                    yield release.doc.problem(
-                        (*where, "split"),
-                        f"split serves only '{variation}'",
-                        rule=ID,
-                        level=DEFAULT_LEVEL,
-                        hint=f"serve `{variation}` directly",
-                        key=True,
-                    )
+    for release in live_releases(project):
+        for where, _, serve in splits(release):
+            served = served_by(serve)
+            if len(served) == 1:
+                (variation,) = served
+                yield release.doc.problem(
+                    (*where, "split"),
+                    f"split serves only '{variation}'",
+                    rule=ID,
+                    level=DEFAULT_LEVEL,
+                    hint=f"serve `{variation}` directly",
+                    key=True,
+                )

@@ -20,14 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flagstone.lint.context import LintContext
-from flagstone.lint.walk import (
-    Where,
-    condition_attributes,
-    live_flags,
-    progression_of,
-    releases,
-    splits,
-)
+from flagstone.lint.walk import Where, condition_attributes, live_releases, progression_of, splits
 from flagstone.model import Project
 from flagstone.problems import Level, Problem
 
@@ -40,23 +33,20 @@ def check(project: Project, options: Mapping[str, Any], context: LintContext) ->
     known = {"key", *options["known_attributes"]}
     if options["infer_from_conditions"]:
         known |= condition_attributes(project)
-    for flag in live_flags(project):
-        for release in releases(flag):
-            bucketed: list[tuple[Where, Any]] = [
-                (where, serve) for where, _, serve in splits(release)
-            ]
-            progression = progression_of(release)
-            if progression is not None:
-                bucketed.append((("default", "progression"), progression))
-            for where, holder in bucketed:
-                attribute = holder.get("bucket_by", "key")
-                if attribute in known:
-                    continue
-                yield release.doc.problem(
-                    (*where, "bucket_by"),
-                    f"'{flag.key}' buckets by '{attribute}', which no condition reads "
-                    "and known_attributes does not list",
-                    rule=ID,
-                    level=DEFAULT_LEVEL,
-                    hint="fix the attribute name, or add it to lint.rules.split-bucket-attribute.known_attributes",
-                )
+    for release in live_releases(project):
+        bucketed: list[tuple[Where, Any]] = [(where, serve) for where, _, serve in splits(release)]
+        progression = progression_of(release)
+        if progression is not None:
+            bucketed.append((("default", "progression"), progression))
+        for where, holder in bucketed:
+            attribute = holder.get("bucket_by", "key")
+            if attribute in known:
+                continue
+            yield release.doc.problem(
+                (*where, "bucket_by"),
+                f"'{release.flag_key}' buckets by '{attribute}', which no condition reads "
+                "and known_attributes does not list",
+                rule=ID,
+                level=DEFAULT_LEVEL,
+                hint="fix the attribute name, or add it to lint.rules.split-bucket-attribute.known_attributes",
+            )

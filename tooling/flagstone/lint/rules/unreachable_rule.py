@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flagstone.lint.context import LintContext
-from flagstone.lint.walk import always_matches, live_flags, never_matches, releases
+from flagstone.lint.walk import always_matches, live_releases, never_matches
 from flagstone.model import Project
 from flagstone.problems import Level, Problem
 
@@ -34,39 +34,32 @@ DEFAULT_LEVEL: Level = "error"
 OPTIONS: Mapping[str, Any] = {}
 
 
+def _why_unreachable(
+    project: Project, condition: Any, earlier: list[tuple[str, Any]]
+) -> str | None:
+    for before, earlier_condition in earlier:
+        if always_matches(project, earlier_condition):
+            return f"rule '{before}' before it matches every context"
+        if earlier_condition == condition:
+            return f"rule '{before}' before it has the same condition"
+    never = never_matches(project, condition)
+    return f"its condition never holds: {never}" if never else None
+
+
 def check(project: Project, options: Mapping[str, Any], context: LintContext) -> Iterator[Problem]:
-    for flag in live_flags(project):
-        for release in releases(flag):
-            earlier: list[tuple[str, Any]] = []
-            for index, rule in enumerate(release.rules):
-                if not isinstance(rule, dict):
-                    continue
-                name = str(rule.get("name", f"#{index + 1}"))
-                condition = rule.get("if")
-                why = next(
-                    (
-                        f"rule '{before}' before it matches every context"
-                        for before, cond in earlier
-                        if always_matches(project, cond)
-                    ),
-                    None,
+    for release in live_releases(project):
+        earlier: list[tuple[str, Any]] = []
+        for index, rule in enumerate(release.rules):
+            if not isinstance(rule, dict):
+                continue
+            name = str(rule.get("name", f"#{index + 1}"))
+            why = _why_unreachable(project, rule.get("if"), earlier)
+            if why:
+                yield release.doc.problem(
+                    ("rules", index),
+                    f"rule '{name}' can never match: {why}",
+                    rule=ID,
+                    level=DEFAULT_LEVEL,
+                    hint="remove or reorder the rule",
                 )
-                why = why or next(
-                    (
-                        f"rule '{before}' before it has the same condition"
-                        for before, cond in earlier
-                        if cond == condition
-                    ),
-                    None,
-                )
-                never = never_matches(project, condition)
-                why = why or (f"its condition never holds: {never}" if never else None)
-                if why:
-                    yield release.doc.problem(
-                        ("rules", index),
-                        f"rule '{name}' can never match: {why}",
-                        rule=ID,
-                        level=DEFAULT_LEVEL,
-                        hint="remove or reorder the rule",
-                    )
-                earlier.append((name, condition))
+            earlier.append((name, rule.get("if")))
