@@ -87,8 +87,14 @@ def test_check_jsonschema_accepts_the_repository(tmp_path: Path) -> None:
     }
     for kind, files in groups.items():
         result = subprocess.run(
-            [sys.executable, "-m", "check_jsonschema", "--schemafile", str(ROOT_SCHEMAS / f"{kind}.schema.json"),
-             *map(str, files)],
+            [
+                sys.executable,
+                "-m",
+                "check_jsonschema",
+                "--schemafile",
+                str(ROOT_SCHEMAS / f"{kind}.schema.json"),
+                *map(str, files),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -98,9 +104,18 @@ def test_check_jsonschema_accepts_the_repository(tmp_path: Path) -> None:
 
 def test_check_jsonschema_rejects_what_validate_rejects(tmp_path: Path) -> None:
     bad = tmp_path / "production.yaml"
-    bad.write_text("enabled: true\nrules:\n  - {name: x, if: {attribute: a, op: startswith, value: b}, serve: on}\n")
+    bad.write_text(
+        "enabled: true\nrules:\n  - {name: x, if: {attribute: a, op: startswith, value: b}, serve: on}\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(ROOT_SCHEMAS / "release.schema.json"), str(bad)],
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--schemafile",
+            str(ROOT_SCHEMAS / "release.schema.json"),
+            str(bad),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,7 +14,9 @@ import pytest
 EXAMPLES = Path(__file__).parent / "examples"
 
 
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flagstone", "validate", *args],
         cwd=cwd,
@@ -45,7 +47,9 @@ def test_findings_exit_1_with_text_lines_and_hints(broken_repo: Path) -> None:
     result = run("--format", "text", cwd=broken_repo)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert "flags/checkout/flag.yaml:4:8: error: unknown team 'checkout-eng' [unknown-team]" in lines
+    assert (
+        "flags/checkout/flag.yaml:4:8: error: unknown team 'checkout-eng' [unknown-team]" in lines
+    )
     assert "    hint: did you mean 'core'?" in lines
     assert lines[-1] == "mini-shop: 4 files checked: 4 errors"
 
@@ -83,9 +87,13 @@ def test_json_format_is_complete(broken_repo: Path) -> None:
     }
 
 
-def test_github_format_annotates_and_writes_the_job_summary(broken_repo: Path, tmp_path: Path) -> None:
+def test_github_format_annotates_and_writes_the_job_summary(
+    broken_repo: Path, tmp_path: Path
+) -> None:
     summary = tmp_path / "summary.md"
-    result = run(cwd=broken_repo, env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})
+    result = run(
+        cwd=broken_repo, env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    )
     assert result.returncode == 1
     assert (
         "::error file=flagstone.yaml,line=7,col=9,title=unknown-team::unknown team 'cor' (hint: did you mean 'core'?)"
@@ -93,7 +101,10 @@ def test_github_format_annotates_and_writes_the_job_summary(broken_repo: Path, t
     )
     text = summary.read_text("utf-8")
     assert text.startswith("### mini-shop: 4 files checked: 4 errors")
-    assert "| error | `segments/staff.yaml:2:8` | `unknown-team` | unknown team 'platform' — declared teams: core, pm |" in text
+    assert (
+        "| error | `segments/staff.yaml:2:8` | `unknown-team` | unknown team 'platform' — declared teams: core, pm |"
+        in text
+    )
 
 
 def test_yaml_hazard_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
@@ -101,7 +112,10 @@ def test_yaml_hazard_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES / "invalid" / "yaml-not-utf8", repo)
     result = run(cwd=repo)
     assert result.returncode == 1
-    assert "segments/staff.yaml:2:10: error: file is not valid UTF-8 (byte 0xe9) [yaml]" in result.stdout
+    assert (
+        "segments/staff.yaml:2:10: error: file is not valid UTF-8 (byte 0xe9) [yaml]"
+        in result.stdout
+    )
     assert "Traceback" not in result.stderr
 
 

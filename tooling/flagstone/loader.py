@@ -47,7 +47,6 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOAT = re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _CORE_TAG_PREFIX = "tag:yaml.org,2002:"
-_LOOKALIKE_BOOLS = frozenset({"True", "TRUE", "False", "FALSE"})
 
 
 @dataclass(slots=True)
@@ -101,7 +100,9 @@ def _decode(raw: bytes, rel: str) -> str:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
         col = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise _fail(rel, line, col, f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+        raise _fail(
+            rel, line, col, f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})"
+        ) from None
 
 
 def _check_tabs(text: str, rel: str) -> None:
@@ -110,6 +111,11 @@ def _check_tabs(text: str, rel: str) -> None:
         if stripped.startswith("\t"):
             col = len(line) - len(stripped) + 1
             raise _fail(rel, number, col, "tab character in indentation", "indent with spaces")
+
+
+def _start(event: Any) -> Position:
+    """1-based line and column where a parser event starts."""
+    return (event.start_mark.line + 1, event.start_mark.column + 1)
 
 
 def _codepoint(character: int | str) -> int:
@@ -152,27 +158,32 @@ class _Builder:
         if isinstance(event, yaml.AliasEvent):
             raise self.fail_at(event, "aliases are not allowed", "write the value out in full")
         if event.anchor is not None:
-            raise self.fail_at(event, f"anchor '&{event.anchor}' is not allowed", "write the value out in full")
+            raise self.fail_at(
+                event, f"anchor '&{event.anchor}' is not allowed", "write the value out in full"
+            )
         tag = event.tag
-        if tag is not None and tag != "!" and not (
-            isinstance(event, yaml.ScalarEvent) and event.implicit[0] and tag is None
-        ):
-            # A plain '!' is the non-specific tag of quoted scalars in some emitters.
-            if not (isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)) and event.implicit):
-                shown = "!!" + tag[len(_CORE_TAG_PREFIX) :] if tag.startswith(_CORE_TAG_PREFIX) else tag
-                raise self.fail_at(event, f"tag '{shown}' is not allowed", "remove the tag")
+        untagged_collection = (
+            isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)) and event.implicit
+        )
+        # A lone '!' is the non-specific tag: it only says "text" and is harmless.
+        if tag is not None and tag != "!" and not untagged_collection:
+            shown = "!!" + tag[len(_CORE_TAG_PREFIX) :] if tag.startswith(_CORE_TAG_PREFIX) else tag
+            raise self.fail_at(event, f"tag '{shown}' is not allowed", "remove the tag")
 
     def scalar(self, event: Any) -> Any:
-        if event.style:  # quoted or block scalars are always strings ('' or None is plain)
+        # Quoted, block and '!'-tagged scalars are always strings ('' or None style is plain).
+        if event.style or event.tag == "!":
             return event.value
         value = resolve_plain(event.value)
         if value is event.value and _SPECIAL_FLOAT.fullmatch(event.value):
-            raise self.fail_at(event, f"'{event.value}' is not a finite number", "quote it if you meant text")
+            raise self.fail_at(
+                event, f"'{event.value}' is not a finite number", "quote it if you meant text"
+            )
         return value
 
     def node(self, events: Any, event: Any, path: PathKey, depth: int) -> Any:
         self.check_node(event)
-        self.marks[path] = (event.start_mark.line + 1, event.start_mark.column + 1)
+        self.marks[path] = _start(event)
         if isinstance(event, yaml.ScalarEvent):
             return self.scalar(event)
         if depth >= self.max_depth:
@@ -195,7 +206,9 @@ class _Builder:
                     raise self.fail_at(key_event, "mapping keys must be plain text")
                 key = key_event.value
                 if key == "<<" and not key_event.style:
-                    raise self.fail_at(key_event, "merge keys ('<<') are not allowed", "write the keys out in full")
+                    raise self.fail_at(
+                        key_event, "merge keys ('<<') are not allowed", "write the keys out in full"
+                    )
                 child_path = (*path, key)
                 if key in mapping:
                     first = self.key_marks[child_path]
@@ -204,7 +217,7 @@ class _Builder:
                         f"duplicate key '{key}' (first defined at line {first[0]})",
                         "remove one of them",
                     )
-                self.key_marks[child_path] = (key_event.start_mark.line + 1, key_event.start_mark.column + 1)
+                self.key_marks[child_path] = _start(key_event)
                 mapping[key] = self.node(events, next(events), child_path, depth + 1)
         raise self.fail_at(event, "unexpected YAML construct")  # pragma: no cover
 
@@ -231,8 +244,12 @@ def loads(
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
-                    raise builder.fail_at(event, "only one YAML document per file", "remove the '---' separator")
-            elif isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
+                    raise builder.fail_at(
+                        event, "only one YAML document per file", "remove the '---' separator"
+                    )
+            elif isinstance(
+                event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)
+            ):
                 continue
             else:
                 data = builder.node(events, event, (), 0)
@@ -244,7 +261,9 @@ def loads(
     except yaml.reader.ReaderError as exc:  # control characters; carries a character index
         before = text[: exc.position]
         line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
-        raise _fail(rel, line, col, f"control character U+{_codepoint(exc.character):04X} is not allowed") from None
+        raise _fail(
+            rel, line, col, f"control character U+{_codepoint(exc.character):04X} is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
         raise _fail(rel, 0, 0, f"invalid YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:

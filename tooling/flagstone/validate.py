@@ -76,7 +76,9 @@ SCHEMA_KINDS = ("project", "flag", "release", "segment")
 @cache
 def load_schema(kind: str) -> dict[str, Any]:
     """The JSON Schema of one file kind (``project``, ``flag``, ``release``, ``segment``)."""
-    text = resources.files("flagstone").joinpath("schemas", f"{kind}.schema.json").read_text("utf-8")
+    text = (
+        resources.files("flagstone").joinpath("schemas", f"{kind}.schema.json").read_text("utf-8")
+    )
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -119,7 +121,26 @@ _TYPE_WORDS = {
 }
 # YAML 1.1 booleans that YAML 1.2 (and Flagstone) read as text.
 _YAML11_BOOLEANS = frozenset(
-    {"yes", "no", "on", "off", "y", "n", "Yes", "No", "On", "Off", "YES", "NO", "ON", "OFF", "True", "False", "TRUE", "FALSE"}
+    {
+        "yes",
+        "no",
+        "on",
+        "off",
+        "y",
+        "n",
+        "Yes",
+        "No",
+        "On",
+        "Off",
+        "YES",
+        "NO",
+        "ON",
+        "OFF",
+        "True",
+        "False",
+        "TRUE",
+        "FALSE",
+    }
 )
 
 
@@ -177,13 +198,18 @@ class _SchemaExplainer:
         # object then says nothing new and is dropped.
         self.suggested: dict[PathKey, set[str]] = {}
 
-    def problem(self, where: PathKey, text: str, *, hint: str | None = None, key: bool = False) -> Problem:
+    def problem(
+        self, where: PathKey, text: str, *, hint: str | None = None, key: bool = False
+    ) -> Problem:
         prefix = label(where)
         message = f"{prefix}: {text}" if prefix else text
         return self.doc.problem(where, message, rule=RULE_SCHEMA, hint=hint, key=key)
 
     def explain(self, errors: Iterable[ValidationError]) -> list[Problem]:
-        errors = sorted(errors, key=lambda e: (e.validator != "additionalProperties", list(map(str, e.absolute_path))))
+        errors = sorted(
+            errors,
+            key=lambda e: (e.validator != "additionalProperties", list(map(str, e.absolute_path))),
+        )
         problems: list[Problem] = []
         for error in errors:
             problems.extend(self.explain_one(error))
@@ -199,7 +225,10 @@ class _SchemaExplainer:
             meaning = _pattern_meaning(value) if kind == "pattern" else "allowed"
             prefix = f"{label(where)}: " if where else ""
             yield self.doc.problem(
-                (*where, instance), f"{prefix}key '{instance}' is not {meaning}", rule=RULE_SCHEMA, key=True
+                (*where, instance),
+                f"{prefix}key '{instance}' is not {meaning}",
+                rule=RULE_SCHEMA,
+                key=True,
             )
         elif custom and kind in ("oneOf", "anyOf", "not", "if"):
             if not self._missing_is_typo(where, error):
@@ -237,13 +266,17 @@ class _SchemaExplainer:
             hint = did_you_mean(str(instance), choices) if isinstance(instance, str) else None
             listing = ", ".join(choices)
             if len(choices) > 6:
-                yield self.problem(where, f"unknown value {_quote(instance)}", hint=hint or f"one of: {listing}")
+                yield self.problem(
+                    where, f"unknown value {_quote(instance)}", hint=hint or f"one of: {listing}"
+                )
             else:
                 yield self.problem(where, f"{_quote(instance)} is not one of: {listing}", hint=hint)
         elif kind == "pattern":
             yield self.problem(where, f"{_quote(instance)} is not {_pattern_meaning(value)}")
         elif kind in ("minItems", "minProperties", "minLength"):
-            yield self.problem(where, "must not be empty" if value == 1 else f"needs at least {value} entries")
+            yield self.problem(
+                where, "must not be empty" if value == 1 else f"needs at least {value} entries"
+            )
         elif kind in ("minimum", "exclusiveMinimum"):
             bound = "at least" if kind == "minimum" else "more than"
             yield self.problem(where, f"{instance} is too small: must be {bound} {value}")
@@ -255,7 +288,9 @@ class _SchemaExplainer:
             for index, item in enumerate(instance):
                 if item in seen:
                     yield self.doc.problem(
-                        (*where, index), f"{label(where)}: {_quote(item)} is listed twice", rule=RULE_SCHEMA
+                        (*where, index),
+                        f"{label(where)}: {_quote(item)} is listed twice",
+                        rule=RULE_SCHEMA,
                     )
                     break
                 seen.append(item)
@@ -265,7 +300,12 @@ class _SchemaExplainer:
             yield self.problem(where, error.message)
 
     def _missing_is_typo(self, where: PathKey, error: ValidationError) -> bool:
-        wanted = {name for sub in error.context or [] if sub.validator == "required" for name in sub.validator_value}
+        wanted = {
+            name
+            for sub in error.context or []
+            if sub.validator == "required"
+            for name in sub.validator_value
+        }
         return bool(wanted & self.suggested.get(where, set()))
 
     def _type_problem(self, where: PathKey, expected: Any, instance: Any) -> Problem:
@@ -333,7 +373,16 @@ class _Checker:
     def is_valid(self, doc: Document) -> bool:
         return id(doc) in self.valid
 
-    def add(self, doc: Document, where: PathKey, message: str, rule: str, *, hint: str | None = None, key: bool = False) -> None:
+    def add(
+        self,
+        doc: Document,
+        where: PathKey,
+        message: str,
+        rule: str,
+        *,
+        hint: str | None = None,
+        key: bool = False,
+    ) -> None:
         self.problems.append(doc.problem(where, message, rule=rule, hint=hint, key=key))
 
     def add_file(self, rel: str, message: str, rule: str, hint: str | None = None) -> None:
@@ -348,7 +397,9 @@ class _Checker:
         self.check_prerequisite_cycles()
         self.check_segment_cycles()
         for rel, why in self.project.stray_files.items():
-            self.add_file(rel, "file is not part of the flag repository layout", RULE_STRAY_FILE, why)
+            self.add_file(
+                rel, "file is not part of the flag repository layout", RULE_STRAY_FILE, why
+            )
         return self.problems
 
     # project ------------------------------------------------------------------------------
@@ -390,7 +441,8 @@ class _Checker:
             where,
             f"unknown team '{team}'",
             RULE_UNKNOWN_TEAM,
-            hint=did_you_mean(team, self.teams) or f"declared teams: {', '.join(sorted(self.teams)) or 'none'}",
+            hint=did_you_mean(team, self.teams)
+            or f"declared teams: {', '.join(sorted(self.teams)) or 'none'}",
         )
 
     def check_environment(self, doc: Document, where: PathKey, environment: str) -> None:
@@ -447,12 +499,16 @@ class _Checker:
                     hint=did_you_mean(prerequisite["flag"], self.project.flags),
                 )
             elif self.is_valid(other.doc):
-                self.check_variation(other, doc, ("prerequisites", index, "variation"), prerequisite["variation"])
+                self.check_variation(
+                    other, doc, ("prerequisites", index, "variation"), prerequisite["variation"]
+                )
         for release in flag.releases.values():
             if self.is_valid(release.doc):
                 self.check_release(flag, release)
 
-    def check_variation(self, flag: Flag, doc: Document, where: PathKey, variation: str | None, *, key: bool = False) -> None:
+    def check_variation(
+        self, flag: Flag, doc: Document, where: PathKey, variation: str | None, *, key: bool = False
+    ) -> None:
         if variation is None or variation in flag.data["variations"]:
             return
         known = list(flag.data["variations"])
@@ -514,7 +570,12 @@ class _Checker:
         for index, rule in enumerate(data.get("rules") or []):
             where: PathKey = ("rules", index)
             if rule["name"] in rule_names:
-                self.add(doc, (*where, "name"), f"duplicate rule name '{rule['name']}'", RULE_DUPLICATE_RULE)
+                self.add(
+                    doc,
+                    (*where, "name"),
+                    f"duplicate rule name '{rule['name']}'",
+                    RULE_DUPLICATE_RULE,
+                )
             rule_names.add(rule["name"])
             self.check_condition(doc, (*where, "if"), rule["if"])
             self.check_serve(flag, doc, (*where, "serve"), rule["serve"])
@@ -545,11 +606,18 @@ class _Checker:
     def check_percent(self, doc: Document, where: PathKey, percent: float) -> int | None:
         weight = _weight(percent)
         if weight is None:
-            self.add(doc, where, f"{percent} has more than 3 decimals", RULE_PERCENT_PRECISION,
-                     hint="percents are counted in thousandths")
+            self.add(
+                doc,
+                where,
+                f"{percent} has more than 3 decimals",
+                RULE_PERCENT_PRECISION,
+                hint="percents are counted in thousandths",
+            )
         return weight
 
-    def check_progression(self, flag: Flag, doc: Document, where: PathKey, progression: dict[str, Any]) -> None:
+    def check_progression(
+        self, flag: Flag, doc: Document, where: PathKey, progression: dict[str, Any]
+    ) -> None:
         self.check_variation(flag, doc, (*where, "variation"), progression["variation"])
         self.check_variation(flag, doc, (*where, "baseline"), progression["baseline"])
         names: list[str] = []
@@ -559,7 +627,9 @@ class _Checker:
             here: PathKey = (*where, "stages", index)
             name = stage["name"]
             if name in names:
-                self.add(doc, (*here, "name"), f"duplicate stage name '{name}'", RULE_DUPLICATE_STAGE)
+                self.add(
+                    doc, (*here, "name"), f"duplicate stage name '{name}'", RULE_DUPLICATE_STAGE
+                )
             names.append(name)
             for position, segment in enumerate(stage.get("segments") or []):
                 self.check_segment_ref(doc, (*here, "segments", position), segment)
@@ -580,7 +650,12 @@ class _Checker:
             if "at" in stage:
                 instant = parse_timestamp(stage["at"])
                 if instant is None:
-                    self.add(doc, (*here, "at"), f"'{stage['at']}' is not a real date and time", RULE_INVALID_TIME)
+                    self.add(
+                        doc,
+                        (*here, "at"),
+                        f"'{stage['at']}' is not a real date and time",
+                        RULE_INVALID_TIME,
+                    )
                 else:
                     if schedule is not None and instant <= schedule[1]:
                         self.add(
@@ -627,7 +702,11 @@ class _Checker:
             self.check_condition(doc, (*where, "not"), condition["not"])
         else:
             op = condition["op"]
-            values = [condition["value"]] if "value" in condition else list(condition.get("values") or [])
+            values = (
+                [condition["value"]]
+                if "value" in condition
+                else list(condition.get("values") or [])
+            )
             why = check_clause_values(op, values)
             if why is not None:
                 at: PathKey = (*where, "value") if "value" in condition else (*where, "values")
@@ -647,7 +726,10 @@ class _Checker:
         edges: dict[str, list[tuple[str, PathKey]]] = {}
         for key, flag in self.project.flags.items():
             if self.is_valid(flag.doc):
-                edges[key] = [(p["flag"], ("prerequisites", i, "flag")) for i, p in enumerate(flag.prerequisites)]
+                edges[key] = [
+                    (p["flag"], ("prerequisites", i, "flag"))
+                    for i, p in enumerate(flag.prerequisites)
+                ]
         for cycle, where in _cycles(edges):
             self.add(
                 self.project.flags[cycle[0]].doc,
@@ -761,7 +843,9 @@ def validate_project(project: Project) -> list[Problem]:
     return sort_problems(problems)
 
 
-def select_problems(problems: Sequence[Problem], root: Path, paths: Sequence[Path]) -> list[Problem]:
+def select_problems(
+    problems: Sequence[Problem], root: Path, paths: Sequence[Path]
+) -> list[Problem]:
     """The problems in files at or under ``paths`` (absolute, or relative to the cwd)."""
     if not paths:
         return list(problems)
@@ -787,4 +871,3 @@ def load_valid_project(root: Path) -> Project:
     if any(p.level == "error" for p in problems):
         raise ValidationFailed(problems)
     return project
-
