@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flagstone.cli.main import main
-from flagstone.model import read_project
+from flagstone.model import Project, read_project
 from flagstone.ownership import (
     BEGIN_MARKER,
     CODEOWNERS_PATH,
@@ -98,17 +98,16 @@ def run(root: Path, *args: str) -> tuple[int, str, str]:
 
 
 def repository_files(root: Path) -> list[str]:
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and ".git" not in p.relative_to(root).parts
-    )
+    """The files ownership is about (not the tool's own sources and caches)."""
+    found = [root / "flagstone.yaml"]
+    for top in ("flags", "segments", "schemas", ".github"):
+        found += (p for p in (root / top).rglob("*") if p.is_file())
+    return sorted(p.relative_to(root).as_posix() for p in found if p.exists())
 
 
-def expected_owner(root: Path, rel: str) -> str | None:
+def expected_owner(project: Project, rel: str) -> str | None:
     """Who should own ``rel`` according to the ownership metadata, read independently
     of the generator."""
-    project = read_project(root)
     assert project.config is not None
     teams = project.config.teams
     parts = rel.split("/")
@@ -150,7 +149,8 @@ def test_root_repository_codeowners_is_current() -> None:
 @pytest.mark.parametrize("where", ["mini", "root"])
 def test_oracle_agrees_on_every_file(where: str, tmp_path: Path) -> None:
     root = make_repo(tmp_path) if where == "mini" else REPO_ROOT
-    text = codeowners_report(read_project(root)).expected
+    project = read_project(root)
+    text = codeowners_report(project).expected
     # Files that exist, plus release files for environments not yet configured.
     probes = {
         "flags/checkout/production.yaml",
@@ -163,7 +163,7 @@ def test_oracle_agrees_on_every_file(where: str, tmp_path: Path) -> None:
     paths = set(repository_files(root)) | probes
     checked = 0
     for rel in sorted(paths):
-        wanted = expected_owner(root, rel)
+        wanted = expected_owner(project, rel)
         if wanted is None:
             continue
         assert oracle_owner(text, rel) == wanted, rel
@@ -416,3 +416,25 @@ def test_pattern_matching_agrees_with_the_oracle(
             pattern,
             path,
         )
+
+
+def test_generated_owner_lookup_agrees_with_the_oracle() -> None:
+    """`owner_of_path` (used to spot overrides) reads the block as GitHub would."""
+    plan = plan_ownership(read_project(REPO_ROOT))
+    oracle = CodeOwners(plan.render_block())
+    paths = [*repository_files(REPO_ROOT), "flags/new-checkout/extra.md", "schemas/x/y.json"]
+    for path in paths:
+        owners = oracle.of(path)
+        assert plan.owner_of_path(path) == (owners[0][1] if owners else None), path
+
+
+def test_codeowners_files_github_would_ignore_are_reported(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    (root / "docs").mkdir()
+    (root / "docs/CODEOWNERS").write_text("* @acme/docs\n")
+    code, out, _ = run(root)
+    assert code == 0
+    assert out.splitlines()[0] == (
+        "docs/CODEOWNERS: warning: GitHub ignores this file because .github/CODEOWNERS "
+        "takes precedence [codeowners]"
+    )

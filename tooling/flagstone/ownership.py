@@ -27,7 +27,7 @@ import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from flagstone.errors import LoadError
@@ -38,6 +38,8 @@ from flagstone.problems import Problem
 CODEOWNERS_PATH = ".github/CODEOWNERS"
 BEGIN_MARKER = "# BEGIN flagstone generated — do not edit; run `flagstone codeowners`"
 END_MARKER = "# END flagstone generated"
+# GitHub reads the first of .github/CODEOWNERS, CODEOWNERS, docs/CODEOWNERS.
+IGNORED_CODEOWNERS_PATHS = ("CODEOWNERS", "docs/CODEOWNERS")
 MAX_CODEOWNERS_BYTES = 3 * 1024 * 1024  # GitHub ignores larger files
 RULE = "codeowners"
 
@@ -151,24 +153,28 @@ class OwnershipEntry:
         return f"{self.pattern} {self.handle}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class OwnershipPlan:
     """The generated block as sections of entries, plus what could not be mapped."""
 
     sections: tuple[tuple[str, tuple[OwnershipEntry, ...]], ...]
     problems: tuple[Problem, ...]
 
-    @property
+    @cached_property
     def entries(self) -> list[OwnershipEntry]:
         return [entry for _, entries in self.sections for entry in entries]
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        # Generated patterns are all anchored: a file ("/a/b") or a directory ("/a/").
+        return {entry.pattern: index for index, entry in enumerate(self.entries)}
+
     def owner_of_path(self, path: str) -> str | None:
         """The handle the generated block alone gives ``path`` (last match wins)."""
-        owner = None
-        for entry in self.entries:
-            if pattern_regex(entry.pattern).fullmatch(path):
-                owner = entry.handle
-        return owner
+        parts = path.split("/")
+        patterns = ["/" + path] + ["/" + "/".join(parts[:n]) + "/" for n in range(1, len(parts))]
+        matches = [self._positions[p] for p in patterns if p in self._positions]
+        return self.entries[max(matches)].handle if matches else None
 
     def render_block(self) -> str:
         lines = [
@@ -436,6 +442,19 @@ def codeowners_report(project: Project) -> CodeownersReport:
     current = read_codeowners(project.root)
     expected = merge_block(current, plan.render_block())
     problems = [*plan.problems, *check_codeowners_text(project, plan, expected)]
+    problems += [
+        Problem(
+            other,
+            0,
+            0,
+            RULE,
+            "warning",
+            f"GitHub ignores this file because {CODEOWNERS_PATH} takes precedence",
+            f"move its lines into {CODEOWNERS_PATH} (above the generated block) and delete it",
+        )
+        for other in IGNORED_CODEOWNERS_PATHS
+        if (project.root / other).is_file()
+    ]
     return CodeownersReport(project.root / CODEOWNERS_PATH, current, expected, tuple(problems))
 
 
