@@ -135,7 +135,7 @@ class S3Bucket:
     def client(self) -> Any:
         return self.server.client()
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         """Every object key in the bucket, sorted."""
         response = self.client().list_objects_v2(Bucket=self.name)
         return sorted(item["Key"] for item in response.get("Contents", []))

@@ -187,13 +187,13 @@ def test_missing_credentials(s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatc
         store.put("env/latest.json", b"{}", mode="create")
     assert "no credentials found" in caught.value.message
     assert caught.value.hint and "AWS_ACCESS_KEY_ID" in caught.value.hint
-    assert s3_bucket.keys() == []
+    assert s3_bucket.object_keys() == []
 
 
 def test_s3_objects_land_under_the_prefix(s3_bucket: S3Bucket) -> None:
     store = open_store(f"{s3_bucket.url}/team/flags")
     store.put("production/latest.json", b"{}", mode="create")
-    assert s3_bucket.keys() == ["team/flags/production/latest.json"]
+    assert s3_bucket.object_keys() == ["team/flags/production/latest.json"]
 
 
 # --- http(s):// is read-only -------------------------------------------------------

@@ -265,7 +265,7 @@ class Publisher:
                     previous.version,
                     self.store.location(f"{environment}/snapshots/{previous.version}.json"),
                     previous.expires_text,
-                    f"content unchanged and not due for refresh (expires {previous.expires_text})",
+                    f"same content; expires {previous.expires_text}, not yet due for refresh",
                 )
         version = (previous.version if previous else 0) + 1
         expires_text = timestamp_text(now + self.expires_after)

@@ -101,10 +101,9 @@ def _describe(result: PublishResult) -> str:
             f"{env}: would publish version {result.version}{was}, {result.reason}, to "
             f"{result.latest_url}\n  digest: {change}"
         )
-    verb = "would leave" if result.action == "would-skip" else "left"
     return (
-        f"{env}: unchanged — {verb} version {result.version} at {result.latest_url} "
-        f"({result.reason}; --force republishes)\n  digest: {result.digest}"
+        f"{env}: nothing to publish — version {result.version} at {result.latest_url} is "
+        f"current ({result.reason}; --force republishes)\n  digest: {result.digest}"
     )
 
 

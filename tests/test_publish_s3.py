@@ -1,0 +1,352 @@
+"""Publishing to a real S3 API server (moto on loopback): round trip, failure causes, a
+write refused halfway, and racing publishers of different commits."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import os
+import random
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flagstone.envelope import open_snapshot
+from flagstone.errors import ConflictError
+from flagstone.model import Project
+from flagstone.publish import PublishResult, publish_project
+from flagstone.validate import load_valid_project
+from publish_helpers import (
+    commit,
+    envelope_payload,
+    git,
+    make_repo,
+    signing,
+    trusted,
+    write_key_file,
+)
+from s3server import S3Bucket, S3Server
+
+pytest_plugins = ["s3server"]
+
+
+def flagstone(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flagstone", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_failure(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+    return error_lines[0]
+
+
+def test_publish_and_verify_through_s3(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", publish=f"target: {s3_bucket.url}/flags")
+    key_file = write_key_file(tmp_path)
+    done = flagstone("publish", "--key", str(key_file), cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"production: published version 1 → {s3_bucket.url}/flags/production/snapshots/1.json"
+        in done.stdout
+    )
+    assert s3_bucket.object_keys() == [
+        "flags/production/latest.json",
+        "flags/production/snapshots/1.json",
+        "flags/staging/latest.json",
+        "flags/staging/snapshots/1.json",
+    ]
+    latest = s3_bucket.read("flags/production/latest.json")
+    assert latest == s3_bucket.read("flags/production/snapshots/1.json")
+    verified = flagstone(
+        "verify", f"{s3_bucket.url}/flags/production/latest.json", "--env", "production", cwd=root
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert "OK" in verified.stdout and "version 1" in verified.stdout
+    again = flagstone("publish", "--key", str(key_file), cwd=root)
+    assert again.returncode == 0 and again.stdout.count("nothing to publish") == 2
+
+
+def test_unreachable_endpoint_fails_in_one_line(s3_env: dict[str, str], tmp_path: Path) -> None:
+    with socket_closed_port() as port:
+        root = make_repo(
+            tmp_path / "repo",
+            publish=f"target: s3://some-bucket\nendpoint: http://127.0.0.1:{port}",
+        )
+        done = flagstone("publish", "--key", str(write_key_file(tmp_path)), cwd=root)
+    assert_one_line_failure(done, f"127.0.0.1:{port} is unreachable")
+
+
+def test_missing_bucket_fails_in_one_line(s3_env: dict[str, str], tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", publish="target: s3://no-such-bucket-for-flagstone/x")
+    done = flagstone("publish", "--key", str(write_key_file(tmp_path)), cwd=root)
+    assert_one_line_failure(done, "bucket of s3://no-such-bucket-for-flagstone/x does not exist")
+
+
+def test_missing_credentials_fail_in_one_line(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", publish=f"target: {s3_bucket.url}")
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    with socket_closed_port() as port:
+        environment["AWS_METADATA_ENDPOINT"] = f"http://127.0.0.1:{port}"  # stay on loopback
+        done = subprocess.run(
+            [sys.executable, "-m", "flagstone", "publish", "--key", str(write_key_file(tmp_path))],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+            env=environment,
+        )
+    assert_one_line_failure(done, "no credentials found")
+    assert "AWS_ACCESS_KEY_ID" in done.stderr  # the hint line
+    assert s3_bucket.object_keys() == []
+
+
+# --- a write refused halfway ---------------------------------------------------------
+
+
+class RefuseLatestProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards requests to the S3 server, but answers every PUT of a latest.json with
+    403 AccessDenied: the versioned snapshot gets written, latest.json does not."""
+
+    upstream: tuple[str, int] = ("127.0.0.1", 0)
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.command == "PUT" and self.path.split("?")[0].endswith("/latest.json"):
+            refusal = b'<?xml version="1.0"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(refusal)))
+            self.end_headers()
+            self.wfile.write(refusal)
+            return
+        connection = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            connection.request(
+                self.command, self.path, body=body, headers=dict(self.headers.items())
+            )
+            response = connection.getresponse()
+            data = response.read()
+        finally:
+            connection.close()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in (
+                "transfer-encoding",
+                "connection",
+                "content-length",
+                "server",
+                "date",
+            ):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _forward
+
+
+@pytest.fixture
+def refusing_proxy(s3_server: S3Server) -> Iterator[str]:
+    handler = type("Handler", (RefuseLatestProxy,), {"upstream": (s3_server.host, s3_server.port)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_write_refused_halfway_leaves_the_old_complete_latest(
+    s3_bucket: S3Bucket, refusing_proxy: str, tmp_path: Path
+) -> None:
+    root = make_repo(tmp_path / "repo", publish=f"target: {s3_bucket.url}")
+    key_file = write_key_file(tmp_path)
+    assert flagstone("publish", "--key", str(key_file), cwd=root).returncode == 0
+    old_latest = s3_bucket.read("production/latest.json")
+
+    (root / "flags/checkout/production.yaml").write_text("enabled: false\n")
+    commit(root, "disable checkout")
+    done = flagstone(
+        "publish",
+        "--env",
+        "production",
+        "--key",
+        str(key_file),
+        cwd=root,
+        env={"AWS_ENDPOINT_URL": refusing_proxy},
+    )
+    assert_one_line_failure(done, "production/latest.json", "permission denied")
+    # The versioned object is there and complete; latest.json is still the old envelope.
+    assert "production/snapshots/2.json" in s3_bucket.object_keys()
+    new_snapshot = s3_bucket.read("production/snapshots/2.json")
+    assert envelope_payload(new_snapshot)["version"] == 2
+    assert s3_bucket.read("production/latest.json") == old_latest
+    open_snapshot(old_latest, [trusted()], 1, project="demo-shop", environment="production", now=0)
+
+    # The next publish skips past the orphaned version and completes.
+    recovered = flagstone("publish", "--env", "production", "--key", str(key_file), cwd=root)
+    assert recovered.returncode == 0, recovered.stderr
+    assert envelope_payload(s3_bucket.read("production/latest.json"))["version"] == 3
+
+
+# --- racing publishers ---------------------------------------------------------------
+
+PUBLISHERS = 4
+ROUNDS = 4
+
+
+def linear_history(root: Path, count: int) -> list[str]:
+    """``count`` commits, each with different production content; returns their shas."""
+    shas = []
+    for index in range(count):
+        (root / "flags/checkout/production.yaml").write_text(
+            f"enabled: true\ntargets: {{on: [user-{index}]}}\ndefault: off\n"
+        )
+        shas.append(commit(root, f"target user-{index}"))
+    return shas
+
+
+Outcome = PublishResult | ConflictError
+
+
+def race(bucket_url: str, publishers: list[tuple[Project, dict[str, str]]]) -> dict[int, Outcome]:
+    """Start one thread per (project, source) at the same moment; each publishes production."""
+    barrier = threading.Barrier(len(publishers))
+    outcomes: dict[int, Outcome] = {}
+
+    def run(thread: int) -> None:
+        project, source = publishers[thread]
+        barrier.wait(timeout=30)
+        try:
+            outcomes[thread] = publish_project(
+                project, signing(), environments=["production"], to=bucket_url, source=source
+            )[0]
+        except ConflictError as error:
+            outcomes[thread] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(publishers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def test_racing_publishers_of_different_commits(
+    s3_server: S3Server, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    base_sha = git(root, "rev-parse", "HEAD")
+    shas = linear_history(root, PUBLISHERS)
+    base = tmp_path / "worktree-base"
+    git(root, "worktree", "add", "-q", "--detach", str(base), base_sha)
+    base_project = load_valid_project(base)
+    worktrees = []
+    for index, sha in enumerate(shas):
+        worktree = tmp_path / f"worktree-{index}"
+        git(root, "worktree", "add", "-q", "--detach", str(worktree), sha)
+        worktrees.append(worktree)
+    projects = [load_valid_project(w) for w in worktrees]
+    # Give every worktree the same ref name as CI would (detached HEADs have none).
+    sources = [{"commit": sha, "ref": "refs/heads/main"} for sha in shas]
+
+    # Which thread publishes which commit changes per round (threads started later tend
+    # to reach the store first), so older and newer commits win the first write in turn.
+    assignments = [list(range(PUBLISHERS)), list(reversed(range(PUBLISHERS)))]
+    assignments += [
+        random.Random(seed).sample(range(PUBLISHERS), PUBLISHERS) for seed in range(ROUNDS - 2)
+    ]
+    for assignment in assignments:
+        bucket = s3_server.create_bucket("race")
+        bucket.client().put_bucket_versioning(
+            Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"}
+        )
+        # An existing latest.json from the root commit, so the conditional update path runs.
+        publish_project(
+            base_project,
+            signing(),
+            environments=["production"],
+            to=bucket.url,
+            source={"commit": base_sha, "ref": "refs/heads/main"},
+        )
+        outcomes = race(bucket.url, [(projects[i], sources[i]) for i in assignment])
+        outcomes = {assignment[thread]: outcome for thread, outcome in outcomes.items()}
+        assert len(outcomes) == PUBLISHERS
+
+        # The newest commit can never be refused, and ends up in latest.json.
+        newest = outcomes[PUBLISHERS - 1]
+        assert isinstance(newest, PublishResult) and newest.action == "published"
+        # Refusals are only ever "a newer commit got there first".
+        for outcome in outcomes.values():
+            if isinstance(outcome, ConflictError):
+                assert "newer commit" in outcome.message
+
+        keys = bucket.object_keys()
+        snapshot_keys = [k for k in keys if k.startswith("production/snapshots/")]
+        versions = sorted(int(k.rsplit("/", 1)[1].removesuffix(".json")) for k in snapshot_keys)
+        commits_by_version = {}
+        for version in versions:
+            payload = envelope_payload(bucket.read(f"production/snapshots/{version}.json"))
+            assert payload["version"] == version  # every version number used exactly once
+            commits_by_version[version] = payload["source"]["commit"]
+        latest = envelope_payload(bucket.read("production/latest.json"))
+        assert latest["version"] == max(versions)
+        assert latest["source"]["commit"] == shas[-1]
+        # Versions never go backwards in history: a higher version is never older content.
+        order = [
+            shas.index(commits_by_version[v]) if commits_by_version[v] in shas else -1
+            for v in versions
+        ]
+        assert order == sorted(order)
+        # No published object was ever overwritten: one stored version per snapshot key.
+        object_versions = bucket.client().list_object_versions(Bucket=bucket.name)["Versions"]
+        per_key: dict[str, int] = {}
+        for item in object_versions:
+            per_key[item["Key"]] = per_key.get(item["Key"], 0) + 1
+        assert all(per_key[k] == 1 for k in snapshot_keys), per_key
+
+
+class socket_closed_port:
+    """A loopback port with nothing listening (bound to learn a free number, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        return None
