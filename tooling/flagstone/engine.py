@@ -657,14 +657,7 @@ class _FlagCompiler:
         enabled = spec.get("enabled")
         if not isinstance(enabled, bool):
             raise _fail(f"{where}.enabled", f"expected true or false, got {enabled!r}")
-        if not enabled:
-            disabled = self.fixed(self.off, DISABLED)
-
-            def run_disabled(context: Context, at: float | None) -> Details:
-                return disabled
-
-            return run_disabled
-
+        # Prerequisites are resolved even for a disabled flag, so cycles never pass.
         prerequisites = []
         for i, item in enumerate(_list(spec.get("prerequisites", []), f"{where}.prerequisites")):
             here = f"{where}.prerequisites[{i}]"
@@ -675,6 +668,14 @@ class _FlagCompiler:
             prerequisites.append(
                 (run_prerequisite, required, self.fixed(self.off, PREREQUISITE_FAILED, flag_key))
             )
+
+        if not enabled:
+            disabled = self.fixed(self.off, DISABLED)
+
+            def run_disabled(context: Context, at: float | None) -> Details:
+                return disabled
+
+            return run_disabled
 
         targets: dict[str, Details] = {}
         for i, item in enumerate(_list(spec.get("targets", []), f"{where}.targets")):
