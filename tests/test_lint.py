@@ -215,7 +215,7 @@ STALE_LINE = 'expires: "2026-01-31"'
     [
         STALE_LINE + "  # flagstone: disable=stale-temporary-flag -- removal ships in PR 812",
         "# flagstone: disable=stale-temporary-flag -- removal ships in PR 812\n" + STALE_LINE,
-        "# flagstone: disable=expiry-too-far,stale-temporary-flag -- removal ships in PR 812\n"
+        "# flagstone: disable=expiry-too-far, stale-temporary-flag -- removal ships in PR 812\n"
         "# another comment\n" + STALE_LINE,
     ],
     ids=["same-line", "line-above", "several-rules-and-comments"],

@@ -171,8 +171,8 @@ def resolve_settings(project: Project) -> tuple[dict[str, RuleSetting], list[Pro
 
 # --- suppressions -----------------------------------------------------------------------
 
-_SUPPRESSION = re.compile(r"(?:^|\s)#\s*flagstone:\s*disable=(?P<rules>\S*)(?P<rest>.*)$")
-_REASON = re.compile(r"\s+--\s*(?P<reason>\S.*)$")
+_SUPPRESSION = re.compile(r"(?:^|\s)#\s*flagstone:\s*disable=(?P<body>.*)$")
+_REASON_SEPARATOR = re.compile(r"\s--(?:\s|$)")
 
 
 @dataclass(slots=True)
@@ -194,27 +194,30 @@ def parse_suppressions(doc: Document) -> list[Suppression]:
     also cover the whole file (findings about the file itself, such as its name).
     """
     try:
-        lines = doc.path.read_text(encoding="utf-8").splitlines()
+        text = doc.path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
+        return []
+    if "flagstone:" not in text:
         return []
     found: list[Suppression] = []
     pending: list[Suppression] = []  # own-line comments waiting for their content line
     seen_content = False
-    for number, text in enumerate(lines, start=1):
-        stripped = text.strip()
-        match = _SUPPRESSION.search(text)
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        match = _SUPPRESSION.search(line)
         own_line = stripped.startswith("#")
         if match:
-            reason = _REASON.match(match.group("rest"))
+            listed, *rest = _REASON_SEPARATOR.split(match.group("body"), maxsplit=1)
+            reason = rest[0] if rest else ""
             covers = {number}
             if own_line and not seen_content:
                 covers.add(0)
             suppression = Suppression(
                 doc.rel,
                 number,
-                text.index("#", match.start()) + 1,
-                tuple(r for r in match.group("rules").split(",") if r),
-                reason.group("reason").strip() if reason else None,
+                line.index("#", match.start()) + 1,
+                tuple(rule.strip() for rule in listed.split(",") if rule.strip()),
+                reason.strip() or None,
                 frozenset(covers),
             )
             found.append(suppression)
