@@ -1,0 +1,820 @@
+"""Semantic diff between two states of a flag repository, in rollout terms.
+
+``diff_projects(before, after)`` compares two ``Project`` values (raw YAML data, so it
+works on repositories that do not validate) and returns typed ``Change`` records: flags
+and segments added or removed, a release enabled or disabled, variations, targets,
+rules, the default, progression stages advanced or rolled back with the change in
+exposure, schedules, ownership and delegation, segment membership. Files that do not
+parse on either side become ``file-invalid`` changes and their flag or segment is left
+out, so a broken file never looks like a deleted flag.
+
+Exposure of a progression stage is its percent (a stage without one keeps the percent
+of the stage before it) plus the segment rings of every stage up to it, written
+``"beta (1% + staff, beta-testers)"``; the ``exposure_delta`` of a change is the change
+in percentage points of contexts reached by the rolled-out variation (segments are
+named, not counted: their size is not known here).
+
+Renderers: ``render_text``, ``render_markdown`` (a pull-request comment: protected
+environments first, a one-line risk summary on top, collapsible sections) and
+``render_json`` (shape ``flagstone.diff/1``, documented in docs/readme/review.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+from flagstone.engine import parse_timestamp
+from flagstone.model import Flag, Project, ProjectConfig, ReleaseConfig, Segment
+
+DIFF_FORMAT = "flagstone.diff/1"
+
+# Change kinds, in the order a reviewer reads them.
+FILE_INVALID = "file-invalid"
+PROJECT_CHANGED = "project-changed"
+FLAG_ADDED = "flag-added"
+FLAG_REMOVED = "flag-removed"
+FLAG_RENAMED = "flag-renamed"
+FLAG_ARCHIVED = "flag-archived"
+FLAG_UNARCHIVED = "flag-unarchived"
+FLAG_CHANGED = "flag-changed"
+OWNER_CHANGED = "owner-changed"
+DELEGATION_CHANGED = "delegation-changed"
+VARIATION_ADDED = "variation-added"
+VARIATION_REMOVED = "variation-removed"
+VARIATION_CHANGED = "variation-changed"
+OFF_VARIATION_CHANGED = "off-variation-changed"
+PREREQUISITES_CHANGED = "prerequisites-changed"
+RELEASE_ADDED = "release-added"
+RELEASE_REMOVED = "release-removed"
+ENABLED = "enabled"
+DISABLED = "disabled"
+TARGETS_ADDED = "targets-added"
+TARGETS_REMOVED = "targets-removed"
+RULE_ADDED = "rule-added"
+RULE_REMOVED = "rule-removed"
+RULES_REORDERED = "rules-reordered"
+RULE_CHANGED = "rule-changed"
+DEFAULT_CHANGED = "default-changed"
+STAGE_ADVANCED = "stage-advanced"
+STAGE_ROLLED_BACK = "stage-rolled-back"
+STAGES_CHANGED = "stages-changed"
+SCHEDULE_CHANGED = "schedule-changed"
+SEGMENT_ADDED = "segment-added"
+SEGMENT_REMOVED = "segment-removed"
+SEGMENT_MEMBERSHIP = "segment-membership"
+SEGMENT_RULES_CHANGED = "segment-rules-changed"
+SEGMENT_CHANGED = "segment-changed"
+
+CHANGE_KINDS = (
+    FILE_INVALID, PROJECT_CHANGED, FLAG_ADDED, FLAG_REMOVED, FLAG_RENAMED, FLAG_ARCHIVED,
+    FLAG_UNARCHIVED, FLAG_CHANGED, OWNER_CHANGED, DELEGATION_CHANGED, VARIATION_ADDED,
+    VARIATION_REMOVED, VARIATION_CHANGED, OFF_VARIATION_CHANGED, PREREQUISITES_CHANGED,
+    RELEASE_ADDED, RELEASE_REMOVED, ENABLED, DISABLED, TARGETS_ADDED, TARGETS_REMOVED,
+    RULE_ADDED, RULE_REMOVED, RULES_REORDERED, RULE_CHANGED, DEFAULT_CHANGED, STAGE_ADVANCED,
+    STAGE_ROLLED_BACK, STAGES_CHANGED, SCHEDULE_CHANGED, SEGMENT_ADDED, SEGMENT_REMOVED,
+    SEGMENT_MEMBERSHIP, SEGMENT_RULES_CHANGED, SEGMENT_CHANGED,
+)  # fmt: skip
+
+# How a change moves who gets what: "raise" reaches more contexts with a non-off
+# variation, "lower" fewer, "change" alters what some get, "none" serves the same.
+RISKS = ("raise", "lower", "change", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One semantic change. ``environment`` is None for flag-wide and segment changes."""
+
+    kind: str
+    subject: str  # "flag", "segment" or "project"
+    key: str  # flag or segment key; "" for the project file
+    environment: str | None
+    summary: str
+    path: str
+    risk: str = "change"
+    exposure_delta: float | None = None  # percentage points of contexts; + reaches more
+    before: Any = None
+    after: Any = None
+
+    def line(self) -> str:
+        """``production: new-checkout: stage advanced …`` — one line for logs and text."""
+        where = f"{self.environment}: " if self.environment else ""
+        what = f"{self.key}: " if self.key else ""
+        return f"{where}{what}{self.summary}"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return Decimal(str(value))
+
+
+def percent_text(value: Decimal | float | int) -> str:
+    """``10``, ``12.5`` — no trailing zeros, no exponent."""
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    text = format(number.normalize(), "f")
+    return text
+
+
+def _signed(value: Decimal) -> str:
+    return ("+" if value > 0 else "−" if value < 0 else "±") + percent_text(abs(value))
+
+
+def _short(value: Any) -> str:
+    """A compact, deterministic rendering of a YAML value for summaries."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _keys_text(keys: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def protected_environments(config: ProjectConfig | None) -> list[str]:
+    """Environments treated as production: ``guardrails.protected_environments``, else
+    ``production`` when declared, else the last declared environment."""
+    if config is None:
+        return []
+    declared = config.guardrails.get("protected_environments")
+    environments = config.environments
+    if isinstance(declared, list):
+        return [str(e) for e in declared]
+    if "production" in environments:
+        return ["production"]
+    return environments[-1:]
+
+
+def environment_order(config: ProjectConfig | None) -> list[str]:
+    """Protected environments first, then the others latest-declared first (closer to
+    production by convention)."""
+    protected = protected_environments(config)
+    others = [e for e in reversed(config.environments if config else []) if e not in protected]
+    return protected + others
+
+
+# --- progression and split exposure -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StageReach:
+    name: str
+    index: int
+    percent: Decimal
+    segments: tuple[str, ...]
+
+    def label(self) -> str:
+        parts = [f"{percent_text(self.percent)}%"]
+        if self.segments:
+            parts.append(", ".join(self.segments))
+        return f"{self.name} ({' + '.join(parts)})"
+
+
+NO_STAGE = StageReach("no stage", -1, Decimal(0), ())
+
+
+def stage_reaches(progression: Mapping[str, Any]) -> list[StageReach]:
+    """Cumulative reach of every stage of a progression, in order."""
+    reaches: list[StageReach] = []
+    percent = Decimal(0)
+    segments: list[str] = []
+    stages = progression.get("stages")
+    for index, stage in enumerate(stages if isinstance(stages, list) else []):
+        if not isinstance(stage, Mapping):
+            continue
+        stage_percent = _number(stage.get("percent"))
+        if stage_percent is not None:
+            percent = stage_percent
+        for segment in stage.get("segments") or []:
+            if str(segment) not in segments:
+                segments.append(str(segment))
+        reaches.append(StageReach(str(stage.get("name")), index, percent, tuple(segments)))
+    return reaches
+
+
+def current_reach(progression: Mapping[str, Any]) -> StageReach:
+    """The reach of the stage named by ``current`` (no stage when unset or unknown)."""
+    current = progression.get("current")
+    for reach in stage_reaches(progression):
+        if reach.name == current:
+            return reach
+    return NO_STAGE
+
+
+def active_reach(progression: Mapping[str, Any], instant: float) -> tuple[StageReach, str | None]:
+    """The stage in force at ``instant`` and its ``at`` when a schedule made it active:
+    the later of ``current`` and the last stage after it whose ``at`` has passed."""
+    active = current_reach(progression)
+    scheduled_at = None
+    stages = progression.get("stages")
+    stage_list = stages if isinstance(stages, list) else []
+    for reach in stage_reaches(progression):
+        stage = stage_list[reach.index]
+        at = stage.get("at") if isinstance(stage, Mapping) else None
+        moment = parse_timestamp(at) if isinstance(at, str) else None
+        if reach.index > active.index and moment is not None and moment <= instant:
+            active, scheduled_at = reach, at
+    return active, scheduled_at
+
+
+def default_kind(default: Any) -> str:
+    if isinstance(default, Mapping):
+        if "progression" in default:
+            return "progression"
+        if "split" in default:
+            return "split"
+    return "variation"
+
+
+def serve_text(serve: Any) -> str:
+    """``on``, ``split on 50% / off 50%``, ``progression of on at beta (1% + staff)``."""
+    if isinstance(serve, Mapping) and isinstance(serve.get("split"), Mapping):
+        parts = [f"{k} {percent_text(_number(v) or 0)}%" for k, v in serve["split"].items()]
+        return "split " + " / ".join(parts)
+    if isinstance(serve, Mapping) and isinstance(serve.get("progression"), Mapping):
+        progression = serve["progression"]
+        return f"progression of {progression.get('variation')} at {current_reach(progression).label()}"
+    return "nothing (off variation)" if serve is None else _short(serve)
+
+
+def served_shares(release: ReleaseConfig | None, off_variation: str | None) -> dict[str, Decimal]:
+    """Percent of contexts reaching the default that get each variation (targets and
+    rules aside); a disabled or missing release serves the off variation to all."""
+    off = off_variation or ""
+    if release is None or not release.enabled:
+        return {off: Decimal(100)}
+    default = release.default
+    kind = default_kind(default)
+    if kind == "split":
+        split = default["split"]
+        return {str(k): _number(v) or Decimal(0) for k, v in split.items()} if isinstance(split, Mapping) else {}
+    if kind == "progression":
+        progression = default["progression"]
+        if not isinstance(progression, Mapping):
+            return {}
+        reach = current_reach(progression).percent
+        shares = {str(progression.get("baseline")): Decimal(100) - reach}
+        shares[str(progression.get("variation"))] = shares.get(str(progression.get("variation")), Decimal(0)) + reach
+        return shares
+    return {str(default) if default is not None else off: Decimal(100)}
+
+
+def exposure_step(before: Mapping[str, Decimal], after: Mapping[str, Decimal], off_variation: str | None) -> Decimal:
+    """The largest increase, in percentage points, of any variation other than the off
+    variation: how many more contexts one change moves onto something new."""
+    step = Decimal(0)
+    for variation, share in after.items():
+        if variation == off_variation:
+            continue
+        step = max(step, share - before.get(variation, Decimal(0)))
+    return step
+
+
+# --- the diff -------------------------------------------------------------------------------
+
+
+class _Differ:
+    def __init__(self, before: Project, after: Project, renames: Mapping[str, str]) -> None:
+        self.before = before
+        self.after = after
+        self.renames = dict(renames)
+        self.changes: list[Change] = []
+        self.broken_before = {p.path for p in before.problems}
+        self.broken_after = {p.path for p in after.problems}
+
+    def add(self, kind: str, subject: str, key: str, env: str | None, summary: str, path: str, **extra: Any) -> None:
+        self.changes.append(Change(kind, subject, key, env, summary, path, **extra))
+
+    def broken(self, path: str) -> bool:
+        return path in self.broken_before or path in self.broken_after
+
+    def run(self) -> list[Change]:
+        self.invalid_files()
+        self.project_file()
+        self.flags()
+        self.segments()
+        return self.changes
+
+    def invalid_files(self) -> None:
+        before = {(p.path, p.message) for p in self.before.problems}
+        for problem in self.after.problems:
+            if (problem.path, problem.message) not in before:
+                self.add(
+                    FILE_INVALID, "project", "", None,
+                    f"file invalid at {{head}}: {problem.format_line()}", problem.path,
+                )  # fmt: skip
+        after = {p.path for p in self.after.problems}
+        for problem in self.before.problems:
+            if problem.path not in after:
+                self.add(
+                    FILE_INVALID, "project", "", None,
+                    f"file invalid at {{base}} (fixed since): {problem.format_line()}", problem.path,
+                    risk="none",
+                )  # fmt: skip
+
+    def project_file(self) -> None:
+        old = self.before.config.data if self.before.config else {}
+        new = self.after.config.data if self.after.config else {}
+        if self.broken("flagstone.yaml"):
+            return
+        if self.before.config is None and self.after.config is not None:
+            config = self.after.config
+            summary = f"project file added: {config.name}, environments {', '.join(config.environments)}"
+            self.add(PROJECT_CHANGED, "project", "", None, summary, "flagstone.yaml", risk="none")
+            return
+        for field in sorted(set(old) | set(new)):
+            if old.get(field) == new.get(field):
+                continue
+            if field == "environments":
+                added = [e for e in new.get(field) or [] if e not in (old.get(field) or [])]
+                removed = [e for e in old.get(field) or [] if e not in (new.get(field) or [])]
+                parts = [f"+{e}" for e in added] + [f"−{e}" for e in removed]
+                summary = f"environments {' '.join(parts) or 'reordered'}"
+            elif field in ("teams", "signing", "guardrails", "lint", "publish") and isinstance(new.get(field), Mapping) and isinstance(old.get(field), Mapping):
+                summary = f"{field}: " + _mapping_delta(old[field], new[field])
+            else:
+                summary = f"{field}: {_short(old.get(field))} → {_short(new.get(field))}"
+            self.add(PROJECT_CHANGED, "project", "", None, summary, "flagstone.yaml", before=old.get(field), after=new.get(field))
+
+    # flags ------------------------------------------------------------------------------
+
+    def flags(self) -> None:
+        old_flags, new_flags = self.before.flags, self.after.flags
+        broken_old = {_flag_of(p) for p in self.broken_before | self.broken_after if _flag_of(p) and p.endswith("/flag.yaml")}
+        renamed_to = {new: old for old, new in self.renames.items() if old in old_flags and new in new_flags and old not in new_flags}
+        for key in sorted(set(old_flags) | set(new_flags)):
+            if key in broken_old:
+                continue
+            old, new = old_flags.get(key), new_flags.get(key)
+            if old is None and new is not None and key in renamed_to:
+                source = old_flags[renamed_to[key]]
+                self.add(FLAG_RENAMED, "flag", key, None, f"renamed from {source.key}", new.doc.rel, before=source.key, after=key)
+                self.flag(source, new, key)
+            elif old is None and new is not None:
+                self.add(
+                    FLAG_ADDED, "flag", key, None,
+                    f"flag added: {new.name!r} ({new.kind}, owner {new.owner}, variations {', '.join(new.variations)})",
+                    new.doc.rel, risk="none",
+                )  # fmt: skip
+                for env in _ordered_envs(self.after, new.releases):
+                    release = new.releases[env]
+                    self.add(RELEASE_ADDED, "flag", key, env, f"release added: {_release_text(release)}", release.doc.rel, risk=_release_risk(release, new))
+            elif new is None and old is not None:
+                if old.key in self.renames and self.renames[old.key] in new_flags:
+                    continue
+                self.add(FLAG_REMOVED, "flag", key, None, f"flag removed: {old.name!r}", old.doc.rel, risk="change")
+            elif old is not None and new is not None:
+                self.flag(old, new, key)
+
+    def flag(self, old: Flag, new: Flag, key: str) -> None:
+        path = new.doc.rel
+        od, nd = old.data, new.data
+        if old.archived != new.archived:
+            kind = FLAG_ARCHIVED if new.archived else FLAG_UNARCHIVED
+            self.add(kind, "flag", key, None, "archived" if new.archived else "unarchived", path)
+        if od.get("owner") != nd.get("owner"):
+            self.add(OWNER_CHANGED, "flag", key, None, f"owner {od.get('owner')} → {nd.get('owner')}", path, risk="none", before=od.get("owner"), after=nd.get("owner"))
+        old_delegate, new_delegate = old.delegate, new.delegate
+        for env in sorted(set(old_delegate) | set(new_delegate)):
+            if old_delegate.get(env) != new_delegate.get(env):
+                was, now = old_delegate.get(env), new_delegate.get(env)
+                summary = (
+                    f"delegated to {now}" if was is None else
+                    f"delegation to {was} removed (back to owner {new.owner})" if now is None else
+                    f"delegation {was} → {now}"
+                )  # fmt: skip
+                self.add(DELEGATION_CHANGED, "flag", key, env, summary, path, risk="none", before=was, after=now)
+        for field in ("name", "description", "kind", "type", "temporary", "expires", "tags"):
+            if od.get(field) != nd.get(field):
+                self.add(FLAG_CHANGED, "flag", key, None, f"{field}: {_short(od.get(field))} → {_short(nd.get(field))}", path, risk="none", before=od.get(field), after=nd.get(field))
+        old_vars, new_vars = old.variations, new.variations
+        for variation in new_vars:
+            if variation not in old_vars:
+                self.add(VARIATION_ADDED, "flag", key, None, f"variation {variation} added ({_short(new_vars[variation])})", path, risk="none", after=new_vars[variation])
+        for variation in old_vars:
+            if variation not in new_vars:
+                self.add(VARIATION_REMOVED, "flag", key, None, f"variation {variation} removed (was {_short(old_vars[variation])})", path, before=old_vars[variation])
+            elif old_vars[variation] != new_vars[variation]:
+                serving = [env for env in _ordered_envs(self.after, new.releases) if variation in serving_variations(new, env)]
+                where = f" (served in {', '.join(serving)})" if serving else ""
+                self.add(
+                    VARIATION_CHANGED, "flag", key, None,
+                    f"variation {variation} value {_short(old_vars[variation])} → {_short(new_vars[variation])}{where}",
+                    path, before=old_vars[variation], after=new_vars[variation],
+                )  # fmt: skip
+        if old.off_variation != new.off_variation:
+            self.add(OFF_VARIATION_CHANGED, "flag", key, None, f"off variation {old.off_variation} → {new.off_variation}", path, before=old.off_variation, after=new.off_variation)
+        if old.prerequisites != new.prerequisites:
+            self.add(
+                PREREQUISITES_CHANGED, "flag", key, None,
+                f"prerequisites {_prerequisites_text(old.prerequisites)} → {_prerequisites_text(new.prerequisites)}",
+                path, before=old.prerequisites, after=new.prerequisites,
+            )  # fmt: skip
+        for env in _ordered_envs(self.after, {**old.releases, **new.releases}):
+            old_release, new_release = old.releases.get(env), new.releases.get(env)
+            if self.broken(f"flags/{old.key}/{env}.yaml") or self.broken(f"flags/{key}/{env}.yaml"):
+                continue
+            if old_release is None and new_release is not None:
+                self.add(RELEASE_ADDED, "flag", key, env, f"release added: {_release_text(new_release)}", new_release.doc.rel, risk=_release_risk(new_release, new))
+            elif new_release is None and old_release is not None:
+                self.add(RELEASE_REMOVED, "flag", key, env, f"release removed: now serves {new.off_variation} to everyone", old_release.doc.rel, risk="lower")
+            elif old_release is not None and new_release is not None:
+                self.release(old, new, old_release, new_release, key, env)
+
+    def release(self, old_flag: Flag, flag: Flag, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str) -> None:
+        path = new.doc.rel
+        if old.enabled != new.enabled:
+            if new.enabled:
+                self.add(ENABLED, "flag", key, env, f"enabled: now serves {serve_text(new.default)} by default", path, risk="raise", before=False, after=True)
+            else:
+                self.add(DISABLED, "flag", key, env, f"disabled: everyone gets {flag.off_variation}", path, risk="lower", before=True, after=False)
+        self.targets(old, new, key, env, flag.off_variation)
+        self.rules(old, new, key, env)
+        self.default(old, new, key, env, flag)
+
+    def targets(self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str, off_variation: str | None) -> None:
+        old_targets, new_targets = old.targets, new.targets
+        for variation in list(new_targets) + [v for v in old_targets if v not in new_targets]:
+            was, now = old_targets.get(variation, []), new_targets.get(variation, [])
+            added = [k for k in now if k not in was]
+            removed = [k for k in was if k not in now]
+            if added:
+                risk = "lower" if variation == off_variation else "raise"
+                self.add(TARGETS_ADDED, "flag", key, env, f"targets +{len(added)} to {variation}: {_keys_text(added)}", new.doc.rel, risk=risk, after=added)
+            if removed:
+                self.add(TARGETS_REMOVED, "flag", key, env, f"targets −{len(removed)} from {variation}: {_keys_text(removed)}", new.doc.rel, after=removed)
+
+    def rules(self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str) -> None:
+        old_rules, new_rules = _named(old.rules), _named(new.rules)
+        path = new.doc.rel
+        for name, rule in new_rules.items():
+            if name not in old_rules:
+                self.add(RULE_ADDED, "flag", key, env, f"rule {name!r} added: if {_short(rule.get('if'))} serve {serve_text(rule.get('serve'))}", path, after=rule)
+        for name, rule in old_rules.items():
+            if name not in new_rules:
+                self.add(RULE_REMOVED, "flag", key, env, f"rule {name!r} removed (was serve {serve_text(rule.get('serve'))})", path, before=rule)
+        common_old = [n for n in old_rules if n in new_rules]
+        common_new = [n for n in new_rules if n in old_rules]
+        if common_old != common_new:
+            self.add(RULES_REORDERED, "flag", key, env, f"rules reordered: {', '.join(common_old)} → {', '.join(common_new)}", path, before=common_old, after=common_new)
+        for name in common_new:
+            was, now = old_rules[name], new_rules[name]
+            if was == now:
+                continue
+            parts = []
+            if was.get("if") != now.get("if"):
+                parts.append(f"condition {_short(was.get('if'))} → {_short(now.get('if'))}")
+            if was.get("serve") != now.get("serve"):
+                parts.append(f"serve {serve_text(was.get('serve'))} → {serve_text(now.get('serve'))}")
+            other = sorted(k for k in set(was) | set(now) if k not in ("if", "serve", "name") and was.get(k) != now.get(k))
+            parts += [f"{k} changed" for k in other]
+            self.add(RULE_CHANGED, "flag", key, env, f"rule {name!r}: " + "; ".join(parts), path, before=was, after=now)
+
+    def default(self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str, flag: Flag) -> None:
+        was, now = old.default, new.default
+        if was == now:
+            return
+        path = new.doc.rel
+        off = flag.off_variation
+        step = exposure_step(served_shares(old, off), served_shares(new, off), off) if new.enabled else Decimal(0)
+        if default_kind(was) == default_kind(now) == "progression":
+            self.progression(was["progression"], now["progression"], key, env, path)
+            return
+        delta = float(step) if step else None
+        risk = "raise" if step > 0 else "change"
+        text = f"default {serve_text(was)} → {serve_text(now)}"
+        if step > 0:
+            text += f": about +{percent_text(step)}% of contexts get a new variation"
+        self.add(DEFAULT_CHANGED, "flag", key, env, text, path, risk=risk, exposure_delta=delta, before=was, after=now)
+
+    def progression(self, was: Any, now: Any, key: str, env: str, path: str) -> None:
+        if not isinstance(was, Mapping) or not isinstance(now, Mapping):
+            self.add(DEFAULT_CHANGED, "flag", key, env, "progression changed", path, before=was, after=now)
+            return
+        for field in ("variation", "baseline", "bucket_by", "seed"):
+            if was.get(field) != now.get(field):
+                self.add(DEFAULT_CHANGED, "flag", key, env, f"progression {field} {_short(was.get(field))} → {_short(now.get(field))}", path, before=was.get(field), after=now.get(field))
+        old_stages = _stage_shapes(was)
+        new_stages = _stage_shapes(now)
+        if [s for s, _ in old_stages] != [s for s, _ in new_stages]:
+            self.add(
+                STAGES_CHANGED, "flag", key, env,
+                f"stages {', '.join(r.label() for r in stage_reaches(was))} → {', '.join(r.label() for r in stage_reaches(now))}",
+                path, before=was.get("stages"), after=now.get("stages"),
+            )  # fmt: skip
+        old_at = {name: at for name, at in (shape for shape in _stage_schedules(was))}
+        new_at = {name: at for name, at in (shape for shape in _stage_schedules(now))}
+        for name in list(new_at) + [n for n in old_at if n not in new_at]:
+            if old_at.get(name) != new_at.get(name) and (old_at.get(name) or new_at.get(name)):
+                before, after = old_at.get(name), new_at.get(name)
+                summary = (
+                    f"stage {name} scheduled at {after}" if before is None else
+                    f"stage {name} schedule removed (was {before})" if after is None else
+                    f"stage {name} rescheduled {before} → {after}"
+                )  # fmt: skip
+                self.add(SCHEDULE_CHANGED, "flag", key, env, summary, path, before=before, after=after)
+        old_reach, new_reach = current_reach(was), current_reach(now)
+        if was.get("current") != now.get("current"):
+            delta = new_reach.percent - old_reach.percent
+            forward = new_reach.index > old_reach.index
+            kind = STAGE_ADVANCED if forward else STAGE_ROLLED_BACK
+            verb = "advanced" if forward else "rolled back"
+            text = f"stage {verb} {old_reach.label()} → {new_reach.label()}"
+            added_segments = [s for s in new_reach.segments if s not in old_reach.segments]
+            removed_segments = [s for s in old_reach.segments if s not in new_reach.segments]
+            effects = []
+            if delta:
+                effects.append(f"about {_signed(delta)}% of contexts")
+            if added_segments:
+                effects.append(f"plus segment {', '.join(added_segments)}")
+            if removed_segments:
+                effects.append(f"minus segment {', '.join(removed_segments)}")
+            if effects:
+                text += ": " + ", ".join(effects)
+            risk = "raise" if delta > 0 or added_segments else "lower" if delta < 0 or removed_segments else "none"
+            self.add(kind, "flag", key, env, text, path, risk=risk, exposure_delta=float(delta), before=was.get("current"), after=now.get("current"))
+
+    # segments ---------------------------------------------------------------------------
+
+    def segments(self) -> None:
+        old_segments, new_segments = self.before.segments, self.after.segments
+        for key in sorted(set(old_segments) | set(new_segments)):
+            if self.broken(f"segments/{key}.yaml"):
+                continue
+            old, new = old_segments.get(key), new_segments.get(key)
+            if old is None and new is not None:
+                self.add(SEGMENT_ADDED, "segment", key, None, f"segment added: {_segment_text(new)}", new.doc.rel, risk="none")
+            elif new is None and old is not None:
+                self.add(SEGMENT_REMOVED, "segment", key, None, "segment removed", old.doc.rel)
+            elif old is not None and new is not None:
+                self.segment(old, new)
+
+    def segment(self, old: Segment, new: Segment) -> None:
+        path, key = new.doc.rel, new.key
+        for field, label in (("include", "include"), ("exclude", "exclude")):
+            was, now = getattr(old, field), getattr(new, field)
+            added = [k for k in now if k not in was]
+            removed = [k for k in was if k not in now]
+            if added or removed:
+                detail = "; ".join(
+                    part for part in (
+                        f"added {_keys_text(added)}" if added else "",
+                        f"removed {_keys_text(removed)}" if removed else "",
+                    ) if part
+                )  # fmt: skip
+                risk = "raise" if (field == "include" and added) or (field == "exclude" and removed) else "lower"
+                self.add(SEGMENT_MEMBERSHIP, "segment", key, None, f"{label} +{len(added)}/−{len(removed)} ({detail})", path, risk=risk, before=was, after=now)
+        if old.rules != new.rules:
+            added_rules = [r for r in new.rules if r not in old.rules]
+            removed_rules = [r for r in old.rules if r not in new.rules]
+            self.add(
+                SEGMENT_RULES_CHANGED, "segment", key, None,
+                f"rules +{len(added_rules)}/−{len(removed_rules)}"
+                + "".join(f"; added {_short(r)}" for r in added_rules)
+                + "".join(f"; removed {_short(r)}" for r in removed_rules),
+                path, before=old.rules, after=new.rules,
+            )  # fmt: skip
+        for field in ("name", "description", "owner"):
+            if old.data.get(field) != new.data.get(field):
+                self.add(SEGMENT_CHANGED, "segment", key, None, f"{field}: {_short(old.data.get(field))} → {_short(new.data.get(field))}", path, risk="none")
+
+
+def _flag_of(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == "flags" else None
+
+
+def _ordered_envs(project: Project, releases: Mapping[str, Any]) -> list[str]:
+    order = environment_order(project.config)
+    return [e for e in order if e in releases] + sorted(e for e in releases if e not in order)
+
+
+def _named(rules: Iterable[Any]) -> dict[str, Mapping[str, Any]]:
+    named: dict[str, Mapping[str, Any]] = {}
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, Mapping):
+            continue
+        name = str(rule.get("name", f"#{index + 1}"))
+        while name in named:  # duplicate names are a validation error; keep both visible
+            name += "'"
+        named[name] = rule
+    return named
+
+
+def _stage_shapes(progression: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    stages = progression.get("stages")
+    return [
+        ({k: v for k, v in stage.items() if k != "at"} if isinstance(stage, Mapping) else stage, None)
+        for stage in (stages if isinstance(stages, list) else [])
+    ]
+
+
+def _stage_schedules(progression: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    stages = progression.get("stages")
+    return [
+        (str(stage.get("name")), stage.get("at"))
+        for stage in (stages if isinstance(stages, list) else [])
+        if isinstance(stage, Mapping)
+    ]
+
+
+def _prerequisites_text(prerequisites: Sequence[Any]) -> str:
+    if not prerequisites:
+        return "none"
+    return ", ".join(
+        f"{p.get('flag')}={p.get('variation')}" if isinstance(p, Mapping) else _short(p) for p in prerequisites
+    )
+
+
+def _release_text(release: ReleaseConfig) -> str:
+    state = "enabled" if release.enabled else "disabled"
+    return f"{state}, default {serve_text(release.default)}"
+
+
+def _release_risk(release: ReleaseConfig, flag: Flag) -> str:
+    if not release.enabled:
+        return "none"
+    shares = served_shares(release, flag.off_variation)
+    return "raise" if exposure_step({}, shares, flag.off_variation) > 0 else "change"
+
+
+def _segment_text(segment: Segment) -> str:
+    return f"owner {segment.owner}, include {len(segment.include)}, exclude {len(segment.exclude)}, {len(segment.rules)} rules"
+
+
+def _mapping_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    added = [k for k in new if k not in old]
+    removed = [k for k in old if k not in new]
+    changed = [k for k in new if k in old and old[k] != new[k]]
+    parts = [f"+{k}" for k in added] + [f"−{k}" for k in removed] + [f"~{k}" for k in changed]
+    return " ".join(parts) if parts else "reordered"
+
+
+def serving_variations(flag: Flag, env: str) -> set[str]:
+    """Every variation the flag can serve in ``env``: the off variation always (it is
+    served when disabled or a prerequisite fails), targets, rules and the default."""
+    served = {flag.off_variation} if flag.off_variation else set()
+    release = flag.releases.get(env)
+    if release is None or not release.enabled:
+        return served
+    served.update(release.targets)
+    for rule in release.rules:
+        if isinstance(rule, Mapping):
+            served.update(_serve_variations(rule.get("serve")))
+    served.update(_serve_variations(release.default))
+    return served
+
+
+def _serve_variations(serve: Any) -> set[str]:
+    if isinstance(serve, Mapping):
+        if isinstance(serve.get("split"), Mapping):
+            return {str(k) for k, v in serve["split"].items() if _number(v)}
+        progression = serve.get("progression")
+        if isinstance(progression, Mapping):
+            return {str(progression.get("variation")), str(progression.get("baseline"))}
+        return set()
+    return {str(serve)} if serve is not None else set()
+
+
+def diff_projects(before: Project, after: Project, *, renames: Mapping[str, str] | None = None) -> list[Change]:
+    """Every semantic change from ``before`` to ``after``; ``renames`` maps old flag keys
+    to new ones (git's rename detection) so a moved flag reads as renamed."""
+    if renames is None:
+        renames = detect_flag_renames(before, after)
+    return _Differ(before, after, renames).run()
+
+
+def detect_flag_renames(before: Project, after: Project) -> dict[str, str]:
+    """Flags that vanished while a flag with the same definition appeared."""
+    gone = [k for k in before.flags if k not in after.flags]
+    new = [k for k in after.flags if k not in before.flags]
+    renames: dict[str, str] = {}
+    for old_key in gone:
+        for new_key in new:
+            if new_key not in renames.values() and before.flags[old_key].data == after.flags[new_key].data:
+                renames[old_key] = new_key
+                break
+    return renames
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DiffReport:
+    """A diff with what it compared, ready to render."""
+
+    base: str
+    head: str
+    changes: list[Change]
+    protected: list[str]
+    environments: list[str]
+
+    def resolved(self, change: Change) -> str:
+        return change.summary.replace("{head}", self.head).replace("{base}", self.base)
+
+    def groups(self) -> list[tuple[str, list[Change]]]:
+        """Changes grouped: environments (protected first), then flag-wide, segments and
+        project changes."""
+        order = self.environments + sorted({c.environment for c in self.changes if c.environment and c.environment not in self.environments})
+        groups = [(env, [c for c in self.changes if c.environment == env]) for env in order]
+        groups.append(("all environments", [c for c in self.changes if c.environment is None and c.subject == "flag"]))
+        groups.append(("segments", [c for c in self.changes if c.subject == "segment"]))
+        groups.append(("project", [c for c in self.changes if c.subject == "project"]))
+        return [(title, items) for title, items in groups if items]
+
+    def risk_summary(self) -> str:
+        """One line: what the change does to production, most dangerous first."""
+        protected = [c for c in self.changes if c.environment in self.protected]
+        raises = sum(1 for c in protected if c.risk == "raise")
+        disabled = sum(1 for c in protected if c.kind == DISABLED)
+        values = sum(1 for c in self.changes if c.kind == VARIATION_CHANGED)
+        removed = sum(1 for c in self.changes if c.kind in (FLAG_REMOVED, FLAG_ARCHIVED))
+        invalid = sum(1 for c in self.changes if c.kind == FILE_INVALID and c.risk != "none")
+        label = "/".join(self.protected) or "production"
+        parts = []
+        if raises:
+            parts.append(f"{raises} {label} change{'s' if raises != 1 else ''} raise{'s' if raises == 1 else ''} exposure")
+        if disabled:
+            parts.append(f"{disabled} flag{'s' if disabled != 1 else ''} disabled in {label}")
+        if values:
+            parts.append(f"{values} variation value{'s' if values != 1 else ''} changed")
+        if removed:
+            parts.append(f"{removed} flag{'s' if removed != 1 else ''} removed or archived")
+        if invalid:
+            parts.append(f"{invalid} invalid file{'s' if invalid != 1 else ''}")
+        if parts:
+            return "⚠ " + "; ".join(parts)
+        other = len(protected)
+        if not self.changes:
+            return "no flag changes"
+        return f"✓ no {label} exposure increase ({other} {label} change{'s' if other != 1 else ''}, {len(self.changes)} in all)"
+
+
+def make_report(before: Project, after: Project, changes: list[Change], *, base: str, head: str) -> DiffReport:
+    config = after.config or before.config
+    return DiffReport(base, head, changes, protected_environments(config), environment_order(config))
+
+
+def render_text(report: DiffReport) -> str:
+    if not report.changes:
+        return f"{report.base}..{report.head}: no flag changes\n"
+    lines = [f"{report.base}..{report.head}: {len(report.changes)} change{'s' if len(report.changes) != 1 else ''}", report.risk_summary()]
+    for title, items in report.groups():
+        lines.append(f"{title}:")
+        for change in items:
+            what = f"{change.key}: " if change.key else ""
+            lines.append(f"  {what}{report.resolved(change)}")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_markdown(report: DiffReport) -> str:
+    """A pull-request comment: risk line, then one collapsible section per group
+    (protected environments open)."""
+    lines = [f"### Flagstone: {len(report.changes)} flag change{'s' if len(report.changes) != 1 else ''}", ""]
+    lines += [f"**{report.risk_summary()}**", "", f"<sub>`{report.base}` → `{report.head}`</sub>", ""]
+    for title, items in report.groups():
+        is_open = " open" if title in report.protected else ""
+        lines.append(f"<details{is_open}><summary><b>{_md(title)}</b> — {len(items)} change{'s' if len(items) != 1 else ''}</summary>")
+        lines += ["", "| | what | change |", "|---|---|---|"]
+        for change in items:
+            mark = {"raise": "⬆", "lower": "⬇", "change": "✎", "none": "·"}.get(change.risk, "")
+            what = f"`{change.key}`" if change.key else f"`{change.path}`"
+            lines.append(f"| {mark} | {what} | {_md(report.resolved(change))} |")
+        lines += ["", "</details>", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def report_document(report: DiffReport) -> dict[str, Any]:
+    changes = []
+    for change in report.changes:
+        record = asdict(change)
+        record["summary"] = report.resolved(change)
+        changes.append(record)
+    return {
+        "format": DIFF_FORMAT,
+        "base": report.base,
+        "head": report.head,
+        "risk_summary": report.risk_summary(),
+        "protected_environments": report.protected,
+        "changes": changes,
+    }
+
+
+def render_json(report: DiffReport) -> str:
+    return json.dumps(report_document(report), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}
+

@@ -1,0 +1,515 @@
+"""Git plumbing for review and audit: revisions, trees and first-parent history.
+
+Everything runs ``git`` as a subprocess in the flag repository (which may be a
+subdirectory of the git work tree). Blobs are read through one ``git cat-file --batch``
+process per call, so reading a revision or walking history costs a few processes, not
+one per file. A repository at a revision becomes a ``Project`` in memory
+(``project_at``) with the same layout rules as ``flagstone.model.read_project``; a file
+that does not parse becomes a ``Problem`` in ``Project.problems``, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from flagstone.errors import GitError, LoadError
+from flagstone.loader import Document, loads
+from flagstone.model import (
+    FLAG_FILE,
+    FLAGS_DIR,
+    PROJECT_FILE,
+    SEGMENTS_DIR,
+    Flag,
+    Project,
+    ProjectConfig,
+    ReleaseConfig,
+    Segment,
+)
+from flagstone.problems import Problem
+
+WORKING_TREE = "working tree"
+GIT_TIMEOUT = 120
+_PR_PATTERNS = (
+    re.compile(r"^Merge pull request #(\d+)\b"),
+    re.compile(r"\(#(\d+)\)\s*$"),
+)
+
+
+def git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    """Run ``git ARGS`` in ``cwd``; raise ``GitError`` with git's own first line on failure."""
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            input=stdin,
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed or not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0]} took longer than {GIT_TIMEOUT}s") from None
+    if done.returncode != 0:
+        cause = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise GitError(f"git {args[0]} failed: {cause[0] if cause else 'exit ' + str(done.returncode)}")
+    return done.stdout
+
+
+def git_text(cwd: Path, *args: str) -> str:
+    return git(cwd, *args).decode("utf-8", "replace").strip()
+
+
+def repo_prefix(root: Path) -> str:
+    """The flag repository's path inside the git work tree (``""`` at the top)."""
+    try:
+        return git_text(root, "rev-parse", "--show-prefix").rstrip("/")
+    except GitError:
+        raise GitError(
+            f"{root} is not inside a git work tree",
+        ) from None
+
+
+def resolve_revision(root: Path, revision: str) -> str:
+    """The commit id ``revision`` names; ``GitError`` with a one-line cause if none."""
+    try:
+        return git_text(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
+    except GitError:
+        raise GitError(f"unknown revision {revision!r}") from None
+
+
+def default_branch(root: Path) -> str | None:
+    """``origin/HEAD``'s target, else ``main``, else ``master``; None if none exists."""
+    try:
+        return git_text(root, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD")
+    except GitError:
+        pass
+    for candidate in ("main", "master"):
+        try:
+            git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{candidate}")
+            return candidate
+        except GitError:
+            continue
+    return None
+
+
+def default_base(root: Path) -> str:
+    """The merge-base of HEAD with the default branch (HEAD itself when on it)."""
+    head = resolve_revision(root, "HEAD")
+    branch = default_branch(root)
+    if branch is None:
+        return head
+    try:
+        return git_text(root, "merge-base", "HEAD", branch)
+    except GitError:
+        return head
+
+
+def commit_time(root: Path, revision: str) -> int:
+    """Committer time of ``revision`` in epoch seconds."""
+    return int(git_text(root, "show", "-s", "--format=%ct", resolve_revision(root, revision)))
+
+
+def revision_at(root: Path, instant: float, ref: str = "HEAD") -> str | None:
+    """The last first-parent commit of ``ref`` committed at or before ``instant``."""
+    out = git_text(
+        root, "rev-list", "--first-parent", "-n", "1", f"--before={int(instant)}", ref
+    )
+    return out or None
+
+
+class BlobReader:
+    """One ``git cat-file --batch`` process answering many ``REV:path`` requests."""
+
+    def __init__(self, root: Path) -> None:
+        self._process = subprocess.Popen(
+            ["git", "cat-file", "--batch"],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def read(self, spec: str) -> bytes | None:
+        """The blob named by ``spec`` (``REV:path`` or a blob id); None when missing."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(spec.encode() + b"\n")
+        self._process.stdin.flush()
+        header = self._process.stdout.readline().split()
+        if len(header) != 3 or header[1] != b"blob":
+            return None
+        size = int(header[2])
+        data = self._process.stdout.read(size)
+        self._process.stdout.read(1)  # the newline after each object
+        return data
+
+    def close(self) -> None:
+        if self._process.stdin:
+            self._process.stdin.close()
+        self._process.wait(timeout=GIT_TIMEOUT)
+        if self._process.stdout:
+            self._process.stdout.close()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_project_path(rel: str) -> bool:
+    """Whether ``rel`` (relative to the flag repository) is a file the model reads."""
+    parts = PurePosixPath(rel).parts
+    if rel == PROJECT_FILE:
+        return True
+    if len(parts) == 3 and parts[0] == FLAGS_DIR and parts[2].endswith(".yaml"):
+        return not parts[1].startswith(".") and not parts[2].startswith(".")
+    return len(parts) == 2 and parts[0] == SEGMENTS_DIR and parts[1].endswith(".yaml")
+
+
+def tree_files(root: Path, revision: str) -> dict[str, str]:
+    """Project files at ``revision``: path relative to the flag repository -> blob id."""
+    prefix = repo_prefix(root)
+    commit = resolve_revision(root, revision)
+    spec = f"{commit}:{prefix}" if prefix else f"{commit}:"
+    out = git(root, "ls-tree", "-r", "-z", "--full-tree", spec)
+    files: dict[str, str] = {}
+    for entry in out.split(b"\0"):
+        if not entry:
+            continue
+        meta, _, name = entry.partition(b"\t")
+        mode, kind, blob = meta.split()
+        rel = name.decode("utf-8", "replace")
+        if kind == b"blob" and mode != b"120000" and is_project_path(rel):
+            files[rel] = blob.decode()
+    return files
+
+
+def read_revision(root: Path, revision: str) -> dict[str, bytes]:
+    """The bytes of every project file at ``revision``."""
+    blobs = tree_files(root, revision)
+    contents: dict[str, bytes] = {}
+    with BlobReader(root) as reader:
+        for rel, blob in sorted(blobs.items()):
+            data = reader.read(blob)
+            if data is not None:
+                contents[rel] = data
+    return contents
+
+
+def load_document(rel: str, data: bytes, problems: list[Problem]) -> Document | None:
+    """Parse one file's bytes; a parse failure becomes a Problem in ``problems``."""
+    try:
+        return loads(data, rel=rel, path=Path(rel))
+    except LoadError as exc:
+        problems.append(exc.problem)
+        return None
+
+
+@dataclass(slots=True)
+class DocumentSet:
+    """Parsed project files keyed by path; updated file by file when walking history."""
+
+    root: Path
+    documents: dict[str, Document] = field(default_factory=dict)
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+    def put(self, rel: str, data: bytes) -> None:
+        found: list[Problem] = []
+        document = load_document(rel, data, found)
+        self.documents.pop(rel, None)
+        self.problems.pop(rel, None)
+        if document is not None:
+            self.documents[rel] = document
+        else:
+            self.problems[rel] = found[0]
+
+    def remove(self, rel: str) -> None:
+        self.documents.pop(rel, None)
+        self.problems.pop(rel, None)
+
+    def project(self) -> Project:
+        return assemble_project(self.root, self.documents, list(self.problems.values()))
+
+
+def assemble_project(root: Path, documents: Mapping[str, Document], problems: list[Problem]) -> Project:
+    """A ``Project`` from parsed files, with the layout rules of ``read_project``."""
+    config_doc = documents.get(PROJECT_FILE)
+    config = ProjectConfig(config_doc) if config_doc is not None else None
+    flags: dict[str, Flag] = {}
+    segments: dict[str, Segment] = {}
+    broken_flags = {PurePosixPath(p.path).parts[1] for p in problems if p.path.endswith("/" + FLAG_FILE)}
+    for rel in sorted(documents):
+        parts = PurePosixPath(rel).parts
+        if len(parts) == 3 and parts[0] == FLAGS_DIR and parts[2] == FLAG_FILE:
+            flags[parts[1]] = Flag(parts[1], documents[rel])
+        elif len(parts) == 2 and parts[0] == SEGMENTS_DIR:
+            segments[parts[1][: -len(".yaml")]] = Segment(parts[1][: -len(".yaml")], documents[rel])
+    for rel in sorted(documents):
+        parts = PurePosixPath(rel).parts
+        if len(parts) == 3 and parts[0] == FLAGS_DIR and parts[2] != FLAG_FILE:
+            flag = flags.get(parts[1])
+            if flag is not None and parts[1] not in broken_flags:
+                env = parts[2][: -len(".yaml")]
+                flag.releases[env] = ReleaseConfig(flag.key, env, documents[rel])
+    return Project(root, config, flags, segments, sorted(problems, key=Problem.sort_key))
+
+
+def project_from_files(root: Path, files: Mapping[str, bytes]) -> Project:
+    """A ``Project`` from file contents keyed by path relative to the flag repository."""
+    documents = DocumentSet(root)
+    for rel, data in sorted(files.items()):
+        documents.put(rel, data)
+    return documents.project()
+
+
+def project_at(root: Path, revision: str) -> Project:
+    """The flag repository as it was at ``revision`` (read from git, not the work tree)."""
+    return project_from_files(root, read_revision(root, revision))
+
+
+def short_revision(revision: str) -> str:
+    return revision[:12] if re.fullmatch(r"[0-9a-f]{40}", revision) else revision
+
+
+# --- history -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """One path changed by a commit, relative to the flag repository."""
+
+    status: str  # A, M, D, R (rename: ``old`` is set), T
+    path: str
+    old: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    sha: str
+    author_name: str
+    author_email: str
+    date: str  # committer date (when it landed on this branch), ISO 8601 strict
+    timestamp: int  # committer time, epoch seconds
+    subject: str
+    changes: tuple[FileChange, ...]
+
+    @property
+    def pull_request(self) -> int | None:
+        """The PR number the subject carries: ``Merge pull request #12`` or ``… (#12)``."""
+        for pattern in _PR_PATTERNS:
+            match = pattern.search(self.subject)
+            if match:
+                return int(match.group(1))
+        return None
+
+
+_RECORD = "\x1e"
+
+
+def first_parent_history(root: Path, ref: str = "HEAD", paths: Iterable[str] = ()) -> list[Commit]:
+    """Commits of ``ref``'s first-parent chain, oldest first, with the project files each
+    changed relative to its first parent (merges included, renames detected)."""
+    prefix = repo_prefix(root)
+    pathspec = [f"{prefix}/{p}" if prefix else p for p in paths] or [prefix]
+    out = git(
+        root,
+        "log",
+        "--first-parent",
+        "--diff-merges=first-parent",
+        "--reverse",
+        "-M",
+        "--name-status",
+        "-z",
+        f"--format={_RECORD}%H%x00%an%x00%ae%x00%cI%x00%ct%x00%s%x00",
+        resolve_revision(root, ref),
+        "--",
+        *[f":(top){p}" for p in pathspec],
+    ).decode("utf-8", "replace")
+    commits: list[Commit] = []
+    strip = len(prefix) + 1 if prefix else 0
+    for record in out.split(_RECORD):
+        if not record.strip("\0\n"):
+            continue
+        fields = record.split("\0")
+        sha, name, email, date, stamp, subject = fields[:6]
+        tokens = [t.strip("\n") for t in fields[6:]]
+        tokens = [t for t in tokens if t]
+        changes: list[FileChange] = []
+        i = 0
+        while i < len(tokens):
+            status = tokens[i]
+            if status[:1] in ("R", "C"):
+                old, new = tokens[i + 1][strip:], tokens[i + 2][strip:]
+                i += 3
+                if status[0] == "R":
+                    changes.append(FileChange("R", new, old))
+                else:
+                    changes.append(FileChange("A", new))
+            else:
+                changes.append(FileChange(status[:1], tokens[i + 1][strip:]))
+                i += 2
+        commits.append(Commit(sha, name, email, date, int(stamp), subject, tuple(changes)))
+    return commits
+
+
+def walk_projects(root: Path, commits: Iterable[Commit]) -> Iterator[tuple[Commit, Project, Project]]:
+    """``(commit, project before, project after)`` for each commit, oldest first, starting
+    from an empty repository; only the files a commit changed are read and parsed."""
+    prefix = repo_prefix(root)
+    state = DocumentSet(root)
+    before = state.project()
+    with BlobReader(root) as reader:
+        for commit in commits:
+            for change in commit.changes:
+                if change.old is not None:
+                    state.remove(change.old)
+                if change.status == "D" or not is_project_path(change.path):
+                    state.remove(change.path)
+                    continue
+                top_path = f"{prefix}/{change.path}" if prefix else change.path
+                data = reader.read(f"{commit.sha}:{top_path}")
+                if data is None:
+                    state.remove(change.path)
+                else:
+                    state.put(change.path, data)
+            after = state.project()
+            yield commit, before, after
+            before = after
+
+
+
+# --- audit log ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One semantic change as it landed on the branch."""
+
+    commit: str
+    date: str
+    timestamp: int
+    author_name: str
+    author_email: str
+    pull_request: int | None
+    subject: str  # "flag", "segment" or "project"
+    key: str
+    environment: str | None
+    kind: str
+    summary: str
+    lineage: str  # the flag's first key: stays the same across renames
+
+
+def commit_renames(commit: Commit) -> dict[str, str]:
+    """Flag directories git saw renamed by ``commit``: old key -> new key."""
+    renames: dict[str, str] = {}
+    for change in commit.changes:
+        if change.status == "R" and change.old is not None:
+            old_parts, new_parts = PurePosixPath(change.old).parts, PurePosixPath(change.path).parts
+            if (
+                len(old_parts) == len(new_parts) == 3
+                and old_parts[0] == new_parts[0] == FLAGS_DIR
+                and old_parts[1] != new_parts[1]
+            ):
+                renames[old_parts[1]] = new_parts[1]
+    return renames
+
+
+def audit_log(root: Path, ref: str = "HEAD") -> list[LogEntry]:
+    """Every semantic change on ``ref``'s first-parent history, oldest first."""
+    from flagstone.diff import detect_flag_renames, diff_projects
+
+    entries: list[LogEntry] = []
+    lineage: dict[str, str] = {}
+    for commit, before, after in walk_projects(root, first_parent_history(root, ref)):
+        renames = commit_renames(commit) or detect_flag_renames(before, after)
+        for old, new in renames.items():
+            lineage[new] = lineage.pop(old, old)
+        label = short_revision(commit.sha)
+        for change in diff_projects(before, after, renames=renames):
+            key = change.key
+            if change.kind == "flag-added":  # a new flag, even one reusing an old key
+                lineage[key] = f"{key}@{commit.sha}"
+            entries.append(
+                LogEntry(
+                    commit=commit.sha,
+                    date=commit.date,
+                    timestamp=commit.timestamp,
+                    author_name=commit.author_name,
+                    author_email=commit.author_email,
+                    pull_request=commit.pull_request,
+                    subject=change.subject,
+                    key=key,
+                    environment=change.environment,
+                    kind=change.kind,
+                    summary=change.summary.replace("{head}", label).replace("{base}", "parent"),
+                    lineage=lineage.setdefault(key, key) if change.subject == "flag" else key,
+                )
+            )
+    return entries
+
+
+def flag_lineage(entries: Iterable[LogEntry], flag: str) -> str | None:
+    """The lineage id of the flag last known as ``flag`` (None if it never existed)."""
+    found = None
+    for entry in entries:
+        if entry.subject == "flag" and entry.key == flag:
+            found = entry.lineage
+    return found
+
+
+# --- a flag at a point in time --------------------------------------------------------------
+
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_instant(text: str) -> float | None:
+    """Epoch seconds of ``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 date-time; None
+    when ``text`` is neither (then it is taken as a revision)."""
+    from flagstone.engine import parse_timestamp
+
+    if _DATE_ONLY.fullmatch(text):
+        return parse_timestamp(text + "T00:00:00Z")
+    return parse_timestamp(text)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagAtTime:
+    """What ``flagstone show`` prints: a flag's release in one environment at an instant."""
+
+    revision: str
+    commit_date: str
+    instant: float
+    flag: Flag
+    release: ReleaseConfig | None
+
+
+def resolve_point(root: Path, when: str) -> tuple[str, float]:
+    """``(commit, instant)`` for ``--at``: a date picks the last first-parent commit of the
+    default branch (or HEAD) at or before it; a revision is read at its commit time."""
+    instant = parse_instant(when)
+    if instant is None:
+        commit = resolve_revision(root, when)
+        return commit, float(commit_time(root, commit))
+    ref = default_branch(root) or "HEAD"
+    commit = revision_at(root, instant, ref)
+    if commit is None:
+        raise GitError(f"no commit on {ref} at or before {when}")
+    return commit, instant
+
+
+def flag_at(root: Path, flag_key: str, environment: str, when: str) -> FlagAtTime:
+    commit, instant = resolve_point(root, when)
+    project = project_at(root, commit)
+    flag = project.flags.get(flag_key)
+    if flag is None:
+        raise GitError(f"flag {flag_key!r} does not exist at {short_revision(commit)} ({when})")
+    if environment not in project.environments:
+        known = ", ".join(project.environments) or "none"
+        raise GitError(f"environment {environment!r} is not declared at {short_revision(commit)} (declared: {known})")
+    date = git_text(root, "show", "-s", "--format=%cI", commit)
+    return FlagAtTime(commit, date, instant, flag, flag.releases.get(environment))
