@@ -11,6 +11,7 @@ bodies without a Content-Length.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -215,6 +216,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: _ServerState
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gives up mid-body (the size cap) resets the connection: expected.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class SnapshotHttpServer:

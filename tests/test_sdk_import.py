@@ -1,0 +1,61 @@
+"""``import flagstone.sdk`` stays light (issue 5, item 7; STYLE.md §2): checked in a fresh
+interpreter, so modules other tests imported do not hide a regression."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+FORBIDDEN_PACKAGES = (
+    "click",
+    "ruamel",
+    "jsonschema",
+    "fastjsonschema",
+    "yaml",
+    "git",
+    "openfeature",
+)
+TOOLCHAIN_MODULES = (
+    "flagstone.cli",
+    "flagstone.loader",
+    "flagstone.model",
+    "flagstone.validate",
+    "flagstone.lint",
+    "flagstone.ownership",
+    "flagstone.compile",
+    "flagstone.gitops",
+    "flagstone.diff",
+    "flagstone.edit",
+    "flagstone.guardrails",
+    "flagstone.publish",
+    "flagstone.flagd_export",
+)
+
+
+def imported_after(statement: str) -> set[str]:
+    script = f"import sys, json\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    return set(json.loads(output))
+
+
+def test_import_flagstone_sdk_pulls_in_no_toolchain_code() -> None:
+    modules = imported_after("import flagstone.sdk")
+    assert "flagstone.sdk.client" in modules
+    forbidden = sorted(
+        name
+        for name in modules
+        if name.split(".")[0] in FORBIDDEN_PACKAGES
+        or any(name == m or name.startswith(m + ".") for m in TOOLCHAIN_MODULES)
+    )
+    assert forbidden == []
+
+
+def test_the_openfeature_provider_is_the_only_part_needing_openfeature() -> None:
+    modules = imported_after("import flagstone.sdk.openfeature")
+    assert "openfeature.provider" in modules
+    assert not any(
+        name == m or name.startswith(m + ".") for name in modules for m in TOOLCHAIN_MODULES
+    )
