@@ -230,3 +230,11 @@ def test_http_store_reads_and_refuses_writes(http_directory: tuple[str, Path]) -
         store.get("staging/latest.json")
     with pytest.raises(StoreError, match="read-only"):
         store.put("production/latest.json", b"{}", mode="overwrite")
+
+
+def test_reading_a_file_store_creates_nothing(tmp_path: Path) -> None:
+    store = open_store("file://dist", base_dir=tmp_path)
+    assert store.get_optional("env/latest.json") is None
+    assert not (tmp_path / "dist").exists()
+    store.put("env/latest.json", b"{}", mode="create")
+    assert (tmp_path / "dist" / "env" / "latest.json").is_file()

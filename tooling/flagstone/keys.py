@@ -131,9 +131,11 @@ def resolve_signing_keys(
     *,
     environ: Mapping[str, str] | None = None,
     allow_development_key: bool = True,
+    create_development_key: bool = True,
 ) -> SigningKeys:
     """The keys to sign with: ``--key`` files, else FLAGSTONE_SIGNING_KEY, else (when
-    allowed) the repository's development key, created if missing."""
+    allowed) the repository's development key, created if missing (a dry run, which
+    signs nothing, gets a throwaway key instead of creating one)."""
     environ = os.environ if environ is None else environ
     if key_files:
         keys = tuple(key for path in key_files for key in load_key_file(path))
@@ -148,6 +150,10 @@ def resolve_signing_keys(
         )
     path = root / DEV_KEY_PATH
     created = False
+    if not path.exists() and not create_development_key:
+        return SigningKeys(
+            (generate_key(),), "a throwaway key (nothing is signed)", development=True
+        )
     if not path.exists():
         write_private_key(path, generate_key())
         created = True

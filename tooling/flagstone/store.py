@@ -111,14 +111,33 @@ class SnapshotStore:
     """One storage location (bucket + prefix, or directory) and the operations publish and
     the SDK need. Paths are relative to the location, ``/``-separated."""
 
-    def __init__(self, url: str, store: Any, *, local_root: Path | None, read_only: bool) -> None:
+    def __init__(
+        self, url: str, store: Any | None, *, local_root: Path | None, read_only: bool
+    ) -> None:
         self.url = url.rstrip("/")
-        self._store = store
+        self._opened_store = store
         self._local_root = local_root
         self._read_only = read_only
 
     def __repr__(self) -> str:
         return f"SnapshotStore({self.url!r})"
+
+    def _backend(self, *, for_writing: bool) -> Any:
+        """The obstore store. A local directory is created only when something is
+        written into it, so reads and dry runs leave the file system untouched."""
+        if self._opened_store is None:
+            assert self._local_root is not None
+            if not self._local_root.is_dir():
+                if not for_writing:
+                    raise NotFoundError(f"{self.url} does not exist")
+                try:
+                    self._local_root.mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise StoreError(
+                        f"cannot create {self._local_root}: {error.strerror}"
+                    ) from None
+            self._opened_store = LocalStore(prefix=self._local_root)
+        return self._opened_store
 
     def location(self, path: str) -> str:
         """The URL of ``path`` in this store, for messages."""
@@ -133,7 +152,7 @@ class SnapshotStore:
         if if_none_match is not None:
             options["if_none_match"] = if_none_match
         try:
-            result = obstore.get(self._store, path, options=options)
+            result = obstore.get(self._backend(for_writing=False), path, options=options)
             size = result.meta.get("size")
             if max_bytes is not None and size is not None and size > max_bytes:
                 raise StoreError(
@@ -172,7 +191,9 @@ class SnapshotStore:
             if isinstance(mode, IfMatch) and self._local_root is not None:
                 return self._put_if_match_locally(path, data, mode.etag)
             obstore_mode: Any = {"e_tag": mode.etag} if isinstance(mode, IfMatch) else mode
-            result = obstore.put(self._store, path, data, mode=obstore_mode, use_multipart=False)
+            result = obstore.put(
+                self._backend(for_writing=True), path, data, mode=obstore_mode, use_multipart=False
+            )
         except StoreError:
             raise
         except Exception as error:
@@ -182,25 +203,26 @@ class SnapshotStore:
     def list(self, prefix: str = "") -> list[str]:
         """Paths under ``prefix``, sorted."""
         try:
-            pages = obstore.list(self._store, prefix=prefix or None)
+            pages = obstore.list(self._backend(for_writing=False), prefix=prefix or None)
             return sorted(item["path"] for page in pages for item in page)
         except Exception as error:
             raise self._translate(error, prefix, "list") from None
 
     def _put_if_match_locally(self, path: str, data: bytes, etag: str) -> str | None:
         assert self._local_root is not None
+        backend = self._backend(for_writing=True)
         target = self._local_root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         with _directory_lock(target.parent):
             try:
-                current = _etag(obstore.head(self._store, path))
+                current = _etag(obstore.head(backend, path))
             except FileNotFoundError:
                 current = None
             if current != etag:
                 raise ConflictError(
                     f"{self.location(path)} was changed by another writer (precondition failed)"
                 )
-            result = obstore.put(self._store, path, data, mode="overwrite", use_multipart=False)
+            result = obstore.put(backend, path, data, mode="overwrite", use_multipart=False)
         return _etag(result)
 
     def _translate(self, error: Exception, path: str, action: str) -> StoreError:
@@ -378,9 +400,4 @@ def _open_local(url: str, location: str, base_dir: Path | None) -> SnapshotStore
     if not directory.is_absolute():
         directory = (base_dir or Path.cwd()) / directory
     directory = directory.resolve()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StoreError(f"cannot create {directory}: {error.strerror}") from None
-    local = LocalStore(prefix=directory)
-    return SnapshotStore(directory.as_uri(), local, local_root=directory, read_only=False)
+    return SnapshotStore(directory.as_uri(), None, local_root=directory, read_only=False)

@@ -60,7 +60,9 @@ def publish(
         raise UsageError(
             f"unknown environment {unknown[0]!r} (project environments: {', '.join(project.environments)})"
         )
-    signing = resolve_signing_keys(root, key_files, allow_development_key=True)
+    signing = resolve_signing_keys(
+        root, key_files, allow_development_key=True, create_development_key=not dry_run
+    )
     if signing.development and not dry_run:
         _warn_development_key(signing, root)
     publisher = Publisher(

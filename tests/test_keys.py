@@ -1,0 +1,264 @@
+"""keygen / sign / verify / publish on the command line: key files, secrets never shown,
+the development key, tampering rejected by `flagstone verify`, securesystemslib interop
+on published snapshots, GitHub step outputs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+
+from flagstone.cli.main import main
+from flagstone.envelope import TrustedKey
+from flagstone.keys import DEV_KEY_PATH, KEY_ENV_VARIABLE, private_key_pem
+from publish_helpers import commit, fixed_key, git, make_repo, write_key_file
+
+
+def run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cwd: Path, *args: str
+) -> tuple[int, str, str]:
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 0), captured.out, captured.err
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV_VARIABLE, raising=False)
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+
+
+def test_keygen_writes_a_private_key_0600_and_prints_the_config_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "keys" / "ci.pem"
+    code, stdout, stderr = run(
+        capsys, monkeypatch, tmp_path, "keygen", "--out", str(out), "--note", "CI key"
+    )
+    assert code == 0, stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    pem = out.read_text()
+    assert pem.startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+    body = "".join(pem.splitlines()[1:-1])
+    assert body not in stdout and body not in stderr
+    snippet = yaml.safe_load(stdout)
+    (entry,) = snippet["signing"]["keys"]
+    assert entry["note"] == "CI key"
+    assert TrustedKey.from_config(snippet["signing"])[0].keyid == entry["keyid"]
+
+    again = run(capsys, monkeypatch, tmp_path, "keygen", "--out", str(out))
+    assert again[0] == 2 and "refusing to overwrite" in again[2]
+    assert out.read_text() == pem
+
+
+def test_keygen_default_location_is_git_ignored_dot_flagstone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    (root / "flags").mkdir(exist_ok=True)
+    code, stdout, stderr = run(capsys, monkeypatch, root / "flags", "keygen")
+    assert code == 0, stderr
+    (written,) = (root / ".flagstone").glob("signing-key-*.pem")
+    keyid = yaml.safe_load(stdout)["signing"]["keys"][0]["keyid"]
+    assert written.name == f"signing-key-{keyid[:12]}.pem"
+
+
+def test_keygen_to_stdout_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, stdout, stderr = run(capsys, monkeypatch, tmp_path, "keygen", "--out", "-")
+    assert code == 0
+    assert stdout.startswith("-----BEGIN PRIVATE KEY-----")
+    assert "signing:" in stderr and "PRIVATE" not in stderr
+
+
+def _publish_with_key(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
+    code, stdout, stderr = run(capsys, monkeypatch, root, "publish")
+    assert code == 0, stderr
+    secret_body = "".join(private_key_pem(fixed_key()).decode().splitlines()[1:-1])
+    assert secret_body not in stdout + stderr
+    assert "development key" not in stderr
+    monkeypatch.delenv(KEY_ENV_VARIABLE)
+
+
+def test_publish_with_the_key_from_the_environment_then_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    _publish_with_key(root, capsys, monkeypatch)
+    code, stdout, stderr = run(
+        capsys, monkeypatch, root, "verify", "dist/production/latest.json", "--env", "production"
+    )
+    assert code == 0, stderr
+    assert stdout.startswith("OK dist/production/latest.json: demo-shop/production version 1")
+    code, stdout, _ = run(
+        capsys, monkeypatch, root, "verify", "dist/staging/latest.json", "--format", "json"
+    )
+    assert code == 0 and json.loads(stdout)["environment"] == "staging"
+
+
+def test_verify_rejects_wrong_environment_and_expired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    _publish_with_key(root, capsys, monkeypatch)
+    code, _, stderr = run(
+        capsys, monkeypatch, root, "verify", "dist/production/latest.json", "--env", "staging"
+    )
+    assert code == 1 and "expected 'staging'" in stderr
+    code, _, stderr = run(
+        capsys,
+        monkeypatch,
+        root,
+        "verify",
+        "dist/production/latest.json",
+        "--at",
+        "2099-01-01T00:00:00Z",
+    )
+    assert code == 1 and "expired at" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("field", ["payload", "payloadType", "sig"])
+def test_verify_rejects_tampering_with_any_signed_field(
+    field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    _publish_with_key(root, capsys, monkeypatch)
+    original = json.loads((root / "dist/production/latest.json").read_bytes())
+    if field == "payload":
+        # Change one byte of the decoded payload, as an attacker would.
+        raw = bytearray(base64.b64decode(original["payload"]))
+        raw[raw.index(b'"version":1') + len('"version":')] = ord("9")
+        original["payload"] = base64.b64encode(bytes(raw)).decode()
+    elif field == "payloadType":
+        original["payloadType"] = original["payloadType"].replace("snapshot", "snapshoT")
+    else:
+        sig = bytearray(base64.b64decode(original["signatures"][0]["sig"]))
+        sig[10] ^= 0x01
+        original["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(original))
+    code, stdout, stderr = run(capsys, monkeypatch, root, "verify", str(tampered))
+    assert code == 1 and stdout == ""
+    assert stderr.startswith(f"error: {tampered}: ")
+    assert "Traceback" not in stderr
+
+
+def test_securesystemslib_verifies_a_published_snapshot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    _publish_with_key(root, capsys, monkeypatch)
+    envelope = Envelope.from_dict(json.loads((root / "dist/production/latest.json").read_bytes()))
+    key = SSlibKey.from_crypto(fixed_key().public_key())
+    assert list(envelope.verify([key], 1)) == [key.keyid]
+
+
+def test_sign_then_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    _publish_with_key(root, capsys, monkeypatch)
+    # Re-sign a published payload with `flagstone sign`: same key, so same bytes.
+    latest = (root / "dist/staging/latest.json").read_bytes()
+    payload_file = tmp_path / "payload.json"
+    payload_file.write_bytes(base64.b64decode(json.loads(latest)["payload"]))
+    key_file = write_key_file(tmp_path)
+    out = tmp_path / "signed.json"
+    code, _, stderr = run(
+        capsys, monkeypatch, root, "sign", str(payload_file), "--key", str(key_file), "-o", str(out)
+    )
+    assert code == 0, stderr
+    assert out.read_bytes().strip() == latest.strip()
+    assert run(capsys, monkeypatch, root, "verify", str(out), "--env", "staging")[0] == 0
+
+
+def test_sign_with_a_bad_key_file_says_where_not_what(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text(
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n-----END PRIVATE KEY-----\n"
+    )
+    (tmp_path / "payload.json").write_text("{}")
+    code, stdout, stderr = run(
+        capsys, monkeypatch, tmp_path, "sign", "payload.json", "--key", str(bad)
+    )
+    assert code == 2
+    assert stderr.startswith(f"error: key file {bad} holds a private key that cannot be read")
+    assert "c2VjcmV0" not in stdout + stderr
+
+
+def test_development_key_is_created_once_signs_and_is_never_trusted_implicitly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    code, stdout, stderr = run(capsys, monkeypatch, root, "publish")
+    assert code == 0, stderr
+    dev_key = root / DEV_KEY_PATH
+    assert stat.S_IMODE(dev_key.stat().st_mode) == 0o600
+    assert "UNTRUSTED development key .flagstone/dev-signing-key.pem (created just now)" in stderr
+    assert "production: published version 1" in stdout
+    assert "digest: sha256:" in stdout
+    # git ignores it (the repository's .gitignore lists .flagstone/)
+    (root / ".gitignore").write_text(".flagstone/\ndist/\n")
+    assert ".flagstone" not in git(root, "status", "--porcelain", "--untracked-files=all")
+
+    code, _, stderr = run(capsys, monkeypatch, root, "verify", "dist/production/latest.json")
+    assert code == 1 and "--allow-dev-key" in stderr
+    assert (
+        run(capsys, monkeypatch, root, "verify", "dist/production/latest.json", "--allow-dev-key")[
+            0
+        ]
+        == 0
+    )
+
+    (root / "flags/checkout/production.yaml").write_text("enabled: false\n")
+    commit(root, "off")
+    code, stdout, stderr = run(capsys, monkeypatch, root, "publish", "--env", "production")
+    assert code == 0 and "(from an earlier run)" in stderr and "version 2" in stdout
+
+
+def test_publish_json_and_github_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    outputs = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
+    code, stdout, stderr = run(capsys, monkeypatch, root, "publish", "--format", "json")
+    assert code == 0, stderr
+    results = json.loads(stdout)
+    assert [(r["environment"], r["action"], r["version"]) for r in results] == [
+        ("staging", "published", 1),
+        ("production", "published", 1),
+    ]
+    lines = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert lines["production-version"] == "1"
+    assert lines["production-digest"] == results[1]["digest"]
+    assert lines["published"] == "staging production"
+
+
+def test_publish_dry_run_and_unknown_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
+    code, stdout, _ = run(capsys, monkeypatch, root, "publish", "--dry-run")
+    assert code == 0 and "staging: would publish version 1" in stdout
+    assert not (root / "dist").exists()
+    code, _, stderr = run(capsys, monkeypatch, root, "publish", "--env", "qa")
+    assert code == 2 and "unknown environment 'qa'" in stderr
