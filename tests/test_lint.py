@@ -122,6 +122,14 @@ def test_never_and_always_matching_conditions(tmp_path: Path) -> None:
     assert not always_matches(project, {"all": [android, everyone]})
     assert always_matches(project, {"not": {"segment": "nobody"}})
     assert not always_matches(project, {"segment": "staff"})
+    assert always_matches(project, {"any": [android, {"not": android}]})
+    assert never_matches(project, {"all": [{"not": android}, android]}) == (
+        "it requires a condition and its negation"
+    )
+    # Contexts may come without a targeting key: `key exists` is then not everyone.
+    assert not always_matches(project, everyone, keyed=False)
+    assert not always_matches(project, {"segment": "all"}, keyed=False)
+    assert never_matches(project, {"not": everyone}, keyed=False) is None
 
 
 def test_rule_using_an_empty_segment_is_unreachable(tmp_path: Path) -> None:
@@ -454,4 +462,27 @@ def test_rule_with_the_same_condition_as_an_earlier_rule_is_unreachable(tmp_path
     assert lint_lines(root) == [
         "flags/checkout/staging.yaml:6:5: rule 'staff again' can never match: rule 'staff' before it "
         "has the same condition [unreachable-rule error]"
+    ]
+
+
+def test_unreachable_rule_when_contexts_may_lack_a_key(tmp_path: Path) -> None:
+    root = make_case(tmp_path, "unreachable-rule/fail")
+    assert len(lint_lines(root)) == 1
+    config = root / "flagstone.yaml"
+    config.write_text(
+        config.read_text() + "lint:\n  rules:\n    unreachable-rule: {contexts_have_key: false}\n"
+    )
+    assert lint_lines(root) == []
+
+
+def test_kill_switch_tag_makes_any_kind_a_kill_switch(tmp_path: Path) -> None:
+    root = make_case(tmp_path, "single-variation-split/pass")
+    flag = root / "flags/checkout/flag.yaml"
+    assert lint_lines(root) == []
+    flag.write_text(flag.read_text() + "tags: [kill-switch]\n")
+    assert lint_lines(root) == [
+        "flags/checkout/production.yaml:3:3: kill switch 'checkout' (release) serves a progression "
+        "in production [operational-percentage error]",
+        "flags/checkout/staging.yaml:3:3: kill switch 'checkout' (release) serves a percentage "
+        "split in staging [operational-percentage error]",
     ]

@@ -241,8 +241,18 @@ def segment_is_empty(project: Project, key: str) -> bool:
     return segment is not None and not segment.include and not segment.rules
 
 
-def never_matches(project: Project, condition: Any) -> str | None:
-    """Why ``condition`` can match no context, or None if it might match one."""
+def _negation_pairs(conditions: list[Any]) -> bool:
+    """Whether the list holds some condition C and also ``{not: C}``."""
+    return any(isinstance(c, dict) and "not" in c and c["not"] in conditions for c in conditions)
+
+
+def never_matches(
+    project: Project, condition: Any, *, keyed: bool = True, _seen: frozenset[str] = frozenset()
+) -> str | None:
+    """Why ``condition`` can match no context, or None if it might match one.
+
+    ``keyed``: every context carries a targeting key (so ``key exists`` always holds).
+    """
     if not isinstance(condition, dict):
         return None
     segment = condition.get("segment")
@@ -251,32 +261,41 @@ def never_matches(project: Project, condition: Any) -> str | None:
     if condition.get("op") == "in" and condition.get("values") == []:
         return "it tests membership in an empty list"
     if isinstance(condition.get("all"), list):
-        found = (never_matches(project, child) for child in condition["all"])
+        if _negation_pairs(condition["all"]):
+            return "it requires a condition and its negation"
+        found = (never_matches(project, c, keyed=keyed, _seen=_seen) for c in condition["all"])
         return next((reason for reason in found if reason), None)
     if isinstance(condition.get("any"), list):
-        reasons = [never_matches(project, child) for child in condition["any"]]
+        reasons = [never_matches(project, c, keyed=keyed, _seen=_seen) for c in condition["any"]]
         if all(reasons):
             return "; ".join(r for r in reasons if r) or "it is an empty `any`"
         return None
-    if "not" in condition and always_matches(project, condition["not"]):
+    if "not" in condition and always_matches(project, condition["not"], keyed=keyed, _seen=_seen):
         return "it negates a condition that matches every context"
     return None
 
 
-def always_matches(project: Project, condition: Any) -> bool:
-    """Whether ``condition`` certainly matches every context (which always has a key)."""
+def always_matches(
+    project: Project, condition: Any, *, keyed: bool = True, _seen: frozenset[str] = frozenset()
+) -> bool:
+    """Whether ``condition`` certainly matches every context."""
     if not isinstance(condition, dict):
         return False
-    if condition.get("attribute") == "key" and condition.get("op") == "exists":
+    if keyed and condition.get("attribute") == "key" and condition.get("op") == "exists":
         return True
     segment = condition.get("segment")
-    if isinstance(segment, str) and segment in project.segments:
+    if isinstance(segment, str) and segment in project.segments and segment not in _seen:
         definition = project.segments[segment]
-        return not definition.exclude and any(always_matches(project, r) for r in definition.rules)
+        seen = _seen | {segment}
+        return not definition.exclude and any(
+            always_matches(project, rule, keyed=keyed, _seen=seen) for rule in definition.rules
+        )
     if isinstance(condition.get("all"), list):
-        return all(always_matches(project, child) for child in condition["all"])
+        return all(always_matches(project, c, keyed=keyed, _seen=_seen) for c in condition["all"])
     if isinstance(condition.get("any"), list):
-        return any(always_matches(project, child) for child in condition["any"])
+        return _negation_pairs(condition["any"]) or any(
+            always_matches(project, c, keyed=keyed, _seen=_seen) for c in condition["any"]
+        )
     if "not" in condition:
-        return never_matches(project, condition["not"]) is not None
+        return never_matches(project, condition["not"], keyed=keyed, _seen=_seen) is not None
     return False

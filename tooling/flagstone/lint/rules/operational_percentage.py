@@ -1,7 +1,8 @@
 """An operational (kill-switch) flag serves a percentage split or progression.
 
 A kill switch must be on or off for everyone: when it is pulled during an incident,
-nobody should still be in a 10% bucket. The flag kinds checked are set by `kinds`.
+nobody should still be in a 10% bucket. Flags of the `kinds` listed, and flags carrying
+one of the `tags` listed, are checked.
 
 Passes::
 
@@ -26,12 +27,12 @@ from flagstone.problems import Level, Problem
 
 ID = "operational-percentage"
 DEFAULT_LEVEL: Level = "error"
-OPTIONS: Mapping[str, Any] = {"kinds": ["operational"]}
+OPTIONS: Mapping[str, Any] = {"kinds": ["operational"], "tags": ["kill-switch"]}
 
 
 def check(project: Project, options: Mapping[str, Any], context: LintContext) -> Iterator[Problem]:
     for flag in live_flags(project):
-        if flag.kind not in options["kinds"]:
+        if flag.kind not in options["kinds"] and not set(flag.tags) & set(options["tags"]):
             continue
         for release in releases(flag):
             places = [(*where, "split") for where, _, _ in splits(release)]
@@ -42,7 +43,7 @@ def check(project: Project, options: Mapping[str, Any], context: LintContext) ->
                 what = "a progression" if where[-1] == "progression" else "a percentage split"
                 yield release.doc.problem(
                     where,
-                    f"{flag.kind} flag '{flag.key}' serves {what} in {release.environment}",
+                    f"kill switch '{flag.key}' ({flag.kind}) serves {what} in {release.environment}",
                     rule=ID,
                     level=DEFAULT_LEVEL,
                     hint="serve one variation to everyone (or use targets and rules), so the switch acts for all",

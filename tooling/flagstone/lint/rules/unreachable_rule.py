@@ -1,10 +1,12 @@
 """A rule can never match.
 
 Rules are tried in order and the first match wins, so a rule is dead when an earlier
-rule matches every context (`{attribute: key, op: exists}`, or a segment whose rules
-match everyone), when an earlier rule has exactly the same condition, or when its own
-condition can match nobody (a segment with no members and no rules, `in` an empty
-list, an `all` containing such a condition).
+rule matches every context (`{attribute: key, op: exists}`, `{any: [C, {not: C}]}`, a
+segment whose rules match everyone), when an earlier rule has exactly the same
+condition, or when its own condition can match nobody (a segment with no members and no
+rules, `{all: [C, {not: C}]}`, an `all` containing such a condition). With
+`contexts_have_key: false` (contexts may come without a targeting key), `key exists`
+no longer counts as matching everyone.
 
 Passes::
 
@@ -31,18 +33,18 @@ from flagstone.problems import Level, Problem
 
 ID = "unreachable-rule"
 DEFAULT_LEVEL: Level = "error"
-OPTIONS: Mapping[str, Any] = {}
+OPTIONS: Mapping[str, Any] = {"contexts_have_key": True}
 
 
 def _why_unreachable(
-    project: Project, condition: Any, earlier: list[tuple[str, Any]]
+    project: Project, condition: Any, earlier: list[tuple[str, Any]], keyed: bool
 ) -> str | None:
     for before, earlier_condition in earlier:
-        if always_matches(project, earlier_condition):
+        if always_matches(project, earlier_condition, keyed=keyed):
             return f"rule '{before}' before it matches every context"
         if earlier_condition == condition:
             return f"rule '{before}' before it has the same condition"
-    never = never_matches(project, condition)
+    never = never_matches(project, condition, keyed=keyed)
     return f"its condition never holds: {never}" if never else None
 
 
@@ -53,7 +55,7 @@ def check(project: Project, options: Mapping[str, Any], context: LintContext) ->
             if not isinstance(rule, dict):
                 continue
             name = str(rule.get("name", f"#{index + 1}"))
-            why = _why_unreachable(project, rule.get("if"), earlier)
+            why = _why_unreachable(project, rule.get("if"), earlier, options["contexts_have_key"])
             if why:
                 yield release.doc.problem(
                     ("rules", index),
