@@ -38,15 +38,16 @@ def _parse_at(text: str | None) -> float | None:
     return instant
 
 
-def _parse_context(text: str, where: str) -> dict[str, Any]:
+def _parse_context(text: str, source: str, line: int = 1) -> dict[str, Any]:
+    """One JSON object; errors name ``source:line:col`` (``line`` is where ``text`` starts)."""
     try:
         context = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UsageError(
-            f"{where}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
-        ) from None
+        where = f"{source}:{line + error.lineno - 1}:{error.colno}"
+        raise UsageError(f"{where}: invalid JSON: {error.msg}") from None
     if not isinstance(context, dict):
-        raise UsageError(f"{where}: a context must be a JSON object, got {type(context).__name__}")
+        kind = type(context).__name__
+        raise UsageError(f"{source}:{line}: a context must be a JSON object, got {kind}")
     return context
 
 
@@ -62,7 +63,7 @@ def _read_contexts(path: Path) -> Iterator[dict[str, Any]]:
         try:
             for number, line in enumerate(stream, start=1):
                 if line.strip():
-                    yield _parse_context(line, f"{name}:{number}")
+                    yield _parse_context(line, name, number)
         except UnicodeDecodeError:
             raise UsageError(f"{name}: not UTF-8 text") from None
 
