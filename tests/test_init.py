@@ -196,3 +196,15 @@ def test_default_project_name(tmp_path: Path, name: str, key: str) -> None:
 def test_options_are_checked_before_rendering() -> None:
     with pytest.raises(UsageError):
         render_scaffold(ScaffoldOptions(project="p", environments=()))
+
+
+def test_no_template_path_is_hidden() -> None:
+    """Hidden names are skipped by package-data globs; templates spell them `dot-…`."""
+    templates = Path(__file__).resolve().parent.parent / "tooling/flagstone/templates"
+    hidden = [
+        p.relative_to(templates).as_posix()
+        for p in templates.rglob("*")
+        if "__pycache__" not in p.parts
+        and any(part.startswith(".") for part in p.relative_to(templates).parts)
+    ]
+    assert hidden == []
