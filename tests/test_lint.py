@@ -22,6 +22,7 @@ from flagstone.lint.context import FixedChangeTimes, LintContext, RepositoryChan
 from flagstone.lint.walk import always_matches, never_matches
 from flagstone.loader import loads
 from flagstone.model import read_project
+from flagstone.ownership import codeowners_report
 from flagstone.problems import LEVELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -486,3 +487,20 @@ def test_kill_switch_tag_makes_any_kind_a_kill_switch(tmp_path: Path) -> None:
         "flags/checkout/staging.yaml:3:3: kill switch 'checkout' (release) serves a percentage "
         "split in staging [operational-percentage error]",
     ]
+
+
+EXAMPLES = sorted(
+    p for p in (Path(__file__).parent / "examples").glob("*/*") if (p / "flagstone.yaml").is_file()
+)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_lint_and_codeowners_survive_every_example_repository(example: Path) -> None:
+    """Even repositories that fail validation (which the commands refuse) must not
+    crash the library: findings come back as data that point into the repository."""
+    project = read_project(example)
+    problems = [*lint_project(project, LintContext(NOW, FixedChangeTimes({}, NOW))).problems]
+    problems += codeowners_report(project).problems
+    for problem in problems:
+        assert problem.path == ".github/CODEOWNERS" or (example / problem.path).is_file(), problem
+        assert problem.line >= 0 and problem.col >= 0
