@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import io
+import os
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from flagstone.cli.main import main
 from flagstone.errors import UsageError
 from flagstone.scaffold import ScaffoldOptions, default_project_name, render_scaffold
 
@@ -25,14 +28,28 @@ EXPECTED_FILES = [
 ]
 
 
-def flagstone(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flagstone", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def flagstone(*args: str, cwd: Path) -> Result:
+    """The real entry point (its error handler included), in-process to save startups."""
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exit_:
+                code = int(exit_.code or 0)
+    finally:
+        os.chdir(previous)
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 def files_under(root: Path) -> list[str]:
