@@ -148,9 +148,22 @@ def test_an_older_commit_never_replaces_a_newer_snapshot(tmp_path: Path) -> None
     latest_before = (root / "dist/production/latest.json").read_bytes()
     git(root, "checkout", "-q", old)
     with pytest.raises(ConflictError, match="newer commit"):
-        publish(root, environments=["production"], force=True)
+        publish(root, environments=["production"])
+    with pytest.raises(ConflictError, match="newer commit"):
+        publish(root, environments=["production"], dry_run=True)
     assert (root / "dist/production/latest.json").read_bytes() == latest_before
     assert "production/snapshots/2.json" not in dist_files(root)
+
+
+def test_an_older_commit_with_the_same_content_is_simply_unchanged(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo")
+    old = git(root, "rev-parse", "HEAD")
+    commit(root, "a newer commit that changes no flag")
+    publish(root)
+    git(root, "checkout", "-q", old)  # e.g. a re-run of an older CI job
+    assert [r.action for r in publish(root)] == ["unchanged", "unchanged"]
+    with pytest.raises(ConflictError, match="newer commit"):
+        publish(root, force=True)
 
 
 def test_a_diverged_commit_is_refused_rather_than_guessed(tmp_path: Path) -> None:

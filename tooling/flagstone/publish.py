@@ -231,8 +231,6 @@ class Publisher:
         latest_path = f"{environment}/{LATEST}"
         latest_url = self.store.location(latest_path)
         found, previous = self._read_latest(environment)
-        if previous is not None:
-            check_not_older(self.project.root, ours, previous, latest_url)
         now = self.now()
 
         def result(
@@ -267,6 +265,10 @@ class Publisher:
                     previous.expires_text,
                     f"same content; expires {previous.expires_text}, not yet due for refresh",
                 )
+        # Only now, when something would be written, does the history of what is there
+        # matter: the same content is never "older", whoever published it.
+        if previous is not None:
+            check_not_older(self.project.root, ours, previous, latest_url)
         version = (previous.version if previous else 0) + 1
         expires_text = timestamp_text(now + self.expires_after)
         if self.dry_run:
