@@ -20,6 +20,7 @@ the exact line.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ try:  # libyaml is the fast path; the pure-Python parser gives the same events.
     from yaml import CSafeLoader as _EventLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _EventLoader  # type: ignore[assignment]
+
+_Scalar = yaml.ScalarEvent
+_SequenceStart, _SequenceEnd = yaml.SequenceStartEvent, yaml.SequenceEndEvent
+_MappingStart, _MappingEnd = yaml.MappingStartEvent, yaml.MappingEndEvent
+_StreamStart, _StreamEnd = yaml.StreamStartEvent, yaml.StreamEndEvent
+_DocumentStart, _DocumentEnd = yaml.DocumentStartEvent, yaml.DocumentEndEvent
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -113,11 +120,6 @@ def _check_tabs(text: str, rel: str) -> None:
             raise _fail(rel, number, col, "tab character in indentation", "indent with spaces")
 
 
-def _start(event: Any) -> Position:
-    """1-based line and column where a parser event starts."""
-    return (event.start_mark.line + 1, event.start_mark.column + 1)
-
-
 def _codepoint(character: int | str) -> int:
     return character if isinstance(character, int) else ord(character)
 
@@ -181,29 +183,41 @@ class _Builder:
             )
         return value
 
-    def node(self, events: Any, event: Any, path: PathKey, depth: int) -> Any:
-        self.check_node(event)
-        self.marks[path] = _start(event)
-        if isinstance(event, yaml.ScalarEvent):
+    def node(self, next_event: Callable[[], Any], event: Any, path: PathKey, depth: int) -> Any:
+        # The hot loop of validation: exact type checks, and the hazard checks only for
+        # the rare event that has an anchor or a tag (an alias always has an anchor).
+        if event.anchor is not None or event.tag is not None:
+            self.check_node(event)
+        mark = event.start_mark
+        self.marks[path] = (mark.line + 1, mark.column + 1)
+        kind = type(event)
+        if kind is _Scalar:
             return self.scalar(event)
         if depth >= self.max_depth:
             raise self.fail_at(event, f"nesting deeper than {self.max_depth} levels")
-        if isinstance(event, yaml.SequenceStartEvent):
+        if kind is _SequenceStart:
             items: list[Any] = []
             while True:
-                child = next(events)
-                if isinstance(child, yaml.SequenceEndEvent):
+                child = next_event()
+                if type(child) is _SequenceEnd:
                     return items
-                items.append(self.node(events, child, (*path, len(items)), depth + 1))
-        if isinstance(event, yaml.MappingStartEvent):
+                items.append(self.node(next_event, child, (*path, len(items)), depth + 1))
+        if kind is _MappingStart:
             mapping: dict[str, Any] = {}
+            key_marks = self.key_marks
             while True:
-                key_event = next(events)
-                if isinstance(key_event, yaml.MappingEndEvent):
+                key_event = next_event()
+                key_kind = type(key_event)
+                if key_kind is _MappingEnd:
                     return mapping
-                self.check_node(key_event)
-                if not isinstance(key_event, yaml.ScalarEvent):
-                    raise self.fail_at(key_event, "mapping keys must be plain text")
+                if (
+                    key_event.anchor is not None
+                    or key_kind is not _Scalar
+                    or key_event.tag is not None
+                ):
+                    self.check_node(key_event)
+                    if key_kind is not _Scalar:
+                        raise self.fail_at(key_event, "mapping keys must be plain text")
                 key = key_event.value
                 if key == "<<" and not key_event.style:
                     raise self.fail_at(
@@ -211,14 +225,15 @@ class _Builder:
                     )
                 child_path = (*path, key)
                 if key in mapping:
-                    first = self.key_marks[child_path]
+                    first = key_marks[child_path]
                     raise self.fail_at(
                         key_event,
                         f"duplicate key '{key}' (first defined at line {first[0]})",
                         "remove one of them",
                     )
-                self.key_marks[child_path] = _start(key_event)
-                mapping[key] = self.node(events, next(events), child_path, depth + 1)
+                key_mark = key_event.start_mark
+                key_marks[child_path] = (key_mark.line + 1, key_mark.column + 1)
+                mapping[key] = self.node(next_event, next_event(), child_path, depth + 1)
         raise self.fail_at(event, "unexpected YAML construct")  # pragma: no cover
 
 
@@ -238,21 +253,22 @@ def loads(
     builder = _Builder(rel, max_depth)
     data: Any = None
     documents = 0
+    parser = _EventLoader(text)
     try:
-        events = iter(yaml.parse(text, Loader=_EventLoader))
-        for event in events:
-            if isinstance(event, yaml.DocumentStartEvent):
+        next_event = parser.get_event
+        while True:
+            event = next_event()
+            kind = type(event)
+            if kind is _StreamEnd or event is None:
+                break
+            if kind is _DocumentStart:
                 documents += 1
                 if documents > 1:
                     raise builder.fail_at(
                         event, "only one YAML document per file", "remove the '---' separator"
                     )
-            elif isinstance(
-                event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)
-            ):
-                continue
-            else:
-                data = builder.node(events, event, (), 0)
+            elif kind is not _StreamStart and kind is not _DocumentEnd:
+                data = builder.node(next_event, event, (), 0)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -268,6 +284,8 @@ def loads(
         raise _fail(rel, 0, 0, f"invalid YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise _fail(rel, 0, 0, f"nesting deeper than {max_depth} levels") from None
+    finally:
+        parser.dispose()
     return Document(path or Path(rel), rel, data, builder.marks, builder.key_marks)
 
 
