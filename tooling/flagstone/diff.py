@@ -240,7 +240,9 @@ def serve_text(serve: Any) -> str:
         return "split " + " / ".join(parts)
     if isinstance(serve, Mapping) and isinstance(serve.get("progression"), Mapping):
         progression = serve["progression"]
-        return f"progression of {progression.get('variation')} at {current_reach(progression).label()}"
+        return (
+            f"progression of {progression.get('variation')} at {current_reach(progression).label()}"
+        )
     return "nothing (off variation)" if serve is None else _short(serve)
 
 
@@ -254,19 +256,27 @@ def served_shares(release: ReleaseConfig | None, off_variation: str | None) -> d
     kind = default_kind(default)
     if kind == "split":
         split = default["split"]
-        return {str(k): _number(v) or Decimal(0) for k, v in split.items()} if isinstance(split, Mapping) else {}
+        return (
+            {str(k): _number(v) or Decimal(0) for k, v in split.items()}
+            if isinstance(split, Mapping)
+            else {}
+        )
     if kind == "progression":
         progression = default["progression"]
         if not isinstance(progression, Mapping):
             return {}
         reach = current_reach(progression).percent
         shares = {str(progression.get("baseline")): Decimal(100) - reach}
-        shares[str(progression.get("variation"))] = shares.get(str(progression.get("variation")), Decimal(0)) + reach
+        shares[str(progression.get("variation"))] = (
+            shares.get(str(progression.get("variation")), Decimal(0)) + reach
+        )
         return shares
     return {str(default) if default is not None else off: Decimal(100)}
 
 
-def exposure_step(before: Mapping[str, Decimal], after: Mapping[str, Decimal], off_variation: str | None) -> Decimal:
+def exposure_step(
+    before: Mapping[str, Decimal], after: Mapping[str, Decimal], off_variation: str | None
+) -> Decimal:
     """The largest increase, in percentage points, of any variation other than the off
     variation: how many more contexts one change moves onto something new."""
     step = Decimal(0)
@@ -289,7 +299,16 @@ class _Differ:
         self.broken_before = {p.path for p in before.problems}
         self.broken_after = {p.path for p in after.problems}
 
-    def add(self, kind: str, subject: str, key: str, env: str | None, summary: str, path: str, **extra: Any) -> None:
+    def add(
+        self,
+        kind: str,
+        subject: str,
+        key: str,
+        env: str | None,
+        summary: str,
+        path: str,
+        **extra: Any,
+    ) -> None:
         self.changes.append(Change(kind, subject, key, env, summary, path, **extra))
 
     def broken(self, path: str) -> bool:
@@ -326,7 +345,9 @@ class _Differ:
             return
         if self.before.config is None and self.after.config is not None:
             config = self.after.config
-            summary = f"project file added: {config.name}, environments {', '.join(config.environments)}"
+            summary = (
+                f"project file added: {config.name}, environments {', '.join(config.environments)}"
+            )
             self.add(PROJECT_CHANGED, "project", "", None, summary, "flagstone.yaml", risk="none")
             return
         for field in sorted(set(old) | set(new)):
@@ -337,25 +358,55 @@ class _Differ:
                 removed = [e for e in old.get(field) or [] if e not in (new.get(field) or [])]
                 parts = [f"+{e}" for e in added] + [f"−{e}" for e in removed]
                 summary = f"environments {' '.join(parts) or 'reordered'}"
-            elif field in ("teams", "signing", "guardrails", "lint", "publish") and isinstance(new.get(field), Mapping) and isinstance(old.get(field), Mapping):
+            elif (
+                field in ("teams", "signing", "guardrails", "lint", "publish")
+                and isinstance(new.get(field), Mapping)
+                and isinstance(old.get(field), Mapping)
+            ):
                 summary = f"{field}: " + _mapping_delta(old[field], new[field])
             else:
                 summary = f"{field}: {_short(old.get(field))} → {_short(new.get(field))}"
-            self.add(PROJECT_CHANGED, "project", "", None, summary, "flagstone.yaml", before=old.get(field), after=new.get(field))
+            self.add(
+                PROJECT_CHANGED,
+                "project",
+                "",
+                None,
+                summary,
+                "flagstone.yaml",
+                before=old.get(field),
+                after=new.get(field),
+            )
 
     # flags ------------------------------------------------------------------------------
 
     def flags(self) -> None:
         old_flags, new_flags = self.before.flags, self.after.flags
-        broken_old = {_flag_of(p) for p in self.broken_before | self.broken_after if _flag_of(p) and p.endswith("/flag.yaml")}
-        renamed_to = {new: old for old, new in self.renames.items() if old in old_flags and new in new_flags and old not in new_flags}
+        broken_old = {
+            _flag_of(p)
+            for p in self.broken_before | self.broken_after
+            if _flag_of(p) and p.endswith("/flag.yaml")
+        }
+        renamed_to = {
+            new: old
+            for old, new in self.renames.items()
+            if old in old_flags and new in new_flags and old not in new_flags
+        }
         for key in sorted(set(old_flags) | set(new_flags)):
             if key in broken_old:
                 continue
             old, new = old_flags.get(key), new_flags.get(key)
             if old is None and new is not None and key in renamed_to:
                 source = old_flags[renamed_to[key]]
-                self.add(FLAG_RENAMED, "flag", key, None, f"renamed from {source.key}", new.doc.rel, before=source.key, after=key)
+                self.add(
+                    FLAG_RENAMED,
+                    "flag",
+                    key,
+                    None,
+                    f"renamed from {source.key}",
+                    new.doc.rel,
+                    before=source.key,
+                    after=key,
+                )
                 self.flag(source, new, key)
             elif old is None and new is not None:
                 self.add(
@@ -365,11 +416,27 @@ class _Differ:
                 )  # fmt: skip
                 for env in _ordered_envs(self.after, new.releases):
                     release = new.releases[env]
-                    self.add(RELEASE_ADDED, "flag", key, env, f"release added: {_release_text(release)}", release.doc.rel, risk=_release_risk(release, new))
+                    self.add(
+                        RELEASE_ADDED,
+                        "flag",
+                        key,
+                        env,
+                        f"release added: {_release_text(release)}",
+                        release.doc.rel,
+                        risk=_release_risk(release, new),
+                    )
             elif new is None and old is not None:
                 if old.key in self.renames and self.renames[old.key] in new_flags:
                     continue
-                self.add(FLAG_REMOVED, "flag", key, None, f"flag removed: {old.name!r}", old.doc.rel, risk="change")
+                self.add(
+                    FLAG_REMOVED,
+                    "flag",
+                    key,
+                    None,
+                    f"flag removed: {old.name!r}",
+                    old.doc.rel,
+                    risk="change",
+                )
             elif old is not None and new is not None:
                 self.flag(old, new, key)
 
@@ -380,7 +447,17 @@ class _Differ:
             kind = FLAG_ARCHIVED if new.archived else FLAG_UNARCHIVED
             self.add(kind, "flag", key, None, "archived" if new.archived else "unarchived", path)
         if od.get("owner") != nd.get("owner"):
-            self.add(OWNER_CHANGED, "flag", key, None, f"owner {od.get('owner')} → {nd.get('owner')}", path, risk="none", before=od.get("owner"), after=nd.get("owner"))
+            self.add(
+                OWNER_CHANGED,
+                "flag",
+                key,
+                None,
+                f"owner {od.get('owner')} → {nd.get('owner')}",
+                path,
+                risk="none",
+                before=od.get("owner"),
+                after=nd.get("owner"),
+            )
         old_delegate, new_delegate = old.delegate, new.delegate
         for env in sorted(set(old_delegate) | set(new_delegate)):
             if old_delegate.get(env) != new_delegate.get(env):
@@ -390,19 +467,60 @@ class _Differ:
                     f"delegation to {was} removed (back to owner {new.owner})" if now is None else
                     f"delegation {was} → {now}"
                 )  # fmt: skip
-                self.add(DELEGATION_CHANGED, "flag", key, env, summary, path, risk="none", before=was, after=now)
+                self.add(
+                    DELEGATION_CHANGED,
+                    "flag",
+                    key,
+                    env,
+                    summary,
+                    path,
+                    risk="none",
+                    before=was,
+                    after=now,
+                )
         for field in ("name", "description", "kind", "type", "temporary", "expires", "tags"):
             if od.get(field) != nd.get(field):
-                self.add(FLAG_CHANGED, "flag", key, None, f"{field}: {_short(od.get(field))} → {_short(nd.get(field))}", path, risk="none", before=od.get(field), after=nd.get(field))
+                self.add(
+                    FLAG_CHANGED,
+                    "flag",
+                    key,
+                    None,
+                    f"{field}: {_short(od.get(field))} → {_short(nd.get(field))}",
+                    path,
+                    risk="none",
+                    before=od.get(field),
+                    after=nd.get(field),
+                )
         old_vars, new_vars = old.variations, new.variations
         for variation in new_vars:
             if variation not in old_vars:
-                self.add(VARIATION_ADDED, "flag", key, None, f"variation {variation} added ({_short(new_vars[variation])})", path, risk="none", after=new_vars[variation])
+                self.add(
+                    VARIATION_ADDED,
+                    "flag",
+                    key,
+                    None,
+                    f"variation {variation} added ({_short(new_vars[variation])})",
+                    path,
+                    risk="none",
+                    after=new_vars[variation],
+                )
         for variation in old_vars:
             if variation not in new_vars:
-                self.add(VARIATION_REMOVED, "flag", key, None, f"variation {variation} removed (was {_short(old_vars[variation])})", path, before=old_vars[variation])
+                self.add(
+                    VARIATION_REMOVED,
+                    "flag",
+                    key,
+                    None,
+                    f"variation {variation} removed (was {_short(old_vars[variation])})",
+                    path,
+                    before=old_vars[variation],
+                )
             elif old_vars[variation] != new_vars[variation]:
-                serving = [env for env in _ordered_envs(self.after, new.releases) if variation in serving_variations(new, env)]
+                serving = [
+                    env
+                    for env in _ordered_envs(self.after, new.releases)
+                    if variation in serving_variations(new, env)
+                ]
                 where = f" (served in {', '.join(serving)})" if serving else ""
                 self.add(
                     VARIATION_CHANGED, "flag", key, None,
@@ -410,7 +528,16 @@ class _Differ:
                     path, before=old_vars[variation], after=new_vars[variation],
                 )  # fmt: skip
         if old.off_variation != new.off_variation:
-            self.add(OFF_VARIATION_CHANGED, "flag", key, None, f"off variation {old.off_variation} → {new.off_variation}", path, before=old.off_variation, after=new.off_variation)
+            self.add(
+                OFF_VARIATION_CHANGED,
+                "flag",
+                key,
+                None,
+                f"off variation {old.off_variation} → {new.off_variation}",
+                path,
+                before=old.off_variation,
+                after=new.off_variation,
+            )
         if old.prerequisites != new.prerequisites:
             self.add(
                 PREREQUISITES_CHANGED, "flag", key, None,
@@ -422,24 +549,64 @@ class _Differ:
             if self.broken(f"flags/{old.key}/{env}.yaml") or self.broken(f"flags/{key}/{env}.yaml"):
                 continue
             if old_release is None and new_release is not None:
-                self.add(RELEASE_ADDED, "flag", key, env, f"release added: {_release_text(new_release)}", new_release.doc.rel, risk=_release_risk(new_release, new))
+                self.add(
+                    RELEASE_ADDED,
+                    "flag",
+                    key,
+                    env,
+                    f"release added: {_release_text(new_release)}",
+                    new_release.doc.rel,
+                    risk=_release_risk(new_release, new),
+                )
             elif new_release is None and old_release is not None:
-                self.add(RELEASE_REMOVED, "flag", key, env, f"release removed: now serves {new.off_variation} to everyone", old_release.doc.rel, risk="lower")
+                self.add(
+                    RELEASE_REMOVED,
+                    "flag",
+                    key,
+                    env,
+                    f"release removed: now serves {new.off_variation} to everyone",
+                    old_release.doc.rel,
+                    risk="lower",
+                )
             elif old_release is not None and new_release is not None:
                 self.release(old, new, old_release, new_release, key, env)
 
-    def release(self, old_flag: Flag, flag: Flag, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str) -> None:
+    def release(
+        self, old_flag: Flag, flag: Flag, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str
+    ) -> None:
         path = new.doc.rel
         if old.enabled != new.enabled:
             if new.enabled:
-                self.add(ENABLED, "flag", key, env, f"enabled: now serves {serve_text(new.default)} by default", path, risk="raise", before=False, after=True)
+                self.add(
+                    ENABLED,
+                    "flag",
+                    key,
+                    env,
+                    f"enabled: now serves {serve_text(new.default)} by default",
+                    path,
+                    risk="raise",
+                    before=False,
+                    after=True,
+                )
             else:
-                self.add(DISABLED, "flag", key, env, f"disabled: everyone gets {flag.off_variation}", path, risk="lower", before=True, after=False)
+                self.add(
+                    DISABLED,
+                    "flag",
+                    key,
+                    env,
+                    f"disabled: everyone gets {flag.off_variation}",
+                    path,
+                    risk="lower",
+                    before=True,
+                    after=False,
+                )
         self.targets(old, new, key, env, flag.off_variation)
         self.rules(old, new, key, env)
         self.default(old, new, key, env, flag)
 
-    def targets(self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str, off_variation: str | None) -> None:
+    def targets(
+        self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str, off_variation: str | None
+    ) -> None:
         old_targets, new_targets = old.targets, new.targets
         for variation in list(new_targets) + [v for v in old_targets if v not in new_targets]:
             was, now = old_targets.get(variation, []), new_targets.get(variation, [])
@@ -447,23 +614,65 @@ class _Differ:
             removed = [k for k in was if k not in now]
             if added:
                 risk = "lower" if variation == off_variation else "raise"
-                self.add(TARGETS_ADDED, "flag", key, env, f"targets +{len(added)} to {variation}: {_keys_text(added)}", new.doc.rel, risk=risk, after=added)
+                self.add(
+                    TARGETS_ADDED,
+                    "flag",
+                    key,
+                    env,
+                    f"targets +{len(added)} to {variation}: {_keys_text(added)}",
+                    new.doc.rel,
+                    risk=risk,
+                    after=added,
+                )
             if removed:
-                self.add(TARGETS_REMOVED, "flag", key, env, f"targets −{len(removed)} from {variation}: {_keys_text(removed)}", new.doc.rel, after=removed)
+                self.add(
+                    TARGETS_REMOVED,
+                    "flag",
+                    key,
+                    env,
+                    f"targets −{len(removed)} from {variation}: {_keys_text(removed)}",
+                    new.doc.rel,
+                    after=removed,
+                )
 
     def rules(self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str) -> None:
         old_rules, new_rules = _named(old.rules), _named(new.rules)
         path = new.doc.rel
         for name, rule in new_rules.items():
             if name not in old_rules:
-                self.add(RULE_ADDED, "flag", key, env, f"rule {name!r} added: if {_short(rule.get('if'))} serve {serve_text(rule.get('serve'))}", path, after=rule)
+                self.add(
+                    RULE_ADDED,
+                    "flag",
+                    key,
+                    env,
+                    f"rule {name!r} added: if {_short(rule.get('if'))} serve {serve_text(rule.get('serve'))}",
+                    path,
+                    after=rule,
+                )
         for name, rule in old_rules.items():
             if name not in new_rules:
-                self.add(RULE_REMOVED, "flag", key, env, f"rule {name!r} removed (was serve {serve_text(rule.get('serve'))})", path, before=rule)
+                self.add(
+                    RULE_REMOVED,
+                    "flag",
+                    key,
+                    env,
+                    f"rule {name!r} removed (was serve {serve_text(rule.get('serve'))})",
+                    path,
+                    before=rule,
+                )
         common_old = [n for n in old_rules if n in new_rules]
         common_new = [n for n in new_rules if n in old_rules]
         if common_old != common_new:
-            self.add(RULES_REORDERED, "flag", key, env, f"rules reordered: {', '.join(common_old)} → {', '.join(common_new)}", path, before=common_old, after=common_new)
+            self.add(
+                RULES_REORDERED,
+                "flag",
+                key,
+                env,
+                f"rules reordered: {', '.join(common_old)} → {', '.join(common_new)}",
+                path,
+                before=common_old,
+                after=common_new,
+            )
         for name in common_new:
             was, now = old_rules[name], new_rules[name]
             if was == now:
@@ -472,18 +681,39 @@ class _Differ:
             if was.get("if") != now.get("if"):
                 parts.append(f"condition {_short(was.get('if'))} → {_short(now.get('if'))}")
             if was.get("serve") != now.get("serve"):
-                parts.append(f"serve {serve_text(was.get('serve'))} → {serve_text(now.get('serve'))}")
-            other = sorted(k for k in set(was) | set(now) if k not in ("if", "serve", "name") and was.get(k) != now.get(k))
+                parts.append(
+                    f"serve {serve_text(was.get('serve'))} → {serve_text(now.get('serve'))}"
+                )
+            other = sorted(
+                k
+                for k in set(was) | set(now)
+                if k not in ("if", "serve", "name") and was.get(k) != now.get(k)
+            )
             parts += [f"{k} changed" for k in other]
-            self.add(RULE_CHANGED, "flag", key, env, f"rule {name!r}: " + "; ".join(parts), path, before=was, after=now)
+            self.add(
+                RULE_CHANGED,
+                "flag",
+                key,
+                env,
+                f"rule {name!r}: " + "; ".join(parts),
+                path,
+                before=was,
+                after=now,
+            )
 
-    def default(self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str, flag: Flag) -> None:
+    def default(
+        self, old: ReleaseConfig, new: ReleaseConfig, key: str, env: str, flag: Flag
+    ) -> None:
         was, now = old.default, new.default
         if was == now:
             return
         path = new.doc.rel
         off = flag.off_variation
-        step = exposure_step(served_shares(old, off), served_shares(new, off), off) if new.enabled else Decimal(0)
+        step = (
+            exposure_step(served_shares(old, off), served_shares(new, off), off)
+            if new.enabled
+            else Decimal(0)
+        )
         if default_kind(was) == default_kind(now) == "progression":
             self.progression(was["progression"], now["progression"], key, env, path)
             return
@@ -492,23 +722,45 @@ class _Differ:
         text = f"default {serve_text(was)} → {serve_text(now)}"
         if step > 0:
             text += f": about +{percent_text(step)}% of contexts get a new variation"
-        self.add(DEFAULT_CHANGED, "flag", key, env, text, path, risk=risk, exposure_delta=delta, before=was, after=now)
+        self.add(
+            DEFAULT_CHANGED,
+            "flag",
+            key,
+            env,
+            text,
+            path,
+            risk=risk,
+            exposure_delta=delta,
+            before=was,
+            after=now,
+        )
 
     def progression(self, was: Any, now: Any, key: str, env: str, path: str) -> None:
         if not isinstance(was, Mapping) or not isinstance(now, Mapping):
-            self.add(DEFAULT_CHANGED, "flag", key, env, "progression changed", path, before=was, after=now)
+            self.add(
+                DEFAULT_CHANGED,
+                "flag",
+                key,
+                env,
+                "progression changed",
+                path,
+                before=was,
+                after=now,
+            )
             return
         for field in ("variation", "baseline", "bucket_by", "seed"):
             if was.get(field) != now.get(field):
-                self.add(DEFAULT_CHANGED, "flag", key, env, f"progression {field} {_short(was.get(field))} → {_short(now.get(field))}", path, before=was.get(field), after=now.get(field))
-        old_stages = _stage_shapes(was)
-        new_stages = _stage_shapes(now)
-        if [s for s, _ in old_stages] != [s for s, _ in new_stages]:
-            self.add(
-                STAGES_CHANGED, "flag", key, env,
-                f"stages {', '.join(r.label() for r in stage_reaches(was))} → {', '.join(r.label() for r in stage_reaches(now))}",
-                path, before=was.get("stages"), after=now.get("stages"),
-            )  # fmt: skip
+                self.add(
+                    DEFAULT_CHANGED,
+                    "flag",
+                    key,
+                    env,
+                    f"progression {field} {_short(was.get(field))} → {_short(now.get(field))}",
+                    path,
+                    before=was.get(field),
+                    after=now.get(field),
+                )
+        self.stages(was, now, key, env, path)
         old_at = {name: at for name, at in (shape for shape in _stage_schedules(was))}
         new_at = {name: at for name, at in (shape for shape in _stage_schedules(now))}
         for name in list(new_at) + [n for n in old_at if n not in new_at]:
@@ -519,7 +771,9 @@ class _Differ:
                     f"stage {name} schedule removed (was {before})" if after is None else
                     f"stage {name} rescheduled {before} → {after}"
                 )  # fmt: skip
-                self.add(SCHEDULE_CHANGED, "flag", key, env, summary, path, before=before, after=after)
+                self.add(
+                    SCHEDULE_CHANGED, "flag", key, env, summary, path, before=before, after=after
+                )
         old_reach, new_reach = current_reach(was), current_reach(now)
         if was.get("current") != now.get("current"):
             delta = new_reach.percent - old_reach.percent
@@ -538,8 +792,60 @@ class _Differ:
                 effects.append(f"minus segment {', '.join(removed_segments)}")
             if effects:
                 text += ": " + ", ".join(effects)
-            risk = "raise" if delta > 0 or added_segments else "lower" if delta < 0 or removed_segments else "none"
-            self.add(kind, "flag", key, env, text, path, risk=risk, exposure_delta=float(delta), before=was.get("current"), after=now.get("current"))
+            risk = (
+                "raise"
+                if delta > 0 or added_segments
+                else "lower"
+                if delta < 0 or removed_segments
+                else "none"
+            )
+            self.add(
+                kind,
+                "flag",
+                key,
+                env,
+                text,
+                path,
+                risk=risk,
+                exposure_delta=float(delta),
+                before=was.get("current"),
+                after=now.get("current"),
+            )
+
+    def stages(
+        self, was: Mapping[str, Any], now: Mapping[str, Any], key: str, env: str, path: str
+    ) -> None:
+        old_stages, new_stages = _stage_shapes(was), _stage_shapes(now)
+        if old_stages == new_stages:
+            return
+        old_reach, new_reach = current_reach(was), current_reach(now)
+        delta = (
+            new_reach.percent - old_reach.percent
+            if was.get("current") == now.get("current")
+            else Decimal(0)
+        )
+        if [s.get("name") for s in old_stages] != [s.get("name") for s in new_stages]:
+            summary = (
+                f"stages {', '.join(r.label() for r in stage_reaches(was))} → "
+                f"{', '.join(r.label() for r in stage_reaches(now))}"
+            )
+        else:
+            parts = []
+            for old_stage, new_stage in zip(old_stages, new_stages, strict=True):
+                for field in sorted(set(old_stage) | set(new_stage)):
+                    if old_stage.get(field) != new_stage.get(field):
+                        parts.append(
+                            f"stage {new_stage.get('name')} {field} "
+                            f"{_short(old_stage.get(field))} → {_short(new_stage.get(field))}"
+                        )
+            summary = "; ".join(parts)
+        if delta:
+            summary += f" (current stage {new_reach.label()}: about {_signed(delta)}% of contexts)"
+        risk = "raise" if delta > 0 else "lower" if delta < 0 else "change"
+        self.add(
+            STAGES_CHANGED, "flag", key, env, summary, path, risk=risk,
+            exposure_delta=float(delta) if delta else None, before=was.get("stages"), after=now.get("stages"),
+        )  # fmt: skip
 
     # segments ---------------------------------------------------------------------------
 
@@ -550,7 +856,15 @@ class _Differ:
                 continue
             old, new = old_segments.get(key), new_segments.get(key)
             if old is None and new is not None:
-                self.add(SEGMENT_ADDED, "segment", key, None, f"segment added: {_segment_text(new)}", new.doc.rel, risk="none")
+                self.add(
+                    SEGMENT_ADDED,
+                    "segment",
+                    key,
+                    None,
+                    f"segment added: {_segment_text(new)}",
+                    new.doc.rel,
+                    risk="none",
+                )
             elif new is None and old is not None:
                 self.add(SEGMENT_REMOVED, "segment", key, None, "segment removed", old.doc.rel)
             elif old is not None and new is not None:
@@ -569,8 +883,22 @@ class _Differ:
                         f"removed {_keys_text(removed)}" if removed else "",
                     ) if part
                 )  # fmt: skip
-                risk = "raise" if (field == "include" and added) or (field == "exclude" and removed) else "lower"
-                self.add(SEGMENT_MEMBERSHIP, "segment", key, None, f"{label} +{len(added)}/−{len(removed)} ({detail})", path, risk=risk, before=was, after=now)
+                risk = (
+                    "raise"
+                    if (field == "include" and added) or (field == "exclude" and removed)
+                    else "lower"
+                )
+                self.add(
+                    SEGMENT_MEMBERSHIP,
+                    "segment",
+                    key,
+                    None,
+                    f"{label} +{len(added)}/−{len(removed)} ({detail})",
+                    path,
+                    risk=risk,
+                    before=was,
+                    after=now,
+                )
         if old.rules != new.rules:
             added_rules = [r for r in new.rules if r not in old.rules]
             removed_rules = [r for r in old.rules if r not in new.rules]
@@ -583,7 +911,15 @@ class _Differ:
             )  # fmt: skip
         for field in ("name", "description", "owner"):
             if old.data.get(field) != new.data.get(field):
-                self.add(SEGMENT_CHANGED, "segment", key, None, f"{field}: {_short(old.data.get(field))} → {_short(new.data.get(field))}", path, risk="none")
+                self.add(
+                    SEGMENT_CHANGED,
+                    "segment",
+                    key,
+                    None,
+                    f"{field}: {_short(old.data.get(field))} → {_short(new.data.get(field))}",
+                    path,
+                    risk="none",
+                )
 
 
 def _flag_of(path: str) -> str | None:
@@ -608,10 +944,13 @@ def _named(rules: Iterable[Any]) -> dict[str, Mapping[str, Any]]:
     return named
 
 
-def _stage_shapes(progression: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+def _stage_shapes(progression: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Stages without their schedules (``at`` changes are reported on their own)."""
     stages = progression.get("stages")
     return [
-        ({k: v for k, v in stage.items() if k != "at"} if isinstance(stage, Mapping) else stage, None)
+        {k: v for k, v in stage.items() if k != "at"}
+        if isinstance(stage, Mapping)
+        else {"name": stage}
         for stage in (stages if isinstance(stages, list) else [])
     ]
 
@@ -629,7 +968,8 @@ def _prerequisites_text(prerequisites: Sequence[Any]) -> str:
     if not prerequisites:
         return "none"
     return ", ".join(
-        f"{p.get('flag')}={p.get('variation')}" if isinstance(p, Mapping) else _short(p) for p in prerequisites
+        f"{p.get('flag')}={p.get('variation')}" if isinstance(p, Mapping) else _short(p)
+        for p in prerequisites
     )
 
 
@@ -683,7 +1023,9 @@ def _serve_variations(serve: Any) -> set[str]:
     return {str(serve)} if serve is not None else set()
 
 
-def diff_projects(before: Project, after: Project, *, renames: Mapping[str, str] | None = None) -> list[Change]:
+def diff_projects(
+    before: Project, after: Project, *, renames: Mapping[str, str] | None = None
+) -> list[Change]:
     """Every semantic change from ``before`` to ``after``; ``renames`` maps old flag keys
     to new ones (git's rename detection) so a moved flag reads as renamed."""
     if renames is None:
@@ -698,7 +1040,10 @@ def detect_flag_renames(before: Project, after: Project) -> dict[str, str]:
     renames: dict[str, str] = {}
     for old_key in gone:
         for new_key in new:
-            if new_key not in renames.values() and before.flags[old_key].data == after.flags[new_key].data:
+            if (
+                new_key not in renames.values()
+                and before.flags[old_key].data == after.flags[new_key].data
+            ):
                 renames[old_key] = new_key
                 break
     return renames
@@ -723,9 +1068,20 @@ class DiffReport:
     def groups(self) -> list[tuple[str, list[Change]]]:
         """Changes grouped: environments (protected first), then flag-wide, segments and
         project changes."""
-        order = self.environments + sorted({c.environment for c in self.changes if c.environment and c.environment not in self.environments})
+        order = self.environments + sorted(
+            {
+                c.environment
+                for c in self.changes
+                if c.environment and c.environment not in self.environments
+            }
+        )
         groups = [(env, [c for c in self.changes if c.environment == env]) for env in order]
-        groups.append(("all environments", [c for c in self.changes if c.environment is None and c.subject == "flag"]))
+        groups.append(
+            (
+                "all environments",
+                [c for c in self.changes if c.environment is None and c.subject == "flag"],
+            )
+        )
         groups.append(("segments", [c for c in self.changes if c.subject == "segment"]))
         groups.append(("project", [c for c in self.changes if c.subject == "project"]))
         return [(title, items) for title, items in groups if items]
@@ -741,7 +1097,9 @@ class DiffReport:
         label = "/".join(self.protected) or "production"
         parts = []
         if raises:
-            parts.append(f"{raises} {label} change{'s' if raises != 1 else ''} raise{'s' if raises == 1 else ''} exposure")
+            parts.append(
+                f"{raises} {label} change{'s' if raises != 1 else ''} raise{'s' if raises == 1 else ''} exposure"
+            )
         if disabled:
             parts.append(f"{disabled} flag{'s' if disabled != 1 else ''} disabled in {label}")
         if values:
@@ -758,15 +1116,22 @@ class DiffReport:
         return f"✓ no {label} exposure increase ({other} {label} change{'s' if other != 1 else ''}, {len(self.changes)} in all)"
 
 
-def make_report(before: Project, after: Project, changes: list[Change], *, base: str, head: str) -> DiffReport:
+def make_report(
+    before: Project, after: Project, changes: list[Change], *, base: str, head: str
+) -> DiffReport:
     config = after.config or before.config
-    return DiffReport(base, head, changes, protected_environments(config), environment_order(config))
+    return DiffReport(
+        base, head, changes, protected_environments(config), environment_order(config)
+    )
 
 
 def render_text(report: DiffReport) -> str:
     if not report.changes:
         return f"{report.base}..{report.head}: no flag changes\n"
-    lines = [f"{report.base}..{report.head}: {len(report.changes)} change{'s' if len(report.changes) != 1 else ''}", report.risk_summary()]
+    lines = [
+        f"{report.base}..{report.head}: {len(report.changes)} change{'s' if len(report.changes) != 1 else ''}",
+        report.risk_summary(),
+    ]
     for title, items in report.groups():
         lines.append(f"{title}:")
         for change in items:
@@ -782,11 +1147,21 @@ def _md(text: str) -> str:
 def render_markdown(report: DiffReport) -> str:
     """A pull-request comment: risk line, then one collapsible section per group
     (protected environments open)."""
-    lines = [f"### Flagstone: {len(report.changes)} flag change{'s' if len(report.changes) != 1 else ''}", ""]
-    lines += [f"**{report.risk_summary()}**", "", f"<sub>`{report.base}` → `{report.head}`</sub>", ""]
+    lines = [
+        f"### Flagstone: {len(report.changes)} flag change{'s' if len(report.changes) != 1 else ''}",
+        "",
+    ]
+    lines += [
+        f"**{report.risk_summary()}**",
+        "",
+        f"<sub>`{report.base}` → `{report.head}`</sub>",
+        "",
+    ]
     for title, items in report.groups():
         is_open = " open" if title in report.protected else ""
-        lines.append(f"<details{is_open}><summary><b>{_md(title)}</b> — {len(items)} change{'s' if len(items) != 1 else ''}</summary>")
+        lines.append(
+            f"<details{is_open}><summary><b>{_md(title)}</b> — {len(items)} change{'s' if len(items) != 1 else ''}</summary>"
+        )
         lines += ["", "| | what | change |", "|---|---|---|"]
         for change in items:
             mark = {"raise": "⬆", "lower": "⬇", "change": "✎", "none": "·"}.get(change.risk, "")
@@ -817,4 +1192,3 @@ def render_json(report: DiffReport) -> str:
 
 
 RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}
-

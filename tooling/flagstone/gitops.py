@@ -56,7 +56,9 @@ def git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
         raise GitError(f"git {args[0]} took longer than {GIT_TIMEOUT}s") from None
     if done.returncode != 0:
         cause = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise GitError(f"git {args[0]} failed: {cause[0] if cause else 'exit ' + str(done.returncode)}")
+        raise GitError(
+            f"git {args[0]} failed: {cause[0] if cause else 'exit ' + str(done.returncode)}"
+        )
     return done.stdout
 
 
@@ -77,7 +79,9 @@ def repo_prefix(root: Path) -> str:
 def resolve_revision(root: Path, revision: str) -> str:
     """The commit id ``revision`` names; ``GitError`` with a one-line cause if none."""
     try:
-        return git_text(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
+        return git_text(
+            root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"
+        )
     except GitError:
         raise GitError(f"unknown revision {revision!r}") from None
 
@@ -116,9 +120,7 @@ def commit_time(root: Path, revision: str) -> int:
 
 def revision_at(root: Path, instant: float, ref: str = "HEAD") -> str | None:
     """The last first-parent commit of ``ref`` committed at or before ``instant``."""
-    out = git_text(
-        root, "rev-list", "--first-parent", "-n", "1", f"--before={int(instant)}", ref
-    )
+    out = git_text(root, "rev-list", "--first-parent", "-n", "1", f"--before={int(instant)}", ref)
     return out or None
 
 
@@ -236,13 +238,17 @@ class DocumentSet:
         return assemble_project(self.root, self.documents, list(self.problems.values()))
 
 
-def assemble_project(root: Path, documents: Mapping[str, Document], problems: list[Problem]) -> Project:
+def assemble_project(
+    root: Path, documents: Mapping[str, Document], problems: list[Problem]
+) -> Project:
     """A ``Project`` from parsed files, with the layout rules of ``read_project``."""
     config_doc = documents.get(PROJECT_FILE)
     config = ProjectConfig(config_doc) if config_doc is not None else None
     flags: dict[str, Flag] = {}
     segments: dict[str, Segment] = {}
-    broken_flags = {PurePosixPath(p.path).parts[1] for p in problems if p.path.endswith("/" + FLAG_FILE)}
+    broken_flags = {
+        PurePosixPath(p.path).parts[1] for p in problems if p.path.endswith("/" + FLAG_FILE)
+    }
     for rel in sorted(documents):
         parts = PurePosixPath(rel).parts
         if len(parts) == 3 and parts[0] == FLAGS_DIR and parts[2] == FLAG_FILE:
@@ -357,7 +363,9 @@ def first_parent_history(root: Path, ref: str = "HEAD", paths: Iterable[str] = (
     return commits
 
 
-def walk_projects(root: Path, commits: Iterable[Commit]) -> Iterator[tuple[Commit, Project, Project]]:
+def walk_projects(
+    root: Path, commits: Iterable[Commit]
+) -> Iterator[tuple[Commit, Project, Project]]:
     """``(commit, project before, project after)`` for each commit, oldest first, starting
     from an empty repository; only the files a commit changed are read and parsed."""
     prefix = repo_prefix(root)
@@ -380,7 +388,6 @@ def walk_projects(root: Path, commits: Iterable[Commit]) -> Iterator[tuple[Commi
             after = state.project()
             yield commit, before, after
             before = after
-
 
 
 # --- audit log ------------------------------------------------------------------------------
@@ -496,10 +503,10 @@ def resolve_point(root: Path, when: str) -> tuple[str, float]:
         commit = resolve_revision(root, when)
         return commit, float(commit_time(root, commit))
     ref = default_branch(root) or "HEAD"
-    commit = revision_at(root, instant, ref)
-    if commit is None:
+    found = revision_at(root, instant, ref)
+    if found is None:
         raise GitError(f"no commit on {ref} at or before {when}")
-    return commit, instant
+    return found, instant
 
 
 def flag_at(root: Path, flag_key: str, environment: str, when: str) -> FlagAtTime:
@@ -510,6 +517,8 @@ def flag_at(root: Path, flag_key: str, environment: str, when: str) -> FlagAtTim
         raise GitError(f"flag {flag_key!r} does not exist at {short_revision(commit)} ({when})")
     if environment not in project.environments:
         known = ", ".join(project.environments) or "none"
-        raise GitError(f"environment {environment!r} is not declared at {short_revision(commit)} (declared: {known})")
+        raise GitError(
+            f"environment {environment!r} is not declared at {short_revision(commit)} (declared: {known})"
+        )
     date = git_text(root, "show", "-s", "--format=%cI", commit)
     return FlagAtTime(commit, date, instant, flag, flag.releases.get(environment))

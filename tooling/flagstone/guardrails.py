@@ -47,7 +47,7 @@ from flagstone.diff import (
     stage_reaches,
 )
 from flagstone.engine import parse_timestamp
-from flagstone.errors import LoadError
+from flagstone.errors import GitError, LoadError
 from flagstone.loader import loads
 from flagstone.model import Flag, Project, ReleaseConfig, read_project
 from flagstone.problems import Problem
@@ -89,8 +89,17 @@ class Policy:
         return None
 
 
-def _problem(release_or_flag: ReleaseConfig | Flag, where: tuple[str | int, ...], rule: str, level: str, message: str, hint: str) -> Problem:
-    return release_or_flag.doc.problem(where, message, rule=f"{RULE_PREFIX}-{rule}", level=level, hint=hint)
+def _problem(
+    release_or_flag: ReleaseConfig | Flag,
+    where: tuple[str | int, ...],
+    rule: str,
+    level: str,
+    message: str,
+    hint: str,
+) -> Problem:
+    return release_or_flag.doc.problem(
+        where, message, rule=f"{RULE_PREFIX}-{rule}", level=level, hint=hint
+    )
 
 
 def _progression(release: ReleaseConfig | None) -> Mapping[str, Any] | None:
@@ -116,7 +125,9 @@ def stage_entry_time(root: Path, base: str, path: str, stage: str) -> int | None
     which the file says ``current: stage``. None when the base does not say so."""
     prefix = gitops.repo_prefix(root)
     top = f"{prefix}/{path}" if prefix else path
-    out = gitops.git_text(root, "log", "--first-parent", "--format=%H %ct", base, "--", f":(top){top}")
+    out = gitops.git_text(
+        root, "log", "--first-parent", "--format=%H %ct", base, "--", f":(top){top}"
+    )
     entered = None
     with gitops.BlobReader(root) as reader:
         for line in out.splitlines():
@@ -162,14 +173,23 @@ class _Checker:
         self.dependencies()
         return self.problems
 
-    def step(self, flag: Flag, old_flag: Flag | None, old: ReleaseConfig | None, new: ReleaseConfig, env: str) -> None:
+    def step(
+        self,
+        flag: Flag,
+        old_flag: Flag | None,
+        old: ReleaseConfig | None,
+        new: ReleaseConfig,
+        env: str,
+    ) -> None:
         off = flag.off_variation
         before_shares = served_shares(old, old_flag.off_variation if old_flag else off)
         step = exposure_step(before_shares, served_shares(new, off), off)
         if step <= 0:
             return
         limit = self.policy.step_limit(env)
-        where: tuple[str | int, ...] = ("default",) if new.enabled and (old is None or old.enabled) else ("enabled",)
+        where: tuple[str | int, ...] = (
+            ("default",) if new.enabled and (old is None or old.enabled) else ("enabled",)
+        )
         if limit is None:
             if env in self.policy.protected:
                 self.problems.append(_problem(
@@ -189,15 +209,22 @@ class _Checker:
         old_progression, new_progression = _progression(old), _progression(new)
         if old is None or old_progression is None or new_progression is None:
             return
-        if [r.name for r in stage_reaches(old_progression)] != [r.name for r in stage_reaches(new_progression)]:
+        if [r.name for r in stage_reaches(old_progression)] != [
+            r.name for r in stage_reaches(new_progression)
+        ]:
             return  # stages redefined: stage identities do not carry over
         leaving, scheduled_at = active_reach(old_progression, self.now)
-        target = next((r for r in stage_reaches(new_progression) if r.name == new_progression.get("current")), None)
+        target = next(
+            (r for r in stage_reaches(new_progression) if r.name == new_progression.get("current")),
+            None,
+        )
         if target is None or target.index <= leaving.index or leaving.index < 0:
             return
         where = ("default", "progression", "current")
         if target.index > leaving.index + 1:
-            skipped = [r.name for r in stage_reaches(new_progression)[leaving.index + 1 : target.index]]
+            skipped = [
+                r.name for r in stage_reaches(new_progression)[leaving.index + 1 : target.index]
+            ]
             self.problems.append(_problem(
                 new, where, "skip-stage", "warning",
                 f"{new.flag_key} in {env} advances {leaving.name} → {target.name}, skipping {', '.join(skipped)}",
@@ -205,7 +232,9 @@ class _Checker:
             ))  # fmt: skip
         stages = old_progression.get("stages")
         stage_spec = stages[leaving.index] if isinstance(stages, list) else None
-        required = self.policy.bake_seconds(env, stage_spec if isinstance(stage_spec, Mapping) else None)
+        required = self.policy.bake_seconds(
+            env, stage_spec if isinstance(stage_spec, Mapping) else None
+        )
         if required is None:
             return
         seconds, source = required
@@ -232,7 +261,7 @@ class _Checker:
             return parse_timestamp(scheduled_at)
         try:
             entered = stage_entry_time(self.root, self.base, path, leaving.name)
-        except gitops.GitError:
+        except GitError:
             return None
         return float(entered) if entered is not None else None
 
@@ -256,7 +285,11 @@ class _Checker:
             for variation, value in flag.variations.items():
                 if variation not in old_values or old_values[variation] == value:
                     continue
-                serving = [env for env in self.policy.protected if variation in serving_variations(old_flag, env)]
+                serving = [
+                    env
+                    for env in self.policy.protected
+                    if variation in serving_variations(old_flag, env)
+                ]
                 if serving:
                     self.problems.append(_problem(
                         flag, ("variations", variation), "serving-value", "error",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from flagstone import gitops
 from flagstone.cli.common import findings_format_option, repo_option, resolve_repo
 from flagstone.diff import RENDERERS, diff_projects, make_report
 from flagstone.errors import UsageError
+from flagstone.guardrails import check_change as guardrail_findings
 from flagstone.model import read_project
 from flagstone.problems import report
 
@@ -59,7 +61,10 @@ def diff(base: str | None, head: str | None, fmt: str, repo: Path | None) -> Non
         after, head_label = gitops.project_at(root, gitops.resolve_revision(root, head)), head
     base_label = base or gitops.short_revision(base_commit)
     changes = diff_projects(before, after)
-    click.echo(RENDERERS[fmt](make_report(before, after, changes, base=base_label, head=head_label)), nl=False)
+    click.echo(
+        RENDERERS[fmt](make_report(before, after, changes, base=base_label, head=head_label)),
+        nl=False,
+    )
 
 
 def _log_row(entry: gitops.LogEntry) -> dict[str, object]:
@@ -90,10 +95,14 @@ def _bound(text: str | None, option: str, *, end_of_day: bool) -> float | None:
 
 @click.command("log")
 @click.argument("flag", required=False)
-@click.option("--env", "env", default=None, help="Only changes to this environment (and flag-wide ones).")
+@click.option(
+    "--env", "env", default=None, help="Only changes to this environment (and flag-wide ones)."
+)
 @click.option("--since", default=None, help="From this date (YYYY-MM-DD, inclusive) or date-time.")
 @click.option("--until", default=None, help="Up to this date (YYYY-MM-DD, inclusive) or date-time.")
-@click.option("--ref", default=None, help="Branch to read (default: the default branch, else HEAD).")
+@click.option(
+    "--ref", default=None, help="Branch to read (default: the default branch, else HEAD)."
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
 )
@@ -121,11 +130,15 @@ def log(
     if env is not None:
         entries = [e for e in entries if e.environment in (env, None)]
     entries = [
-        e for e in entries if (start is None or e.timestamp >= start) and (end is None or e.timestamp <= end)
+        e
+        for e in entries
+        if (start is None or e.timestamp >= start) and (end is None or e.timestamp <= end)
     ]
     rows = [_log_row(e) for e in entries]
     if fmt == "json":
-        click.echo(json.dumps({"format": LOG_FORMAT, "entries": rows}, indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps({"format": LOG_FORMAT, "entries": rows}, indent=2, ensure_ascii=False)
+        )
     elif fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\r\n")
@@ -145,8 +158,16 @@ def log(
 @click.command("show")
 @click.argument("flag")
 @click.option("--env", "env", required=True, help="Environment to show.")
-@click.option("--at", "when", default="HEAD", show_default=True, help="A revision, a date (YYYY-MM-DD, midnight UTC) or an RFC 3339 date-time.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--at",
+    "when",
+    default="HEAD",
+    show_default=True,
+    help="A revision, a date (YYYY-MM-DD, midnight UTC) or an RFC 3339 date-time.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @repo_option
 def show(flag: str, env: str, when: str, fmt: str, repo: Path | None) -> None:
     """A flag's configuration in one environment at a point in time, and the
@@ -157,11 +178,19 @@ def show(flag: str, env: str, when: str, fmt: str, repo: Path | None) -> None:
     state = gitops.flag_at(root, flag, env, when)
     release = state.release
     data = release.data if release else None
-    progression = (release.default or {}).get("progression") if release and isinstance(release.default, dict) else None
+    progression = (
+        (release.default or {}).get("progression")
+        if release and isinstance(release.default, dict)
+        else None
+    )
     active = None
     if isinstance(progression, dict):
         reach, scheduled_at = active_reach(progression, state.instant)
-        active = {"stage": None if reach.index < 0 else reach.name, "reach": reach.label(), "scheduled_at": scheduled_at}
+        active = {
+            "stage": None if reach.index < 0 else reach.name,
+            "reach": reach.label(),
+            "scheduled_at": scheduled_at,
+        }
     from flagstone.compile import timestamp_text
 
     document = {
@@ -178,32 +207,42 @@ def show(flag: str, env: str, when: str, fmt: str, repo: Path | None) -> None:
     if fmt == "json":
         click.echo(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True))
         return
-    click.echo(f"{flag} in {env} at {document['at']} (commit {state.revision[:12]}, {state.commit_date})")
+    click.echo(
+        f"{flag} in {env} at {document['at']} (commit {state.revision[:12]}, {state.commit_date})"
+    )
     if release is None:
         click.echo(f"  no release file: disabled, serves {state.flag.off_variation}")
         return
-    click.echo(f"  enabled: {'yes' if release.enabled else f'no (serves {state.flag.off_variation})'}")
+    click.echo(
+        f"  enabled: {'yes' if release.enabled else f'no (serves {state.flag.off_variation})'}"
+    )
     for variation, keys in release.targets.items():
         click.echo(f"  targets {variation}: {', '.join(keys)}")
     for rule in release.rules:
-        click.echo(f"  rule {rule.get('name')!r}: if {json.dumps(rule.get('if'), sort_keys=True)} serve {serve_text(rule.get('serve'))}")
-    click.echo(f"  default: {serve_text(release.default) if release.default is not None else state.flag.off_variation}")
+        click.echo(
+            f"  rule {rule.get('name')!r}: if {json.dumps(rule.get('if'), sort_keys=True)} serve {serve_text(rule.get('serve'))}"
+        )
+    click.echo(
+        f"  default: {serve_text(release.default) if release.default is not None else state.flag.off_variation}"
+    )
     if active is not None:
         why = f" (scheduled at {active['scheduled_at']})" if active["scheduled_at"] else ""
         click.echo(f"  active stage: {active['reach']}{why}")
 
 
 @click.command("check-change")
-@click.option("--base", default=None, help="Revision to compare with (default: merge-base with the default branch).")
+@click.option(
+    "--base",
+    default=None,
+    help="Revision to compare with (default: merge-base with the default branch).",
+)
 @findings_format_option
 @repo_option
 def check_change(base: str | None, fmt: str, repo: Path | None) -> None:
     """Rollout guardrails on the change from BASE to the working tree: step size, bake
     time, values production serves, flags others depend on. Exit 1 on a violation."""
-    from flagstone.guardrails import check_change as run_checks
-
     root = resolve_repo(repo)
-    problems = run_checks(root, base)
-    report(problems, fmt=fmt, checked="check-change", out=click.get_text_stream("stdout"))
+    problems = guardrail_findings(root, base)
+    report(problems, fmt=fmt, checked="check-change", out=sys.stdout)
     if any(p.level == "error" for p in problems):
         raise click.exceptions.Exit(1)

@@ -1,0 +1,115 @@
+"""Comment-preserving edit commands: ``new``, ``advance``, ``rollout``, ``kill``,
+``enable`` and ``archive``. Each validates the would-be repository before writing and
+prints the semantic diff it made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flagstone import edit as edits
+from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.model import FLAG_KINDS
+
+
+def _print(result: edits.EditResult) -> None:
+    if result.note:
+        click.echo(result.note)
+    for path in result.written:
+        click.echo(f"wrote {path}")
+    for change in result.changes:
+        click.echo(f"  {change.line()}")
+
+
+env_option = click.option(
+    "--env", "env", required=True, help="Environment whose release file to edit."
+)
+
+
+@click.command("new")
+@click.argument("key")
+@click.option("--owner", required=True, help="Owning team id (declared in flagstone.yaml).")
+@click.option(
+    "--type",
+    "value_type",
+    type=click.Choice(edits.VALUE_TYPES),
+    default="boolean",
+    show_default=True,
+)
+@click.option("--kind", type=click.Choice(FLAG_KINDS), default="release", show_default=True)
+@click.option("--name", default=None, help="Display name (default: from the key).")
+@click.option(
+    "--expires", default=None, help="YYYY-MM-DD for temporary flags (default: 90 days from today)."
+)
+@repo_option
+def new(
+    key: str,
+    owner: str,
+    value_type: str,
+    kind: str,
+    name: str | None,
+    expires: str | None,
+    repo: Path | None,
+) -> None:
+    """Scaffold flags/KEY/flag.yaml and a disabled release file for every environment."""
+    _print(
+        edits.new_flag(
+            resolve_repo(repo),
+            key,
+            owner=owner,
+            value_type=value_type,
+            kind=kind,
+            name=name,
+            expires=expires,
+        )
+    )
+
+
+@click.command("advance")
+@click.argument("flag")
+@env_option
+@click.option("--to", "to", default=None, help="Stage to move to (default: the next one).")
+@repo_option
+def advance(flag: str, env: str, to: str | None, repo: Path | None) -> None:
+    """Move a progression's current stage forward (or to --to STAGE)."""
+    _print(edits.advance(resolve_repo(repo), flag, env, to))
+
+
+@click.command("rollout")
+@click.argument("flag")
+@env_option
+@click.option(
+    "--percent", type=float, required=True, help="Share of contexts, 0-100, up to 3 decimals."
+)
+@repo_option
+def rollout(flag: str, env: str, percent: float, repo: Path | None) -> None:
+    """Set the rolled-out share: move a progression to the stage with that percent (or
+    set the current stage's percent), or set a two-way split."""
+    _print(edits.rollout(resolve_repo(repo), flag, env, percent))
+
+
+@click.command("kill")
+@click.argument("flag")
+@env_option
+@repo_option
+def kill(flag: str, env: str, repo: Path | None) -> None:
+    """Disable FLAG in one environment: everyone gets its off variation."""
+    _print(edits.set_enabled(resolve_repo(repo), flag, env, False))
+
+
+@click.command("enable")
+@click.argument("flag")
+@env_option
+@repo_option
+def enable(flag: str, env: str, repo: Path | None) -> None:
+    """Enable FLAG in one environment."""
+    _print(edits.set_enabled(resolve_repo(repo), flag, env, True))
+
+
+@click.command("archive")
+@click.argument("flag")
+@repo_option
+def archive(flag: str, repo: Path | None) -> None:
+    """Mark FLAG archived; refused while another live flag has it as a prerequisite."""
+    _print(edits.archive(resolve_repo(repo), flag))

@@ -1,0 +1,474 @@
+"""Comment-preserving edits of flag files: ``new``, ``advance``, ``rollout``, ``kill``,
+``enable`` and ``archive``.
+
+An edit changes the text of a file only where its value changes: the parser's marks
+(start and end offset of every node) locate the scalar to replace, or the spot where a
+missing key goes (after the last entry of a block mapping at its indentation, or before
+the ``}`` of a flow mapping). Every other byte — comments, indentation, quoting, flow
+style, blank lines — stays as it was. A replaced string keeps its quote style.
+
+Before anything is written, the edited text is read back with ruamel.yaml's
+round-trip loader (a second, independent YAML 1.2 parser) to check it carries the new
+value at the edited place, and the whole would-be repository (a temporary copy) is
+validated with ``flagstone.validate.validate_project``; an edit that adds an error is
+refused with ``EditError``. Files are then replaced atomically (write + rename), and
+the semantic diff of the edit is returned for printing.
+
+``rollout --percent N`` on a progression moves ``current`` to the first stage whose
+percent is N; when no stage has N, it sets the percent of the current stage (kept
+between its neighbours' percents). On a two-variation split default it gives N% to the
+variation that is not the off variation and the rest to the other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+
+from flagstone.diff import Change, diff_projects, percent_text, stage_reaches
+from flagstone.errors import EditError, UsageError
+from flagstone.loader import resolve_plain
+from flagstone.model import (
+    FLAG_FILE,
+    FLAG_KINDS,
+    FLAGS_DIR,
+    KEY_PATTERN,
+    PROJECT_FILE,
+    SEGMENTS_DIR,
+    Flag,
+    Project,
+    read_project,
+)
+from flagstone.problems import Problem
+from flagstone.validate import validate_project
+
+PathKey = tuple[str | int, ...]
+VALUE_TYPES = ("boolean", "string", "number", "json")
+SCAFFOLD_VARIATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "boolean": ({"on": True, "off": False}, "off"),
+    "string": ({"control": "control", "treatment": "treatment"}, "control"),
+    "number": ({"low": 0, "high": 1}, "low"),
+    "json": ({"off": {}, "on": {"enabled": True}}, "off"),
+}
+DEFAULT_LIFETIME_DAYS = 90
+
+
+# --- text surgery ----------------------------------------------------------------------------
+
+
+def _compose(text: str, rel: str) -> yaml.Node:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise EditError(
+            f"{rel}: cannot be edited, it is not valid YAML ({str(exc).splitlines()[0]})"
+        ) from None
+    if not isinstance(node, yaml.MappingNode):
+        raise EditError(f"{rel}: cannot be edited, the file is not a mapping")
+    return node
+
+
+def _child(node: yaml.Node, key: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode) and isinstance(key, str):
+        for key_node, value_node in node.value:
+            if key_node.value == key:
+                return value_node  # type: ignore[no-any-return]
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        return node.value[key]  # type: ignore[no-any-return]
+    return None
+
+
+def scalar_text(value: Any, *, style: str | None = None) -> str:
+    """A YAML token for ``value``; a string keeps ``style`` (``'`` or ``"``) and is quoted
+    whenever the plain form would read as something else."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return percent_text(Decimal(str(value)))
+    text = str(value)
+    if style == "'":
+        return "'" + text.replace("'", "''") + "'"
+    plain_ok = (
+        text
+        and resolve_plain(text) == text
+        and text.strip() == text
+        and not any(c in text for c in ":#{}[],&*!|>'\"%@`")
+        and not text.startswith(("-", "?"))
+    )
+    if style == '"' or not plain_ok:
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+@dataclass
+class TextFile:
+    """One file being edited: its original text and the text after the edits so far."""
+
+    rel: str
+    original: str
+    text: str = ""
+    expected: dict[PathKey, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.text = self.text or self.original
+
+    def set(self, where: PathKey, value: Any) -> None:
+        """Set the scalar at ``where`` (its parent must exist), inserting the key if absent."""
+        root = _compose(self.text, self.rel)
+        parent: yaml.Node | None = root
+        for key in where[:-1]:
+            parent = _child(parent, key) if parent is not None else None
+        if parent is None:
+            raise EditError(f"{self.rel}: no {'.'.join(map(str, where[:-1]))} to edit")
+        last = where[-1]
+        node = _child(parent, last)
+        if node is not None:
+            if not isinstance(node, yaml.ScalarNode):
+                raise EditError(f"{self.rel}: {'.'.join(map(str, where))} is not a single value")
+            style = node.style if node.style in ("'", '"') else None
+            token = scalar_text(value, style=style)
+            start, end = node.start_mark.index, node.end_mark.index
+            self.text = self.text[:start] + token + self.text[end:]
+        elif isinstance(parent, yaml.MappingNode) and isinstance(last, str):
+            self.text = _insert_key(self.text, parent, last, scalar_text(value))
+        else:
+            raise EditError(f"{self.rel}: cannot add {'.'.join(map(str, where))}")
+        self.expected[where] = value
+
+    def verify(self) -> None:
+        """Read the edited text back with ruamel.yaml: each edited place has its value."""
+        try:
+            data = YAML(typ="rt", pure=True).load(self.text)
+        except Exception as exc:  # ruamel raises many unrelated types
+            raise EditError(
+                f"{self.rel}: the edit would not parse ({type(exc).__name__}); nothing written"
+            ) from None
+        for where, value in self.expected.items():
+            found: Any = data
+            for key in where:
+                found = found[key]
+            if found != value or isinstance(found, bool) != isinstance(value, bool):
+                raise EditError(
+                    f"{self.rel}: the edit reads back as {found!r}, not {value!r}; nothing written"
+                )
+
+
+def _insert_key(text: str, mapping: yaml.MappingNode, key: str, token: str) -> str:
+    entry = f"{scalar_text(key)}: {token}"
+    if mapping.flow_style:
+        close = text.rindex("}", 0, mapping.end_mark.index)
+        before = text[mapping.start_mark.index + 1 : close].strip()
+        return text[:close] + (", " if before else "") + entry + text[close:]
+    if not mapping.value:
+        raise EditError(f"cannot add {key!r} to an empty block mapping")
+    indent = mapping.value[0][0].start_mark.column
+    last_value = mapping.value[-1][1]
+    end = last_value.end_mark
+    lines = text.splitlines(keepends=True)
+    at_line = end.line if end.column == 0 else end.line + 1
+    if at_line > len(lines):
+        at_line = len(lines)
+    if at_line == len(lines) and lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    lines.insert(at_line, " " * indent + entry + "\n")
+    return "".join(lines)
+
+
+# --- applying an edit -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EditResult:
+    written: list[str]
+    changes: list[Change]
+    note: str | None = None
+
+
+def _copy_project(root: Path, target: Path) -> None:
+    for name in (PROJECT_FILE, FLAGS_DIR, SEGMENTS_DIR, "schemas"):
+        source = root / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        elif source.is_file():
+            shutil.copy2(source, target / name)
+
+
+def _problem_key(problem: Problem) -> tuple[str, str, str]:
+    return (problem.path, problem.rule, problem.message)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def apply_texts(
+    root: Path, project: Project, texts: Mapping[str, str], *, note: str | None = None
+) -> EditResult:
+    """Validate the repository with ``texts`` (path -> new content) in place of its
+    files, then write them atomically; refuse with ``EditError`` if errors appear."""
+    before_errors = {_problem_key(p) for p in validate_project(project) if p.level == "error"}
+    with tempfile.TemporaryDirectory(prefix="flagstone-edit-") as scratch:
+        copy = Path(scratch)
+        _copy_project(root, copy)
+        for rel, text in texts.items():
+            target = copy / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8", newline="")
+        after = read_project(copy)
+        new_errors = [
+            p
+            for p in validate_project(after)
+            if p.level == "error" and _problem_key(p) not in before_errors
+        ]
+        if new_errors:
+            more = f" (and {len(new_errors) - 1} more)" if len(new_errors) > 1 else ""
+            raise EditError(
+                f"edit refused, the result would be invalid: {new_errors[0].format_line()}{more}"
+            )
+        changes = diff_projects(project, after)
+    for rel, text in texts.items():
+        _write_atomically(root / rel, text)
+    return EditResult(sorted(texts), changes, note)
+
+
+def _load(root: Path) -> Project:
+    return read_project(root)
+
+
+def _flag(project: Project, key: str) -> Flag:
+    flag = project.flags.get(key)
+    if flag is None:
+        raise UsageError(f"no flag {key!r} (flags live in flags/<key>/flag.yaml)")
+    return flag
+
+
+def _release_file(project: Project, flag: Flag, env: str) -> TextFile:
+    if env not in project.environments:
+        raise UsageError(
+            f"unknown environment {env!r} (declared: {', '.join(project.environments) or 'none'})"
+        )
+    release = flag.releases.get(env)
+    if release is None:
+        raise EditError(
+            f"{FLAGS_DIR}/{flag.key}/{env}.yaml does not exist",
+            hint="create the release file first",
+        )
+    return TextFile(release.doc.rel, release.doc.path.read_text(encoding="utf-8"))
+
+
+def _finish(
+    root: Path, project: Project, files: Sequence[TextFile], note: str | None = None
+) -> EditResult:
+    for file in files:
+        file.verify()
+    changed = {f.rel: f.text for f in files if f.text != f.original}
+    if not changed:
+        return EditResult([], [], note or "nothing to change")
+    return apply_texts(root, project, changed, note=note)
+
+
+# --- the edits --------------------------------------------------------------------------------
+
+
+def set_enabled(root: Path, flag_key: str, env: str, enabled: bool) -> EditResult:
+    """``kill`` (False) or ``enable`` (True) a flag in one environment."""
+    project = _load(root)
+    file = _release_file(project, _flag(project, flag_key), env)
+    file.set(("enabled",), enabled)
+    return _finish(root, project, [file])
+
+
+def _progression(project: Project, flag: Flag, env: str) -> tuple[TextFile, Mapping[str, Any]]:
+    file = _release_file(project, flag, env)
+    default = flag.releases[env].default
+    if not (isinstance(default, Mapping) and isinstance(default.get("progression"), Mapping)):
+        raise EditError(
+            f"{file.rel}: default is not a progression",
+            hint="advance works on `default: {progression: …}`; edit the file for other defaults",
+        )
+    progression: Mapping[str, Any] = default["progression"]
+    return file, progression
+
+
+def advance(root: Path, flag_key: str, env: str, to: str | None = None) -> EditResult:
+    """Move a progression's ``current`` to the next stage, or to stage ``to``."""
+    project = _load(root)
+    flag = _flag(project, flag_key)
+    file, progression = _progression(project, flag, env)
+    reaches = stage_reaches(progression)
+    names = [r.name for r in reaches]
+    current = progression.get("current")
+    index = names.index(current) if current in names else -1
+    if to is None:
+        if index + 1 >= len(names):
+            raise EditError(f"{file.rel}: already at the last stage {current!r}")
+        target = names[index + 1]
+    elif to not in names:
+        raise UsageError(f"no stage {to!r} in {file.rel} (stages: {', '.join(names)})")
+    else:
+        target = to
+    file.set(("default", "progression", "current"), target)
+    note = f"rolled back to {target}" if names.index(target) < index else None
+    return _finish(root, project, [file], note)
+
+
+def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
+    """Set the share of the rolled-out variation (see the module docstring)."""
+    if not 0 <= percent <= 100:
+        raise UsageError(f"--percent {percent} is not between 0 and 100")
+    wanted = Decimal(str(percent))
+    if wanted != wanted.quantize(Decimal("0.001")):
+        raise UsageError(f"--percent {percent} has more than 3 decimals")
+    project = _load(root)
+    flag = _flag(project, flag_key)
+    release = flag.releases.get(env)
+    default = release.default if release else None
+    if isinstance(default, Mapping) and isinstance(default.get("split"), Mapping):
+        return _rollout_split(root, project, flag, env, default["split"], wanted)
+    file, progression = _progression(project, flag, env)
+    reaches = stage_reaches(progression)
+    for reach in reaches:
+        stages = progression["stages"]
+        if reach.percent == wanted and "percent" in stages[reach.index]:
+            file.set(("default", "progression", "current"), reach.name)
+            return _finish(root, project, [file])
+    current = next((r for r in reaches if r.name == progression.get("current")), None)
+    if current is None:
+        raise EditError(
+            f"{file.rel}: no stage has {percent_text(wanted)}% and no stage is current",
+            hint="set current first with `flagstone advance`",
+        )
+    lower = reaches[current.index - 1].percent if current.index > 0 else Decimal(0)
+    upper = reaches[current.index + 1].percent if current.index + 1 < len(reaches) else Decimal(100)
+    if not lower <= wanted <= upper:
+        raise EditError(
+            f"{file.rel}: {percent_text(wanted)}% for stage {current.name!r} would break the stage order "
+            f"({percent_text(lower)}% … {percent_text(upper)}%)",
+            hint="advance to another stage instead",
+        )
+    file.set(("default", "progression", "stages", current.index, "percent"), wanted)
+    return _finish(root, project, [file])
+
+
+def _rollout_split(
+    root: Path, project: Project, flag: Flag, env: str, split: Mapping[str, Any], wanted: Decimal
+) -> EditResult:
+    file = _release_file(project, flag, env)
+    variations = list(split)
+    if len(variations) != 2:
+        raise EditError(
+            f"{file.rel}: rollout sets two-way splits only; this split has {len(variations)} variations"
+        )
+    rolled = next((v for v in variations if v != flag.off_variation), variations[1])
+    other = next(v for v in variations if v != rolled)
+    file.set(("default", "split", rolled), wanted)
+    file.set(("default", "split", other), Decimal(100) - wanted)
+    return _finish(root, project, [file])
+
+
+def archive(root: Path, flag_key: str) -> EditResult:
+    """Set ``archived: true``; refused while a live flag has this one as a prerequisite."""
+    project = _load(root)
+    flag = _flag(project, flag_key)
+    dependents = sorted(
+        other.key
+        for other in project.flags.values()
+        if not other.archived
+        and other.key != flag_key
+        and any(isinstance(p, Mapping) and p.get("flag") == flag_key for p in other.prerequisites)
+    )
+    if dependents:
+        raise EditError(
+            f"{flag_key} is a prerequisite of {', '.join(dependents)}; archiving it would turn them off",
+            hint=f"remove the prerequisite from {', '.join(dependents)} first",
+        )
+    file = TextFile(flag.doc.rel, flag.doc.path.read_text(encoding="utf-8"))
+    file.set(("archived",), True)
+    return _finish(root, project, [file])
+
+
+def _modeline(schema: str) -> str:
+    return f"# yaml-language-server: $schema=../../schemas/{schema}.schema.json\n"
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{scalar_text(k)}: {_yaml_value(v)}" for k, v in value.items()) + "}"
+        )
+    return scalar_text(value)
+
+
+def new_flag(
+    root: Path,
+    key: str,
+    *,
+    owner: str,
+    value_type: str = "boolean",
+    kind: str = "release",
+    name: str | None = None,
+    expires: str | None = None,
+    today: dt.date | None = None,
+) -> EditResult:
+    """Scaffold ``flags/KEY/flag.yaml`` and a disabled release file per environment."""
+    project = _load(root)
+    if not KEY_PATTERN.fullmatch(key):
+        raise UsageError(
+            f"{key!r} is not a valid flag key (lowercase letters, digits, '.', '_', '-')"
+        )
+    if key in project.flags or (root / FLAGS_DIR / key).exists():
+        raise EditError(f"{FLAGS_DIR}/{key} already exists")
+    teams = project.config.teams if project.config else {}
+    if owner not in teams:
+        raise UsageError(f"unknown team {owner!r} (teams: {', '.join(sorted(teams)) or 'none'})")
+    if value_type not in VALUE_TYPES:
+        raise UsageError(f"unknown type {value_type!r} ({', '.join(VALUE_TYPES)})")
+    if kind not in FLAG_KINDS:
+        raise UsageError(f"unknown kind {kind!r} ({', '.join(FLAG_KINDS)})")
+    variations, off = SCAFFOLD_VARIATIONS[value_type]
+    temporary = kind in ("release", "experiment")
+    lines = [
+        _modeline("flag"),
+        f"name: {scalar_text(name or key.replace('-', ' ').replace('_', ' ').capitalize())}\n",
+        "description: TODO say what this flag changes and when it can be removed.\n",
+        f"owner: {scalar_text(owner)}\n",
+        f"kind: {kind}\n",
+        f"type: {value_type}\n",
+        f"temporary: {scalar_text(temporary)}\n",
+    ]
+    if temporary:
+        until = (
+            expires
+            or ((today or dt.date.today()) + dt.timedelta(days=DEFAULT_LIFETIME_DAYS)).isoformat()
+        )
+        lines.append(f'expires: "{until}"\n')
+    lines.append("variations:\n")
+    lines += [f"  {scalar_text(k)}: {_yaml_value(v)}\n" for k, v in variations.items()]
+    lines.append(f"off_variation: {scalar_text(off)}\n")
+    texts = {f"{FLAGS_DIR}/{key}/{FLAG_FILE}": "".join(lines)}
+    for env in project.environments:
+        texts[f"{FLAGS_DIR}/{key}/{env}.yaml"] = (
+            _modeline("release") + "enabled: false\n" + f"default: {scalar_text(off)}\n"
+        )
+    return apply_texts(root, project, texts)
