@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flagstone.cli.main import main
+from flagstone.errors import ValidationFailed
 from flagstone.model import Project, read_project
 from flagstone.ownership import (
     BEGIN_MARKER,
@@ -356,8 +357,9 @@ def test_undeclared_owner_is_reported_and_nothing_is_written(tmp_path: Path) -> 
     code, out, err = run(root)
     assert code == 1
     assert out.splitlines()[0] == (
-        "flags/checkout/flag.yaml:2:8: error: /flags/checkout/ is not mapped: flags/checkout/flag.yaml "
-        "names team 'nobody', which is not declared in flagstone.yaml [codeowners]"
+        "flags/checkout/flag.yaml:2:8: error: flags/checkout/flag.yaml names team 'nobody', which is "
+        "not declared in flagstone.yaml, so /flags/checkout/, /flags/checkout/flag.yaml, "
+        "/flags/checkout/staging.yaml cannot be mapped [codeowners]"
     )
     assert "not written" in err
     assert not (root / CODEOWNERS_PATH).exists()
@@ -432,9 +434,22 @@ def test_codeowners_files_github_would_ignore_are_reported(tmp_path: Path) -> No
     root = make_repo(tmp_path)
     (root / "docs").mkdir()
     (root / "docs/CODEOWNERS").write_text("* @acme/docs\n")
-    code, out, _ = run(root)
-    assert code == 0
+    code, out, err = run(root)
+    assert (code, err) == (0, "wrote .github/CODEOWNERS\n")
     assert out.splitlines()[0] == (
         "docs/CODEOWNERS: warning: GitHub ignores this file because .github/CODEOWNERS "
         "takes precedence [codeowners]"
     )
+
+
+def test_library_refuses_to_write_an_incomplete_block(tmp_path: Path) -> None:
+    files = dict(MINI_FILES)
+    files["segments/staff.yaml"] = "name: Staff\ninclude: [u1]\n"  # no owner
+    report = codeowners_report(read_project(make_repo(tmp_path, files)))
+    assert [p.format_line() for p in report.unmapped] == [
+        "segments/staff.yaml:1:1: segments/staff.yaml has no owner, so /segments/staff.yaml "
+        "cannot be mapped"
+    ]
+    with pytest.raises(ValidationFailed):
+        write_codeowners(report)
+    assert not (tmp_path / CODEOWNERS_PATH).exists()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from flagstone.errors import LoadError
+from flagstone.errors import LoadError, ValidationFailed
 from flagstone.loader import Document
 from flagstone.model import FLAG_FILE, FLAGS_DIR, PROJECT_FILE, SEGMENTS_DIR, Project
 from flagstone.problems import Problem
@@ -193,34 +193,22 @@ class OwnershipPlan:
 def plan_ownership(project: Project) -> OwnershipPlan:
     """Who owns which file of ``project``, in a fixed order (admin files, flags, segments)."""
     teams = project.config.teams if project.config else {}
-    problems: list[Problem] = []
+    # (source file, position in it, why) -> patterns left unmapped because of it
+    unmapped: dict[tuple[str, tuple[str | int, ...], str], list[str]] = {}
 
     def entry(
-        pattern: str, team: str | None, source: str, where: tuple[str | int, ...]
+        pattern: str, team: object, source: str, where: tuple[str | int, ...]
     ) -> Iterator[OwnershipEntry]:
-        handle = teams[team].github if team in teams else ""
-        if team and handle:
-            yield OwnershipEntry(pattern, team, handle)
+        if isinstance(team, str) and team in teams and teams[team].github:
+            yield OwnershipEntry(pattern, team, teams[team].github)
             return
         if team is None:
             why = "has no owner"
-        elif team not in teams:
+        elif not isinstance(team, str) or team not in teams:
             why = f"names team '{team}', which is not declared in {PROJECT_FILE}"
         else:
             why = f"names team '{team}', which has no github handle in {PROJECT_FILE}"
-        doc = _document_for(project, source)
-        line, col = doc.position(where) if doc else (0, 0)
-        problems.append(
-            Problem(
-                source,
-                line,
-                col,
-                RULE,
-                "error",
-                f"{pattern} is not mapped: {source} {why}",
-                "fix the ownership and run `flagstone validate`",
-            )
-        )
+        unmapped.setdefault((source, where, why), []).append(pattern)
 
     sections: list[tuple[str, tuple[OwnershipEntry, ...]]] = []
     admins = project.config.admins if project.config else None
@@ -258,6 +246,21 @@ def plan_ownership(project: Project) -> OwnershipPlan:
         segment_entries += entry(f"/{source}", segment.owner, source, ("owner",))
     if segment_entries:
         sections.append(("Segments", tuple(segment_entries)))
+    problems = []
+    for (source, where, why), patterns in unmapped.items():
+        doc = _document_for(project, source)
+        line, col = doc.position(where) if doc else (0, 0)
+        problems.append(
+            Problem(
+                source,
+                line,
+                col,
+                RULE,
+                "error",
+                f"{source} {why}, so {', '.join(patterns)} cannot be mapped",
+                "fix the ownership and run `flagstone validate`",
+            )
+        )
     return OwnershipPlan(tuple(sections), tuple(problems))
 
 
@@ -405,6 +408,7 @@ class CodeownersReport:
     current: str | None
     expected: str
     problems: tuple[Problem, ...]
+    unmapped: tuple[Problem, ...]  # files with no owner to map: the block is incomplete
 
     @property
     def up_to_date(self) -> bool:
@@ -455,11 +459,18 @@ def codeowners_report(project: Project) -> CodeownersReport:
         for other in IGNORED_CODEOWNERS_PATHS
         if (project.root / other).is_file()
     ]
-    return CodeownersReport(project.root / CODEOWNERS_PATH, current, expected, tuple(problems))
+    return CodeownersReport(
+        project.root / CODEOWNERS_PATH, current, expected, tuple(problems), plan.problems
+    )
 
 
 def write_codeowners(report: CodeownersReport) -> bool:
-    """Write the expected file if it differs; return whether anything changed."""
+    """Write the expected file if it differs; return whether anything changed.
+
+    An incomplete block is never written: ``ValidationFailed`` if ``report.unmapped``.
+    """
+    if report.unmapped:
+        raise ValidationFailed(list(report.unmapped))
     if report.up_to_date:
         return False
     report.path.parent.mkdir(parents=True, exist_ok=True)

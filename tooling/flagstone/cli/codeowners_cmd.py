@@ -31,7 +31,6 @@ def codeowners(check: bool, fmt: str, repo: Path | None) -> int:
     if project.problems:
         raise ValidationFailed(project.problems)
     result = codeowners_report(project)
-    unmapped = [p for p in result.problems if p.rule == "codeowners" and p.path != CODEOWNERS_PATH]
     fmt = resolve_format(fmt)
     failed = any(p.level == "error" for p in result.problems)
     if check:
@@ -40,7 +39,7 @@ def codeowners(check: bool, fmt: str, repo: Path | None) -> int:
             diff_stream.write(result.diff())
             click.echo(f"{CODEOWNERS_PATH} is out of date; run `flagstone codeowners`", err=True)
             failed = True
-    elif unmapped:
+    elif result.unmapped:
         click.echo(f"{CODEOWNERS_PATH} not written: some files have no owner to map", err=True)
     elif write_codeowners(result):
         click.echo(f"wrote {CODEOWNERS_PATH}", err=True)
