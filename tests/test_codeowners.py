@@ -22,6 +22,7 @@ from flagstone.ownership import (
     CODEOWNERS_PATH,
     END_MARKER,
     codeowners_report,
+    parse_line,
     pattern_regex,
     plan_ownership,
     write_codeowners,
@@ -453,3 +454,18 @@ def test_library_refuses_to_write_an_incomplete_block(tmp_path: Path) -> None:
     with pytest.raises(ValidationFailed):
         write_codeowners(report)
     assert not (tmp_path / CODEOWNERS_PATH).exists()
+
+
+def test_escaped_spaces_and_inline_comments_parse_as_github_reads_them(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    path = root / CODEOWNERS_PATH
+    path.parent.mkdir()
+    path.write_text("/docs/release\\ notes.md @acme/docs  # the PM team writes these\n")
+    code, out, _ = run(root)
+    assert (code, out) == (0, ".github/CODEOWNERS: no problems\n")
+    text = path.read_text()
+    assert oracle_owner(text, "docs/release notes.md") == "@acme/docs"
+    line, errors = parse_line(1, text.splitlines()[0])
+    assert errors == [] and line is not None
+    assert line.owners == ("@acme/docs",)
+    assert line.matches("docs/release notes.md")

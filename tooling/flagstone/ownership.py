@@ -60,13 +60,17 @@ def is_valid_owner(owner: str) -> bool:
 
 def _translate_segment(segment: str) -> str:
     out = []
+    escaped = False
     for char in segment:
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        else:
+        if escaped or char not in "*?\\":
             out.append(re.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "*":
+            out.append("[^/]*")
+        else:
+            out.append("[^/]")
     return "".join(out)
 
 
@@ -110,6 +114,9 @@ class CodeownersLine:
         return pattern_regex(self.pattern).fullmatch(path) is not None
 
 
+_UNESCAPED_SPACE = re.compile(r"(?<!\\)\s+")  # `a\ b` is one pattern with a space
+
+
 def _strip_comment(text: str) -> str:
     # GitHub allows `#` comments at the end of a line, after whitespace.
     match = re.search(r"(?:^|\s)#", text)
@@ -121,7 +128,7 @@ def parse_line(number: int, raw: str) -> tuple[CodeownersLine | None, list[str]]
     text = raw.strip()
     if not text or text.startswith("#"):
         return None, []
-    fields = _strip_comment(text).split()
+    fields = _UNESCAPED_SPACE.split(_strip_comment(text).strip())
     pattern, owners = fields[0], tuple(fields[1:])
     errors = []
     if pattern.startswith("!"):
