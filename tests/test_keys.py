@@ -20,15 +20,39 @@ from flagstone.keys import DEV_KEY_PATH, KEY_ENV_VARIABLE, private_key_pem
 from publish_helpers import commit, fixed_key, git, make_repo, write_key_file
 
 
-def run(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cwd: Path, *args: str
-) -> tuple[int, str, str]:
-    monkeypatch.chdir(cwd)
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    captured = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), captured.out, captured.err
+class Cli:
+    """Runs ``flagstone`` in-process in a directory; returns (exit code, stdout, stderr)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.capsys = capsys
+        self.monkeypatch = monkeypatch
+
+    def __call__(self, cwd: Path, *args: str) -> tuple[int, str, str]:
+        self.monkeypatch.chdir(cwd)
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        captured = self.capsys.readouterr()
+        code = exited.value.code
+        return (code if isinstance(code, int) else 0), captured.out, captured.err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    return Cli(capsys, monkeypatch)
+
+
+@pytest.fixture
+def published(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repository published to dist/ with the configured key from FLAGSTONE_SIGNING_KEY."""
+    root = make_repo(tmp_path / "repo")
+    monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
+    code, stdout, stderr = cli(root, "publish")
+    assert code == 0, stderr
+    secret_body = "".join(private_key_pem(fixed_key()).decode().splitlines()[1:-1])
+    assert secret_body not in stdout + stderr
+    assert "development key" not in stderr
+    monkeypatch.delenv(KEY_ENV_VARIABLE)
+    return root
 
 
 @pytest.fixture(autouse=True)
@@ -38,12 +62,10 @@ def _no_inherited_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_keygen_writes_a_private_key_0600_and_prints_the_config_entry(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli
 ) -> None:
     out = tmp_path / "keys" / "ci.pem"
-    code, stdout, stderr = run(
-        capsys, monkeypatch, tmp_path, "keygen", "--out", str(out), "--note", "CI key"
-    )
+    code, stdout, stderr = cli(tmp_path, "keygen", "--out", str(out), "--note", "CI key")
     assert code == 0, stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     pem = out.read_text()
@@ -55,72 +77,42 @@ def test_keygen_writes_a_private_key_0600_and_prints_the_config_entry(
     assert entry["note"] == "CI key"
     assert TrustedKey.from_config(snippet["signing"])[0].keyid == entry["keyid"]
 
-    again = run(capsys, monkeypatch, tmp_path, "keygen", "--out", str(out))
+    again = cli(tmp_path, "keygen", "--out", str(out))
     assert again[0] == 2 and "refusing to overwrite" in again[2]
     assert out.read_text() == pem
 
 
-def test_keygen_default_location_is_git_ignored_dot_flagstone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_keygen_default_location_is_git_ignored_dot_flagstone(tmp_path: Path, cli: Cli) -> None:
     root = make_repo(tmp_path / "repo")
     (root / "flags").mkdir(exist_ok=True)
-    code, stdout, stderr = run(capsys, monkeypatch, root / "flags", "keygen")
+    code, stdout, stderr = cli(root / "flags", "keygen")
     assert code == 0, stderr
     (written,) = (root / ".flagstone").glob("signing-key-*.pem")
     keyid = yaml.safe_load(stdout)["signing"]["keys"][0]["keyid"]
     assert written.name == f"signing-key-{keyid[:12]}.pem"
 
 
-def test_keygen_to_stdout_only_when_asked(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    code, stdout, stderr = run(capsys, monkeypatch, tmp_path, "keygen", "--out", "-")
+def test_keygen_to_stdout_only_when_asked(tmp_path: Path, cli: Cli) -> None:
+    code, stdout, stderr = cli(tmp_path, "keygen", "--out", "-")
     assert code == 0
     assert stdout.startswith("-----BEGIN PRIVATE KEY-----")
     assert "signing:" in stderr and "PRIVATE" not in stderr
 
 
-def _publish_with_key(
-    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
-    code, stdout, stderr = run(capsys, monkeypatch, root, "publish")
-    assert code == 0, stderr
-    secret_body = "".join(private_key_pem(fixed_key()).decode().splitlines()[1:-1])
-    assert secret_body not in stdout + stderr
-    assert "development key" not in stderr
-    monkeypatch.delenv(KEY_ENV_VARIABLE)
-
-
-def test_publish_with_the_key_from_the_environment_then_verify(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = make_repo(tmp_path / "repo")
-    _publish_with_key(root, capsys, monkeypatch)
-    code, stdout, stderr = run(
-        capsys, monkeypatch, root, "verify", "dist/production/latest.json", "--env", "production"
-    )
+def test_publish_with_the_key_from_the_environment_then_verify(published: Path, cli: Cli) -> None:
+    root = published
+    code, stdout, stderr = cli(root, "verify", "dist/production/latest.json", "--env", "production")
     assert code == 0, stderr
     assert stdout.startswith("OK dist/production/latest.json: demo-shop/production version 1")
-    code, stdout, _ = run(
-        capsys, monkeypatch, root, "verify", "dist/staging/latest.json", "--format", "json"
-    )
+    code, stdout, _ = cli(root, "verify", "dist/staging/latest.json", "--format", "json")
     assert code == 0 and json.loads(stdout)["environment"] == "staging"
 
 
-def test_verify_rejects_wrong_environment_and_expired(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = make_repo(tmp_path / "repo")
-    _publish_with_key(root, capsys, monkeypatch)
-    code, _, stderr = run(
-        capsys, monkeypatch, root, "verify", "dist/production/latest.json", "--env", "staging"
-    )
+def test_verify_rejects_wrong_environment_and_expired(published: Path, cli: Cli) -> None:
+    root = published
+    code, _, stderr = cli(root, "verify", "dist/production/latest.json", "--env", "staging")
     assert code == 1 and "expected 'staging'" in stderr
-    code, _, stderr = run(
-        capsys,
-        monkeypatch,
+    code, _, stderr = cli(
         root,
         "verify",
         "dist/production/latest.json",
@@ -133,10 +125,9 @@ def test_verify_rejects_wrong_environment_and_expired(
 
 @pytest.mark.parametrize("field", ["payload", "payloadType", "sig"])
 def test_verify_rejects_tampering_with_any_signed_field(
-    field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    field: str, published: Path, tmp_path: Path, cli: Cli
 ) -> None:
-    root = make_repo(tmp_path / "repo")
-    _publish_with_key(root, capsys, monkeypatch)
+    root = published
     original = json.loads((root / "dist/production/latest.json").read_bytes())
     if field == "payload":
         # Change one byte of the decoded payload, as an attacker would.
@@ -151,62 +142,50 @@ def test_verify_rejects_tampering_with_any_signed_field(
         original["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(original))
-    code, stdout, stderr = run(capsys, monkeypatch, root, "verify", str(tampered))
+    code, stdout, stderr = cli(root, "verify", str(tampered))
     assert code == 1 and stdout == ""
     assert stderr.startswith(f"error: {tampered}: ")
     assert "Traceback" not in stderr
 
 
-def test_securesystemslib_verifies_a_published_snapshot(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = make_repo(tmp_path / "repo")
-    _publish_with_key(root, capsys, monkeypatch)
+def test_securesystemslib_verifies_a_published_snapshot(published: Path, cli: Cli) -> None:
+    root = published
     envelope = Envelope.from_dict(json.loads((root / "dist/production/latest.json").read_bytes()))
     key = SSlibKey.from_crypto(fixed_key().public_key())
     assert list(envelope.verify([key], 1)) == [key.keyid]
 
 
-def test_sign_then_verify(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = make_repo(tmp_path / "repo")
-    _publish_with_key(root, capsys, monkeypatch)
+def test_sign_then_verify(published: Path, tmp_path: Path, cli: Cli) -> None:
+    root = published
     # Re-sign a published payload with `flagstone sign`: same key, so same bytes.
     latest = (root / "dist/staging/latest.json").read_bytes()
     payload_file = tmp_path / "payload.json"
     payload_file.write_bytes(base64.b64decode(json.loads(latest)["payload"]))
     key_file = write_key_file(tmp_path)
     out = tmp_path / "signed.json"
-    code, _, stderr = run(
-        capsys, monkeypatch, root, "sign", str(payload_file), "--key", str(key_file), "-o", str(out)
-    )
+    code, _, stderr = cli(root, "sign", str(payload_file), "--key", str(key_file), "-o", str(out))
     assert code == 0, stderr
     assert out.read_bytes().strip() == latest.strip()
-    assert run(capsys, monkeypatch, root, "verify", str(out), "--env", "staging")[0] == 0
+    assert cli(root, "verify", str(out), "--env", "staging")[0] == 0
 
 
-def test_sign_with_a_bad_key_file_says_where_not_what(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sign_with_a_bad_key_file_says_where_not_what(tmp_path: Path, cli: Cli) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text(
         "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n-----END PRIVATE KEY-----\n"
     )
     (tmp_path / "payload.json").write_text("{}")
-    code, stdout, stderr = run(
-        capsys, monkeypatch, tmp_path, "sign", "payload.json", "--key", str(bad)
-    )
+    code, stdout, stderr = cli(tmp_path, "sign", "payload.json", "--key", str(bad))
     assert code == 2
     assert stderr.startswith(f"error: key file {bad} holds a private key that cannot be read")
     assert "c2VjcmV0" not in stdout + stderr
 
 
 def test_development_key_is_created_once_signs_and_is_never_trusted_implicitly(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli
 ) -> None:
     root = make_repo(tmp_path / "repo")
-    code, stdout, stderr = run(capsys, monkeypatch, root, "publish")
+    code, stdout, stderr = cli(root, "publish")
     assert code == 0, stderr
     dev_key = root / DEV_KEY_PATH
     assert stat.S_IMODE(dev_key.stat().st_mode) == 0o600
@@ -217,29 +196,24 @@ def test_development_key_is_created_once_signs_and_is_never_trusted_implicitly(
     (root / ".gitignore").write_text(".flagstone/\ndist/\n")
     assert ".flagstone" not in git(root, "status", "--porcelain", "--untracked-files=all")
 
-    code, _, stderr = run(capsys, monkeypatch, root, "verify", "dist/production/latest.json")
+    code, _, stderr = cli(root, "verify", "dist/production/latest.json")
     assert code == 1 and "--allow-dev-key" in stderr
-    assert (
-        run(capsys, monkeypatch, root, "verify", "dist/production/latest.json", "--allow-dev-key")[
-            0
-        ]
-        == 0
-    )
+    assert cli(root, "verify", "dist/production/latest.json", "--allow-dev-key")[0] == 0
 
     (root / "flags/checkout/production.yaml").write_text("enabled: false\n")
     commit(root, "off")
-    code, stdout, stderr = run(capsys, monkeypatch, root, "publish", "--env", "production")
+    code, stdout, stderr = cli(root, "publish", "--env", "production")
     assert code == 0 and "(from an earlier run)" in stderr and "version 2" in stdout
 
 
 def test_publish_json_and_github_outputs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_repo(tmp_path / "repo")
     outputs = tmp_path / "github_output"
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
     monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
-    code, stdout, stderr = run(capsys, monkeypatch, root, "publish", "--format", "json")
+    code, stdout, stderr = cli(root, "publish", "--format", "json")
     assert code == 0, stderr
     results = json.loads(stdout)
     assert [(r["environment"], r["action"], r["version"]) for r in results] == [
@@ -253,12 +227,12 @@ def test_publish_json_and_github_outputs(
 
 
 def test_publish_dry_run_and_unknown_environment(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_repo(tmp_path / "repo")
     monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
-    code, stdout, _ = run(capsys, monkeypatch, root, "publish", "--dry-run")
+    code, stdout, _ = cli(root, "publish", "--dry-run")
     assert code == 0 and "staging: would publish version 1" in stdout
     assert not (root / "dist").exists()
-    code, _, stderr = run(capsys, monkeypatch, root, "publish", "--env", "qa")
+    code, _, stderr = cli(root, "publish", "--env", "qa")
     assert code == 2 and "unknown environment 'qa'" in stderr
