@@ -7,8 +7,9 @@ newest of its release files last changed — from `git log` when the repository 
 git work tree and the files are committed, from the files' modification times
 otherwise. In a shallow clone (CI checkouts default to one commit) every file seems to
 have changed in the oldest fetched commit, so fetch the history (`fetch-depth: 0`) for
-this rule to see real ages. Flags serving their `off_variation` everywhere are not reported here; a
-flag with prerequisites counts only when its prerequisites are fully rolled out too.
+this rule to see real ages. Flags serving their `off_variation` everywhere are not
+reported here; a flag with prerequisites counts only when its prerequisites are fully
+rolled out too.
 
 Passes (`production.yaml` still rolling out)::
 
