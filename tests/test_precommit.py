@@ -131,3 +131,13 @@ def test_repository_config_runs_the_local_hooks(tmp_path: Path, pre_commit_home:
         line for line in failed.stdout.splitlines() if line.startswith("GitHub workflows")
     )
     assert workflow_line.endswith("Failed")
+
+
+def test_this_repository_passes_its_own_hooks(hooks_clone: Path, pre_commit_home: Path) -> None:
+    """Dogfood: the committed flags, CODEOWNERS, workflows and action pass the hooks."""
+    result = pre_commit("run", "--all-files", cwd=hooks_clone, home=pre_commit_home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    hook_lines = [
+        line for line in result.stdout.splitlines() if line.endswith(("Passed", "Failed"))
+    ]
+    assert len(hook_lines) == 5 and all(line.endswith("Passed") for line in hook_lines), hook_lines
