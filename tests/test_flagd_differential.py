@@ -1,0 +1,392 @@
+"""Differential test: Flagstone's engine against flagd's own evaluator on the export.
+
+Every flag of the example repository (both environments) and of the conformance
+vectors is exported with ``flagstone.flagd_export`` and loaded into the real
+``FlagdCore`` (openfeature-flagd-core). Generated contexts — values taken from the
+flags' own clauses and their neighbours, wrong types, missing and null attributes,
+nested objects replaced by strings and lists, versions with ``v`` prefixes and
+padding, timestamps in every RFC 3339 form and some impossible dates — are evaluated
+by both at several instants around every scheduled stage. The served variation (and
+value) must be identical for every evaluation, and flagd's reason must be the one
+docs/readme/flagd.md maps ours to.
+
+flagd reads the clock itself (``$flagd.timestamp`` is ``int(time.time())``); the test
+gives its targeting module a fixed clock per instant, and gives the engine the same
+instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature.contrib.tools.flagd.core import FlagdCore
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import OpenFeatureError
+
+from flagstone.compile import compile_environment
+from flagstone.engine import Snapshot, parse_timestamp
+from flagstone.flagd_export import export_flagd
+from flagstone.validate import load_valid_project
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFORMANCE = sorted((ROOT / "tests" / "conformance").glob("*.json"))
+TARGETING_MODULE = importlib.import_module(
+    "openfeature.contrib.tools.flagd.core.targeting.targeting"
+)
+BASE_TIME = 1_795_000_000  # 2026-11-18, before the example's scheduled stage
+
+# How flagd's reason relates to ours (documented in docs/readme/flagd.md).
+REASONS = {
+    "DISABLED": {"STATIC"},
+    "DEFAULT": {"STATIC", "DEFAULT", "TARGETING_MATCH"},
+    "TARGETING_MATCH": {"TARGETING_MATCH", "STATIC"},
+    "SPLIT": {"TARGETING_MATCH"},
+    "PREREQUISITE_FAILED": {"TARGETING_MATCH"},
+}
+# Flags left out on purpose: flagd has no regular expressions and no array-valued
+# object flags. The refusal itself is tested in test_flagd_export.py.
+EXPECTED_REFUSALS = {"search-ranking", "op-matches", "layout"}
+
+
+class FixedClock:
+    """Stands in for the ``time`` module inside flagd's targeting module."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+def payloads() -> Iterator[tuple[str, dict[str, Any]]]:
+    project = load_valid_project(ROOT)
+    for env in project.environments:
+        yield f"example:{env}", compile_environment(project, env)
+    for path in CONFORMANCE:
+        yield f"conformance:{path.stem}", json.loads(path.read_text())["snapshot"]
+
+
+# ---------------------------------------------------------------------------
+# Context generation from what the flags look at.
+
+
+def walk_conditions(condition: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    if "attribute" in condition:
+        yield condition
+    for combinator in ("all", "any"):
+        for part in condition.get(combinator, []):
+            yield from walk_conditions(part)
+    if "not" in condition:
+        yield from walk_conditions(condition["not"])
+
+
+def collect(payload: Mapping[str, Any]) -> tuple[dict[str, list[Any]], list[str], list[float]]:
+    """attribute -> interesting values, interesting keys, scheduled instants."""
+    attributes: dict[str, list[Any]] = {}
+    keys: list[str] = []
+    instants: list[float] = []
+    conditions: list[Mapping[str, Any]] = []
+    for segment in payload["segments"].values():
+        keys += segment.get("include", []) + segment.get("exclude", [])
+        conditions += segment.get("rules", [])
+    for flag in payload["flags"].values():
+        for target in flag.get("targets", []):
+            keys += target["keys"]
+        for rule in flag.get("rules", []):
+            conditions.append(rule["condition"])
+            split = rule["serve"].get("split")
+            if split:
+                attributes.setdefault(split.get("bucket_by", "key"), [])
+        default = flag.get("default", {})
+        spec = default.get("split") or default.get("progression")
+        if spec:
+            attributes.setdefault(spec.get("bucket_by", "key"), [])
+        for stage in default.get("progression", {}).get("stages", []):
+            if stage.get("at"):
+                instants.append(parse_timestamp(stage["at"]) or 0.0)
+    for condition in conditions:
+        for clause in walk_conditions(condition):
+            values = attributes.setdefault(clause["attribute"], [])
+            values += neighbours(clause["op"], clause.get("values", []))
+    attributes.pop("key", None)
+    return attributes, sorted(set(keys)), sorted(set(instants))
+
+
+WRONG_TYPES: list[Any] = [None, True, False, 0, 1, -3, 2.5, "", "text", [], ["x"], {}, {"a": 1}]
+
+
+def neighbours(op: str, values: list[Any]) -> list[Any]:
+    """Values that sit on, next to and around a clause's own values."""
+    out: list[Any] = []
+    for value in values:
+        out.append(value)
+        if isinstance(value, bool):
+            out += [not value, int(value), str(value).lower(), [value]]
+        elif isinstance(value, (int, float)):
+            out += [value - 1, value + 1, value - 0.5, value + 0.25, float(value), str(value)]
+            out += [True, [value], -value]
+        elif op.startswith("semver_"):
+            out += semver_neighbours(value)
+        elif op in ("before", "after"):
+            out += time_neighbours(value)
+        else:
+            out += [value.upper(), value + "x", "x" + value, value[1:], value[:-1], [value]]
+            out += [value + "\n", value * 2, f"é{value}", {"v": value}]
+    return out
+
+
+def semver_neighbours(version: str) -> list[Any]:
+    core = version.split("-")[0].split("+")[0]
+    major, minor, patch = (int(p) for p in core.split("."))
+    return [
+        f"{major}.{minor}.{patch + 1}",
+        f"{major}.{minor}.{max(patch - 1, 0)}",
+        f"{major}.{minor + 1}.0",
+        f"{max(major - 1, 0)}.9.9",
+        f"{major + 1}.0.0",
+        f"{major}.{minor}.{patch}-rc.1",
+        f"{major}.{minor}.{patch}-alpha",
+        f"{major}.{minor}.{patch}-0.3.7",
+        f"{major}.{minor}.{patch}+build.5",
+        f"{max(major - 1, 0)}.{minor}",  # padded by flagd, invalid for Flagstone
+        f"{major - 1 if major else 0}",
+        f"{max(major - 1, 0)}-rc.1.2",
+        f"v{max(major - 1, 0)}.{minor}.{patch}",
+        f"V{major + 1}.0.0",
+        f"0{major}.{minor}.{patch}",
+        f"{major}.{minor}.{patch}.4",
+        f"{major}.{minor}.{patch}-",
+        f"{max(major - 1, 0)}.{minor}.{patch}-beta.{'1' * 40}",
+        f"{max(major - 1, 0)}.{'1' * 30}.0",
+        f"{max(major - 1, 0)}.{'1' * 70}",
+        f"{max(major - 1, 0)}.{'2' * 40}.{'3' * 40}",
+        float(major),
+        major,
+    ]
+
+
+def time_neighbours(stamp: str) -> list[Any]:
+    instant = parse_timestamp(stamp) or 0.0
+    date, clock = stamp[:10], stamp[11:19]
+    return [
+        instant,
+        instant - 1,
+        instant + 1,
+        int(instant) + 0.5,
+        f"{date}t{clock}z",
+        f"{date}T{clock}.000001Z",
+        f"{date}T{clock}.5Z",
+        f"{date}T{clock}.123456789Z",
+        f"{date}T{clock}.0000001Z",
+        f"{date}T{clock}+00:00",
+        f"{date}T{clock}-00:00",
+        f"{date}T{clock}+01:00",
+        f"{date}T{clock}-01:30",
+        f"{date}T{clock}+23:59",
+        f"{date}T{clock}+24:00",
+        f"{date}T{clock}+05:60",
+        f"{date}T{clock}",
+        f"{date} {clock}Z",
+        f"{date}T23:59:59Z",
+        f"{date}T00:00:00Z",
+        f"{date}T24:00:00Z",
+        f"{date}T12:60:00Z",
+        f"{date}T12:00:60Z",
+        "2024-02-29T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "2100-02-29T00:00:00Z",
+        "2000-02-29T12:00:00+02:00",
+        "2026-13-01T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-00-10T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "1969-12-31T23:59:59.999999Z",
+        "2026-1-01T00:00:00Z",
+        "２０２６-11-01T00:00:00Z",
+        float("inf"),
+    ]
+
+
+def random_text(rng: random.Random) -> str:
+    alphabet = "abcXYZ019.-+@_ é"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+
+
+def attribute_value(rng: random.Random, candidates: list[Any]) -> Any:
+    roll = rng.random()
+    if candidates and roll < 0.7:
+        return rng.choice(candidates)
+    if roll < 0.85:
+        return rng.choice(WRONG_TYPES)
+    return random_text(rng) if rng.random() < 0.5 else rng.randint(-(10**6), 10**6)
+
+
+def set_path(context: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = context
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def contexts(payload: Mapping[str, Any], count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    attributes, keys, _ = collect(payload)
+    generated = []
+    for i in range(count):
+        context: dict[str, Any] = {}
+        roll = rng.random()
+        if roll < 0.4 and keys:
+            context["key"] = rng.choice(keys)
+        elif roll < 0.9:
+            context["key"] = f"user-{rng.randint(0, 10**6)}"
+        elif roll < 0.95:
+            context["key"] = ""
+        for path, candidates in attributes.items():
+            if rng.random() < 0.75:
+                set_path(context, path, attribute_value(rng, candidates))
+        if i % 17 == 0 and attributes:
+            # A nested attribute's parent that is not an object.
+            path = rng.choice(list(attributes))
+            head = path.split(".")[0]
+            context[head] = rng.choice(["plain", ["a", "b"], 7, None])
+        generated.append(context)
+    return generated
+
+
+def instants_for(scheduled: list[float]) -> list[float]:
+    times = {BASE_TIME}
+    for at in scheduled:
+        times |= {at - 1, at, at + 1, at + 86_400 * 30}
+    return sorted(times)
+
+
+# ---------------------------------------------------------------------------
+# The two evaluators.
+
+
+class Flagd:
+    """FlagdCore loaded with one export, evaluating at a chosen instant."""
+
+    def __init__(self, document: dict[str, Any], types: Mapping[str, str]) -> None:
+        self.core = FlagdCore()
+        self.core.set_flags(json.loads(json.dumps(document)))
+        self.resolvers = {
+            key: {
+                "boolean": self.core.resolve_boolean_value,
+                "string": self.core.resolve_string_value,
+                "number": self.core.resolve_float_value,
+                "json": self.core.resolve_object_value,
+            }[flag_type]
+            for key, flag_type in types.items()
+        }
+
+    def evaluate(self, key: str, context: Mapping[str, Any]) -> tuple[Any, Any, str]:
+        attributes = {k: v for k, v in context.items() if k != "key"}
+        evaluation_context = EvaluationContext(context.get("key"), attributes)
+        try:
+            result = self.resolvers[key](key, None, evaluation_context)
+        except OpenFeatureError as error:
+            return None, None, f"ERROR {type(error).__name__}: {error}"
+        return result.variant, result.value, str(result.reason)
+
+
+def differential(
+    name: str, payload: dict[str, Any], monkeypatch: pytest.MonkeyPatch, count: int
+) -> Counter[str]:
+    export = export_flagd(payload, skip_unsupported=True)
+    assert {r.flag for r in export.refused} <= EXPECTED_REFUSALS, export.refused
+    flags = sorted(export.document["flags"])
+    snapshot = Snapshot.from_payload(payload)
+    flagd = Flagd(export.document, {k: payload["flags"][k]["type"] for k in flags})
+    _, _, scheduled = collect(payload)
+    tally: Counter[str] = Counter()
+    differences = []
+    for at in instants_for(scheduled):
+        monkeypatch.setattr(TARGETING_MODULE, "time", FixedClock(at))
+        for context in contexts(payload, count, seed=int(at) ^ len(name)):
+            for key in flags:
+                ours = snapshot.evaluate(key, context, at=at)
+                variant, value, reason = flagd.evaluate(key, context)
+                tally["evaluations"] += 1
+                tally[f"{ours.reason}->{reason}"] += 1
+                same_value = value == ours.value and type(value) is type(ours.value)
+                if payload["flags"][key]["type"] == "number":
+                    same_value = value == ours.value  # flagd's float resolver
+                if (
+                    variant != ours.variation
+                    or not same_value
+                    or reason not in REASONS.get(ours.reason, set())
+                ):
+                    differences.append((name, key, at, context, ours, variant, value, reason))
+    assert not differences, "\n".join(map(repr, differences[:10]))
+    return tally
+
+
+# (payload, contexts per instant): sized so the file runs in a few seconds while
+# evaluating over 10,000 (flag, context, instant) triples.
+DIFFERENTIAL_CASES = [
+    ("example:staging", 600),
+    ("example:production", 300),
+    ("conformance:operators", 600),
+    ("conformance:progressions", 300),
+    ("conformance:segments", 600),
+    ("conformance:splits", 1000),
+    ("conformance:targeting", 400),
+]
+
+
+@pytest.mark.parametrize(("name", "count"), DIFFERENTIAL_CASES)
+def test_engine_and_flagd_serve_the_same_variations(
+    name: str, count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = dict(payloads())[name]
+    tally = differential(name, payload, monkeypatch, count)
+    assert tally["evaluations"] >= count
+
+
+def test_at_least_ten_thousand_evaluations_in_total() -> None:
+    """Every payload is covered, and the cases together evaluate over 10,000
+    (flag, context, instant) triples (recomputed here without evaluating)."""
+    counts = dict(DIFFERENTIAL_CASES)
+    total = 0
+    for name, payload in payloads():
+        export = export_flagd(payload, skip_unsupported=True)
+        _, _, scheduled = collect(payload)
+        total += counts[name] * len(instants_for(scheduled)) * len(export.document["flags"])
+    assert total >= 10_000, total
+
+
+@pytest.mark.parametrize("path", CONFORMANCE, ids=lambda p: p.stem)
+def test_conformance_cases_through_flagd(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each language-neutral conformance case, evaluated by flagd on the export, gives
+    the expected variation and value."""
+    vectors = json.loads(path.read_text())
+    export = export_flagd(vectors["snapshot"], skip_unsupported=True)
+    exported = export.document["flags"]
+    types = {k: vectors["snapshot"]["flags"][k]["type"] for k in exported}
+    flagd = Flagd(export.document, types)
+    checked = 0
+    for case in vectors["cases"]:
+        if case["flag"] not in exported or case["expect"]["reason"] == "ERROR":
+            continue  # unknown flags and invalid contexts are the engine's API, not flags
+        at = parse_timestamp(case["at"]) if case.get("at") else BASE_TIME
+        monkeypatch.setattr(TARGETING_MODULE, "time", FixedClock(at or BASE_TIME))
+        variant, value, reason = flagd.evaluate(case["flag"], case["context"])
+        expect = case["expect"]
+        assert (variant, value) == (expect["variation"], expect["value"]), (case, reason)
+        assert reason in REASONS[expect["reason"]], (case, reason)
+        checked += 1
+    assert checked >= 0.9 * len(vectors["cases"]) - 20

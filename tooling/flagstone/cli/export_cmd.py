@@ -1,0 +1,75 @@
+"""``flagstone export --format flagd --env E [-o FILE]``: the flagd flag definition."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.compile import compile_environment, git_source
+from flagstone.flagd_export import SEGMENT_MODES, export_flagd, flagd_json
+from flagstone.validate import load_valid_project
+
+
+@click.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["flagd"]),
+    default="flagd",
+    show_default=True,
+    help="Export format.",
+)
+@click.option("--env", "env", required=True, help="Environment to export.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the definition to FILE instead of standard output.",
+)
+@click.option(
+    "--segments",
+    "segments",
+    type=click.Choice(SEGMENT_MODES),
+    default="inline",
+    show_default=True,
+    help="Write segment tests where they are used, or once as flagd $evaluators.",
+)
+@click.option(
+    "--skip-unsupported",
+    is_flag=True,
+    help="Leave out flags flagd cannot evaluate exactly (listed on stderr) instead of failing.",
+)
+@repo_option
+def export(
+    fmt: str,
+    env: str,
+    output: Path | None,
+    segments: str,
+    skip_unsupported: bool,
+    repo: Path | None,
+) -> None:
+    """Export one environment as a flagd flag definition (JSON).
+
+    The definition is translated from the compiled snapshot, so flagd providers in any
+    language serve the same variations as Flagstone's engine. A flag flagd cannot
+    evaluate exactly is an error (exit 1) naming the flag and the construct.
+    """
+    root = resolve_repo(repo)
+    project = load_valid_project(root)
+    payload = compile_environment(project, env, source=git_source(root))
+    result = export_flagd(payload, segments=segments, skip_unsupported=skip_unsupported)
+    for refusal in result.refused:
+        click.echo(f"warning: left out {refusal.message()}", err=True)
+    data = flagd_json(result.document)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    output.write_bytes(data)
+    count = len(result.document["flags"])
+    click.echo(f"wrote {output} ({count} flags, {len(data)} bytes)", err=True)
