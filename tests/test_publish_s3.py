@@ -350,3 +350,14 @@ class socket_closed_port:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_the_development_key_never_publishes_to_remote_storage(
+    s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    root = make_repo(tmp_path / "repo", publish=f"target: {s3_bucket.url}")
+    # e.g. a CI job whose signing-key secret is missing: FLAGSTONE_SIGNING_KEY is empty.
+    done = flagstone("publish", cwd=root, env={"FLAGSTONE_SIGNING_KEY": ""})
+    assert done.returncode == 2
+    assert "refusing to publish to s3://" in done.stderr and "development key" in done.stderr
+    assert s3_bucket.object_keys() == []

@@ -65,7 +65,7 @@ from flagstone.errors import (
     StoreError,
     UsageError,
 )
-from flagstone.keys import SigningKeys, configured_keyring
+from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, configured_keyring
 from flagstone.model import Project
 from flagstone.store import GetResult, IfMatch, SnapshotStore, open_store
 
@@ -206,6 +206,14 @@ class Publisher:
     source: Mapping[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        local = self.store.url.startswith(("file:", "memory:"))
+        if self.signing.development and not local and not self.dry_run:
+            # A missing CI secret must not quietly replace trusted snapshots with ones
+            # every SDK rejects.
+            raise UsageError(
+                f"refusing to publish to {self.store.url} with the untrusted development key",
+                hint=f"pass --key FILE or set {KEY_ENV_VARIABLE}; the development key is for local file:// targets",
+            )
         publish = self.project.config.publish if self.project.config else {}
         self.expires_after = _duration(publish, "expires_after", DEFAULT_EXPIRES_AFTER)
         self.refresh_before = _duration(publish, "refresh_before", DEFAULT_REFRESH_BEFORE)

@@ -141,6 +141,11 @@ def verify(
     try:
         payload = parse_payload(verify_envelope(envelope, trusted, threshold))
         check_snapshot(payload, project=project.config.name, environment=environment, now=now)
+        if payload.get("environment") not in project.environments:
+            raise EnvelopeError(
+                f"snapshot is for environment {payload.get('environment')!r}, which "
+                f"{project.config.name} does not have"
+            )
     except EnvelopeError as error:
         if dev_key is not None and not allow_dev_key and _signed_by(envelope, dev_key):
             raise EnvelopeError(

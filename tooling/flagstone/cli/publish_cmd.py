@@ -63,8 +63,6 @@ def publish(
     signing = resolve_signing_keys(
         root, key_files, allow_development_key=True, create_development_key=not dry_run
     )
-    if signing.development and not dry_run:
-        _warn_development_key(signing, root)
     publisher = Publisher(
         project,
         open_target(project, to),
@@ -73,6 +71,8 @@ def publish(
         dry_run=dry_run,
         source=git_source(root),
     )
+    if signing.development and not dry_run:
+        _warn_development_key(signing, root)
     results: list[PublishResult] = []
     for environment in environments or tuple(project.environments):
         result = publisher.publish(environment)
