@@ -161,6 +161,7 @@ def test_review_job_runs_every_check_against_the_pull_request_base() -> None:
     base = "${{ github.event.pull_request.base.sha }}"
     assert by_command["check-change"]["with"]["base"] == base
     assert by_command["diff"]["with"]["base"] == base
+    assert "head" not in by_command["diff"]["with"], "diff the merge commit, not the branch"
     assert "comment" in by_command["diff"]["with"]
 
 
