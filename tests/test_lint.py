@@ -504,3 +504,20 @@ def test_lint_and_codeowners_survive_every_example_repository(example: Path) -> 
     for problem in problems:
         assert problem.path == ".github/CODEOWNERS" or (example / problem.path).is_file(), problem
         assert problem.line >= 0 and problem.col >= 0
+
+
+def test_unknown_rule_names_get_a_suggestion(tmp_path: Path) -> None:
+    flag = (
+        "# flagstone: disable=stale-flag -- typo\n"
+        + (CASES / "_base/flags/checkout/flag.yaml").read_text()
+    )
+    root = make_case(tmp_path, files={"flags/checkout/flag.yaml": flag})
+    config = root / "flagstone.yaml"
+    config.write_text(config.read_text() + "lint:\n  rules:\n    unused-segments: {level: off}\n")
+    hints = [
+        p.hint
+        for p in lint_project(
+            read_project(root), LintContext(NOW, FixedChangeTimes({}, NOW))
+        ).problems
+    ]
+    assert hints == ["did you mean 'stale-temporary-flag'?", "did you mean 'unused-segment'?"]

@@ -20,6 +20,7 @@ nothing; one that names an unknown rule, or matches no finding, is reported too.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,12 @@ SUPPRESSION_RULE = "lint-suppression"
 OFF = "off"
 
 
+def unknown_rule_hint(rule_id: str) -> str:
+    """``did you mean …?`` for a near miss, else a pointer to the list of rules."""
+    close = difflib.get_close_matches(rule_id, RULES, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else "see `flagstone lint --list-rules`"
+
+
 def rule_summary(rule: Rule) -> str:
     """The first paragraph (one sentence) of the rule's documentation, on one line."""
     return " ".join((rule.__doc__ or "").strip().split("\n\n")[0].split())
@@ -133,7 +140,7 @@ def resolve_settings(project: Project) -> tuple[dict[str, RuleSetting], list[Pro
             complain(
                 ("lint", "rules", rule_id),
                 f"unknown lint rule '{rule_id}'",
-                "see `flagstone lint --list-rules`",
+                unknown_rule_hint(rule_id),
             )
 
     settings: dict[str, RuleSetting] = {}
@@ -267,9 +274,7 @@ def _suppression_findings(s: Suppression, enabled: set[str]) -> list[Problem]:
             )
         ]
     findings = [
-        finding(
-            "error", f"suppression names unknown rule '{rule}'", "see `flagstone lint --list-rules`"
-        )
+        finding("error", f"suppression names unknown rule '{rule}'", unknown_rule_hint(rule))
         for rule in s.rules
         if rule not in RULES
     ]
