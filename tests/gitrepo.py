@@ -123,3 +123,76 @@ class GitRepo:
             self.clock = date
         self.git("revert", "--no-edit", commit, author=author)
         return self.head()
+
+
+def run_cli(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``flagstone ARGS`` in-process from ``cwd``: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from flagstone.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(args)
+                code = 0
+            except SystemExit as exit_:
+                code = int(exit_.code or 0)
+    finally:
+        os.chdir(previous)
+    return code, out.getvalue(), err.getvalue()
+
+
+# Commits of the shared history scenario, by name -> (date, author, PR number or None).
+HISTORY = {
+    "initial": ("2026-11-01T09:00:00Z", ALICE, None),
+    "advance": ("2026-11-02T10:00:00Z", ALICE, 12),  # merge of Bob's branch
+    "rename": ("2026-11-03T10:00:00Z", CAROL, 13),
+    "bm25": ("2026-11-04T10:00:00Z", BOB, 14),
+    "revert": ("2026-11-05T10:00:00Z", ALICE, None),
+    "tester": ("2026-11-06T10:00:00Z", CAROL, 15),
+    "readme": ("2026-11-07T10:00:00Z", BOB, None),
+}
+
+
+def build_history(path: Path) -> dict[str, str]:
+    """The example repository with a realistic history on ``main``: a merged pull
+    request (authored by Bob, merged by Alice), a squash-merged rename, a change and its
+    revert, a segment edit, a commit touching no flag file, and an unmerged branch.
+    Returns commit ids by the names of ``HISTORY``."""
+    repo = GitRepo(path)
+    shas: dict[str, str] = {}
+    repo.copy_example()
+    shas["initial"] = repo.commit("Initial flags", author=ALICE, date=HISTORY["initial"][0])
+    repo.branch("advance-checkout")
+    repo.replace("flags/new-checkout/production.yaml", "current: beta", "current: ten")
+    repo.commit("Advance new-checkout to ten", author=BOB, date="2026-11-02T09:00:00Z")
+    repo.checkout("main")
+    shas["advance"] = repo.merge(
+        "advance-checkout",
+        "Merge pull request #12 from acme/advance-checkout",
+        author=ALICE,
+        date=HISTORY["advance"][0],
+    )
+    repo.move("flags/search-ranking", "flags/search-order")
+    shas["rename"] = repo.commit(
+        "Rename search-ranking to search-order (#13)", author=CAROL, date=HISTORY["rename"][0]
+    )
+    repo.replace("flags/search-order/production.yaml", "default: classic", "default: bm25")
+    shas["bm25"] = repo.commit("Serve bm25 by default (#14)", author=BOB, date=HISTORY["bm25"][0])
+    shas["revert"] = repo.revert(shas["bm25"], author=ALICE, date=HISTORY["revert"][0])
+    repo.replace("segments/beta-testers.yaml", "include: [", "include: [tester-99, ")
+    shas["tester"] = repo.commit(
+        "Add tester-99 to beta (#15)", author=CAROL, date=HISTORY["tester"][0]
+    )
+    repo.write("README.md", "# flags\n")
+    shas["readme"] = repo.commit("Add a readme", author=BOB, date=HISTORY["readme"][0])
+    repo.branch("unmerged-kill")
+    repo.replace("flags/payments-v2/production.yaml", "enabled: true", "enabled: false")
+    repo.commit("Kill payments-v2 (#16)", author=BOB, date="2026-11-08T10:00:00Z")
+    repo.checkout("main")
+    return shas
