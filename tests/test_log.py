@@ -94,7 +94,7 @@ def test_unmerged_branches_and_non_flag_commits_are_not_in_the_log(
 
 
 def test_a_flag_history_follows_its_rename(history: tuple[Path, dict[str, str]]) -> None:
-    root, shas = history
+    root, _ = history
     entries = log_json(root, "search-order")
     assert [(e["flag"], e["kind"]) for e in entries] == [
         ("search-ranking", "flag-added"),
