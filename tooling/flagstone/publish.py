@@ -387,6 +387,18 @@ def _duration(publish: Mapping[str, Any], name: str, default: str) -> int:
     return seconds
 
 
+def selected_environments(project: Project, environments: Sequence[str]) -> list[str]:
+    """``environments`` (all of the project's when empty), checked before anything is
+    published so a typo in the last one does not leave the first ones half done."""
+    known = project.environments
+    for environment in environments:
+        if environment not in known:
+            raise UsageError(
+                f"unknown environment {environment!r} (project environments: {', '.join(known) or 'none'})"
+            )
+    return list(environments or known)
+
+
 def publish_target(project: Project, to: str | None) -> str:
     publish = project.config.publish if project.config else {}
     return to or str(publish.get("target") or DEFAULT_TARGET)
@@ -418,12 +430,7 @@ def publish_project(
     source: Mapping[str, str | None] | None = None,
 ) -> list[PublishResult]:
     """Publish ``environments`` (default: all, in project order) and return what happened."""
-    known = project.environments
-    for environment in environments:
-        if environment not in known:
-            raise UsageError(
-                f"unknown environment {environment!r} (project environments: {', '.join(known) or 'none'})"
-            )
+    selected = selected_environments(project, environments)
     publisher = Publisher(
         project,
         open_target(project, to),
@@ -433,4 +440,4 @@ def publish_project(
         dry_run=dry_run,
         source=source if source is not None else git_source(project.root),
     )
-    return [publisher.publish(environment) for environment in (environments or known)]
+    return [publisher.publish(environment) for environment in selected]

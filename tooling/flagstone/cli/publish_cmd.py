@@ -10,9 +10,8 @@ import click
 
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.compile import git_source
-from flagstone.errors import UsageError
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, resolve_signing_keys
-from flagstone.publish import Publisher, PublishResult, open_target
+from flagstone.publish import Publisher, PublishResult, open_target, selected_environments
 from flagstone.validate import load_valid_project
 
 
@@ -55,11 +54,7 @@ def publish(
     """
     root = resolve_repo(repo)
     project = load_valid_project(root)
-    unknown = [e for e in environments if e not in project.environments]
-    if unknown:
-        raise UsageError(
-            f"unknown environment {unknown[0]!r} (project environments: {', '.join(project.environments)})"
-        )
+    selected = selected_environments(project, environments)
     signing = resolve_signing_keys(
         root, key_files, allow_development_key=True, create_development_key=not dry_run
     )
@@ -74,7 +69,7 @@ def publish(
     if signing.development and not dry_run:
         _warn_development_key(signing, root)
     results: list[PublishResult] = []
-    for environment in environments or tuple(project.environments):
+    for environment in selected:
         result = publisher.publish(environment)
         results.append(result)
         if fmt == "text":
