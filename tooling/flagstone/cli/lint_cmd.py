@@ -6,13 +6,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
 from flagstone.cli.common import findings_format_option, repo_option, resolve_repo
 from flagstone.errors import FlagstoneError, UsageError, ValidationFailed
-from flagstone.lint import RULES, lint_project, resolve_settings, rule_summary
+from flagstone.lint import lint_project, rule_catalog
 from flagstone.lint.context import LintContext, RepositoryChangeTimes
 from flagstone.model import Project, read_project
 from flagstone.problems import report, resolve_format
@@ -30,22 +29,7 @@ def _parse_now(value: str | None) -> datetime:
 
 
 def _list_rules(project: Project | None, fmt: str) -> None:
-    settings = resolve_settings(project)[0] if project is not None else {}
-    rows: list[dict[str, Any]] = []
-    for rule_id, rule in RULES.items():
-        setting = settings.get(rule_id)
-        level = rule.DEFAULT_LEVEL if setting is None else (setting.level or "off")
-        options = dict(setting.options) if setting else dict(rule.OPTIONS)
-        rows.append(
-            {
-                "id": rule_id,
-                "level": level,
-                "default_level": rule.DEFAULT_LEVEL,
-                "options": options,
-                "summary": rule_summary(rule),
-                "doc": (rule.__doc__ or "").strip(),
-            }
-        )
+    rows = rule_catalog(project)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

@@ -176,6 +176,26 @@ def resolve_settings(project: Project) -> tuple[dict[str, RuleSetting], list[Pro
     return settings, problems
 
 
+def rule_catalog(project: Project | None = None) -> list[dict[str, Any]]:
+    """Every rule with its level and options (as configured in ``project``, if given),
+    summary and documentation: what ``flagstone lint --list-rules`` shows."""
+    settings = resolve_settings(project)[0] if project is not None else {}
+    catalog = []
+    for rule_id, rule in RULES.items():
+        setting = settings.get(rule_id, RuleSetting(rule.DEFAULT_LEVEL, rule.OPTIONS))
+        catalog.append(
+            {
+                "id": rule_id,
+                "level": setting.level or OFF,
+                "default_level": rule.DEFAULT_LEVEL,
+                "options": dict(setting.options),
+                "summary": rule_summary(rule),
+                "doc": (rule.__doc__ or "").strip(),
+            }
+        )
+    return catalog
+
+
 # --- suppressions -----------------------------------------------------------------------
 
 _SUPPRESSION = re.compile(r"(?:^|\s)#\s*flagstone:\s*disable=(?P<body>.*)$")
