@@ -289,7 +289,10 @@ class Publisher:
                 change if not self.force or change != "refresh" else "forced republish",
             )
 
-        for _attempt in range(MAX_ATTEMPTS):
+        # Each lost race (a version taken, latest.json moved) costs one attempt.
+        attempts = 0
+        while attempts < MAX_ATTEMPTS:
+            attempts += 1
             envelope = self._sign(unsigned, version, now)
             snapshot_path = f"{environment}/snapshots/{version}.json"
             try:
@@ -308,7 +311,8 @@ class Publisher:
                 version += 1
                 continue
             # Point latest.json at it, conditional on what we read; retry while others move it.
-            while True:
+            while attempts < MAX_ATTEMPTS:
+                attempts += 1
                 mode: Literal["create"] | IfMatch = (
                     "create" if found is None else IfMatch(found.etag or "")
                 )
@@ -330,14 +334,14 @@ class Publisher:
                             f"another publisher published the same content as version {current.version}",
                         )
                     if current.version < version:
-                        continue
+                        continue  # ours is still the highest: same bytes, new condition
                     version = current.version + 1
                     break
                 return result(
                     "published",
                     version,
                     self.store.location(snapshot_path),
-                    _payload_expires(envelope),
+                    expires_text,
                     "new content"
                     if previous is None or previous.digest != digest
                     else ("forced republish" if self.force else "refresh before expiry"),
@@ -371,12 +375,6 @@ class Publisher:
                 hint=f"add the public key of {', '.join(self.signing.keyids)} to signing.keys "
                 "(`flagstone keygen` prints the entry) or sign with a configured key",
             ) from None
-
-
-def _payload_expires(envelope: bytes) -> str | None:
-    payload = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
-    expires = payload.get("expires")
-    return str(expires) if expires is not None else None
 
 
 def _duration(publish: Mapping[str, Any], name: str, default: str) -> int:
