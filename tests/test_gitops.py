@@ -1,0 +1,148 @@
+"""Git plumbing and ``flagstone diff`` defaults on real repositories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flagstone import gitops
+from flagstone.errors import GitError
+from gitrepo import BOB, GitRepo, run_cli
+
+FLAG = "name: Dark mode\nowner: eng\nvariations: {on: true, off: false}\noff_variation: off\n"
+PROJECT = "project: shop\nenvironments: [staging, production]\nteams: {eng: {github: '@acme/eng'}}\nadmins: eng\n"
+
+
+def small_repo(path: Path, *, branch: str = "main", prefix: str = "") -> GitRepo:
+    repo = GitRepo(path, branch=branch)
+    repo.write(f"{prefix}flagstone.yaml", PROJECT)
+    repo.write(f"{prefix}flags/dark-mode/flag.yaml", FLAG)
+    repo.write(f"{prefix}flags/dark-mode/production.yaml", "enabled: false\ndefault: off\n")
+    repo.commit("Add dark-mode", date="2026-11-01T09:00:00Z")
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("subject", "number"),
+    [
+        ("Merge pull request #123 from acme/branch", 123),
+        ("Enable dark mode (#45)", 45),
+        ("Enable dark mode (#45)  ", 45),
+        ('Revert "Enable dark mode (#45)"', None),
+        ("Fix #12 in the middle", None),
+        ("Plain commit", None),
+    ],
+)
+def test_pull_request_numbers_from_subjects(subject: str, number: int | None) -> None:
+    commit = gitops.Commit(
+        "0" * 40, "A", "a@example.com", "2026-11-01T00:00:00+00:00", 0, subject, ()
+    )
+    assert commit.pull_request == number
+
+
+def test_default_branch_and_merge_base(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    root = repo.path
+    assert gitops.default_branch(root) == "main"
+    main_head = repo.head()
+    assert gitops.default_base(root) == main_head  # on the default branch: HEAD itself
+    repo.branch("feature")
+    repo.replace("flags/dark-mode/production.yaml", "enabled: false", "enabled: true")
+    repo.commit("Enable dark mode", author=BOB, date="2026-11-02T09:00:00Z")
+    assert gitops.default_base(root) == main_head
+    clone = tmp_path / "clone"
+    subprocess.run(
+        ["git", "clone", "-q", str(root), str(clone)], check=True, capture_output=True, timeout=60
+    )
+    assert gitops.default_branch(clone) == "origin/feature"  # origin/HEAD follows the source's HEAD
+
+
+def test_master_is_the_fallback_default_branch(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r", branch="master")
+    assert gitops.default_branch(repo.path) == "master"
+    repo.git("branch", "-m", "master", "trunk")
+    assert gitops.default_branch(repo.path) is None
+    assert gitops.default_base(repo.path) == repo.head()
+
+
+def test_project_in_a_subdirectory(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r", prefix="config/flags/")
+    root = repo.path / "config" / "flags"
+    project = gitops.project_at(root, "HEAD")
+    assert sorted(project.flags) == ["dark-mode"]
+    assert project.flags["dark-mode"].releases["production"].enabled is False
+    history = gitops.first_parent_history(root)
+    assert [c.subject for c in history] == ["Add dark-mode"]
+    assert {c.path for c in history[0].changes} == {
+        "flagstone.yaml",
+        "flags/dark-mode/flag.yaml",
+        "flags/dark-mode/production.yaml",
+    }
+
+
+def test_invalid_file_at_a_revision_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    repo.write("flags/dark-mode/production.yaml", "enabled: [\n")
+    repo.commit("Break it")
+    project = gitops.project_at(repo.path, "HEAD")
+    assert [p.path for p in project.problems] == ["flags/dark-mode/production.yaml"]
+    assert "production" not in project.flags["dark-mode"].releases
+
+
+def test_unknown_revision_and_no_git(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    with pytest.raises(GitError, match=r"^unknown revision 'v9'$"):
+        gitops.resolve_revision(repo.path, "v9")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "flagstone.yaml").write_text(PROJECT)
+    with pytest.raises(GitError, match="is not inside a git work tree"):
+        gitops.project_at(plain, "HEAD")
+    code, out, err = run_cli(["diff"], plain)
+    assert code == 1 and out == "" and err.startswith("error: ")
+
+
+def test_blob_reader_reads_many_and_reports_missing(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    with gitops.BlobReader(repo.path) as reader:
+        assert reader.read("HEAD:flags/dark-mode/flag.yaml") == FLAG.encode()
+        assert reader.read("HEAD:no/such/file") is None
+        assert reader.read("HEAD:flagstone.yaml") == PROJECT.encode()
+
+
+def test_diff_defaults_merge_base_to_working_tree(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    repo.branch("feature")
+    repo.replace("flags/dark-mode/production.yaml", "enabled: false", "enabled: true")
+    repo.commit("Enable dark mode in production", author=BOB, date="2026-11-02T09:00:00Z")
+    repo.write("flags/dark-mode/staging.yaml", "enabled: true\ndefault: on\n")  # not committed
+    code, out, err = run_cli(["diff"], repo.path / "flags")
+    assert code == 0, err
+    assert out.splitlines()[1:] == [
+        "⚠ 1 production change raises exposure",
+        "production:",
+        "  dark-mode: enabled: now serves off by default",
+        "staging:",
+        "  dark-mode: release added: enabled, default on",
+    ]
+    code, out, _ = run_cli(["diff", "main", "feature", "--format", "json"], repo.path)
+    document = json.loads(out)
+    assert (document["base"], document["head"]) == ("main", "feature")
+    assert [c["kind"] for c in document["changes"]] == ["enabled"]
+    code, out, _ = run_cli(["diff", "main", "feature", "--format", "markdown"], repo.path)
+    assert code == 0 and "<details open><summary><b>production</b> — 1 change</summary>" in out
+
+
+def test_diff_reports_an_invalid_working_tree_file(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    repo.write("flags/dark-mode/production.yaml", "enabled: true\n  bad indent: [\n")
+    code, out, _ = run_cli(["diff", "--format", "json"], repo.path)
+    assert code == 0
+    changes = json.loads(out)["changes"]
+    assert [c["kind"] for c in changes] == ["file-invalid"]
+    assert changes[0]["summary"].startswith(
+        "file invalid at working tree: flags/dark-mode/production.yaml:"
+    )
