@@ -52,6 +52,7 @@ _OCT = re.compile(r"0o[0-7]+")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOAT = re.compile(r"[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+_NUMBER_STARTS = frozenset("0123456789+-.")
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _CORE_TAG_PREFIX = "tag:yaml.org,2002:"
 
@@ -132,6 +133,8 @@ def resolve_plain(value: str) -> Any:
         return True
     if value == "false":
         return False
+    if value[0] not in _NUMBER_STARTS:  # most scalars are words: skip the regexes
+        return value
     if _INT.fullmatch(value):
         return int(value)
     if _OCT.fullmatch(value):
