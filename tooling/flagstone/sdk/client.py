@@ -31,13 +31,15 @@ the engine's own reason kept in ``engine_reason``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, Protocol
@@ -468,7 +470,8 @@ class Client:
         if body_digest == self._rejected_digest:
             return False  # already rejected and logged
         try:
-            snapshot = self._open(data, active)
+            with _cyclic_gc_paused():
+                snapshot = self._open(data, active)
         except (EnvelopeError, SnapshotFormatError) as error:
             self._reject(str(error), body_digest)
             return False
@@ -514,9 +517,10 @@ class Client:
                 )
         changed: frozenset[str] = frozenset()
         if old is not None and old.snapshot.digest != snapshot.digest:
-            changed = changed_flags(
-                old.snapshot.flags, old.snapshot.segments, snapshot.flags, snapshot.segments
-            )
+            with _cyclic_gc_paused():
+                changed = changed_flags(
+                    old.snapshot.flags, old.snapshot.segments, snapshot.flags, snapshot.segments
+                )
         elif old is None:
             changed = frozenset(snapshot.flags)
         self._active = _Active(snapshot, envelope, cached=cached)
@@ -594,14 +598,20 @@ class Client:
         if state.envelope is None:
             return
         try:
-            payload = parse_payload(verify_envelope(state.envelope, self._trusted, self._threshold))
-            # Expiry is not a reason to refuse our own last known good snapshot when
-            # storage is down: it is served and the status says STALE. Every other
-            # check applies.
-            check_snapshot(
-                payload, project=self._project, environment=self.environment, now=float("-inf")
-            )
-            snapshot = Snapshot.from_payload(payload)
+            with _cyclic_gc_paused():
+                payload = parse_payload(
+                    verify_envelope(state.envelope, self._trusted, self._threshold)
+                )
+                # Expiry is not a reason to refuse our own last known good snapshot when
+                # storage is down: it is served and the status says STALE. Every other
+                # check applies.
+                check_snapshot(
+                    payload,
+                    project=self._project,
+                    environment=self.environment,
+                    now=float("-inf"),
+                )
+                snapshot = Snapshot.from_payload(payload)
         except (EnvelopeError, SnapshotFormatError) as error:
             logger.warning(
                 "ignoring the cached snapshot %s: %s",
@@ -610,6 +620,36 @@ class Client:
             )
             return
         self._install(snapshot, state.envelope, cached=True)
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a snapshot is parsed and compiled.
+
+    Loading a 10,000-flag snapshot allocates millions of container objects; each
+    allocation burst triggers full collections that rescan everything already alive,
+    which made loading several times slower (measured in benchmarks/sdk_bench.py).
+    Reference counting still frees memory meanwhile; the pause is process-wide, so it
+    is nested safely across clients and always lifted afterwards.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _typed(

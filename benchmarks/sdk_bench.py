@@ -1,0 +1,413 @@
+"""SDK benchmark (issue 5, item 7): evaluation cost, import time, and the time to get a
+10,000-flag snapshot ready. Prints medians and ratios measured in this one run.
+
+    python benchmarks/sdk_bench.py            # full run (~1 minute)
+    python benchmarks/sdk_bench.py --quick    # fewer repetitions
+
+Evaluation: one boolean flag, equivalent in every SDK — ``true`` when the context's
+``plan`` is ``"pro"`` (a rule on an attribute), ``false`` otherwise — evaluated for a
+context that matches, through:
+
+* the bare engine (``flagstone.engine.Snapshot.evaluate``): the floor;
+* ``flagstone.sdk.Client.bool_value`` and ``Client.evaluate`` (target: ≤ 1.5× the engine);
+* the OpenFeature client over ``FlagstoneProvider``;
+* the LaunchDarkly server SDK (``ldclient``, TestData source, events off);
+* the flagd in-process provider in file mode (``openfeature-provider-flagd``) through the
+  OpenFeature client, and flagd's evaluator (``FlagdCore``) called directly.
+
+Snapshot: 10,000 flags of a realistic mix (plain on/off with a few targets, attribute
+rules, segment rules with a 50/50 split, progressive rollouts) and 50 segments, signed;
+``Client.from_file`` = read + verify signature + parse + payload checks (incl. digest) +
+precompile, median of several runs (target: ≤ 250 ms), with each step timed on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from flagstone.canonical import canonical_json, content_digest
+from flagstone.engine import Snapshot
+from flagstone.envelope import (
+    TrustedKey,
+    check_snapshot,
+    parse_payload,
+    public_key_raw,
+    sign_payload,
+    verify_envelope,
+)
+from flagstone.sdk import Client
+
+FLAG = "bench-flag"
+ENVIRONMENT = "production"
+PROJECT = "bench"
+
+
+def timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
+
+
+def payload_of(flags: dict[str, Any], segments: dict[str, Any], version: int = 1) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "format": "flagstone.snapshot/1",
+        "project": PROJECT,
+        "environment": ENVIRONMENT,
+        "version": version,
+        "published_at": timestamp(now),
+        "expires": timestamp(now + 30 * 86400),
+        "source": {"commit": None, "ref": None},
+        "digest": content_digest(flags, segments),
+        "flags": flags,
+        "segments": segments,
+    }
+
+
+def boolean_flag(
+    rules: list[dict[str, Any]], default: dict[str, Any], targets: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "boolean",
+        "kind": "release",
+        "variations": {"on": True, "off": False},
+        "off_variation": "off",
+        "enabled": True,
+        "prerequisites": [],
+        "targets": [{"variation": "on", "keys": targets}] if targets else [],
+        "rules": rules,
+        "default": default,
+    }
+
+
+PRO_RULE = {
+    "name": "pro plan",
+    "condition": {"attribute": "plan", "op": "eq", "values": ["pro"]},
+    "serve": {"variation": "on"},
+}
+
+
+def mixed_flags(count: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``count`` flags in a realistic mix, and the segments they use."""
+    segments = {
+        f"segment-{i}": {
+            "include": [f"user-{i}-{j}" for j in range(5)],
+            "exclude": [],
+            "rules": [{"attribute": "email", "op": "ends_with", "values": [f"@team{i}.example"]}],
+        }
+        for i in range(50)
+    }
+    flags: dict[str, Any] = {}
+    for i in range(count):
+        key = f"flag-{i:05d}"
+        kind = i % 10
+        if kind < 4:  # plain on/off, a few individual targets
+            flags[key] = boolean_flag([], {"variation": "off"}, [f"user-{i}", f"user-{i + 1}"])
+        elif kind < 7:  # attribute rules
+            flags[key] = boolean_flag(
+                [
+                    PRO_RULE,
+                    {
+                        "name": "old android",
+                        "condition": {
+                            "all": [
+                                {"attribute": "platform", "op": "eq", "values": ["android"]},
+                                {
+                                    "attribute": "app_version",
+                                    "op": "semver_lt",
+                                    "values": ["5.0.0"],
+                                },
+                            ]
+                        },
+                        "serve": {"variation": "off"},
+                    },
+                ],
+                {"variation": "off"},
+            )
+        elif kind < 9:  # a segment rule and a 50/50 split
+            flags[key] = boolean_flag(
+                [
+                    {
+                        "name": "team",
+                        "condition": {"segment": f"segment-{i % 50}"},
+                        "serve": {"variation": "on"},
+                    }
+                ],
+                {
+                    "split": {
+                        "bucket_by": "key",
+                        "seed": key,
+                        "weights": [
+                            {"variation": "on", "weight": 50000},
+                            {"variation": "off", "weight": 50000},
+                        ],
+                    }
+                },
+            )
+        else:  # a progressive rollout
+            flags[key] = boolean_flag(
+                [],
+                {
+                    "progression": {
+                        "variation": "on",
+                        "baseline": "off",
+                        "bucket_by": "key",
+                        "seed": key,
+                        "current": "ten",
+                        "stages": [
+                            {
+                                "name": "staff",
+                                "segments": [f"segment-{i % 50}"],
+                                "weight": 0,
+                                "at": None,
+                                "bake": None,
+                            },
+                            {
+                                "name": "ten",
+                                "segments": [],
+                                "weight": 10000,
+                                "at": None,
+                                "bake": 86400,
+                            },
+                            {
+                                "name": "all",
+                                "segments": [],
+                                "weight": 100000,
+                                "at": None,
+                                "bake": None,
+                            },
+                        ],
+                    }
+                },
+            )
+    return flags, segments
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def per_call_us(call: Callable[[], object], calls: int, repeats: int) -> float:
+    """Median over ``repeats`` of the mean µs per call of ``calls`` calls."""
+    for _ in range(min(calls, 1000)):
+        call()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def median_ms(action: Callable[[], object], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def import_time_ms(statement: str, repeats: int) -> float:
+    script = (
+        "import time; start = time.perf_counter(); "
+        f"{statement}; print((time.perf_counter() - start) * 1000)"
+    )
+    samples = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", script], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(repeats)
+    ]
+    return statistics.median(samples)
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def launchdarkly_evaluator() -> tuple[Callable[[], object], Callable[[], None]]:
+    import ldclient
+    from ldclient.config import Config
+    from ldclient.integrations.test_data import TestData
+
+    data = TestData.data_source()
+    data.update(
+        data.flag(FLAG)
+        .boolean_flag()
+        .if_match("plan", "pro")
+        .then_return(True)
+        .fallthrough_variation(False)
+    )
+    client = ldclient.LDClient(
+        Config(
+            "bench-sdk-key", update_processor_class=data, send_events=False, diagnostic_opt_out=True
+        )
+    )
+    context = ldclient.Context.builder("user-123").set("plan", "pro").build()
+    assert client.variation(FLAG, context, False) is True
+    return (lambda: client.variation(FLAG, context, False)), client.close
+
+
+def flagd_definition() -> dict[str, Any]:
+    return {
+        "flags": {
+            FLAG: {
+                "state": "ENABLED",
+                "variants": {"on": True, "off": False},
+                "defaultVariant": "off",
+                "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", "off"]},
+            }
+        }
+    }
+
+
+def flagd_provider_evaluator(directory: Path) -> Callable[[], object]:
+    from openfeature import api
+    from openfeature.contrib.provider.flagd import FlagdProvider
+    from openfeature.contrib.provider.flagd.config import ResolverType
+    from openfeature.evaluation_context import EvaluationContext
+
+    path = directory / "flagd.json"
+    path.write_text(json.dumps(flagd_definition()))
+    provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
+    api.set_provider_and_wait(provider, domain="flagd")
+    client = api.get_client("flagd")
+    context = EvaluationContext("user-123", {"plan": "pro"})
+    assert client.get_boolean_value(FLAG, False, context) is True
+    return lambda: client.get_boolean_value(FLAG, False, context)
+
+
+def flagd_core_evaluator() -> Callable[[], object]:
+    from openfeature.contrib.tools.flagd.core import FlagdCore
+    from openfeature.evaluation_context import EvaluationContext
+
+    core = FlagdCore()
+    core.set_flags(json.dumps(flagd_definition()))
+    context = EvaluationContext("user-123", {"plan": "pro"})
+    assert core.resolve_boolean_value(FLAG, False, context).value is True
+    return lambda: core.resolve_boolean_value(FLAG, False, context)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls and repetitions")
+    arguments = parser.parse_args()
+    calls, repeats, load_repeats = (20_000, 3, 3) if arguments.quick else (100_000, 7, 7)
+
+    private = Ed25519PrivateKey.generate()
+    trusted = TrustedKey.from_public(public_key_raw(private))
+
+    print(f"Python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs")
+    print()
+    print("import time (fresh interpreter, median)")
+    imports = {
+        "import flagstone.sdk": "import flagstone.sdk",
+        "import flagstone.sdk.openfeature": "import flagstone.sdk.openfeature",
+        "import ldclient": "import ldclient",
+        "flagd provider": "from openfeature.contrib.provider.flagd import FlagdProvider",
+    }
+    for label, statement in imports.items():
+        print(f"  {label:36s} {import_time_ms(statement, repeats):8.1f} ms")
+
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        small_flags = {FLAG: boolean_flag([PRO_RULE], {"variation": "off"})}
+        small = payload_of(small_flags, {})
+        small_path = directory / "small.json"
+        small_path.write_bytes(sign_payload(canonical_json(small), private))
+
+        snapshot = Snapshot.from_payload(small)
+        client = Client.from_file(small_path, environment=ENVIRONMENT, trusted_keys=[trusted])
+        context = {"key": "user-123", "plan": "pro"}
+        assert snapshot.evaluate(FLAG, context, False).value is True
+        assert client.bool_value(FLAG, context, False) is True
+
+        from openfeature import api
+        from openfeature.evaluation_context import EvaluationContext
+
+        from flagstone.sdk.openfeature import FlagstoneProvider
+
+        api.set_provider_and_wait(FlagstoneProvider(client, close_client=False), domain="flagstone")
+        of_client = api.get_client("flagstone")
+        of_context = EvaluationContext("user-123", {"plan": "pro"})
+        assert of_client.get_boolean_value(FLAG, False, of_context) is True
+
+        ld_call, ld_close = launchdarkly_evaluator()
+        evaluators: dict[str, Callable[[], object]] = {
+            "flagstone engine (Snapshot.evaluate)": lambda: snapshot.evaluate(FLAG, context, False),
+            "flagstone Client.bool_value": lambda: client.bool_value(FLAG, context, False),
+            "flagstone Client.evaluate": lambda: client.evaluate(FLAG, context, False),
+            "OpenFeature client + FlagstoneProvider": lambda: of_client.get_boolean_value(
+                FLAG, False, of_context
+            ),
+            "LaunchDarkly ldclient.variation": ld_call,
+            "OpenFeature client + flagd in-process (file)": flagd_provider_evaluator(directory),
+            "flagd FlagdCore.resolve_boolean_value": flagd_core_evaluator(),
+        }
+        print()
+        print(f"evaluation, µs per call (median of {repeats} × {calls:,} calls)")
+        results = {label: per_call_us(call, calls, repeats) for label, call in evaluators.items()}
+        engine = results["flagstone engine (Snapshot.evaluate)"]
+        for label, micros in results.items():
+            print(f"  {label:46s} {micros:8.2f} µs  {micros / engine:6.2f}× engine")
+        ratio = results["flagstone Client.bool_value"] / engine
+        print(
+            f"  Client.bool_value / engine = {ratio:.2f} (target ≤ 1.5: {'met' if ratio <= 1.5 else 'MISSED'})"
+        )
+        ld_close()
+        api.shutdown()
+
+        print()
+        flags, segments = mixed_flags(10_000)
+        big = payload_of(flags, segments)
+        envelope = sign_payload(canonical_json(big), private)
+        big_path = directory / "latest.json"
+        big_path.write_bytes(envelope)
+        print(
+            f"10,000-flag snapshot: {len(envelope) / 1e6:.1f} MB envelope, "
+            f"{len(segments)} segments (median of {load_repeats} runs)"
+        )
+
+        def load() -> None:
+            loaded = Client.from_file(big_path, environment=ENVIRONMENT, trusted_keys=[trusted])
+            assert loaded.version == 1, loaded.last_error
+
+        payload_bytes = verify_envelope(envelope, [trusted], 1)
+        parsed = parse_payload(payload_bytes)
+        steps = {
+            "read file": lambda: big_path.read_bytes(),
+            "verify signature (DSSE, Ed25519)": lambda: verify_envelope(envelope, [trusted], 1),
+            "parse payload JSON": lambda: parse_payload(payload_bytes),
+            "check payload (incl. canonical digest)": lambda: check_snapshot(
+                parsed, project=PROJECT, environment=ENVIRONMENT, now=time.time()
+            ),
+            "precompile (Snapshot.from_payload)": lambda: Snapshot.from_payload(parsed),
+        }
+        for label, action in steps.items():
+            print(f"  step: {label:40s} {median_ms(action, load_repeats):8.1f} ms")
+        total = median_ms(load, load_repeats)
+        verdict = "met" if total <= 250 else "MISSED"
+        print(
+            f"  Client.from_file, load to ready          {total:8.1f} ms (target ≤ 250 ms: {verdict})"
+        )
+
+
+if __name__ == "__main__":
+    main()
