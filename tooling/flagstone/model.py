@@ -116,7 +116,10 @@ class ReleaseConfig:
 
     @property
     def targets(self) -> dict[str, list[str]]:
-        return {str(v): [str(k) for k in keys or []] for v, keys in (self.data.get("targets") or {}).items()}
+        return {
+            str(v): [str(k) for k in keys or []]
+            for v, keys in (self.data.get("targets") or {}).items()
+        }
 
     @property
     def rules(self) -> list[dict[str, Any]]:
@@ -255,18 +258,20 @@ class Project:
         yield from (segment.doc for segment in self.segments.values())
 
 
+def value_type(value: Any) -> str:
+    """The flag type of one variation value: ``boolean``, ``number``, ``string`` or ``json``."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "json"
+
+
 def infer_type(values: list[Any]) -> str:
     """The flag type implied by its variation values (``json`` for objects/arrays/mixes)."""
-    kinds = set()
-    for value in values:
-        if isinstance(value, bool):
-            kinds.add("boolean")
-        elif isinstance(value, (int, float)):
-            kinds.add("number")
-        elif isinstance(value, str):
-            kinds.add("string")
-        else:
-            kinds.add("json")
+    kinds = {value_type(value) for value in values}
     return kinds.pop() if len(kinds) == 1 else "json"
 
 
@@ -313,7 +318,9 @@ def read_project(root: Path) -> Project:
                     continue
                 release_doc = _load(release_path, root, problems)
                 if release_doc is not None:
-                    flag.releases[release_path.stem] = ReleaseConfig(flag.key, release_path.stem, release_doc)
+                    flag.releases[release_path.stem] = ReleaseConfig(
+                        flag.key, release_path.stem, release_doc
+                    )
             flags[flag.key] = flag
 
     segments: dict[str, Segment] = {}
