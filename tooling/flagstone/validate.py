@@ -38,7 +38,15 @@ from flagstone.engine import SEMVER_OPS, TIME_OPS, check_clause_values, parse_ti
 from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
 from flagstone.loader import Document, PathKey
-from flagstone.model import KEY_PATTERN, Flag, Project, ReleaseConfig, Segment, read_project
+from flagstone.model import (
+    KEY_PATTERN,
+    Flag,
+    Project,
+    ReleaseConfig,
+    Segment,
+    read_project,
+    value_type,
+)
 from flagstone.problems import Problem, sort_problems
 
 RULE_SCHEMA = "schema"
@@ -205,6 +213,14 @@ class _SchemaExplainer:
         message = f"{prefix}: {text}" if prefix else text
         return self.doc.problem(where, message, rule=RULE_SCHEMA, hint=hint, key=key)
 
+    def key_problem(
+        self, where: PathKey, key: str, text: str, *, hint: str | None = None
+    ) -> Problem:
+        """A finding about the mapping at ``where``, placed on its key ``key``."""
+        prefix = label(where)
+        message = f"{prefix}: {text}" if prefix else text
+        return self.doc.problem((*where, key), message, rule=RULE_SCHEMA, hint=hint, key=True)
+
     def explain(self, errors: Iterable[ValidationError]) -> list[Problem]:
         errors = sorted(
             errors,
@@ -223,13 +239,7 @@ class _SchemaExplainer:
         custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
         if "propertyNames" in list(error.absolute_schema_path)[-2:]:
             meaning = _pattern_meaning(value) if kind == "pattern" else "allowed"
-            prefix = f"{label(where)}: " if where else ""
-            yield self.doc.problem(
-                (*where, instance),
-                f"{prefix}key '{instance}' is not {meaning}",
-                rule=RULE_SCHEMA,
-                key=True,
-            )
+            yield self.key_problem(where, instance, f"key '{instance}' is not {meaning}")
         elif custom and kind in ("oneOf", "anyOf", "not", "if"):
             if not self._missing_is_typo(where, error):
                 yield self.problem(where, str(custom))
@@ -247,14 +257,7 @@ class _SchemaExplainer:
                     suggested.update(("attribute", "op") if meant in _CONDITION_FORMS else (meant,))
                 else:
                     hint = f"allowed keys: {', '.join(allowed)}"
-                prefix = f"{label(where)}: " if where else ""
-                yield self.doc.problem(
-                    (*where, extra),
-                    f"{prefix}unknown key '{extra}'",
-                    rule=RULE_SCHEMA,
-                    hint=hint,
-                    key=True,
-                )
+                yield self.key_problem(where, extra, f"unknown key '{extra}'", hint=hint)
         elif kind == "required":
             for name in value:
                 if name not in instance and name not in self.suggested.get(where, set()):
@@ -339,16 +342,6 @@ def schema_problems(doc: Document, kind: str) -> list[Problem]:
 
 
 # --- cross-file checks -----------------------------------------------------------------------
-
-
-def _value_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "json"
 
 
 def _weight(percent: float) -> int | None:
@@ -528,7 +521,7 @@ class _Checker:
             return
         if declared is not None:
             for name, value in variations.items():
-                if _value_kind(value) != declared:
+                if value_type(value) != declared:
                     self.add(
                         flag.doc,
                         ("variations", name),
@@ -536,16 +529,16 @@ class _Checker:
                         RULE_VARIATION_TYPE,
                     )
             return
-        kinds = {_value_kind(value) for value in variations.values()}
+        kinds = {value_type(value) for value in variations.values()}
         if len(kinds) <= 1:
             return
         names = list(variations)
-        first_kind = _value_kind(variations[names[0]])
-        odd = next(name for name in names if _value_kind(variations[name]) != first_kind)
+        first_kind = value_type(variations[names[0]])
+        odd = next(name for name in names if value_type(variations[name]) != first_kind)
         self.add(
             flag.doc,
             ("variations", odd),
-            f"variation values mix types: '{names[0]}' is {first_kind}, '{odd}' is {_value_kind(variations[odd])}",
+            f"variation values mix types: '{names[0]}' is {first_kind}, '{odd}' is {value_type(variations[odd])}",
             RULE_MIXED_TYPES,
             hint="give every variation the same type, or declare `type: json`",
         )
