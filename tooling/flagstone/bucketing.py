@@ -58,20 +58,45 @@ def bucketable_text(value: Any) -> str | None:
     return None
 
 
-def make_bucketer(
-    seed: str, read_attribute: Callable[[Mapping[str, Any]], Any]
-) -> Callable[[Mapping[str, Any]], int | None]:
-    """A function from a context to its bucket for ``seed`` (None when not bucketable).
+Reader = Callable[[Mapping[str, Any]], Any]
+
+
+def attribute_reader(attribute: str) -> Reader:
+    """A function reading ``attribute`` from a context; dots descend into nested
+    mappings. Absent values read as None."""
+    if "." not in attribute:
+
+        def read_top(context: Mapping[str, Any]) -> Any:
+            return context.get(attribute)
+
+        return read_top
+    parts = tuple(attribute.split("."))
+
+    def read_nested(context: Mapping[str, Any]) -> Any:
+        value: Any = context
+        for part in parts:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(part)
+        return value
+
+    return read_nested
+
+
+def make_bucketer(seed: str, attribute: str) -> Callable[[Mapping[str, Any]], int | None]:
+    """A function from a context to its bucket for ``seed`` and the (dotted) ``attribute``;
+    None when the context has no bucketable value there.
 
     The seed's UTF-8 bytes are encoded once here; per evaluation only the value is
-    encoded and the CBOR header chosen.
+    encoded and the CBOR header chosen. A top-level attribute is read inline.
     """
     prefix = seed.encode("utf-8")
     headers = _SHORT_HEADERS
     murmur = mmh3.hash
+    nested = attribute_reader(attribute) if "." in attribute else None
 
     def bucket_of(context: Mapping[str, Any]) -> int | None:
-        value = read_attribute(context)
+        value = context.get(attribute) if nested is None else nested(context)
         if isinstance(value, str):
             try:
                 data = prefix + value.encode("utf-8")
