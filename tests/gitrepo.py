@@ -79,7 +79,7 @@ class GitRepo:
         target.write_text(text.replace(old, new, 1), encoding="utf-8")
 
     def remove(self, rel: str) -> None:
-        self.git("rm", "-r", "-q", rel)
+        self.git("rm", "-r", "-q", "-f", rel)
 
     def copy_example(self) -> None:
         """The repository's own example flags, teams and segments."""

@@ -246,9 +246,12 @@ def serve_text(serve: Any) -> str:
     return "nothing (off variation)" if serve is None else _short(serve)
 
 
-def served_shares(release: ReleaseConfig | None, off_variation: str | None) -> dict[str, Decimal]:
+def served_shares(
+    release: ReleaseConfig | None, off_variation: str | None, *, at: float | None = None
+) -> dict[str, Decimal]:
     """Percent of contexts reaching the default that get each variation (targets and
-    rules aside); a disabled or missing release serves the off variation to all."""
+    rules aside); a disabled or missing release serves the off variation to all. A
+    progression counts its ``current`` stage, or the stage active at ``at`` if given."""
     off = off_variation or ""
     if release is None or not release.enabled:
         return {off: Decimal(100)}
@@ -265,7 +268,9 @@ def served_shares(release: ReleaseConfig | None, off_variation: str | None) -> d
         progression = default["progression"]
         if not isinstance(progression, Mapping):
             return {}
-        reach = current_reach(progression).percent
+        reach = (
+            current_reach(progression) if at is None else active_reach(progression, at)[0]
+        ).percent
         shares = {str(progression.get("baseline")): Decimal(100) - reach}
         shares[str(progression.get("variation"))] = (
             shares.get(str(progression.get("variation")), Decimal(0)) + reach

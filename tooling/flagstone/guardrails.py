@@ -182,14 +182,14 @@ class _Checker:
         env: str,
     ) -> None:
         off = flag.off_variation
-        before_shares = served_shares(old, old_flag.off_variation if old_flag else off)
-        step = exposure_step(before_shares, served_shares(new, off), off)
+        before_shares = served_shares(old, old_flag.off_variation if old_flag else off, at=self.now)
+        step = exposure_step(before_shares, served_shares(new, off, at=self.now), off)
         if step <= 0:
             return
         limit = self.policy.step_limit(env)
-        where: tuple[str | int, ...] = (
-            ("default",) if new.enabled and (old is None or old.enabled) else ("enabled",)
-        )
+        where: tuple[str | int, ...] = ("enabled",)
+        if new.enabled and (old is None or old.enabled):
+            where = ("default", "progression", "current") if _progression(new) else ("default",)
         if limit is None:
             if env in self.policy.protected:
                 self.problems.append(_problem(
@@ -319,5 +319,8 @@ def check_change(root: Path, base: str | None = None, *, now: float | None = Non
     base_commit = gitops.resolve_revision(root, base) if base else gitops.default_base(root)
     before = gitops.project_at(root, base_commit)
     after = read_project(root)
+    if after.problems:
+        # A file that cannot be read would make every rule silently pass.
+        return list(after.problems)
     checker = _Checker(root, base_commit, before, after, time.time() if now is None else now)
     return checker.run()
