@@ -10,8 +10,9 @@ Cases (issue 3):
 
 Every SDK evaluates the same 100,000 distinct contexts (built beforehand, in each SDK's
 own context type, so context construction is not timed). A run is one pass over all
-contexts; the figure is the median over --repeats runs, in µs per evaluation, followed
-by the ratios peer / Flagstone. LaunchDarkly runs from a file data source with events
+contexts; runs of the SDKs are interleaved and timed in process CPU time (robust to
+other load on the machine); the figure is the median over --repeats runs, in µs per
+evaluation, followed by the ratios peer / Flagstone. LaunchDarkly runs from a file data source with events
 and diagnostics off and no network; its cheapest call, ``variation``, is timed.
 
     python benchmarks/eval_bench.py [--contexts 100000] [--repeats 5]
@@ -250,6 +251,29 @@ def flagd_runner(flag_key: str, contexts: list[dict[str, Any]]) -> Callable[[], 
     from openfeature.evaluation_context import EvaluationContext
 
     logging.getLogger("openfeature").setLevel(logging.ERROR)
+    variants = {"on": True, "off": False}
+    core = FlagdCore()
+    core.set_flags(
+        {
+            "flags": {
+                "simple-flag": {"state": "ENABLED", "variants": variants, "defaultVariant": "on"},
+                "rules-flag": flagd_definition(),
+            }
+        }
+    )
+    flagd_contexts = [
+        EvaluationContext(c["key"], {k: v for k, v in c.items() if k != "key"}) for c in contexts
+    ]
+    resolve = core.resolve_boolean_value
+
+    def run() -> None:
+        for flagd_context in flagd_contexts:
+            resolve(flag_key, False, flagd_context)
+
+    return run
+
+
+def flagd_definition() -> dict[str, Any]:
     targeting = {
         "if": [
             {"in": [{"var": "tier"}, ["gold", "platinum"]]},
@@ -267,44 +291,56 @@ def flagd_runner(flag_key: str, contexts: list[dict[str, Any]]) -> Callable[[], 
             },
         ]
     }
-    variants = {"on": True, "off": False}
-    core = FlagdCore()
-    core.set_flags(
-        {
-            "flags": {
-                "simple-flag": {"state": "ENABLED", "variants": variants, "defaultVariant": "on"},
-                "rules-flag": {
-                    "state": "ENABLED",
-                    "variants": variants,
-                    "defaultVariant": "off",
-                    "targeting": targeting,
-                },
-            }
-        }
-    )
-    flagd_contexts = [
-        EvaluationContext(c["key"], {k: v for k, v in c.items() if k != "key"}) for c in contexts
-    ]
-    resolve = core.resolve_boolean_value
-
-    def run() -> None:
-        for flagd_context in flagd_contexts:
-            resolve(flag_key, False, flagd_context)
-
-    return run
+    return {
+        "state": "ENABLED",
+        "variants": {"on": True, "off": False},
+        "defaultVariant": "off",
+        "targeting": targeting,
+    }
 
 
 # --- harness -------------------------------------------------------------------------
 
 
-def median_microseconds(run: Callable[[], None], count: int, repeats: int) -> float:
-    run()  # warm caches and lazy imports
-    times = []
+def check_equivalence(contexts: list[dict[str, Any]]) -> int:
+    """Flagstone and flagd must agree on every context for (b): same rules, and
+    bit-compatible bucketing. (LaunchDarkly buckets with another hash, so only its rule
+    outcomes would agree.) Returns how many contexts were compared."""
+    from openfeature.contrib.tools.flagd.core import FlagdCore
+    from openfeature.evaluation_context import EvaluationContext
+
+    snapshot = Snapshot.from_payload(flagstone_payload())
+    core = FlagdCore()
+    core.set_flags({"flags": {"rules-flag": flagd_definition()}})
+    sample = contexts[:5000]
+    for context in sample:
+        flagd_context = EvaluationContext(
+            context["key"], {k: v for k, v in context.items() if k != "key"}
+        )
+        expected = core.resolve_boolean_value("rules-flag", False, flagd_context).value
+        got = snapshot.evaluate("rules-flag", context).value
+        if got != expected:
+            raise SystemExit(
+                f"definitions disagree for {context}: flagstone {got}, flagd {expected}"
+            )
+    return len(sample)
+
+
+def median_microseconds(
+    runners: dict[str, Callable[[], None]], count: int, repeats: int
+) -> dict[str, float]:
+    """Median µs per evaluation of each runner. Runs are interleaved (ours, peer, peer,
+    ours, …) so that load from elsewhere on the machine hits every SDK alike, and timed
+    as CPU time of this process, which time spent waiting for a core does not inflate."""
+    for run in runners.values():
+        run()  # warm caches and lazy imports
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / count * 1e6
+        for name, run in runners.items():
+            start = time.process_time()
+            run()
+            times[name].append(time.process_time() - start)
+    return {name: statistics.median(t) / count * 1e6 for name, t in times.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -315,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     contexts = make_contexts(args.contexts)
+    compared = check_equivalence(contexts)
     cases = [
         ("(a) boolean, no rules", "simple-flag"),
         ("(b) 3 rules + 25% rollout", "rules-flag"),
@@ -325,24 +362,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             rows = []
             for label, flag_key in cases:
-                ours = median_microseconds(
-                    flagstone_runner(flag_key, contexts), len(contexts), args.repeats
+                runners = {
+                    "flagstone": flagstone_runner(flag_key, contexts),
+                    "launchdarkly": launchdarkly.runner(flag_key, contexts),
+                }
+                if flag_key != "prereq-flag":  # flagd has no prerequisites
+                    runners["flagd"] = flagd_runner(flag_key, contexts)
+                medians = median_microseconds(runners, len(contexts), args.repeats)
+                rows.append(
+                    (label, medians["flagstone"], medians["launchdarkly"], medians.get("flagd"))
                 )
-                ld = median_microseconds(
-                    launchdarkly.runner(flag_key, contexts), len(contexts), args.repeats
-                )
-                flagd = (
-                    median_microseconds(
-                        flagd_runner(flag_key, contexts), len(contexts), args.repeats
-                    )
-                    if flag_key != "prereq-flag"
-                    else None
-                )
-                rows.append((label, ours, ld, flagd))
         finally:
             launchdarkly.close()
 
-    print(f"{len(contexts):,} distinct contexts, median of {args.repeats} runs, µs per evaluation")
+    print(f"flagstone and flagd-core agree on (b) for all {compared:,} contexts compared")
+    print(
+        f"{len(contexts):,} distinct contexts, median of {args.repeats} interleaved runs, "
+        "CPU µs per evaluation"
+    )
     print(
         f"{'case':<32}{'flagstone':>10}{'launchdarkly':>14}{'flagd-core':>12}{'LD/ours':>9}{'flagd/ours':>11}"
     )
