@@ -238,3 +238,20 @@ def test_reading_a_file_store_creates_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "dist").exists()
     store.put("env/latest.json", b"{}", mode="create")
     assert (tmp_path / "dist" / "env" / "latest.json").is_file()
+
+
+def test_cloud_urls_open_without_touching_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "AZURE_STORAGE_ACCOUNT",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert open_store("gs://flags-bucket/prefix").url == "gs://flags-bucket/prefix"
+    with pytest.raises(StoreError) as caught:
+        open_store("az://container/prefix")
+    assert caught.value.message == (
+        "cannot open az://container/prefix: Generic MicrosoftAzure error: Account must be specified"
+    )
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "flagsaccount")
+    assert open_store("az://container/prefix").url == "az://container/prefix"
