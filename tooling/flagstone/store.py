@@ -256,7 +256,12 @@ class SnapshotStore:
             or "Permission denied" in text
             or "AccessDenied" in text
         ):
-            return StoreError(f"cannot {action} {where}: permission denied")
+            hint = (
+                "on S3 a missing object reads as 403 when the credentials lack s3:ListBucket"
+                if action == "read" and self.url.startswith("s3:")
+                else None
+            )
+            return StoreError(f"cannot {action} {where}: permission denied", hint=hint)
         if "NotImplemented" in text or isinstance(error, obstore_errors.NotSupportedError):
             return StoreError(f"cannot {action} {where}: not supported by this store")
         # Timeouts first: a timed-out connect also says "error sending request".
