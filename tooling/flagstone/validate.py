@@ -25,6 +25,7 @@ import difflib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import date
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -129,27 +130,10 @@ _TYPE_WORDS = {
 }
 # YAML 1.1 booleans that YAML 1.2 (and Flagstone) read as text.
 _YAML11_BOOLEANS = frozenset(
-    {
-        "yes",
-        "no",
-        "on",
-        "off",
-        "y",
-        "n",
-        "Yes",
-        "No",
-        "On",
-        "Off",
-        "YES",
-        "NO",
-        "ON",
-        "OFF",
-        "True",
-        "False",
-        "TRUE",
-        "FALSE",
-    }
-)
+    spelling
+    for word in ("yes", "no", "on", "off", "y", "n", "true", "false")
+    for spelling in (word, word.capitalize(), word.upper())
+) - {"true", "false"}
 
 
 def _pattern_meaning(pattern: str) -> str:
@@ -479,6 +463,8 @@ class _Checker:
         for environment, team in flag.delegate.items():
             self.check_environment(doc, ("delegate", environment), environment)
             self.check_team(doc, ("delegate", environment), team)
+        if flag.expires is not None and not _is_real_date(flag.expires):
+            self.add(doc, ("expires",), f"'{flag.expires}' is not a real date", RULE_INVALID_TIME)
         self.check_variation(flag, doc, ("off_variation",), flag.off_variation)
         self.check_variation_types(flag)
         for index, prerequisite in enumerate(flag.prerequisites):
@@ -747,6 +733,14 @@ class _Checker:
                 "segment cycle: " + " -> ".join([*cycle, cycle[0]]),
                 RULE_SEGMENT_CYCLE,
             )
+
+
+def _is_real_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _clause_rule(op: str) -> str:
