@@ -257,6 +257,11 @@ def test_missing_release_disabled_release_and_absent_default(tmp_path: Path) -> 
             "    current: nine\n    stages: [{name: ten, percent: 10}]\n",
             "flags/checkout/production.yaml:6:14: unknown stage 'nine'",
         ),
+        (
+            "enabled: true\ndefault:\n  progression:\n    variation: on\n    baseline: off\n"
+            "    stages: [{name: ten, percent: 10, at: '2026-12-03T09:00:00.5Z'}]\n",
+            "flags/checkout/production.yaml:6:43: '2026-12-03T09:00:00.5Z': a stage starts on a whole second",
+        ),
     ],
 )
 def test_content_with_no_snapshot_form_is_refused_at_its_position(

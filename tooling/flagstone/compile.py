@@ -372,12 +372,18 @@ class _FlagCompiler:
                     (*here, "bake"), f"{bake!r} is not a duration like 30m, 24h or 7d"
                 )
             at = stage.get("at")
-            try:
-                at_text = timestamp_text(at) if at is not None else None
-            except UsageError as error:
-                raise self.refuse((*here, "at"), error.message) from None
-            if at is not None and not isinstance(at, str):
-                raise self.refuse((*here, "at"), "at must be an RFC 3339 timestamp string")
+            at_text = None
+            if at is not None:
+                instant = parse_timestamp(at) if isinstance(at, str) else None
+                if instant is None:
+                    raise self.refuse(
+                        (*here, "at"),
+                        f"{at!r} is not an RFC 3339 timestamp (e.g. 2026-12-03T09:00:00Z)",
+                    )
+                if instant != int(instant):
+                    # The snapshot keeps whole seconds; rounding would move the switch.
+                    raise self.refuse((*here, "at"), f"{at!r}: a stage starts on a whole second")
+                at_text = timestamp_text(instant)
             stages.append(
                 {
                     "name": stage["name"],
