@@ -175,13 +175,15 @@ def _insert_key(text: str, mapping: yaml.MappingNode, key: str, token: str) -> s
     indent = mapping.value[0][0].start_mark.column
     last_value = mapping.value[-1][1]
     end = last_value.end_mark
-    lines = text.splitlines(keepends=True)
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.split("\n")  # YAML marks count "\n" line breaks; keep every other byte
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     at_line = end.line if end.column == 0 else end.line + 1
     if at_line > len(lines):
         at_line = len(lines)
     if at_line == len(lines) and lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    lines.insert(at_line, " " * indent + entry + "\n")
+        lines[-1] += newline
+    lines.insert(at_line, " " * indent + entry + newline)
     return "".join(lines)
 
 
@@ -274,7 +276,7 @@ def _release_file(project: Project, flag: Flag, env: str) -> TextFile:
             f"{FLAGS_DIR}/{flag.key}/{env}.yaml does not exist",
             hint="create the release file first",
         )
-    return TextFile(release.doc.rel, release.doc.path.read_text(encoding="utf-8"))
+    return TextFile(release.doc.rel, release.doc.path.read_bytes().decode("utf-8"))
 
 
 def _finish(
@@ -403,7 +405,7 @@ def archive(root: Path, flag_key: str) -> EditResult:
             f"{flag_key} is a prerequisite of {', '.join(dependents)}; archiving it would turn them off",
             hint=f"remove the prerequisite from {', '.join(dependents)} first",
         )
-    file = TextFile(flag.doc.rel, flag.doc.path.read_text(encoding="utf-8"))
+    file = TextFile(flag.doc.rel, flag.doc.path.read_bytes().decode("utf-8"))
     file.set(("archived",), True)
     return _finish(root, project, [file])
 
