@@ -443,3 +443,19 @@ def test_explain_tells_a_rule_from_a_stage_of_the_same_name() -> None:
         "rule 'staff' matched"
     )
     assert explain(snapshot, "f", {"key": "k"}, by_stage).startswith("progression stage 'staff'")
+
+
+def test_engine_imports_no_toolchain_code() -> None:
+    # The SDK evaluates with this module; it must stay free of CLI, YAML, schema and git code.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, flagstone.engine, flagstone.canonical, flagstone.bucketing\n"
+        "heavy = {'click', 'yaml', 'ruamel', 'jsonschema', 'git', 'flagstone.loader', 'flagstone.model'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
