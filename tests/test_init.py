@@ -225,3 +225,40 @@ def test_no_template_path_is_hidden() -> None:
         and any(part.startswith(".") for part in p.relative_to(templates).parts)
     ]
     assert hidden == []
+
+
+def test_existing_gitignore_gets_only_the_missing_patterns(tmp_path: Path) -> None:
+    root = tmp_path / "fresh-from-github"
+    root.mkdir()
+    (root / ".gitignore").write_text("__pycache__/\n*.pem")  # no final newline
+    result = flagstone("init", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "extended .gitignore" in result.stdout
+    assert "created .gitignore" not in result.stdout
+    text = (root / ".gitignore").read_text()
+    assert text.startswith("__pycache__/\n*.pem\n\n# Flagstone")
+    patterns = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert patterns == ["__pycache__/", "*.pem", ".flagstone/", "*.key", "/dist/"]
+    assert flagstone("validate", cwd=root).returncode == 0
+
+
+def test_gitignore_with_every_pattern_is_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    complete = ".flagstone/\n*.pem\n*.key\n/dist/\n"
+    (root / ".gitignore").write_text(complete)
+    result = flagstone("init", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert ".gitignore" not in result.stdout
+    assert (root / ".gitignore").read_text() == complete
+
+
+def test_gitignore_is_not_touched_when_init_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / ".gitignore").write_text("node_modules/\n")
+    (root / "flagstone.yaml").write_text("project: mine\n")
+    result = flagstone("init", cwd=root)
+    assert result.returncode == 2
+    assert "1 file(s) already exist: flagstone.yaml" in result.stderr
+    assert (root / ".gitignore").read_text() == "node_modules/\n"

@@ -13,7 +13,8 @@ still ship them), ``release/`` holds the example flag's release files. Placehold
 ``${{ … }}`` expressions in the workflow need no escaping.
 
 Nothing is ever overwritten: all files are rendered in memory first, and if any of them
-already exists the whole scaffold is refused before the first write.
+already exists the whole scaffold is refused before the first write. The exception is
+``.gitignore``: an existing one gets the missing key patterns appended.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from flagstone.validate import validate_project
 
 EXAMPLE_FLAG = "example-flag"
 WORKFLOW_PATH = ".github/workflows/flags.yml"
+GITIGNORE_PATH = ".gitignore"
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 # Where other repositories get the composite action and the pre-commit hooks from.
 DEFAULT_ACTION_REPOSITORY = "flagstone-dev/flagstone"
@@ -200,14 +202,44 @@ def existing_paths(target: Path, paths: Sequence[str]) -> list[str]:
     return [rel for rel in paths if (target / rel).exists() or (target / rel).is_symlink()]
 
 
-def scaffold_repository(target: Path, options: ScaffoldOptions) -> list[str]:
-    """Write the scaffold into ``target`` (created if missing); return the paths written.
+@dataclass(frozen=True, slots=True)
+class ScaffoldResult:
+    """What ``scaffold_repository`` did: files created, and existing files extended."""
 
-    Raises ``UsageError`` listing every file that already exists, before writing anything.
+    created: list[str]
+    extended: list[str]
+
+
+def gitignore_addition(existing: str, template: str) -> str:
+    """The text to append to an existing ``.gitignore`` so it has every pattern of the
+    template (empty when it has them all already)."""
+    present = {line.strip() for line in existing.splitlines()}
+    lines = template.splitlines()
+    missing = [line for line in lines if line and not line.startswith("#") and line not in present]
+    if not missing:
+        return ""
+    heading = next((line for line in lines if line.startswith("#")), "# Flagstone")
+    separator = "\n" if existing and not existing.endswith("\n") else ""
+    blank = "\n" if existing.strip() else ""
+    return separator + blank + heading + "\n" + "\n".join(missing) + "\n"
+
+
+def scaffold_repository(target: Path, options: ScaffoldOptions) -> ScaffoldResult:
+    """Write the scaffold into ``target`` (created if missing).
+
+    Raises ``UsageError`` listing every file that already exists, before writing
+    anything. The one exception is an existing ``.gitignore`` (most new repositories
+    start with one): the key patterns it lacks are appended to it, nothing is removed.
     """
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a directory")
     files = render_scaffold(options)
+    gitignore = target / GITIGNORE_PATH
+    appended = ""
+    if gitignore.is_file() and not gitignore.is_symlink():
+        appended = gitignore_addition(
+            gitignore.read_text(encoding="utf-8", errors="replace"), files.pop(GITIGNORE_PATH)
+        )
     clashes = existing_paths(target, list(files))
     if clashes:
         shown = ", ".join(clashes[:10]) + (
@@ -218,4 +250,7 @@ def scaffold_repository(target: Path, options: ScaffoldOptions) -> list[str]:
             hint="init never overwrites files; use an empty directory or move those files away",
         )
     _write_files(target, files)
-    return list(files)
+    if appended:
+        with gitignore.open("a", encoding="utf-8", newline="\n") as handle:
+            handle.write(appended)
+    return ScaffoldResult(list(files), [GITIGNORE_PATH] if appended else [])

@@ -42,7 +42,7 @@ def init(
 ) -> int:
     """Scaffold a flag repository in DIRECTORY (default: here) that passes validate,
     lint and codeowners --check as written. Never overwrites a file: if any would be,
-    nothing is written."""
+    nothing is written. An existing .gitignore gets the key patterns it lacks appended."""
     project = project or default_project_name(directory)
     options = ScaffoldOptions(
         project=project,
@@ -50,9 +50,11 @@ def init(
         admins=admins or f"@{project.replace('.', '-').replace('_', '-')}/platform",
         action=action,
     )
-    written = scaffold_repository(directory, options)
-    for path in written:
+    result = scaffold_repository(directory, options)
+    for path in result.created:
         click.echo(f"created {path}")
+    for path in result.extended:
+        click.echo(f"extended {path} (added the key patterns it lacked)")
     click.echo(
         f"\nFlag repository '{project}' created in {directory}. Next:\n"
         "  1. Put your team handles in flagstone.yaml, then run `flagstone codeowners`.\n"
