@@ -253,7 +253,12 @@ def test_codeowners_check_fails_when_ownership_changed(
     run = runner.run(command="codeowners")
     assert run.returncode == 1
     assert "+/flagstone.yaml @acme/flag-admins" in run.stdout
-    assert ".github/CODEOWNERS is out of date" in run.stderr
+    assert re.search(
+        r"^::error file=\.github/CODEOWNERS,line=\d+,col=1,title=codeowners::"
+        r"\.github/CODEOWNERS is out of date",
+        run.stdout,
+        flags=re.MULTILINE,
+    ), run.stdout
 
 
 def test_check_change_annotates_a_guardrail_violation(
