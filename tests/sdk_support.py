@@ -143,6 +143,7 @@ def version_envelope(version: int, key: SigningKey, **payload_options: Any) -> b
 class _ServerState:
     objects: dict[str, bytes] = field(default_factory=dict)
     stall: bool = False
+    stalled: int = 0  # requests accepted and left unanswered
     status_override: int | None = None
     omit_length: bool = False
     send_etag: bool = True
@@ -166,7 +167,10 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         if state.stall:
             # Accept the request and never answer, until the test ends.
+            with state.lock:
+                state.stalled += 1
             state.release.wait(60)
+            self.close_connection = True  # hang up without an answer
             return
         if_none_match = self.headers.get("If-None-Match")
         with state.lock:

@@ -9,6 +9,7 @@ client is closed (its thread joined) at the end of its test.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,19 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(clients: list[Cli
     healthy = [client._next_delay(0) for _ in range(50)]
     assert all(0.09 <= d <= 0.11 for d in healthy)
     assert len(set(healthy)) > 1  # jittered
+
+
+def test_subscribing_does_not_wait_for_a_fetch_in_progress(
+    server: SnapshotHttpServer, clients: list[Client]
+) -> None:
+    server.state.stall = True
+    client = make_client(clients, server.url(PATH), timeout=30.0)
+    assert wait_for(lambda: server.state.stalled == 1)  # the poller is inside its fetch
+    subscriber = threading.Thread(
+        target=lambda: (client.on_change(lambda _: None), client.on_status_change(lambda *_: None))
+    )
+    subscriber.start()
+    subscriber.join(5)
+    stuck = subscriber.is_alive()
+    server.state.release.set()  # let the stalled request end so the poller can stop
+    assert not stuck

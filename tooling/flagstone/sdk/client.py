@@ -124,7 +124,7 @@ class _Active:
     """The snapshot in use, with what the poller needs to know about it."""
 
     snapshot: Snapshot
-    envelope: bytes
+    envelope_sha256: bytes  # to recognise the same bytes fetched again
     cached: bool  # loaded from cache_dir and not yet confirmed by a fresh fetch
 
 
@@ -203,7 +203,8 @@ class Client:
 
         # The one reference evaluations read. Everything below it belongs to the poller.
         self._active: _Active | None = None
-        self._update_lock = threading.RLock()
+        self._update_lock = threading.RLock()  # one poll or refresh at a time
+        self._listeners_lock = threading.Lock()  # never held across I/O
         self._ready = threading.Event()
         self._closed = threading.Event()
         self._highest_version = 0
@@ -366,19 +367,19 @@ class Client:
     def on_change(self, callback: ChangeListener) -> Callable[[], None]:
         """Call ``callback(changed_flag_keys)`` after each swap that changes flags (on the
         polling thread: keep it short). Returns a function that unsubscribes it."""
-        with self._update_lock:
+        with self._listeners_lock:
             self._change_listeners.append(callback)
         return lambda: self._unsubscribe(self._change_listeners, callback)
 
     def on_status_change(self, callback: StatusListener) -> Callable[[], None]:
         """Call ``callback(status, message)`` when ``status`` changes (noticed after each
         poll). Returns a function that unsubscribes it."""
-        with self._update_lock:
+        with self._listeners_lock:
             self._status_listeners.append(callback)
         return lambda: self._unsubscribe(self._status_listeners, callback)
 
     def _unsubscribe(self, listeners: list[Any], callback: Any) -> None:
-        with self._update_lock:
+        with self._listeners_lock:
             if callback in listeners:
                 listeners.remove(callback)
 
@@ -459,14 +460,14 @@ class Client:
         data = fetched.data
         self._seen_etag = fetched.etag
         active = self._active
-        if active is not None and data == active.envelope:
+        body_digest = hashlib.sha256(data).digest()
+        if active is not None and body_digest == active.envelope_sha256:
             # The bytes in use: nothing to verify or compile.
             self._rejected_digest = None
             self.last_error = None
             if active.cached:
-                self._active = _Active(active.snapshot, active.envelope, cached=False)
+                self._active = _Active(active.snapshot, body_digest, cached=False)
             return True
-        body_digest = hashlib.sha256(data).digest()
         if body_digest == self._rejected_digest:
             return False  # already rejected and logged
         try:
@@ -523,7 +524,7 @@ class Client:
                 )
         elif old is None:
             changed = frozenset(snapshot.flags)
-        self._active = _Active(snapshot, envelope, cached=cached)
+        self._active = _Active(snapshot, hashlib.sha256(envelope).digest(), cached=cached)
         if not cached:
             self._rejected_digest = None
             self.last_error = None
@@ -538,7 +539,9 @@ class Client:
             len(changed),
         )
         if old is not None and changed:
-            for listener in list(self._change_listeners):
+            with self._listeners_lock:
+                change_listeners = list(self._change_listeners)
+            for listener in change_listeners:
                 try:
                     listener(changed)
                 except Exception:
@@ -575,7 +578,9 @@ class Client:
             return
         self._reported_status = status
         message = self.last_error if status == Status.ERROR else None
-        for listener in list(self._status_listeners):
+        with self._listeners_lock:
+            status_listeners = list(self._status_listeners)
+        for listener in status_listeners:
             try:
                 listener(status, message)
             except Exception:

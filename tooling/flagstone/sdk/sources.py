@@ -217,7 +217,11 @@ class StoreSource:
         self.location = f"{url.rstrip('/')}/{path}"
         self.path = path
         self.max_bytes = max_bytes
-        self._store = open_store(url, timeout=timeout, connect_timeout=min(timeout, 5.0))
+        # No retries inside a fetch: the timeout then bounds the whole fetch, and the
+        # client's poller already retries with back-off.
+        self._store = open_store(
+            url, timeout=timeout, connect_timeout=min(timeout, 5.0), max_retries=0
+        )
 
     def describe(self) -> str:
         return self.location
