@@ -420,16 +420,7 @@ class _Differ:
                     new.doc.rel, risk="none",
                 )  # fmt: skip
                 for env in _ordered_envs(self.after, new.releases):
-                    release = new.releases[env]
-                    self.add(
-                        RELEASE_ADDED,
-                        "flag",
-                        key,
-                        env,
-                        f"release added: {_release_text(release)}",
-                        release.doc.rel,
-                        risk=_release_risk(release, new),
-                    )
+                    self.release_added(new, key, env, new.releases[env])
             elif new is None and old is not None:
                 if old.key in self.renames and self.renames[old.key] in new_flags:
                     continue
@@ -444,6 +435,11 @@ class _Differ:
                 )
             elif old is not None and new is not None:
                 self.flag(old, new, key)
+
+    def release_added(self, flag: Flag, key: str, env: str, release: ReleaseConfig) -> None:
+        summary = f"release added: {_release_text(release)}"
+        risk = _release_risk(release, flag)
+        self.add(RELEASE_ADDED, "flag", key, env, summary, release.doc.rel, risk=risk)
 
     def flag(self, old: Flag, new: Flag, key: str) -> None:
         path = new.doc.rel
@@ -554,15 +550,7 @@ class _Differ:
             if self.broken(f"flags/{old.key}/{env}.yaml") or self.broken(f"flags/{key}/{env}.yaml"):
                 continue
             if old_release is None and new_release is not None:
-                self.add(
-                    RELEASE_ADDED,
-                    "flag",
-                    key,
-                    env,
-                    f"release added: {_release_text(new_release)}",
-                    new_release.doc.rel,
-                    risk=_release_risk(new_release, new),
-                )
+                self.release_added(new, key, env, new_release)
             elif new_release is None and old_release is not None:
                 self.add(
                     RELEASE_REMOVED,

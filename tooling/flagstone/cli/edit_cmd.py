@@ -89,22 +89,18 @@ def rollout(flag: str, env: str, percent: float, repo: Path | None) -> None:
     _print(edits.rollout(resolve_repo(repo), flag, env, percent))
 
 
-@click.command("kill")
-@click.argument("flag")
-@env_option
-@repo_option
-def kill(flag: str, env: str, repo: Path | None) -> None:
-    """Disable FLAG in one environment: everyone gets its off variation."""
-    _print(edits.set_enabled(resolve_repo(repo), flag, env, False))
+def _switch(name: str, enabled: bool, summary: str) -> click.Command:
+    """``kill`` and ``enable``: the same edit of ``enabled`` with opposite values."""
+
+    def run(flag: str, env: str, repo: Path | None) -> None:
+        _print(edits.set_enabled(resolve_repo(repo), flag, env, enabled))
+
+    run.__doc__ = summary
+    return click.command(name)(click.argument("flag")(env_option(repo_option(run))))
 
 
-@click.command("enable")
-@click.argument("flag")
-@env_option
-@repo_option
-def enable(flag: str, env: str, repo: Path | None) -> None:
-    """Enable FLAG in one environment."""
-    _print(edits.set_enabled(resolve_repo(repo), flag, env, True))
+kill = _switch("kill", False, "Disable FLAG in one environment: everyone gets its off variation.")
+enable = _switch("enable", True, "Enable FLAG in one environment.")
 
 
 @click.command("archive")
