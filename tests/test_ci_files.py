@@ -129,7 +129,11 @@ def test_repository_workflow_is_the_init_template_with_the_local_action() -> Non
 def test_flags_workflow_triggers() -> None:
     triggers = load(FLAGS_WORKFLOW)["on"]
     paths = {"flags/**", "segments/**", "flagstone.yaml"}
-    assert set(triggers["pull_request"]["paths"]) == paths
+    assert set(triggers["pull_request"]["paths"]) == {
+        *paths,
+        ".github/CODEOWNERS",
+        ".github/workflows/flags.yml",
+    }
     assert triggers["push"]["branches"] == ["main"]
     assert set(triggers["push"]["paths"]) == paths
     assert triggers["schedule"] and all("cron" in entry for entry in triggers["schedule"])
