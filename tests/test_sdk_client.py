@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flagstone.errors import UsageError
-from flagstone.sdk import CachedDetails, Client, Details, Status, TrustedKey
+from flagstone.sdk import CachedDetails, Client, Details, Fetched, Status, TrustedKey
 from sdk_support import (
     DAY,
     ENVIRONMENT,
@@ -381,3 +381,53 @@ def test_corrupt_cache_state_is_ignored_with_a_warning(
 def test_trusted_key_type_is_exported() -> None:
     # The SDK's public names are importable from flagstone.sdk alone.
     assert TrustedKey.__module__ == "flagstone.envelope"
+
+
+class ListSource:
+    """A Source of our own: hands out queued envelopes, or raises queued errors."""
+
+    def __init__(self, *items: bytes | Exception) -> None:
+        self.items = list(items)
+
+    def describe(self) -> str:
+        return "a list"
+
+    def fetch(self, if_none_match: str | None) -> Fetched:
+        item = self.items.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return Fetched(item, None)
+
+
+def test_any_source_object_can_feed_the_client(key: SigningKey) -> None:
+    source = ListSource(
+        RuntimeError("socket exploded"), version_envelope(1, key), version_envelope(2, key)
+    )
+    client = Client(
+        source,
+        environment=ENVIRONMENT,
+        trusted_keys=[key.trusted],
+        poll_interval=None,
+        clock=lambda: NOW,
+    )
+    assert client.status == Status.ERROR
+    assert client.last_error == "RuntimeError: socket exploded"
+    assert client.refresh() is True
+    assert client.refresh() is True
+    assert client.string_value("version") == "v2"
+
+
+def test_memory_store_source(key: SigningKey) -> None:
+    from flagstone.store import open_store
+
+    store = open_store("memory://sdk-test-memory")
+    store.put(f"acme/{ENVIRONMENT}/latest.json", version_envelope(5, key), mode="overwrite")
+    client = Client(
+        "memory://sdk-test-memory/acme",
+        environment=ENVIRONMENT,
+        trusted_keys=[key.trusted],
+        poll_interval=None,
+        clock=lambda: NOW,
+    )
+    assert client.version == 5
+    assert client.refresh() is True  # not modified

@@ -446,6 +446,9 @@ class Client:
         except StoreError as error:
             self._fetch_failed(str(error))
             return False
+        except Exception as error:  # a custom Source failing in its own way
+            self._fetch_failed(f"{type(error).__name__}: {error}")
+            return False
         if self._failing:
             self._failing = False
             logger.info("%s is reachable again", where)
@@ -476,6 +479,10 @@ class Client:
         except (EnvelopeError, SnapshotFormatError) as error:
             self._reject(str(error), body_digest)
             return False
+        except Exception as error:  # a bug must reject the snapshot, not reach the caller
+            logger.exception("unexpected error while loading a snapshot")
+            self._reject(f"{type(error).__name__}: {error}", body_digest)
+            return False
         self._install(snapshot, data, cached=False)
         return True
 
@@ -488,9 +495,10 @@ class Client:
         )
         version: int = payload["version"]
         if version < self._highest_version:
+            reset = " (if storage was reset on purpose, clear cache_dir)" if self._cache else ""
             raise EnvelopeError(
                 f"snapshot version {version} is older than version {self._highest_version}, "
-                "already accepted (a replayed or rolled-back snapshot)"
+                f"already accepted: a replayed or rolled-back snapshot{reset}"
             )
         if (
             active is not None
