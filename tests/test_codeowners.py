@@ -5,6 +5,7 @@ a one-line change."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -240,11 +241,15 @@ def test_new_block_is_appended_after_hand_written_lines(tmp_path: Path) -> None:
 
 def test_check_prints_a_unified_diff_and_exits_1(tmp_path: Path) -> None:
     root = make_repo(tmp_path)
-    code, out, err = run(root, "--check")
+    code, out, _ = run(root, "--check")
     assert code == 1
     assert out.startswith("--- a/.github/CODEOWNERS\n+++ b/.github/CODEOWNERS\n@@ -0,0 +1,")
     assert f"+{BEGIN_MARKER}\n" in out
-    assert "out of date; run `flagstone codeowners`" in err
+    assert out.endswith(
+        ".github/CODEOWNERS: error: .github/CODEOWNERS does not exist [codeowners]\n"
+        "    hint: run `flagstone codeowners` and commit the result\n"
+        ".github/CODEOWNERS: 1 error\n"
+    )
     assert not (root / CODEOWNERS_PATH).exists()
 
     assert run(root)[0] == 0
@@ -260,6 +265,17 @@ def test_check_prints_a_unified_diff_and_exits_1(tmp_path: Path) -> None:
         "-/flags/checkout/production.yaml @acme/eng\n+/flags/checkout/production.yaml @acme/pm\n"
         in out
     )
+    line = MINI_GOLDEN.splitlines().index("/flags/checkout/production.yaml @acme/pm") + 1
+    assert f".github/CODEOWNERS:{line}:1: error: .github/CODEOWNERS is out of date" in out
+    code, out, err = run(root, "--check", "--format", "github")
+    assert out.splitlines()[-2] == (
+        f"::error file=.github/CODEOWNERS,line={line},col=1,title=codeowners::.github/CODEOWNERS "
+        "is out of date with the ownership metadata (hint: run `flagstone codeowners` and commit "
+        "the result)"
+    )
+    code, out, err = run(root, "--check", "--format", "json")
+    assert json.loads(out)["problems"][0]["line"] == line
+    assert err.startswith("--- a/.github/CODEOWNERS")
 
 
 def test_hand_written_override_after_the_block_is_reported(tmp_path: Path) -> None:

@@ -421,6 +421,31 @@ class CodeownersReport:
     def up_to_date(self) -> bool:
         return self.current == self.expected
 
+    def drift(self) -> Problem | None:
+        """An error at the first line where the file on disk differs from the expected one."""
+        if self.up_to_date:
+            return None
+        if self.current is None:
+            line, message = 0, f"{CODEOWNERS_PATH} does not exist"
+        else:
+            current = self.current.splitlines()
+            matcher = difflib.SequenceMatcher(
+                a=current, b=self.expected.splitlines(), autojunk=False
+            )
+            changed = (i1 for tag, i1, _, _, _ in matcher.get_opcodes() if tag != "equal")
+            # Line endings alone differ: point at the last line.
+            line = next(changed, max(len(current) - 1, 0)) + 1
+            message = f"{CODEOWNERS_PATH} is out of date with the ownership metadata"
+        return Problem(
+            CODEOWNERS_PATH,
+            line,
+            1 if line else 0,
+            RULE,
+            "error",
+            message,
+            "run `flagstone codeowners` and commit the result",
+        )
+
     def diff(self) -> str:
         """A unified diff from the file on disk to the expected file."""
         return "".join(
