@@ -431,3 +431,12 @@ def test_memory_store_source(key: SigningKey) -> None:
     )
     assert client.version == 5
     assert client.refresh() is True  # not modified
+
+
+def test_json_values_handed_out_are_copies(latest: Path, key: SigningKey) -> None:
+    publish(latest, sign(make_payload(1, MIXED_FLAGS, STAFF), key))
+    client = file_client(latest, key)
+    first = client.json_value("layout", {"key": "u"}, {})
+    first["columns"] = 99
+    client.all_flags({"key": "u"})["layout"].value["dense"] = True
+    assert client.json_value("layout", {"key": "u"}, {}) == {"columns": 3, "dense": False}

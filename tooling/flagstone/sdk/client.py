@@ -32,6 +32,7 @@ the engine's own reason kept in ``engine_reason``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import hashlib
 import logging
@@ -40,7 +41,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -83,6 +84,18 @@ class CachedDetails(Details):
 
 
 _DETAILS_FIELDS = tuple(field.name for field in fields(Details))
+
+
+def _served(details: Details, cached: bool) -> Details:
+    """``details`` as handed to the caller: JSON values copied, CACHED while cached."""
+    if details.error_code is not None:
+        return details
+    value = details.value
+    if value.__class__ is dict or value.__class__ is list:
+        # The engine hands out the snapshot's own objects; a caller changing one would
+        # change the answer of every later evaluation, in every thread.
+        details = replace(details, value=copy.deepcopy(value))
+    return _as_cached(details) if cached else details
 
 
 def _as_cached(details: Details) -> CachedDetails:
@@ -266,8 +279,9 @@ class Client:
             default,
             at=None if self._clock is None else self._clock(),
         )
-        if active.cached and details.error_code is None:
-            return _as_cached(details)
+        value = details.value
+        if active.cached or value.__class__ is dict or value.__class__ is list:
+            return _served(details, active.cached)
         return details
 
     def bool_value(self, flag_key: str, context: ContextLike = None, default: bool = False) -> bool:
@@ -319,9 +333,7 @@ class Client:
         results = {}
         for key in sorted(active.snapshot.flags):
             details = active.snapshot.evaluate(key, context, None, at=at)
-            results[key] = (
-                _as_cached(details) if active.cached and details.error_code is None else details
-            )
+            results[key] = _served(details, active.cached)
         return results
 
     def _not_ready(self, default: Any) -> Details:
