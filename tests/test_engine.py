@@ -25,7 +25,7 @@ from flagstone.errors import SnapshotFormatError
 CONFORMANCE = Path(__file__).parent / "conformance"
 
 
-def _flag(**fields: Any) -> dict[str, Any]:
+def flag_spec(**fields: Any) -> dict[str, Any]:
     return {
         "type": "boolean",
         "kind": "release",
@@ -39,7 +39,7 @@ def _flag(**fields: Any) -> dict[str, Any]:
     } | fields
 
 
-def _payload(
+def snapshot_payload(
     flags: dict[str, Any], segments: dict[str, Any] | None = None, **top: Any
 ) -> dict[str, Any]:
     return {
@@ -66,35 +66,42 @@ def _rule(condition: Any, variation: str = "on", name: str = "r") -> dict[str, A
     ("payload", "message"),
     [
         (
-            _payload({}, format="flagstone.snapshot/2"),
+            snapshot_payload({}, format="flagstone.snapshot/2"),
             "snapshot format: expected 'flagstone.snapshot/1'",
         ),
-        (_payload({"f": _flag(type="text")}), "snapshot flags.f.type: expected one of"),
+        (snapshot_payload({"f": flag_spec(type="text")}), "snapshot flags.f.type: expected one of"),
         (
-            _payload({"f": _flag(off_variation="nope")}),
+            snapshot_payload({"f": flag_spec(off_variation="nope")}),
             "snapshot flags.f.off_variation: unknown variation 'nope'",
         ),
-        (_payload({"f": _flag(enabled="yes")}), "snapshot flags.f.enabled: expected true or false"),
         (
-            _payload({"f": _flag(rules=[_rule({"segment": "ghost"})])}),
+            snapshot_payload({"f": flag_spec(enabled="yes")}),
+            "snapshot flags.f.enabled: expected true or false",
+        ),
+        (
+            snapshot_payload({"f": flag_spec(rules=[_rule({"segment": "ghost"})])}),
             "snapshot flags.f.rules[0].condition: unknown segment 'ghost'",
         ),
         (
-            _payload(
-                {"f": _flag(rules=[_rule({"attribute": "a", "op": "like", "values": ["x"]})])}
+            snapshot_payload(
+                {"f": flag_spec(rules=[_rule({"attribute": "a", "op": "like", "values": ["x"]})])}
             ),
             "snapshot flags.f.rules[0].condition: unknown operator 'like'",
         ),
         (
-            _payload(
-                {"f": _flag(rules=[_rule({"attribute": "a", "op": "matches", "values": ["("]})])}
+            snapshot_payload(
+                {
+                    "f": flag_spec(
+                        rules=[_rule({"attribute": "a", "op": "matches", "values": ["("]})]
+                    )
+                }
             ),
             "is not a valid regular expression",
         ),
         (
-            _payload(
+            snapshot_payload(
                 {
-                    "f": _flag(
+                    "f": flag_spec(
                         rules=[_rule({"attribute": "v", "op": "semver_lt", "values": ["2.0"]})]
                     )
                 }
@@ -102,9 +109,9 @@ def _rule(condition: Any, variation: str = "on", name: str = "r") -> dict[str, A
             "'2.0' is not a semantic version",
         ),
         (
-            _payload(
+            snapshot_payload(
                 {
-                    "f": _flag(
+                    "f": flag_spec(
                         rules=[_rule({"attribute": "t", "op": "after", "values": ["tomorrow"]})]
                     )
                 }
@@ -112,17 +119,19 @@ def _rule(condition: Any, variation: str = "on", name: str = "r") -> dict[str, A
             "'tomorrow' is not an RFC 3339 timestamp",
         ),
         (
-            _payload({"f": _flag(rules=[_rule({"attribute": "n", "op": "lt", "values": ["5"]})])}),
+            snapshot_payload(
+                {"f": flag_spec(rules=[_rule({"attribute": "n", "op": "lt", "values": ["5"]})])}
+            ),
             "'lt' compares numbers",
         ),
         (
-            _payload({"f": _flag(rules=[_rule({"all": [{"nothing": 1}]})])}),
+            snapshot_payload({"f": flag_spec(rules=[_rule({"all": [{"nothing": 1}]})])}),
             "snapshot flags.f.rules[0].condition.all[0]: a condition needs one of",
         ),
         (
-            _payload(
+            snapshot_payload(
                 {
-                    "f": _flag(
+                    "f": flag_spec(
                         default={
                             "split": {
                                 "bucket_by": "key",
@@ -139,16 +148,16 @@ def _rule(condition: Any, variation: str = "on", name: str = "r") -> dict[str, A
             "weights sum to 99999, not 100000",
         ),
         (
-            _payload(
+            snapshot_payload(
                 {
-                    "a": _flag(prerequisites=[{"flag": "b", "variation": "on"}]),
-                    "b": _flag(prerequisites=[{"flag": "a", "variation": "on"}]),
+                    "a": flag_spec(prerequisites=[{"flag": "b", "variation": "on"}]),
+                    "b": flag_spec(prerequisites=[{"flag": "a", "variation": "on"}]),
                 }
             ),
             "prerequisite cycle: a -> b -> a",
         ),
         (
-            _payload(
+            snapshot_payload(
                 {},
                 {
                     "x": {"include": [], "exclude": [], "rules": [{"segment": "y"}]},
@@ -158,7 +167,9 @@ def _rule(condition: Any, variation: str = "on", name: str = "r") -> dict[str, A
             "segment reference cycle: x -> y -> x",
         ),
         (
-            _payload({"f": _flag(prerequisites=[{"flag": "ghost", "variation": "on"}])}),
+            snapshot_payload(
+                {"f": flag_spec(prerequisites=[{"flag": "ghost", "variation": "on"}])}
+            ),
             "unknown flag 'ghost'",
         ),
         ("not a mapping", "snapshot payload: expected an object"),
@@ -171,7 +182,9 @@ def test_malformed_payloads_are_rejected_with_the_place(payload: Any, message: s
 
 
 def test_snapshot_exposes_metadata_and_is_immutable() -> None:
-    snapshot = Snapshot.from_payload(_payload({"f": _flag(), "g": _flag(type="boolean")}))
+    snapshot = Snapshot.from_payload(
+        snapshot_payload({"f": flag_spec(), "g": flag_spec(type="boolean")})
+    )
     assert (snapshot.project, snapshot.environment, snapshot.version) == ("p", "production", 5)
     assert snapshot.expires == "2026-12-26T10:00:00Z"
     assert snapshot.expires_at == datetime(2026, 12, 26, 10, tzinfo=UTC).timestamp()
@@ -188,7 +201,7 @@ def test_snapshot_exposes_metadata_and_is_immutable() -> None:
 
 
 def test_details_carry_the_snapshot_version() -> None:
-    snapshot = Snapshot.from_payload(_payload({"f": _flag()}, version=42))
+    snapshot = Snapshot.from_payload(snapshot_payload({"f": flag_spec()}, version=42))
     assert snapshot.evaluate("f", {}).version == 42
     assert snapshot.evaluate("missing", {}).version == 42
 
@@ -213,7 +226,7 @@ class ExplodingContext(Mapping[str, Any]):
 
 
 def test_an_exception_inside_evaluation_becomes_a_general_error() -> None:
-    snapshot = Snapshot.from_payload(_payload({"f": _flag()}))
+    snapshot = Snapshot.from_payload(snapshot_payload({"f": flag_spec()}))
     details = snapshot.evaluate("f", ExplodingContext(), True)
     assert (details.value, details.reason, details.error_code) == (True, "ERROR", "GENERAL")
     assert "boom" in (details.error_message or "")
@@ -231,7 +244,9 @@ def test_an_exception_inside_evaluation_becomes_a_general_error() -> None:
 def test_defaults_of_the_wrong_type_give_type_mismatch(
     flag_type: str, variations: dict[str, Any], good: Any, bad: Any
 ) -> None:
-    snapshot = Snapshot.from_payload(_payload({"f": _flag(type=flag_type, variations=variations)}))
+    snapshot = Snapshot.from_payload(
+        snapshot_payload({"f": flag_spec(type=flag_type, variations=variations)})
+    )
     assert snapshot.evaluate("f", {}, good).reason == "DEFAULT"
     details = snapshot.evaluate("f", {}, bad)
     if bad is None:  # no default: nothing to mismatch
@@ -256,7 +271,9 @@ def test_without_at_the_clock_decides_scheduled_stages() -> None:
         "current": None,
         "stages": [stage("past", "2000-01-01T00:00:00Z"), stage("future", "2999-01-01T00:00:00Z")],
     }
-    snapshot = Snapshot.from_payload(_payload({"f": _flag(default={"progression": progression})}))
+    snapshot = Snapshot.from_payload(
+        snapshot_payload({"f": flag_spec(default={"progression": progression})})
+    )
     assert snapshot.evaluate("f", {"key": "k"}).rule == "past"
     assert (
         snapshot.evaluate("f", {"key": "k"}, at=datetime(3000, 1, 1, tzinfo=UTC).timestamp()).rule
@@ -267,7 +284,9 @@ def test_without_at_the_clock_decides_scheduled_stages() -> None:
 
 def test_context_may_be_none_or_any_mapping() -> None:
     snapshot = Snapshot.from_payload(
-        _payload({"f": _flag(rules=[_rule({"attribute": "tier", "op": "eq", "values": ["gold"]})])})
+        snapshot_payload(
+            {"f": flag_spec(rules=[_rule({"attribute": "tier", "op": "eq", "values": ["gold"]})])}
+        )
     )
     assert snapshot.evaluate("f", None).variation == "on"
 
@@ -434,7 +453,7 @@ def test_explain_tells_a_rule_from_a_stage_of_the_same_name() -> None:
     }
     rule = _rule({"attribute": "team", "op": "eq", "values": ["core"]}, "off", name="staff")
     snapshot = Snapshot.from_payload(
-        _payload({"f": _flag(rules=[rule], default={"progression": progression})})
+        snapshot_payload({"f": flag_spec(rules=[rule], default={"progression": progression})})
     )
     by_rule = snapshot.evaluate("f", {"key": "k", "team": "core"})
     by_stage = snapshot.evaluate("f", {"key": "k"})
@@ -459,3 +478,11 @@ def test_engine_imports_no_toolchain_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_flag_and_a_segment_may_share_a_key() -> None:
+    segments = {"staff": {"include": ["u-1"], "exclude": [], "rules": []}}
+    snapshot = Snapshot.from_payload(
+        snapshot_payload({"staff": flag_spec(rules=[_rule({"segment": "staff"})])}, segments)
+    )
+    assert snapshot.evaluate("staff", {"key": "u-1"}).rule == "r"

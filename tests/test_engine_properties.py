@@ -18,32 +18,10 @@ from flagstone.engine import (
     TARGETING_MATCH,
     Snapshot,
 )
+from test_engine import flag_spec, snapshot_payload
 
 CONFORMANCE = Path(__file__).parent / "conformance"
 REASONS = {DEFAULT, TARGETING_MATCH, SPLIT, DISABLED, PREREQUISITE_FAILED, ERROR}
-
-
-def _payload(flags: dict[str, Any], segments: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "format": "flagstone.snapshot/1",
-        "version": 1,
-        "flags": flags,
-        "segments": segments or {},
-    }
-
-
-def _flag(default: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {
-        "type": "boolean",
-        "kind": "release",
-        "variations": {"on": True, "off": False},
-        "off_variation": "off",
-        "enabled": True,
-        "prerequisites": [],
-        "targets": [],
-        "rules": [],
-        "default": default,
-    } | fields
 
 
 def _rollout(weight: int, seed: str) -> dict[str, Any]:
@@ -85,7 +63,12 @@ def test_raising_a_percentage_never_removes_a_key(
 ) -> None:
     low, high = min(low, high), max(low, high)
     snapshot = Snapshot.from_payload(
-        _payload({"before": _flag(_rollout(low, seed)), "after": _flag(_rollout(high, seed))})
+        snapshot_payload(
+            {
+                "before": flag_spec(default=_rollout(low, seed)),
+                "after": flag_spec(default=_rollout(high, seed)),
+            }
+        )
     )
     for key in sample:
         if snapshot.evaluate("before", {"key": key}).variation == "on":
@@ -95,7 +78,9 @@ def test_raising_a_percentage_never_removes_a_key(
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.text(min_size=1, max_size=16))
 def test_a_25_percent_rollout_reaches_25_percent_of_100000_keys(seed: str) -> None:
-    snapshot = Snapshot.from_payload(_payload({"f": _flag(_rollout(25_000, seed))}))
+    snapshot = Snapshot.from_payload(
+        snapshot_payload({"f": flag_spec(default=_rollout(25_000, seed))})
+    )
     evaluate = snapshot.evaluate
     reached = sum(evaluate("f", {"key": f"user-{i}"}).value for i in range(100_000))
     assert 24_500 <= reached <= 25_500
@@ -109,12 +94,15 @@ def test_two_50_50_splits_with_different_seeds_are_independent(first: str, secon
     halves = [("control", 50_000), ("treatment", 50_000)]
     variations = {"control": "control", "treatment": "treatment"}
     flags = {
-        name: _flag(
-            _split(seed, halves), type="string", variations=variations, off_variation="control"
+        name: flag_spec(
+            default=_split(seed, halves),
+            type="string",
+            variations=variations,
+            off_variation="control",
         )
         for name, seed in (("one", first), ("two", second))
     }
-    snapshot = Snapshot.from_payload(_payload(flags))
+    snapshot = Snapshot.from_payload(snapshot_payload(flags))
     cells: dict[tuple[str | None, str | None], int] = {}
     total = 40_000
     for i in range(total):

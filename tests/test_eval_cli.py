@@ -83,20 +83,16 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return int(exited.value.code or 0), out, err
 
 
+def run_eval(
+    capsys: pytest.CaptureFixture[str], repo: Path, flag: str, *args: str, env: str = "production"
+) -> tuple[int, str, str]:
+    return run(capsys, "eval", flag, "--env", env, "--repo", str(repo), *args)
+
+
 def test_one_context_prints_value_reason_and_why(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(
-        capsys,
-        "eval",
-        "checkout",
-        "--env",
-        "production",
-        "--repo",
-        str(repo),
-        "--context",
-        '{"key": "u-1"}',
-    )
+    code, out, _ = run_eval(capsys, repo, "checkout", "--context", '{"key": "u-1"}')
     assert code == 0
     assert out.splitlines() == [
         "checkout = true",
@@ -110,10 +106,9 @@ def test_json_output_explains_rules_segments_and_buckets(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def evaluate(context: dict[str, Any], *extra: str) -> dict[str, Any]:
-        code, out, _ = run(
-            capsys, "eval", "checkout", "--env", "production", "--repo", str(repo),
-            "--context", json.dumps(context), "--format", "json", *extra,
-        )  # fmt: skip
+        code, out, _ = run_eval(
+            capsys, repo, "checkout", "--context", json.dumps(context), "--format", "json", *extra
+        )
         assert code == 0
         result: dict[str, Any] = json.loads(out)
         return result
@@ -158,10 +153,17 @@ def test_many_contexts_give_one_json_line_each_in_order(
     lines.insert(3, "   ")  # blank lines are not contexts
     path = tmp_path / "contexts.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    code, out, err = run(
-        capsys, "eval", "checkout", "--env", "production", "--repo", str(repo),
-        "--contexts", str(path), "--format", "json", "--at", "2026-12-01T00:00:00Z",
-    )  # fmt: skip
+    code, out, err = run_eval(
+        capsys,
+        repo,
+        "checkout",
+        "--contexts",
+        str(path),
+        "--format",
+        "json",
+        "--at",
+        "2026-12-01T00:00:00Z",
+    )
     assert code == 0
     results = [json.loads(line) for line in out.splitlines()]
     assert len(results) == len(contexts)
@@ -205,19 +207,7 @@ def test_a_hundred_thousand_contexts(
     with path.open("w", encoding="utf-8") as handle:
         for i in range(100_000):
             handle.write(f'{{"key": "user-{i}"}}\n')
-    code, out, err = run(
-        capsys,
-        "eval",
-        "color",
-        "--env",
-        "production",
-        "--repo",
-        str(repo),
-        "--contexts",
-        str(path),
-        "--format",
-        "json",
-    )
+    code, out, err = run_eval(capsys, repo, "color", "--contexts", str(path), "--format", "json")
     assert code == 0
     assert out.count("\n") == 100_000
     assert err.splitlines()[-1].split() == ["total", "100000"]
@@ -245,9 +235,7 @@ def test_a_hundred_thousand_contexts(
 def test_bad_input_is_a_one_line_usage_error(
     repo: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    code, out, err = run(
-        capsys, "eval", "checkout", "--env", "production", "--repo", str(repo), *args
-    )
+    code, out, err = run_eval(capsys, repo, "checkout", *args)
     assert code == 2 and out == ""
     assert err.startswith(message)
 
@@ -257,17 +245,7 @@ def test_bad_line_in_a_contexts_file_names_file_line_and_column(
 ) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text('{"key": "a"}\n{"key": "b"}\n{"key": b}\n', encoding="utf-8")
-    code, _, err = run(
-        capsys,
-        "eval",
-        "checkout",
-        "--env",
-        "production",
-        "--repo",
-        str(repo),
-        "--contexts",
-        str(path),
-    )
+    code, _, err = run_eval(capsys, repo, "checkout", "--contexts", str(path))
     assert code == 2
     assert err.splitlines()[0] == f"error: {path}:3:9: invalid JSON: Expecting value"
 
@@ -290,38 +268,18 @@ def test_bad_line_in_a_contexts_file_names_file_line_and_column(
 def test_unknown_flag_or_environment(
     repo: Path, capsys: pytest.CaptureFixture[str], flag: str, env: str, message: str
 ) -> None:
-    code, _, err = run(capsys, "eval", flag, "--env", env, "--repo", str(repo), "--context", "{}")
+    code, _, err = run_eval(capsys, repo, flag, "--context", "{}", env=env)
     assert code == 2
     assert err.splitlines()[0] == message
 
 
 def test_an_error_result_exits_1(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        capsys,
-        "eval",
-        "checkout",
-        "--env",
-        "production",
-        "--repo",
-        str(repo),
-        "--context",
-        '{"key": 5}',
-    )
+    code, out, _ = run_eval(capsys, repo, "checkout", "--context", '{"key": 5}')
     assert code == 1
     assert "INVALID_CONTEXT" in out
 
 
 def test_disabled_in_another_environment(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        capsys,
-        "eval",
-        "checkout",
-        "--env",
-        "staging",
-        "--repo",
-        str(repo),
-        "--context",
-        '{"key": "u-1"}',
-    )
+    code, out, _ = run_eval(capsys, repo, "checkout", "--context", '{"key": "u-1"}', env="staging")
     assert code == 0
     assert "reason:    DISABLED" in out and "disabled in staging" in out

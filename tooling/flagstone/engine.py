@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from flagstone.bucketing import attribute_reader, make_bucketer
 from flagstone.errors import SnapshotFormatError
@@ -480,6 +480,9 @@ def _optional_instant(value: Any, where: str) -> float | None:
 # Compiling a payload into closures.
 
 
+_Compiled = TypeVar("_Compiled")
+
+
 class _Compiler:
     """Compiles one payload's segments and flags, resolving references on demand and
     rejecting reference cycles."""
@@ -493,8 +496,8 @@ class _Compiler:
         self.types: dict[str, str] = {}
         # flag -> [(rule name, condition)], so explain() can tell a rule from a stage.
         self.rule_conditions: dict[str, list[tuple[str, Predicate]]] = {}
-        self._segments_in_progress: list[str] = []
-        self._flags_in_progress: list[str] = []
+        # (kind, key) being built, outermost first; a cycle is a repeat of one of them.
+        self._in_progress: list[tuple[str, str]] = []
 
     # -- conditions --
 
@@ -526,16 +529,37 @@ class _Compiler:
             return _clause(attribute, op, values)
         raise _fail(where, "a condition needs one of: attribute, segment, all, any, not")
 
-    def segment(self, key: str, where: str) -> Predicate:
-        compiled = self.segments.get(key)
+    def _resolve(
+        self,
+        kind: str,
+        key: str,
+        where: str,
+        cache: dict[str, _Compiled],
+        build: Callable[[str], _Compiled],
+    ) -> _Compiled:
+        """The compiled segment or flag ``key``, built on first use; a reference chain
+        that comes back to a key still being built is a cycle."""
+        compiled = cache.get(key)
         if compiled is not None:
             return compiled
-        if key not in self.segment_specs:
-            raise _fail(where, f"unknown segment {key!r}")
-        if key in self._segments_in_progress:
-            chain = " -> ".join([*self._segments_in_progress, key])
-            raise _fail(f"segments.{key}", f"segment reference cycle: {chain}")
-        self._segments_in_progress.append(key)
+        specs = self.segment_specs if kind == "segment" else self.flag_specs
+        if key not in specs:
+            raise _fail(where, f"unknown {kind} {key!r}")
+        if (kind, key) in self._in_progress:
+            start = self._in_progress.index((kind, key))
+            chain = " -> ".join([k for _, k in self._in_progress[start:]] + [key])
+            what = "segment reference" if kind == "segment" else "prerequisite"
+            raise _fail(f"{kind}s.{key}", f"{what} cycle: {chain}")
+        self._in_progress.append((kind, key))
+        compiled = build(key)
+        self._in_progress.pop()
+        cache[key] = compiled
+        return compiled
+
+    def segment(self, key: str, where: str) -> Predicate:
+        return self._resolve("segment", key, where, self.segments, self._build_segment)
+
+    def _build_segment(self, key: str) -> Predicate:
         here = f"segments.{key}"
         spec = _mapping(self.segment_specs[key], here)
         include = frozenset(
@@ -550,7 +574,6 @@ class _Compiler:
                 for i, c in enumerate(_list(spec.get("rules", []), f"{here}.rules"))
             ]
         )
-        self._segments_in_progress.pop()
 
         def in_segment(context: Context) -> bool:
             target = context.get("key")
@@ -558,25 +581,12 @@ class _Compiler:
                 return False
             return target in include or rules(context)
 
-        self.segments[key] = in_segment
         return in_segment
 
-    # -- flags --
-
     def flag(self, key: str, where: str) -> FlagRunner:
-        compiled = self.flags.get(key)
-        if compiled is not None:
-            return compiled
-        if key not in self.flag_specs:
-            raise _fail(where, f"unknown flag {key!r}")
-        if key in self._flags_in_progress:
-            chain = " -> ".join([*self._flags_in_progress, key])
-            raise _fail(f"flags.{key}", f"prerequisite cycle: {chain}")
-        self._flags_in_progress.append(key)
-        compiled = _FlagCompiler(self, key).build()
-        self._flags_in_progress.pop()
-        self.flags[key] = compiled
-        return compiled
+        return self._resolve(
+            "flag", key, where, self.flags, lambda k: _FlagCompiler(self, k).build()
+        )
 
 
 def _all_of(parts: list[Predicate]) -> Predicate:
