@@ -428,13 +428,14 @@ class CodeownersReport:
         if self.current is None:
             line, message = 0, f"{CODEOWNERS_PATH} does not exist"
         else:
-            current = self.current.splitlines()
-            matcher = difflib.SequenceMatcher(
-                a=current, b=self.expected.splitlines(), autojunk=False
+            current, expected = self.current.splitlines(), self.expected.splitlines()
+            # Linear on purpose: the file may be megabytes long.
+            differing = (
+                n
+                for n, (a, b) in enumerate(zip(current, expected, strict=False), start=1)
+                if a != b
             )
-            changed = (i1 for tag, i1, _, _, _ in matcher.get_opcodes() if tag != "equal")
-            # Line endings alone differ: point at the last line.
-            line = next(changed, max(len(current) - 1, 0)) + 1
+            line = next(differing, min(len(current) + 1, max(len(expected), 1)))
             message = f"{CODEOWNERS_PATH} is out of date with the ownership metadata"
         return Problem(
             CODEOWNERS_PATH,
