@@ -486,3 +486,14 @@ def test_a_flag_and_a_segment_may_share_a_key() -> None:
         snapshot_payload({"staff": flag_spec(rules=[_rule({"segment": "staff"})])}, segments)
     )
     assert snapshot.evaluate("staff", {"key": "u-1"}).rule == "r"
+
+
+def test_changing_the_payload_afterwards_changes_nothing() -> None:
+    payload = snapshot_payload(
+        {"f": flag_spec(type="json", variations={"on": {"a": [1]}, "off": {}})}
+    )
+    snapshot = Snapshot.from_payload(payload)
+    payload["flags"]["f"]["variations"]["on"]["a"].append(2)
+    payload["flags"]["f"]["default"] = {"variation": "off"}
+    assert snapshot.evaluate("f", {}).value == {"a": [1]}
+    assert snapshot.flags["f"]["default"] == {"variation": "on"}

@@ -21,6 +21,7 @@ Standard library plus ``mmh3``: the SDK imports this module.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -489,8 +490,10 @@ class _Compiler:
 
     def __init__(self, payload: Mapping[str, Any], version: int) -> None:
         self.version = version
-        self.segment_specs = _mapping(payload.get("segments", {}), "segments")
-        self.flag_specs = _mapping(payload.get("flags", {}), "flags")
+        # A private copy: the caller may change its payload afterwards, and the values
+        # served (lists, objects) must not change with it.
+        self.segment_specs = copy.deepcopy(dict(_mapping(payload.get("segments", {}), "segments")))
+        self.flag_specs = copy.deepcopy(dict(_mapping(payload.get("flags", {}), "flags")))
         self.segments: dict[str, Predicate] = {}
         self.flags: dict[str, FlagRunner] = {}
         self.types: dict[str, str] = {}
