@@ -393,6 +393,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$GH_TOKEN" = test-token ] || { echo "no token" >&2; exit 1; }
+if [ "$method" != GET ] && [ -e "$GH_STATE.read-only" ]; then
+  echo "HTTP 403: Resource not accessible by integration" >&2; exit 1
+fi
 case "$method $endpoint" in
   "GET repos/acme/flags/issues/7/comments")
     jq -r "$jq_filter" "$GH_STATE" ;;
@@ -472,3 +475,18 @@ def test_diff_head_without_base_is_refused(runner: ActionRunner) -> None:
     run = runner.run(command="diff", head="HEAD")
     assert run.returncode == 2
     assert "input 'head' needs input 'base'" in run.stdout
+
+
+def test_a_comment_that_cannot_be_written_is_a_warning(
+    comment_runner: tuple[ActionRunner, Path], flag_repo: Path
+) -> None:
+    needs_jq()
+    runner, state = comment_runner
+    Path(f"{state}.read-only").touch()
+    base = commit_a_change(flag_repo)
+    run = runner.run(command="diff", base=base, comment="true")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "::warning title=flagstone action::could not post the pull-request comment" in run.stdout
+    assert "HTTP 403" in run.stderr
+    assert "example-flag" in run.summary
+    assert [c["id"] for c in json.loads(state.read_text())] == [1]
