@@ -304,16 +304,41 @@ class Flagd:
 
 
 def differential(
-    name: str, payload: dict[str, Any], monkeypatch: pytest.MonkeyPatch, count: int
+    name: str,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    *,
+    segments: str = "inline",
 ) -> Counter[str]:
-    export = export_flagd(payload, skip_unsupported=True)
+    """Evaluate ``count`` generated contexts per instant with both evaluators; fail on
+    any difference. Returns counts of evaluations and of reason pairs."""
+    differences = find_differences(name, payload, monkeypatch, count, segments=segments)
+    assert not differences, "\n".join(map(repr, differences[:10]))
+    return differences.tally
+
+
+class Differences(list[tuple[Any, ...]]):
+    tally: Counter[str]
+
+
+def find_differences(
+    name: str,
+    payload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    *,
+    segments: str = "inline",
+) -> Differences:
+    export = export_flagd(payload, segments=segments, skip_unsupported=True)
     assert {r.flag for r in export.refused} <= EXPECTED_REFUSALS, export.refused
     flags = sorted(export.document["flags"])
     snapshot = Snapshot.from_payload(payload)
     flagd = Flagd(export.document, {k: payload["flags"][k]["type"] for k in flags})
     _, _, scheduled = collect(payload)
     tally: Counter[str] = Counter()
-    differences = []
+    differences = Differences()
+    differences.tally = tally
     for at in instants_for(scheduled):
         monkeypatch.setattr(TARGETING_MODULE, "time", FixedClock(at))
         for context in contexts(payload, count, seed=int(at) ^ len(name)):
@@ -331,8 +356,7 @@ def differential(
                     or reason not in REASONS.get(ours.reason, set())
                 ):
                     differences.append((name, key, at, context, ours, variant, value, reason))
-    assert not differences, "\n".join(map(repr, differences[:10]))
-    return tally
+    return differences
 
 
 # (payload, contexts per instant): sized so the file runs in a few seconds while
@@ -390,3 +414,250 @@ def test_conformance_cases_through_flagd(path: Path, monkeypatch: pytest.MonkeyP
         assert reason in REASONS[expect["reason"]], (case, reason)
         checked += 1
     assert checked >= 0.9 * len(vectors["cases"]) - 20
+
+
+# ---------------------------------------------------------------------------
+# Constructs the example and the vectors do not exercise.
+
+
+def flag(
+    variations: dict[str, Any],
+    *,
+    rules: list[dict[str, Any]] | None = None,
+    default: dict[str, Any] | None = None,
+    off: str | None = None,
+    enabled: bool = True,
+    prerequisites: list[dict[str, str]] | None = None,
+    targets: list[dict[str, Any]] | None = None,
+    flag_type: str = "string",
+) -> dict[str, Any]:
+    first = next(iter(variations))
+    return {
+        "type": flag_type,
+        "kind": "release",
+        "variations": variations,
+        "off_variation": off or first,
+        "enabled": enabled,
+        "prerequisites": prerequisites or [],
+        "targets": targets or [],
+        "rules": rules or [],
+        "default": default or {"variation": first},
+    }
+
+
+def rule(name: str, condition: dict[str, Any], serve: str = "yes") -> dict[str, Any]:
+    return {"name": name, "condition": condition, "serve": {"variation": serve}}
+
+
+def clause(attribute: str, op: str, *values: Any) -> dict[str, Any]:
+    return {"attribute": attribute, "op": op, "values": list(values)}
+
+
+YES_NO = {"no": "no", "yes": "yes"}
+
+
+def extras_payload() -> dict[str, Any]:
+    """Constructs beyond the example repository and the conformance vectors."""
+    flags = {
+        "contains-mixed": flag(
+            YES_NO, rules=[rule("c", clause("tags", "contains", "beta", 3, True))]
+        ),
+        "literal-regex": flag(
+            YES_NO,
+            rules=[
+                rule("r1", clause("email", "matches", "^qa-", r"@acme\.com$", "^exact$")),
+                rule("r2", clause("path", "matches", "admin|root", "^/a\\.b$")),
+            ],
+        ),
+        "nested-index-paths": flag(
+            YES_NO,
+            rules=[
+                rule("length", clause("profile.length", "gte", 2)),
+                rule("index", clause("profile.tags.0", "eq", "x")),
+                rule("exists", clause("profile.name", "exists")),
+            ],
+        ),
+        "neq-mixed": flag(YES_NO, rules=[rule("n", clause("tier", "not_in", "gold", 2, False))]),
+        "float-bounds": flag(
+            YES_NO,
+            rules=[
+                rule("lt", clause("score", "lt", 0.1, -2.5)),
+                rule("gte", clause("score", "gte", 10, 1e6)),
+            ],
+        ),
+        "fractional-time": flag(
+            YES_NO,
+            rules=[
+                rule("after", clause("seen_at", "after", "2026-06-01T00:00:00.25Z")),
+                rule("before", clause("seen_at", "before", "2025-01-01T00:00:00+05:30")),
+            ],
+        ),
+        "semver-eq": flag(
+            YES_NO, rules=[rule("eq", clause("version", "semver_eq", "1.2.3", "2.0.0-rc.1"))]
+        ),
+        "numbers": flag(
+            {"low": 0.5, "mid": 2, "high": 1e9},
+            flag_type="number",
+            rules=[rule("mid", clause("score", "gt", 1), "mid")],
+            default={
+                "split": {
+                    "bucket_by": "org_id",
+                    "seed": "numbers-2026",
+                    "weights": [
+                        {"variation": "low", "weight": 0},
+                        {"variation": "high", "weight": 33333},
+                        {"variation": "mid", "weight": 66667},
+                    ],
+                }
+            },
+        ),
+        "single-share-split": flag(
+            YES_NO,
+            default={
+                "split": {
+                    "bucket_by": "org_id",
+                    "seed": "s",
+                    "weights": [
+                        {"variation": "no", "weight": 0},
+                        {"variation": "yes", "weight": 100000},
+                    ],
+                }
+            },
+        ),
+        "disabled": flag(YES_NO, enabled=False, off="no", rules=[rule("r", clause("x", "exists"))]),
+        "needs-disabled": flag(
+            YES_NO,
+            prerequisites=[{"flag": "disabled", "variation": "no"}],
+            default={"variation": "yes"},
+        ),
+        "chain-a": flag(
+            YES_NO,
+            prerequisites=[{"flag": "chain-b", "variation": "yes"}],
+            targets=[{"variation": "yes", "keys": ["k-1", "k-2"]}],
+            rules=[rule("beta", {"segment": "beta"})],
+            default={"variation": "no"},
+        ),
+        "chain-b": flag(
+            YES_NO,
+            prerequisites=[{"flag": "chain-c", "variation": "yes"}],
+            default={
+                "split": {
+                    "bucket_by": "key",
+                    "seed": "chain-b",
+                    "weights": [
+                        {"variation": "yes", "weight": 70000},
+                        {"variation": "no", "weight": 30000},
+                    ],
+                }
+            },
+        ),
+        "chain-c": flag(
+            YES_NO,
+            rules=[rule("not staff", {"not": {"segment": "staff"}})],
+            default={"variation": "no"},
+        ),
+        "unscheduled-start": flag(
+            YES_NO,
+            default={
+                "progression": {
+                    "variation": "yes",
+                    "baseline": "no",
+                    "bucket_by": "org_id",
+                    "seed": "unscheduled-start",
+                    "current": None,
+                    "stages": [
+                        {
+                            "name": "staff",
+                            "segments": ["staff"],
+                            "weight": 0,
+                            "at": "2027-01-10T00:00:00Z",
+                            "bake": None,
+                        },
+                        {
+                            "name": "late",
+                            "segments": [],
+                            "weight": 50000,
+                            "at": "2027-01-05T00:00:00Z",
+                            "bake": None,
+                        },
+                        {
+                            "name": "all",
+                            "segments": ["beta"],
+                            "weight": 100000,
+                            "at": "2027-02-01T12:30:00Z",
+                            "bake": None,
+                        },
+                    ],
+                }
+            },
+        ),
+    }
+    segments = {
+        "staff": {
+            "include": ["k-1"],
+            "exclude": ["k-9"],
+            "rules": [clause("email", "ends_with", "@acme.com")],
+        },
+        "beta": {
+            "include": ["k-3"],
+            "exclude": [],
+            "rules": [{"segment": "staff"}, clause("beta", "eq", True)],
+        },
+    }
+    return {
+        "format": "flagstone.snapshot/1",
+        "project": "extras",
+        "environment": "test",
+        "version": 3,
+        "published_at": None,
+        "expires": None,
+        "source": {"commit": None, "ref": None},
+        "digest": None,
+        "flags": flags,
+        "segments": segments,
+    }
+
+
+def test_extra_constructs_serve_the_same_variations(monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = extras_payload()
+    export = export_flagd(payload)
+    assert sorted(export.document["flags"]) == sorted(payload["flags"])
+    # 13 instants (around three scheduled stages) x 70 contexts x 15 flags.
+    tally = differential("extras", payload, monkeypatch, 70)
+    assert tally["evaluations"] >= 10_000
+
+
+@pytest.mark.parametrize(
+    "name", ["example:production", "conformance:segments", "conformance:progressions"]
+)
+def test_evaluators_mode_serves_the_same_variations(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = dict(payloads())[name]
+    document = export_flagd(payload, segments="evaluators", skip_unsupported=True).document
+    assert document.get("$evaluators"), "segments should be shared evaluators"
+    assert '"$ref"' in json.dumps(document["flags"])
+    differential(name, payload, monkeypatch, 100, segments="evaluators")
+
+
+# ---------------------------------------------------------------------------
+# The guards are what make the export exact: without them flagd differs.
+
+
+def test_without_the_type_guards_flagd_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flagstone.flagd_export as module
+
+    monkeypatch.setitem(module._KIND_TESTS, "number", lambda value: True)
+    monkeypatch.setitem(module._KIND_TESTS, "boolean", lambda value: True)
+    monkeypatch.setattr(module, "is_number", lambda value: True)
+    payload = dict(payloads())["conformance:operators"]
+    assert find_differences("operators", payload, monkeypatch, 100)
+
+
+def test_without_the_semver_guard_flagd_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flagstone.flagd_export as module
+
+    monkeypatch.setattr(module, "_semver_core_has_two_dots", lambda path: True)
+    payload = dict(payloads())["example:production"]
+    differences = find_differences("production", payload, monkeypatch, 120)
+    assert {d[1] for d in differences} == {"new-checkout"}

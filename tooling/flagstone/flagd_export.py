@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flagstone.engine import parse_semver, parse_timestamp
-from flagstone.errors import ExportError
+from flagstone.errors import ConflictError, ExportError
+from flagstone.store import IfMatch, SnapshotStore, WriteMode
 
 FLAGD_SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
 TOTAL_WEIGHT = 100_000
@@ -64,12 +65,18 @@ SEMVER_SCAN = 64
 Logic = Any  # a JSONLogic expression: JSON value
 
 
+# Where in the repository a refused construct was written: ("release", path in the
+# flag's release file), ("flag", path in flag.yaml) or ("segment", key, path in it).
+Place = tuple[Any, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A flag left out of an export, and why."""
+    """A flag left out of an export, why, and where the construct is written."""
 
     flag: str
     reason: str
+    place: Place = ()
 
     def message(self) -> str:
         return f"flag {self.flag!r}: {self.reason}"
@@ -84,8 +91,29 @@ class FlagdExport:
     refused: tuple[Refusal, ...] = field(default_factory=tuple)
 
 
+class FlagdRefused(ExportError):
+    """A flag cannot be exported to flagd; ``refusal`` says which, why and where."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(
+            f"cannot export {refusal.message()}",
+            hint="flagd cannot evaluate this exactly as Flagstone does; change the flag, "
+            "or pass --skip-unsupported to leave such flags out",
+        )
+        self.refusal = refusal
+
+
 class _Unsupported(Exception):
-    """A construct with no exact flagd form; carries the construct's description."""
+    """A construct with no exact flagd form; carries the construct's description and,
+    once known, where it is written (the innermost place wins)."""
+
+    def __init__(self, message: str, place: Place = ()) -> None:
+        super().__init__(message)
+        self.place = place
+
+    def within(self, prefix: str, place: Place) -> _Unsupported:
+        """The same problem described from an enclosing construct."""
+        return _Unsupported(f"{prefix}: {self}", self.place or place)
 
 
 def export_flagd(
@@ -111,13 +139,9 @@ def export_flagd(
         try:
             flags[key] = translator.flag_definition(key)
         except _Unsupported as problem:
-            refusal = Refusal(key, str(problem))
+            refusal = Refusal(key, str(problem), problem.place)
             if not skip_unsupported:
-                raise ExportError(
-                    f"cannot export {refusal.message()}",
-                    hint="flagd cannot evaluate this exactly as Flagstone does; change the "
-                    "flag, or pass --skip-unsupported to leave such flags out",
-                ) from None
+                raise FlagdRefused(refusal) from None
             refused.append(refusal)
 
     document: dict[str, Any] = {"$schema": FLAGD_SCHEMA_URL}
@@ -159,6 +183,61 @@ def _pretty(value: Any, depth: int) -> str:
         items = [inner + _pretty(v, depth + 1) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + pad + "]"
     return compact
+
+
+# ---------------------------------------------------------------------------
+# Publishing next to the signed snapshot (``publish.flagd: true``).
+
+FLAGD_OBJECT = "flagd.json"
+# Each lost race costs a read and a write; this many in a row means something is wrong.
+_MAX_WRITE_ATTEMPTS = 20
+
+
+def flagd_enabled(publish_config: Mapping[str, Any]) -> bool:
+    """Whether ``flagstone.yaml``'s ``publish.flagd`` asks for ``<env>/flagd.json``."""
+    return publish_config.get("flagd") is True
+
+
+def write_flagd_export(store: SnapshotStore, environment: str, payload: Mapping[str, Any]) -> str:
+    """Write the flagd export of a just-published payload to ``<env>/flagd.json`` and
+    return its location.
+
+    The file is NOT signed (flagd does not verify signatures); its ``metadata.version``
+    is the snapshot version it was made from. Publishers can race, so it is replaced
+    only with a conditional write, and never by an older version than the one there.
+    Raises ``ExportError`` if a flag cannot be exported (check first with
+    ``export_flagd`` before publishing anything).
+    """
+    version = int(payload.get("version") or 0)
+    data = flagd_json(export_flagd(payload).document)
+    path = f"{environment}/{FLAGD_OBJECT}"
+    for _attempt in range(_MAX_WRITE_ATTEMPTS):
+        found = store.get_optional(path)
+        if (
+            found is not None
+            and found.data is not None
+            and _exported_version(found.data) >= version
+        ):
+            return store.location(path)  # a newer (or the same) export is there
+        mode: WriteMode = (
+            "create" if found is None or found.data is None else IfMatch(found.etag or "")
+        )
+        try:
+            store.put(path, data, mode=mode)
+        except ConflictError:
+            continue
+        return store.location(path)
+    raise ConflictError(
+        f"gave up writing {store.location(path)} after {_MAX_WRITE_ATTEMPTS} lost races"
+    )
+
+
+def _exported_version(data: bytes) -> int:
+    try:
+        version = json.loads(data)["metadata"]["version"]
+        return int(version)
+    except (ValueError, KeyError, TypeError):
+        return -1  # not ours, or damaged: replace it
 
 
 # ---------------------------------------------------------------------------
@@ -689,7 +768,10 @@ class _Translator:
     def flag_definition(self, key: str) -> dict[str, Any]:
         spec = self._flag(key)
         variants = dict(spec["variations"])
-        _check_variants(variants)
+        try:
+            _check_variants(variants)
+        except _Unsupported as problem:
+            raise _Unsupported(str(problem), ("flag", ("variations",))) from None
         off = spec["off_variation"]
         definition: dict[str, Any] = {"state": "ENABLED", "variants": variants}
         if not spec.get("enabled"):
@@ -728,16 +810,20 @@ class _Translator:
             branches = self._branches(key, spec, stack=[*stack, key])
             return _if_chain(branches, self._default(key, spec))
         except _Unsupported as problem:
-            raise _Unsupported(f"prerequisite {key!r}: {problem}") from None
+            raise _Unsupported(f"prerequisite {key!r}: {problem}") from None  # placed by caller
 
     def _branches(
         self, key: str, spec: Mapping[str, Any], stack: list[str]
     ) -> list[tuple[Logic, Logic]]:
         branches: list[tuple[Logic, Logic]] = []
-        failed = [
-            {"!==": [self.served_variation(p["flag"], stack), p["variation"]]}
-            for p in spec.get("prerequisites", [])
-        ]
+        failed = []
+        for i, prerequisite in enumerate(spec.get("prerequisites", [])):
+            try:
+                served = self.served_variation(prerequisite["flag"], stack)
+            except _Unsupported as problem:
+                # Point at the prerequisite entry of the flag being exported.
+                raise _Unsupported(str(problem), ("flag", ("prerequisites", i))) from None
+            failed.append({"!==": [served, prerequisite["variation"]]})
         if failed:
             branches.append((_or(*failed), spec["off_variation"]))
         targeting_key = {"var": "targetingKey"}
@@ -746,11 +832,13 @@ class _Translator:
                 branches.append(
                     ({"in": [targeting_key, list(target["keys"])]}, target["variation"])
                 )
-        for rule in spec.get("rules", []):
+        for i, rule in enumerate(spec.get("rules", [])):
             try:
                 condition = self.condition(rule["condition"])
             except _Unsupported as problem:
-                raise _Unsupported(f"rule {rule.get('name')!r}: {problem}") from None
+                raise problem.within(
+                    f"rule {rule.get('name')!r}", ("release", ("rules", i, "if"))
+                ) from None
             branches.append((condition, self._serve(key, rule["serve"])))
         return branches
 
@@ -816,7 +904,10 @@ class _Translator:
                 continue
             instant = parse_timestamp(at)
             if instant is None or instant != int(instant):
-                raise _Unsupported(f"stage {names[index]!r} has 'at' {at!r}, not whole seconds")
+                raise _Unsupported(
+                    f"stage {names[index]!r} has 'at' {at!r}, not whole seconds",
+                    ("release", ("default", "progression", "stages", index, "at")),
+                )
             scheduled.append(
                 ({">=": [{"var": "$flagd.timestamp"}, int(instant)]}, stage_decision(index))
             )
@@ -882,13 +973,16 @@ class _Translator:
         if self.use_evaluators and not self._segments_in_progress:
             if key not in self.evaluators:
                 self.evaluators[key] = self._segment_logic(key)
+            if isinstance(self.evaluators[key], bool):
+                return self.evaluators[key]  # an empty segment; evaluators must be rules
             rule_text = json.dumps(self.evaluators[key])
             if "\\" in rule_text:
                 # flagd-core substitutes $ref with re.sub, which mangles backslash escapes
                 # (non-ASCII text, quotes, control characters) in the shared rule.
                 raise _Unsupported(
                     f"segment {key!r} has text flagd's $evaluators substitution cannot carry "
-                    "(non-ASCII or escaped characters); export with --segments inline"
+                    "(non-ASCII or escaped characters); export with --segments inline",
+                    ("segment", key, ()),
                 )
             return {"$ref": key}
         return self._segment_logic(key)
@@ -900,13 +994,18 @@ class _Translator:
         if key in self._segments_in_progress:
             raise _Unsupported(f"segment cycle {' -> '.join([*self._segments_in_progress, key])}")
         self._segments_in_progress.append(key)
+        targeting_key = {"var": "targetingKey"}
+        include = list(spec.get("include", []))
+        exclude = list(spec.get("exclude", []))
+        rules = []
         try:
-            targeting_key = {"var": "targetingKey"}
-            include = list(spec.get("include", []))
-            exclude = list(spec.get("exclude", []))
-            rules = [self.condition(c) for c in spec.get("rules", [])]
-        except _Unsupported as problem:
-            raise _Unsupported(f"segment {key!r}: {problem}") from None
+            for j, condition in enumerate(spec.get("rules", [])):
+                try:
+                    rules.append(self.condition(condition))
+                except _Unsupported as problem:
+                    raise problem.within(
+                        f"segment {key!r}", ("segment", key, ("rules", j))
+                    ) from None
         finally:
             self._segments_in_progress.pop()
         included = _or({"in": [targeting_key, include]} if include else False, *rules)
