@@ -400,6 +400,8 @@ class _Differ:
             if key in broken_old:
                 continue
             old, new = old_flags.get(key), new_flags.get(key)
+            if old is new:  # the same object: history walks share unchanged flags
+                continue
             if old is None and new is not None and key in renamed_to:
                 source = old_flags[renamed_to[key]]
                 self.add(
@@ -848,6 +850,8 @@ class _Differ:
             if self.broken(f"segments/{key}.yaml"):
                 continue
             old, new = old_segments.get(key), new_segments.get(key)
+            if old is new:
+                continue
             if old is None and new is not None:
                 self.add(
                     SEGMENT_ADDED,

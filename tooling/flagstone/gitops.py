@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from flagstone.errors import GitError, LoadError
@@ -138,14 +138,26 @@ class BlobReader:
 
     def read(self, spec: str) -> bytes | None:
         """The blob named by ``spec`` (``REV:path`` or a blob id); None when missing."""
+        return self.read_many([spec])[0]
+
+    def read_many(self, specs: Sequence[str], *, batch: int = 64) -> list[bytes | None]:
+        """Several blobs, requested in batches to save a round trip per blob (batches stay
+        small enough that neither pipe can fill while the other waits)."""
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(spec.encode() + b"\n")
-        self._process.stdin.flush()
+        found: list[bytes | None] = []
+        for start in range(0, len(specs), batch):
+            chunk = specs[start : start + batch]
+            self._process.stdin.write(b"".join(spec.encode() + b"\n" for spec in chunk))
+            self._process.stdin.flush()
+            found.extend(self._answer() for _ in chunk)
+        return found
+
+    def _answer(self) -> bytes | None:
+        assert self._process.stdout is not None
         header = self._process.stdout.readline().split()
         if len(header) != 3 or header[1] != b"blob":
             return None
-        size = int(header[2])
-        data = self._process.stdout.read(size)
+        data = self._process.stdout.read(int(header[2]))
         self._process.stdout.read(1)  # the newline after each object
         return data
 
@@ -195,9 +207,9 @@ def read_revision(root: Path, revision: str) -> dict[str, bytes]:
     """The bytes of every project file at ``revision``."""
     blobs = tree_files(root, revision)
     contents: dict[str, bytes] = {}
+    paths = sorted(blobs)
     with BlobReader(root) as reader:
-        for rel, blob in sorted(blobs.items()):
-            data = reader.read(blob)
+        for rel, data in zip(paths, reader.read_many([blobs[p] for p in paths]), strict=True):
             if data is not None:
                 contents[rel] = data
     return contents
@@ -212,57 +224,76 @@ def load_document(rel: str, data: bytes, problems: list[Problem]) -> Document | 
         return None
 
 
-@dataclass(slots=True)
 class DocumentSet:
-    """Parsed project files keyed by path; updated file by file when walking history."""
+    """Parsed project files, updated file by file when walking history.
 
-    root: Path
-    documents: dict[str, Document] = field(default_factory=dict)
-    problems: dict[str, Problem] = field(default_factory=dict)
+    ``project()`` returns a new ``Project`` each time, but rebuilds only the flags and
+    segments whose files changed since the last call; unchanged ``Flag`` and
+    ``Segment`` objects are shared between the two, so a diff can skip them by identity.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.documents: dict[str, Document] = {}
+        self.problems: dict[str, Problem] = {}
+        self._flag_files: dict[str, set[str]] = {}
+        self._flags: dict[str, Flag] = {}
+        self._segments: dict[str, Segment] = {}
+        self._dirty: set[str] = set()  # paths changed since the last project()
 
     def put(self, rel: str, data: bytes) -> None:
         found: list[Problem] = []
         document = load_document(rel, data, found)
-        self.documents.pop(rel, None)
-        self.problems.pop(rel, None)
+        self.remove(rel)
         if document is not None:
             self.documents[rel] = document
         else:
             self.problems[rel] = found[0]
+        parts = rel.split("/")
+        if parts[0] == FLAGS_DIR:
+            self._flag_files.setdefault(parts[1], set()).add(rel)
 
     def remove(self, rel: str) -> None:
         self.documents.pop(rel, None)
         self.problems.pop(rel, None)
+        parts = rel.split("/")
+        if parts[0] == FLAGS_DIR and parts[1] in self._flag_files:
+            self._flag_files[parts[1]].discard(rel)
+        self._dirty.add(rel)
+
+    def _rebuild_flag(self, key: str) -> None:
+        files = self._flag_files.get(key, set())
+        definition = self.documents.get(f"{FLAGS_DIR}/{key}/{FLAG_FILE}")
+        if definition is None:
+            self._flags.pop(key, None)
+            return
+        flag = Flag(key, definition)
+        for rel in sorted(files):
+            name = rel.split("/")[2]
+            if name != FLAG_FILE and rel in self.documents:
+                env = name[: -len(".yaml")]
+                flag.releases[env] = ReleaseConfig(key, env, self.documents[rel])
+        self._flags[key] = flag
 
     def project(self) -> Project:
-        return assemble_project(self.root, self.documents, list(self.problems.values()))
-
-
-def assemble_project(
-    root: Path, documents: Mapping[str, Document], problems: list[Problem]
-) -> Project:
-    """A ``Project`` from parsed files, with the layout rules of ``read_project``."""
-    config_doc = documents.get(PROJECT_FILE)
-    config = ProjectConfig(config_doc) if config_doc is not None else None
-    flags: dict[str, Flag] = {}
-    segments: dict[str, Segment] = {}
-    broken_flags = {
-        PurePosixPath(p.path).parts[1] for p in problems if p.path.endswith("/" + FLAG_FILE)
-    }
-    for rel in sorted(documents):
-        parts = PurePosixPath(rel).parts
-        if len(parts) == 3 and parts[0] == FLAGS_DIR and parts[2] == FLAG_FILE:
-            flags[parts[1]] = Flag(parts[1], documents[rel])
-        elif len(parts) == 2 and parts[0] == SEGMENTS_DIR:
-            segments[parts[1][: -len(".yaml")]] = Segment(parts[1][: -len(".yaml")], documents[rel])
-    for rel in sorted(documents):
-        parts = PurePosixPath(rel).parts
-        if len(parts) == 3 and parts[0] == FLAGS_DIR and parts[2] != FLAG_FILE:
-            flag = flags.get(parts[1])
-            if flag is not None and parts[1] not in broken_flags:
-                env = parts[2][: -len(".yaml")]
-                flag.releases[env] = ReleaseConfig(flag.key, env, documents[rel])
-    return Project(root, config, flags, segments, sorted(problems, key=Problem.sort_key))
+        for rel in self._dirty:
+            parts = rel.split("/")
+            if parts[0] == FLAGS_DIR:
+                self._rebuild_flag(parts[1])
+            elif parts[0] == SEGMENTS_DIR:
+                key = parts[1][: -len(".yaml")]
+                document = self.documents.get(rel)
+                if document is None:
+                    self._segments.pop(key, None)
+                else:
+                    self._segments[key] = Segment(key, document)
+        self._dirty.clear()
+        config_doc = self.documents.get(PROJECT_FILE)
+        config = ProjectConfig(config_doc) if config_doc is not None else None
+        flags = {key: self._flags[key] for key in sorted(self._flags)}
+        segments = {key: self._segments[key] for key in sorted(self._segments)}
+        problems = sorted(self.problems.values(), key=Problem.sort_key)
+        return Project(self.root, config, flags, segments, problems)
 
 
 def project_from_files(root: Path, files: Mapping[str, bytes]) -> Project:
@@ -373,18 +404,23 @@ def walk_projects(
     before = state.project()
     with BlobReader(root) as reader:
         for commit in commits:
+            wanted: list[str] = []
             for change in commit.changes:
                 if change.old is not None:
                     state.remove(change.old)
                 if change.status == "D" or not is_project_path(change.path):
                     state.remove(change.path)
-                    continue
-                top_path = f"{prefix}/{change.path}" if prefix else change.path
-                data = reader.read(f"{commit.sha}:{top_path}")
-                if data is None:
-                    state.remove(change.path)
                 else:
-                    state.put(change.path, data)
+                    wanted.append(change.path)
+            specs = [
+                f"{commit.sha}:{prefix}/{rel}" if prefix else f"{commit.sha}:{rel}"
+                for rel in wanted
+            ]
+            for rel, data in zip(wanted, reader.read_many(specs), strict=True):
+                if data is None:
+                    state.remove(rel)
+                else:
+                    state.put(rel, data)
             after = state.project()
             yield commit, before, after
             before = after
