@@ -485,3 +485,25 @@ def test_escaped_spaces_and_inline_comments_parse_as_github_reads_them(tmp_path:
     assert errors == [] and line is not None
     assert line.owners == ("@acme/docs",)
     assert line.matches("docs/release notes.md")
+
+
+def test_hand_written_line_before_the_block_that_it_overrides_is_reported(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    path = root / CODEOWNERS_PATH
+    path.parent.mkdir()
+    path.write_text(
+        "* @acme/everyone\n"  # a fallback: fine
+        "/flags/checkout/staging.yaml @acme/eng\n"  # what the block says anyway: fine
+        "/flags/checkout/production.yaml @acme/eng\n"  # dead: the block gives it to pm
+        "flags/*/production.yaml @acme/eng\n"  # wildcards may match other files: fine
+    )
+    code, out, _ = run(root)
+    assert code == 0
+    assert out.splitlines() == [
+        ".github/CODEOWNERS:3:1: warning: line has no effect: the generated block below gives "
+        "flags/checkout/production.yaml to @acme/pm [codeowners]",
+        "    hint: change the ownership in the flag repository (owner, delegate, admins) instead",
+        ".github/CODEOWNERS: 1 warning",
+    ]
+    # GitHub agrees: the generated line decides.
+    assert oracle_owner(path.read_text(), "flags/checkout/production.yaml") == "@acme/pm"

@@ -12,7 +12,8 @@ Ownership lives in the flag repository itself: ``admins`` in ``flagstone.yaml``,
 
 Lines outside the block are kept byte for byte. GitHub applies the *last* matching
 line, so a new block is appended at the end of the file; hand-written lines that come
-after an existing block and would override a generated owner are reported, as is every
+after an existing block and would override a generated owner are reported, as are
+lines before it naming one file the block decides (they have no effect), and every
 line GitHub itself would reject (``!`` negation, ``[…]`` ranges, ``\\#`` escapes,
 malformed owners, a file of 3 MB or more).
 
@@ -354,56 +355,78 @@ def _candidate_paths(project: Project, plan: OwnershipPlan) -> list[str]:
     return sorted(paths)
 
 
+_WILDCARDS = re.compile(r"[*?]")
+_MOVE_ABOVE = "GitHub applies the last matching line; move this line above the generated block"
+
+
+def _override_finding(
+    line: CodeownersLine, candidates: list[str], plan: OwnershipPlan
+) -> Problem | None:
+    """A line after the block that gives a generated path another owner."""
+    overridden = [
+        (path, owner)
+        for path in candidates
+        if line.matches(path)
+        and (owner := plan.owner_of_path(path)) is not None
+        and line.owners != (owner,)
+    ]
+    if not overridden:
+        return None
+    path, owner = overridden[0]
+    now = " ".join(line.owners) or "no owner"
+    more = f" and {len(overridden) - 1} more generated path(s)" if len(overridden) > 1 else ""
+    message = (
+        f"hand-written line after the generated block overrides {path} ({owner} -> {now}){more}"
+    )
+    return Problem(CODEOWNERS_PATH, line.number, 1, RULE, "warning", message, _MOVE_ABOVE)
+
+
+def _shadowed_finding(line: CodeownersLine, plan: OwnershipPlan) -> Problem | None:
+    """A line before the block naming one file the block decides: it has no effect."""
+    if _WILDCARDS.search(line.pattern) or line.pattern.endswith("/"):
+        return None
+    path = line.pattern.lstrip("/")
+    owner = plan.owner_of_path(path) if line.pattern.startswith("/") or "/" in path else None
+    if owner is None or line.owners == (owner,):
+        return None
+    return Problem(
+        CODEOWNERS_PATH,
+        line.number,
+        1,
+        RULE,
+        "warning",
+        f"line has no effect: the generated block below gives {path} to {owner}",
+        "change the ownership in the flag repository (owner, delegate, admins) instead",
+    )
+
+
 def check_codeowners_text(project: Project, plan: OwnershipPlan, text: str) -> list[Problem]:
-    """Everything GitHub would reject in ``text``, and hand-written lines after the
-    generated block that override a generated owner."""
+    """Everything GitHub would reject in ``text``, hand-written lines after the generated
+    block that override a generated owner, and lines before it that the block overrides."""
     problems: list[Problem] = []
     size = len(text.encode("utf-8"))
     if size >= MAX_CODEOWNERS_BYTES:
-        problems.append(
-            Problem(
-                CODEOWNERS_PATH,
-                0,
-                0,
-                RULE,
-                "error",
-                f"file is {size} bytes; GitHub ignores CODEOWNERS files of 3 MB or more",
-            )
-        )
+        message = f"file is {size} bytes; GitHub ignores CODEOWNERS files of 3 MB or more"
+        problems.append(Problem(CODEOWNERS_PATH, 0, 0, RULE, "error", message))
     layout = split_layout(text)
-    first_after = layout.after_first_line if layout.block is not None else None
+    if layout.block is None:
+        block_lines = range(0)
+    else:
+        first = layout.before.count("\n") + 1
+        block_lines = range(first, layout.after_first_line)
     candidates: list[str] | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
         line, errors = parse_line(number, raw)
         problems += [Problem(CODEOWNERS_PATH, number, 1, RULE, "error", error) for error in errors]
-        if line is None or errors or first_after is None or number < first_after:
+        if line is None or errors or not block_lines or number in block_lines:
             continue
-        if candidates is None:
-            candidates = _candidate_paths(project, plan)
-        overridden = [
-            (path, owner)
-            for path in candidates
-            if line.matches(path)
-            and (owner := plan.owner_of_path(path)) is not None
-            and line.owners != (owner,)
-        ]
-        if overridden:
-            path, owner = overridden[0]
-            now = " ".join(line.owners) or "no owner"
-            more = (
-                f" and {len(overridden) - 1} more generated path(s)" if len(overridden) > 1 else ""
-            )
-            problems.append(
-                Problem(
-                    CODEOWNERS_PATH,
-                    number,
-                    1,
-                    RULE,
-                    "warning",
-                    f"hand-written line after the generated block overrides {path} ({owner} -> {now}){more}",
-                    "GitHub applies the last matching line; move this line above the generated block",
-                )
-            )
+        if number < block_lines.start:
+            finding = _shadowed_finding(line, plan)
+        else:
+            candidates = candidates if candidates is not None else _candidate_paths(project, plan)
+            finding = _override_finding(line, candidates, plan)
+        if finding is not None:
+            problems.append(finding)
     return problems
 
 
