@@ -65,6 +65,7 @@ from flagstone.errors import (
     StoreError,
     UsageError,
 )
+from flagstone.flagd_export import export_flagd, flagd_enabled, write_flagd_export
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, configured_keyring
 from flagstone.model import Project
 from flagstone.store import GetResult, IfMatch, SnapshotStore, open_store
@@ -235,6 +236,11 @@ class Publisher:
     def publish(self, environment: str) -> PublishResult:
         unsigned = compile_environment(self.project, environment, source=self.source)
         digest: str = unsigned["digest"]
+        # publish.flagd: also write <env>/flagd.json (unsigned) after latest.json; a flag
+        # flagd cannot reproduce is refused here, before anything is written.
+        flagd = flagd_enabled(self.project.config.publish if self.project.config else {})
+        if flagd:
+            export_flagd(unsigned)
         ours = self.source.get("commit")
         latest_path = f"{environment}/{LATEST}"
         latest_url = self.store.location(latest_path)
@@ -266,6 +272,10 @@ class Publisher:
         if previous is not None and previous.digest == digest and not self.force:
             remaining = (previous.expires or 0) - now
             if remaining > self.refresh_before:
+                if flagd and not self.dry_run:
+                    write_flagd_export(
+                        self.store, environment, dict(unsigned, version=previous.version)
+                    )
                 return result(
                     "would-skip" if self.dry_run else "unchanged",
                     previous.version,
@@ -337,6 +347,8 @@ class Publisher:
                         continue  # ours is still the highest: same bytes, new condition
                     version = current.version + 1
                     break
+                if flagd:
+                    write_flagd_export(self.store, environment, dict(unsigned, version=version))
                 return result(
                     "published",
                     version,
