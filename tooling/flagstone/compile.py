@@ -109,7 +109,10 @@ def timestamp_text(value: Timestamp) -> str | None:
             raise UsageError(f"timestamp {value.isoformat()} has no time zone")
         moment = value.astimezone(UTC)
     else:
-        moment = datetime.fromtimestamp(float(value), UTC)
+        try:
+            moment = datetime.fromtimestamp(float(value), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise UsageError(f"timestamp {value!r} is out of range") from None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

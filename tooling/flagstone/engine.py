@@ -165,7 +165,7 @@ def parse_timestamp(text: str) -> float | None:
         normalized = head + "." + rest[: min(digits, 6)] + rest[digits:]
     try:
         return datetime.fromisoformat(normalized.replace("Z", "+00:00")).timestamp()
-    except ValueError:  # e.g. month 13 or hour 25
+    except (ValueError, OverflowError):  # e.g. month 13 or hour 25
         return None
 
 
