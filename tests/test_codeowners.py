@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -119,8 +120,9 @@ def expected_owner(project: Project, rel: str) -> str | None:
     if parts[0] == "flags" and parts[1] in project.flags:
         flag = project.flags[parts[1]]
         environment = parts[2].removesuffix(".yaml") if len(parts) == 3 else None
-        team = flag.owner_for(environment) if environment in project.environments else flag.owner
-        return teams[str(team)].github
+        delegate = flag.data.get("delegate") or {}
+        team = delegate.get(environment) if environment in project.environments else None
+        return teams[str(team or flag.data["owner"])].github
     if parts[0] == "segments" and len(parts) == 2:
         return teams[str(project.segments[parts[1].removesuffix(".yaml")].owner)].github
     return None
@@ -507,3 +509,63 @@ def test_hand_written_line_before_the_block_that_it_overrides_is_reported(tmp_pa
     ]
     # GitHub agrees: the generated line decides.
     assert oracle_owner(path.read_text(), "flags/checkout/production.yaml") == "@acme/pm"
+
+
+TEAM_IDS = ["eng", "pm", "ops", "growth"]
+
+
+@st.composite
+def ownership_repositories(draw: st.DrawFn) -> dict[str, str]:
+    """Random but valid ownership metadata, as repository files."""
+    environments = draw(
+        st.lists(
+            st.sampled_from(["dev", "staging", "production", "eu.prod"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
+    teams = draw(st.lists(st.sampled_from(TEAM_IDS), min_size=1, max_size=4, unique=True))
+    handle = {
+        team: (f"{team}@acme.example" if team == "ops" else f"@acme/{team}") for team in teams
+    }
+    files = {
+        "flagstone.yaml": "project: prop\n"
+        f"environments: [{', '.join(environments)}]\n"
+        "teams:\n"
+        + "".join(f'  {t}: {{github: "{handle[t]}"}}\n' for t in teams)
+        + f"admins: {draw(st.sampled_from(teams))}\n"
+    }
+    for key in draw(
+        st.lists(st.sampled_from(["a", "b.c", "d_e", "f-g"]), min_size=1, max_size=4, unique=True)
+    ):
+        delegate = draw(st.dictionaries(st.sampled_from(environments), st.sampled_from(teams)))
+        files[f"flags/{key}/flag.yaml"] = (
+            f"name: {key}\nowner: {draw(st.sampled_from(teams))}\nvariations: {{x: 1}}\noff_variation: x\n"
+            + (
+                f"delegate: {{{', '.join(f'{e}: {t}' for e, t in delegate.items())}}}\n"
+                if delegate
+                else ""
+            )
+        )
+        for env in draw(st.lists(st.sampled_from(environments), unique=True)):
+            files[f"flags/{key}/{env}.yaml"] = "enabled: true\ndefault: x\n"
+    for key in draw(st.lists(st.sampled_from(["staff", "beta"]), unique=True)):
+        files[f"segments/{key}.yaml"] = (
+            f"name: {key}\nowner: {draw(st.sampled_from(teams))}\ninclude: [u1]\n"
+        )
+    return files
+
+
+@settings(max_examples=25, deadline=None)
+@given(files=ownership_repositories())
+def test_every_generated_owner_is_what_github_would_apply(files: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        root = make_repo(Path(directory), files)
+        project = read_project(root)
+        report = codeowners_report(project)
+        assert report.problems == ()
+        paths = {f"flags/{key}/{env}.yaml" for key in project.flags for env in project.environments}
+        paths |= set(repository_files(root)) | {".github/CODEOWNERS", "schemas/flag.schema.json"}
+        for rel in sorted(paths):
+            assert oracle_owner(report.expected, rel) == expected_owner(project, rel), rel
