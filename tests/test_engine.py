@@ -79,6 +79,10 @@ def _rule(condition: Any, variation: str = "on", name: str = "r") -> dict[str, A
             "snapshot flags.f.enabled: expected true or false",
         ),
         (
+            snapshot_payload({"f": flag_spec(variations={"on": True, "off": "no"})}),
+            "snapshot flags.f.variations.off: 'no' is not a boolean value",
+        ),
+        (
             snapshot_payload({"f": flag_spec(rules=[_rule({"segment": "ghost"})])}),
             "snapshot flags.f.rules[0].condition: unknown segment 'ghost'",
         ),

@@ -51,7 +51,6 @@ INVALID_CONTEXT = "INVALID_CONTEXT"
 GENERAL = "GENERAL"
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
-FLAG_KINDS = ("release", "experiment", "operational", "permission")
 TOTAL_WEIGHT = 100_000
 
 EQUALITY_OPS = ("eq", "neq", "in", "not_in")
@@ -636,6 +635,11 @@ class _FlagCompiler:
             raise _fail(
                 f"{self.where}.type", f"expected one of {', '.join(FLAG_TYPES)}, got {flag_type!r}"
             )
+        for name, value in self.variations.items():
+            if not _type_accepts(flag_type, value):
+                raise _fail(
+                    f"{self.where}.variations.{name}", f"{value!r} is not a {flag_type} value"
+                )
         compiler.types[key] = flag_type
 
     def variation_key(self, value: Any, where: str) -> str:
