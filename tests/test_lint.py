@@ -53,6 +53,12 @@ def make_case(tmp_path: Path, *overlays: str, files: dict[str, str] | None = Non
     return root
 
 
+def configure_lint(root: Path, rule_settings: str) -> None:
+    """Append ``lint: {rules: {<rule_settings>}}`` to the case's flagstone.yaml."""
+    config = root / "flagstone.yaml"
+    config.write_text(config.read_text() + f"lint:\n  rules:\n    {rule_settings}\n")
+
+
 def lint_lines(root: Path, *, age_days: int = 1) -> list[str]:
     context = LintContext(NOW, FixedChangeTimes({}, NOW - timedelta(days=age_days)))
     return [
@@ -193,19 +199,13 @@ def test_configuration_levels_options_and_mistakes(tmp_path: Path) -> None:
 def test_option_changes_the_outcome(tmp_path: Path) -> None:
     root = make_case(tmp_path, "stale-temporary-flag/fail")
     assert len(lint_lines(root)) == 1
-    config = root / "flagstone.yaml"
-    config.write_text(
-        config.read_text() + "lint:\n  rules:\n    stale-temporary-flag: {grace_days: 300}\n"
-    )
+    configure_lint(root, "stale-temporary-flag: {grace_days: 300}")
     assert lint_lines(root) == []
 
 
 def test_invalid_regular_expression_option(tmp_path: Path) -> None:
     root = make_case(tmp_path)
-    config = root / "flagstone.yaml"
-    config.write_text(
-        config.read_text() + 'lint:\n  rules:\n    key-naming: {flag_pattern: "[a-"}\n'
-    )
+    configure_lint(root, 'key-naming: {flag_pattern: "[a-"}')
     (line,) = lint_lines(root)
     assert line.startswith(
         "flagstone.yaml:10:32: option flag_pattern is not a valid regular expression"
@@ -397,9 +397,7 @@ def test_cli_list_rules() -> None:
 
 def test_cli_list_rules_shows_configured_levels(tmp_path: Path) -> None:
     root = make_case(tmp_path)
-    (root / "flagstone.yaml").write_text(
-        (root / "flagstone.yaml").read_text() + "lint:\n  rules:\n    key-naming: {level: off}\n"
-    )
+    configure_lint(root, "key-naming: {level: off}")
     _, out, _ = run_cli("lint", "--list-rules", "--repo", str(root))
     assert re.search(r"^key-naming +off ", out, re.MULTILINE)
 
@@ -469,10 +467,7 @@ def test_rule_with_the_same_condition_as_an_earlier_rule_is_unreachable(tmp_path
 def test_unreachable_rule_when_contexts_may_lack_a_key(tmp_path: Path) -> None:
     root = make_case(tmp_path, "unreachable-rule/fail")
     assert len(lint_lines(root)) == 1
-    config = root / "flagstone.yaml"
-    config.write_text(
-        config.read_text() + "lint:\n  rules:\n    unreachable-rule: {contexts_have_key: false}\n"
-    )
+    configure_lint(root, "unreachable-rule: {contexts_have_key: false}")
     assert lint_lines(root) == []
 
 
@@ -512,8 +507,7 @@ def test_unknown_rule_names_get_a_suggestion(tmp_path: Path) -> None:
         + (CASES / "_base/flags/checkout/flag.yaml").read_text()
     )
     root = make_case(tmp_path, files={"flags/checkout/flag.yaml": flag})
-    config = root / "flagstone.yaml"
-    config.write_text(config.read_text() + "lint:\n  rules:\n    unused-segments: {level: off}\n")
+    configure_lint(root, "unused-segments: {level: off}")
     hints = [
         p.hint
         for p in lint_project(
