@@ -213,7 +213,8 @@ def test_publish_json_and_github_outputs(
     outputs = tmp_path / "github_output"
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
     monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
-    code, stdout, stderr = cli(root, "publish", "--format", "json")
+    # From a subdirectory, like every repo-reading command.
+    code, stdout, stderr = cli(root / "flags" / "checkout", "publish", "--format", "json")
     assert code == 0, stderr
     results = json.loads(stdout)
     assert [(r["environment"], r["action"], r["version"]) for r in results] == [
@@ -234,5 +235,5 @@ def test_publish_dry_run_and_unknown_environment(
     code, stdout, _ = cli(root, "publish", "--dry-run")
     assert code == 0 and "staging: would publish version 1" in stdout
     assert not (root / "dist").exists()
-    code, _, stderr = cli(root, "publish", "--env", "qa")
+    code, _, stderr = cli(tmp_path, "publish", "--repo", str(root), "--env", "qa")
     assert code == 2 and "unknown environment 'qa'" in stderr
