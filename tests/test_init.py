@@ -262,3 +262,13 @@ def test_gitignore_is_not_touched_when_init_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "1 file(s) already exist: flagstone.yaml" in result.stderr
     assert (root / ".gitignore").read_text() == "node_modules/\n"
+
+
+def test_an_unwritable_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "flags").write_text("a file where init needs a directory\n")
+    result = flagstone("init", str(blocked), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: cannot write {blocked}/flags/example-flag/")

@@ -29,7 +29,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from flagstone import __version__
-from flagstone.errors import FlagstoneError, UsageError, ValidationFailed
+from flagstone.errors import FlagstoneError, RepositoryError, UsageError, ValidationFailed
 from flagstone.model import FLAGS_DIR, KEY_PATTERN, read_project
 from flagstone.ownership import CODEOWNERS_PATH, codeowners_report, is_valid_owner
 from flagstone.validate import validate_project
@@ -189,12 +189,16 @@ def render_scaffold(options: ScaffoldOptions) -> dict[str, str]:
 
 
 def _write_files(root: Path, files: Mapping[str, str]) -> None:
-    for rel, text in files.items():
+    for written, (rel, text) in enumerate(files.items()):
         path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # "x": never replace a file, even one that appeared after the check.
-        with path.open("x", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # "x": never replace a file, even one that appeared after the check.
+            with path.open("x", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+        except OSError as exc:
+            done = f"; {written} file(s) were written before it" if written else ""
+            raise RepositoryError(f"cannot write {path}: {exc.strerror or exc}{done}") from None
 
 
 def existing_paths(target: Path, paths: Sequence[str]) -> list[str]:
