@@ -105,7 +105,7 @@ def changed(path: str, old: str, new: str, files: dict[str, str] | None = None) 
 
 
 def changes_for(files: dict[str, str]) -> list[diff.Change]:
-    return diff_projects(project(BASE), project(files))
+    return diff_projects(project(BASE), project(files), labels=("main", "working tree"))
 
 
 def only(files: dict[str, str]) -> diff.Change:

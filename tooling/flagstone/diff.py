@@ -296,7 +296,10 @@ def exposure_step(
 
 
 class _Differ:
-    def __init__(self, before: Project, after: Project, renames: Mapping[str, str]) -> None:
+    def __init__(
+        self, before: Project, after: Project, renames: Mapping[str, str], labels: tuple[str, str]
+    ) -> None:
+        self.base_label, self.head_label = labels
         self.before = before
         self.after = after
         self.renames = dict(renames)
@@ -332,14 +335,14 @@ class _Differ:
             if (problem.path, problem.message) not in before:
                 self.add(
                     FILE_INVALID, "project", "", None,
-                    f"file invalid at {{head}}: {problem.format_line()}", problem.path,
+                    f"file invalid at {self.head_label}: {problem.format_line()}", problem.path,
                 )  # fmt: skip
         after = {p.path for p in self.after.problems}
         for problem in self.before.problems:
             if problem.path not in after:
                 self.add(
                     FILE_INVALID, "project", "", None,
-                    f"file invalid at {{base}} (fixed since): {problem.format_line()}", problem.path,
+                    f"file invalid at {self.base_label} (fixed since): {problem.format_line()}", problem.path,
                     risk="none",
                 )  # fmt: skip
 
@@ -1021,13 +1024,18 @@ def _serve_variations(serve: Any) -> set[str]:
 
 
 def diff_projects(
-    before: Project, after: Project, *, renames: Mapping[str, str] | None = None
+    before: Project,
+    after: Project,
+    *,
+    renames: Mapping[str, str] | None = None,
+    labels: tuple[str, str] = ("base", "head"),
 ) -> list[Change]:
     """Every semantic change from ``before`` to ``after``; ``renames`` maps old flag keys
-    to new ones (git's rename detection) so a moved flag reads as renamed."""
+    to new ones (git's rename detection) so a moved flag reads as renamed; ``labels``
+    name the two sides in messages about invalid files."""
     if renames is None:
         renames = detect_flag_renames(before, after)
-    return _Differ(before, after, renames).run()
+    return _Differ(before, after, renames, labels).run()
 
 
 def detect_flag_renames(before: Project, after: Project) -> dict[str, str]:
@@ -1058,9 +1066,6 @@ class DiffReport:
     changes: list[Change]
     protected: list[str]
     environments: list[str]
-
-    def resolved(self, change: Change) -> str:
-        return change.summary.replace("{head}", self.head).replace("{base}", self.base)
 
     def groups(self) -> list[tuple[str, list[Change]]]:
         """Changes grouped: environments (protected first), then flag-wide, segments and
@@ -1133,7 +1138,7 @@ def render_text(report: DiffReport) -> str:
         lines.append(f"{title}:")
         for change in items:
             what = f"{change.key}: " if change.key else ""
-            lines.append(f"  {what}{report.resolved(change)}")
+            lines.append(f"  {what}{change.summary}")
     return "\n".join(lines) + "\n"
 
 
@@ -1163,17 +1168,13 @@ def render_markdown(report: DiffReport) -> str:
         for change in items:
             mark = {"raise": "⬆", "lower": "⬇", "change": "✎", "none": "·"}.get(change.risk, "")
             what = f"`{change.key}`" if change.key else f"`{change.path}`"
-            lines.append(f"| {mark} | {what} | {_md(report.resolved(change))} |")
+            lines.append(f"| {mark} | {what} | {_md(change.summary)} |")
         lines += ["", "</details>", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def report_document(report: DiffReport) -> dict[str, Any]:
-    changes = []
-    for change in report.changes:
-        record = asdict(change)
-        record["summary"] = report.resolved(change)
-        changes.append(record)
+    changes = [asdict(change) for change in report.changes]
     return {
         "format": DIFF_FORMAT,
         "base": report.base,

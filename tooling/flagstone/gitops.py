@@ -10,13 +10,19 @@ that does not parse becomes a ``Problem`` in ``Project.problems``, never an exce
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import subprocess
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from flagstone.errors import GitError, LoadError
+from flagstone.diff import active_reach, detect_flag_renames, diff_projects, serve_text
+from flagstone.engine import parse_timestamp
+from flagstone.errors import GitError, LoadError, UsageError
 from flagstone.loader import Document, loads
 from flagstone.model import (
     FLAG_FILE,
@@ -464,16 +470,14 @@ def commit_renames(commit: Commit) -> dict[str, str]:
 
 def audit_log(root: Path, ref: str = "HEAD") -> list[LogEntry]:
     """Every semantic change on ``ref``'s first-parent history, oldest first."""
-    from flagstone.diff import detect_flag_renames, diff_projects
-
     entries: list[LogEntry] = []
     lineage: dict[str, str] = {}
     for commit, before, after in walk_projects(root, first_parent_history(root, ref)):
         renames = commit_renames(commit) or detect_flag_renames(before, after)
         for old, new in renames.items():
             lineage[new] = lineage.pop(old, old)
-        label = short_revision(commit.sha)
-        for change in diff_projects(before, after, renames=renames):
+        labels = ("its parent", short_revision(commit.sha))
+        for change in diff_projects(before, after, renames=renames, labels=labels):
             key = change.key
             if change.kind == "flag-added":  # a new flag, even one reusing an old key
                 lineage[key] = f"{key}@{commit.sha}"
@@ -489,7 +493,7 @@ def audit_log(root: Path, ref: str = "HEAD") -> list[LogEntry]:
                     key=key,
                     environment=change.environment,
                     kind=change.kind,
-                    summary=change.summary.replace("{head}", label).replace("{base}", "parent"),
+                    summary=change.summary,
                     lineage=lineage.setdefault(key, key) if change.subject == "flag" else key,
                 )
             )
@@ -505,6 +509,93 @@ def flag_lineage(entries: Iterable[LogEntry], flag: str) -> str | None:
     return found
 
 
+LOG_FORMAT = "flagstone.log/1"
+LOG_COLUMNS = (
+    "commit",
+    "date",
+    "author_name",
+    "author_email",
+    "pull_request",
+    "environment",
+    "flag",
+    "segment",
+    "kind",
+    "summary",
+)
+
+
+def select_entries(
+    entries: Sequence[LogEntry],
+    *,
+    flag: str | None = None,
+    environment: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> list[LogEntry]:
+    """The entries of one flag's lineage (across renames), of one environment (plus the
+    flag-wide, segment and project changes that reach every environment), in a time
+    window (inclusive)."""
+    selected = list(entries)
+    if flag is not None:
+        lineage = flag_lineage(entries, flag)
+        if lineage is None:
+            raise UsageError(f"flag {flag!r} never existed on this branch")
+        selected = [e for e in selected if e.subject == "flag" and e.lineage == lineage]
+    if environment is not None:
+        selected = [e for e in selected if e.environment in (environment, None)]
+    return [
+        e
+        for e in selected
+        if (since is None or e.timestamp >= since) and (until is None or e.timestamp <= until)
+    ]
+
+
+def log_row(entry: LogEntry) -> dict[str, str | int | None]:
+    """One entry with the ``LOG_COLUMNS`` fields (the JSON and CSV record)."""
+    return {
+        "commit": entry.commit,
+        "date": entry.date,
+        "author_name": entry.author_name,
+        "author_email": entry.author_email,
+        "pull_request": entry.pull_request,
+        "environment": entry.environment,
+        "flag": entry.key if entry.subject == "flag" else None,
+        "segment": entry.key if entry.subject == "segment" else None,
+        "kind": entry.kind,
+        "summary": entry.summary,
+    }
+
+
+def render_log_json(entries: Sequence[LogEntry]) -> str:
+    document = {"format": LOG_FORMAT, "entries": [log_row(e) for e in entries]}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_log_csv(entries: Sequence[LogEntry]) -> str:
+    """A header row, then one row per entry; RFC 4180 quoting and CRLF line ends."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for entry in entries:
+        writer.writerow({k: "" if v is None else v for k, v in log_row(entry).items()})
+    return buffer.getvalue()
+
+
+def render_log_text(entries: Sequence[LogEntry]) -> str:
+    lines = []
+    for e in entries:
+        pr = f" #{e.pull_request}" if e.pull_request else ""
+        where = f"{e.environment}: " if e.environment else ""
+        what = e.key or PROJECT_FILE
+        lines.append(
+            f"{e.date} {e.commit[:12]} {e.author_name} <{e.author_email}>{pr}  {where}{what}: {e.summary}\n"
+        )
+    return "".join(lines)
+
+
+LOG_RENDERERS = {"text": render_log_text, "json": render_log_json, "csv": render_log_csv}
+
+
 # --- a flag at a point in time --------------------------------------------------------------
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -513,11 +604,21 @@ _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 def parse_instant(text: str) -> float | None:
     """Epoch seconds of ``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 date-time; None
     when ``text`` is neither (then it is taken as a revision)."""
-    from flagstone.engine import parse_timestamp
-
     if _DATE_ONLY.fullmatch(text):
         return parse_timestamp(text + "T00:00:00Z")
     return parse_timestamp(text)
+
+
+def parse_bound(text: str | None, option: str, *, end_of_day: bool) -> float | None:
+    """A ``--since``/``--until`` bound; a bare date ends at 23:59:59 when ``end_of_day``."""
+    if text is None:
+        return None
+    instant = parse_instant(text)
+    if instant is None:
+        raise UsageError(f"{option} {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 date-time")
+    if end_of_day and _DATE_ONLY.fullmatch(text):
+        instant += 86400 - 1
+    return instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,8 +628,63 @@ class FlagAtTime:
     revision: str
     commit_date: str
     instant: float
+    environment: str
     flag: Flag
     release: ReleaseConfig | None
+
+    def active_stage(self) -> dict[str, str | None] | None:
+        """The progression stage in force at ``instant`` (None without a progression)."""
+        default = self.release.default if self.release and self.release.enabled else None
+        progression = default.get("progression") if isinstance(default, dict) else None
+        if not isinstance(progression, dict):
+            return None
+        reach, scheduled_at = active_reach(progression, self.instant)
+        return {
+            "stage": None if reach.index < 0 else reach.name,
+            "reach": reach.label(),
+            "scheduled_at": scheduled_at,
+        }
+
+    def document(self) -> dict[str, object]:
+        """The JSON form of ``flagstone show``."""
+        return {
+            "flag": self.flag.key,
+            "environment": self.environment,
+            "at": _utc_text(self.instant),
+            "commit": self.revision,
+            "commit_date": self.commit_date,
+            "enabled": bool(self.release and self.release.enabled),
+            "off_variation": self.flag.off_variation,
+            "release": self.release.data if self.release else None,
+            "active_stage": self.active_stage(),
+        }
+
+    def text(self) -> str:
+        """The human form: what a context got then, top to bottom."""
+        off = self.flag.off_variation
+        head = f"{self.flag.key} in {self.environment} at {_utc_text(self.instant)} "
+        lines = [head + f"(commit {self.revision[:12]}, {self.commit_date})"]
+        release = self.release
+        if release is None:
+            return "\n".join([*lines, f"  no release file: disabled, serves {off}"]) + "\n"
+        lines.append(f"  enabled: {'yes' if release.enabled else f'no (serves {off})'}")
+        lines += [f"  targets {v}: {', '.join(keys)}" for v, keys in release.targets.items()]
+        for rule in release.rules:
+            condition = json.dumps(rule.get("if"), sort_keys=True, ensure_ascii=False)
+            lines.append(
+                f"  rule {rule.get('name')!r}: if {condition} serve {serve_text(rule.get('serve'))}"
+            )
+        default = release.default
+        lines.append(f"  default: {serve_text(default) if default is not None else off}")
+        active = self.active_stage()
+        if active is not None:
+            why = f" (scheduled at {active['scheduled_at']})" if active["scheduled_at"] else ""
+            lines.append(f"  active stage: {active['reach']}{why}")
+        return "\n".join(lines) + "\n"
+
+
+def _utc_text(instant: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
 
 
 def resolve_point(root: Path, when: str) -> tuple[str, float]:
@@ -557,4 +713,4 @@ def flag_at(root: Path, flag_key: str, environment: str, when: str) -> FlagAtTim
             f"environment {environment!r} is not declared at {short_revision(commit)} (declared: {known})"
         )
     date = git_text(root, "show", "-s", "--format=%cI", commit)
-    return FlagAtTime(commit, date, instant, flag, flag.releases.get(environment))
+    return FlagAtTime(commit, date, instant, environment, flag, flag.releases.get(environment))
