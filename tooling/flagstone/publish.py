@@ -65,7 +65,7 @@ from flagstone.errors import (
     StoreError,
     UsageError,
 )
-from flagstone.flagd_export import export_flagd, flagd_enabled, write_flagd_export
+from flagstone.flagd_export import check_flagd_export, flagd_enabled, write_flagd_export
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, configured_keyring
 from flagstone.model import Project
 from flagstone.store import GetResult, IfMatch, SnapshotStore, open_store
@@ -121,7 +121,10 @@ class PublishedSnapshot:
             document = json.loads(data)
             if document.get("payloadType") != PAYLOAD_TYPE:
                 raise ValueError(f"payloadType is {document.get('payloadType')!r}")
-            payload = json.loads(base64.b64decode(document["payload"], validate=True))
+            # Standard or URL-safe base64: DSSE allows both.
+            payload = json.loads(
+                base64.b64decode(document["payload"], altchars=b"-_", validate=True)
+            )
             version = payload["version"]
             if isinstance(version, bool) or not isinstance(version, int) or version < 1:
                 raise ValueError(f"version {version!r}")
@@ -240,7 +243,7 @@ class Publisher:
         # flagd cannot reproduce is refused here, before anything is written.
         flagd = flagd_enabled(self.project.config.publish if self.project.config else {})
         if flagd:
-            export_flagd(unsigned)
+            check_flagd_export(self.project, environment, unsigned)
         ours = self.source.get("commit")
         latest_path = f"{environment}/{LATEST}"
         latest_url = self.store.location(latest_path)
