@@ -51,6 +51,7 @@ from typing import Any
 
 from flagstone.engine import parse_semver, parse_timestamp
 from flagstone.errors import ConflictError, ExportError
+from flagstone.model import Project
 from flagstone.store import IfMatch, SnapshotStore, WriteMode
 
 FLAGD_SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
@@ -153,6 +154,33 @@ def export_flagd(
     if used:
         document["$evaluators"] = used
     return FlagdExport(document, tuple(refused))
+
+
+def located_refusal(project: Project, env: str, refusal: Refusal) -> str:
+    """The refusal as ``file:line:col: cannot export …`` when its place is known."""
+    text = f"cannot export {refusal.message()}"
+    flag = project.flags.get(refusal.flag)
+    kind, place = (refusal.place[0], refusal.place[1:]) if refusal.place else ("", ())
+    document = None
+    if kind == "release" and flag is not None and env in flag.releases:
+        document = flag.releases[env].doc
+    elif kind == "flag" and flag is not None:
+        document = flag.doc
+    elif kind == "segment" and place and place[0] in project.segments:
+        document, place = project.segments[place[0]].doc, place[1:]
+    if document is None:
+        return text
+    line, col = document.position(tuple(place[0]) if place else ())
+    return f"{document.rel}:{line}:{col}: {text}"
+
+
+def check_flagd_export(project: Project, env: str, payload: Mapping[str, Any]) -> None:
+    """Raise ``ExportError`` (with ``file:line:col``) if any flag of ``payload``, compiled
+    from ``project``'s environment ``env``, cannot be exported to flagd."""
+    try:
+        export_flagd(payload)
+    except FlagdRefused as error:
+        raise ExportError(located_refusal(project, env, error.refusal), hint=error.hint) from None
 
 
 def flagd_json(document: Mapping[str, Any]) -> bytes:

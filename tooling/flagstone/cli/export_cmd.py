@@ -10,8 +10,13 @@ import click
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.compile import compile_environment, git_source
 from flagstone.errors import ExportError
-from flagstone.flagd_export import SEGMENT_MODES, FlagdRefused, Refusal, export_flagd, flagd_json
-from flagstone.model import Project
+from flagstone.flagd_export import (
+    SEGMENT_MODES,
+    FlagdRefused,
+    export_flagd,
+    flagd_json,
+    located_refusal,
+)
 from flagstone.validate import load_valid_project
 
 
@@ -67,9 +72,9 @@ def export(
     try:
         result = export_flagd(payload, segments=segments, skip_unsupported=skip_unsupported)
     except FlagdRefused as error:
-        raise ExportError(located(project, env, error.refusal), hint=error.hint) from None
+        raise ExportError(located_refusal(project, env, error.refusal), hint=error.hint) from None
     for refusal in result.refused:
-        click.echo(f"warning: left out {located(project, env, refusal)}", err=True)
+        click.echo(f"warning: left out {located_refusal(project, env, refusal)}", err=True)
     data = flagd_json(result.document)
     if output is None:
         sys.stdout.buffer.write(data)
@@ -78,21 +83,3 @@ def export(
     output.write_bytes(data)
     count = len(result.document["flags"])
     click.echo(f"wrote {output} ({count} flags, {len(data)} bytes)", err=True)
-
-
-def located(project: Project, env: str, refusal: Refusal) -> str:
-    """The refusal as ``file:line:col: cannot export …`` when its place is known."""
-    text = f"cannot export {refusal.message()}"
-    flag = project.flags.get(refusal.flag)
-    kind, place = (refusal.place[0], refusal.place[1:]) if refusal.place else ("", ())
-    document = None
-    if kind == "release" and flag is not None and env in flag.releases:
-        document = flag.releases[env].doc
-    elif kind == "flag" and flag is not None:
-        document = flag.doc
-    elif kind == "segment" and place and place[0] in project.segments:
-        document, place = project.segments[place[0]].doc, place[1:]
-    if document is None:
-        return text
-    line, col = document.position(tuple(place[0]) if place else ())
-    return f"{document.rel}:{line}:{col}: {text}"
