@@ -237,3 +237,29 @@ def test_publish_dry_run_and_unknown_environment(
     assert not (root / "dist").exists()
     code, _, stderr = cli(tmp_path, "publish", "--repo", str(root), "--env", "qa")
     assert code == 2 and "unknown environment 'qa'" in stderr
+
+
+def test_fresh_repository_keygen_publish_verify(tmp_path: Path, cli: Cli) -> None:
+    root = make_repo(tmp_path / "repo", keys=())
+    key_file = tmp_path / "ci.pem"
+    code, snippet, stderr = cli(root, "keygen", "--out", str(key_file), "--note", "CI key 2026")
+    assert code == 0, stderr
+    # Trust it the way a user does: paste the printed entry into flagstone.yaml, commit.
+    config = (root / "flagstone.yaml").read_text()
+    config = config.replace(
+        "signing:\n  threshold: 1\n  keys: []\n",
+        snippet.replace("signing:\n", "signing:\n  threshold: 1\n"),
+    )
+    (root / "flagstone.yaml").write_text(config)
+    commit(root, "trust the CI key")
+    code, stdout, stderr = cli(root, "publish", "--key", str(key_file))
+    assert code == 0, stderr
+    assert "development key" not in stderr
+    for environment in ("staging", "production"):
+        code, stdout, stderr = cli(
+            root, "verify", f"dist/{environment}/latest.json", "--env", environment
+        )
+        assert code == 0, stderr
+        assert stdout.startswith(
+            f"OK dist/{environment}/latest.json: demo-shop/{environment} version 1"
+        )
