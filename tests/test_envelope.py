@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import CryptoSigner, SSlibKey
@@ -292,3 +294,16 @@ def test_parse_payload_rejects_duplicates_and_non_json_numbers() -> None:
         parse_payload(b'{"a": NaN}')
     with pytest.raises(EnvelopeError, match="object"):
         parse_payload(b"[1]")
+
+
+@settings(max_examples=60, deadline=None)
+@given(payload=st.binary(max_size=300), payload_type=st.text(min_size=1, max_size=40))
+def test_round_trip_and_securesystemslib_agree_on_any_payload(
+    payload: bytes, payload_type: str
+) -> None:
+    key = make_key(11)
+    envelope = sign_payload(payload, key, payload_type=payload_type)
+    assert verify_envelope(envelope, [trusted(key)], 1, payload_type=payload_type) == payload
+    sslib = Envelope.from_dict(json.loads(envelope))
+    assert sslib.pae() == pae(payload_type, payload)
+    sslib.verify([SSlibKey.from_crypto(key.public_key())], 1)
