@@ -375,6 +375,7 @@ def test_non_rfc_3339_timestamps_are_refused(text: str) -> None:
         ("semver_gte", ["1.2.3-rc.1"], None),
         ("before", ["2026-01-01T00:00:00Z"], None),
         ("lt", [True], "is not a number"),
+        ("eq", ["a", None], "null matches nothing"),
     ],
 )
 def test_check_clause_values(op: str, values: list[Any], problem: str | None) -> None:

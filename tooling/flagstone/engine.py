@@ -191,6 +191,8 @@ def check_clause_values(op: str, values: Sequence[Any]) -> str | None:
     if not values:
         return f"{op!r} needs a value"
     for value in values:
+        if value is None:
+            return "null matches nothing (a null attribute is missing); test presence with 'exists'"
         if op in STRING_OPS and not isinstance(value, str):
             return f"{op!r} compares text; {value!r} is not a string"
         if op in NUMBER_OPS and (isinstance(value, bool) or not isinstance(value, (int, float))):
