@@ -8,12 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flagstone.canonical import canonical_json, content_digest
 from flagstone.compile import compile_environment, snapshot_bytes
@@ -352,4 +355,32 @@ def test_compile_records_the_git_head(tmp_path: Path) -> None:
     payload = json.loads(output.read_bytes())
     assert payload["source"] == {"commit": git("rev-parse", "HEAD"), "ref": "refs/heads/main"}
     assert "wrote" in done.stderr and payload["digest"] in done.stderr
+    validator().validate(payload)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    thousandths=st.lists(st.integers(min_value=0, max_value=100_000), min_size=1, max_size=5).map(
+        lambda parts: (
+            [*parts[:-1], 100_000 - sum(parts[:-1])] if sum(parts[:-1]) <= 100_000 else [100_000]
+        )
+    )
+)
+def test_split_percents_become_exact_thousandths(thousandths: list[int]) -> None:
+    variations = {f"v{i}": i for i in range(len(thousandths))}
+    split = ", ".join(f"v{i}: {w / 1000}" for i, w in enumerate(thousandths))
+    flag = "name: N\nowner: core\nvariations: {" + ", ".join(
+        f"{k}: {v}" for k, v in variations.items()
+    )
+    flag += "}\noff_variation: v0\n"
+    with tempfile.TemporaryDirectory() as folder:
+        payload = compile_files(
+            Path(folder),
+            {
+                "flags/checkout/flag.yaml": flag,
+                "flags/checkout/production.yaml": f"enabled: true\ndefault: {{split: {{{split}}}}}\n",
+            },
+        )
+    weights = payload["flags"]["checkout"]["default"]["split"]["weights"]
+    assert [w["weight"] for w in weights] == thousandths
     validator().validate(payload)
