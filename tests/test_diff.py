@@ -388,8 +388,16 @@ def test_invalid_file_is_a_change_not_a_removed_flag() -> None:
         in text
     )
     assert "flag-removed" not in render_json(report)
-    fixed = diff_projects(project(files), project(BASE))
-    assert all(c.risk == "none" and "fixed since" in c.summary for c in fixed)
+    fixed = diff_projects(project(files), project(BASE), labels=("main", "head"))
+    # Fixed files are reported, and what they now say reads as new (the old is unknown).
+    assert [(c.kind, c.key, c.risk) for c in fixed] == [
+        (diff.FILE_INVALID, "", "none"),
+        (diff.FILE_INVALID, "", "none"),
+        (diff.RELEASE_ADDED, "new-checkout", "raise"),
+        (diff.FLAG_ADDED, "pricing", "none"),
+        (diff.RELEASE_ADDED, "pricing", "raise"),
+    ]
+    assert fixed[0].summary.startswith("file invalid at main (fixed since): ")
 
 
 def _mixed_report() -> diff.DiffReport:

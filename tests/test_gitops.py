@@ -146,3 +146,33 @@ def test_diff_reports_an_invalid_working_tree_file(tmp_path: Path) -> None:
     assert changes[0]["summary"].startswith(
         "file invalid at working tree: flags/dark-mode/production.yaml:"
     )
+
+
+def test_audit_log_sees_a_rename_with_an_edit_and_a_broken_then_fixed_file(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    repo.move("flags/dark-mode", "flags/night-mode")
+    repo.replace("flags/night-mode/flag.yaml", "name: Dark mode", "name: Night mode")
+    renamed = repo.commit("Rename dark-mode (#3)", date="2026-11-02T09:00:00Z")
+    repo.write("flags/night-mode/production.yaml", "enabled: [\n")
+    broken = repo.commit("Oops", author=BOB, date="2026-11-03T09:00:00Z")
+    repo.write("flags/night-mode/production.yaml", "enabled: true\ndefault: off\n")
+    fixed = repo.commit("Fix and enable (#4)", author=BOB, date="2026-11-04T09:00:00Z")
+    entries = gitops.audit_log(repo.path)
+    later = [
+        (e.commit, e.kind, e.key, e.summary)
+        for e in entries
+        if e.commit in (renamed, broken, fixed)
+    ]
+    assert later[:2] == [
+        (renamed, "flag-renamed", "night-mode", "renamed from dark-mode"),
+        (renamed, "flag-changed", "night-mode", "name: Dark mode → Night mode"),
+    ]
+    assert later[2][:3] == (broken, "file-invalid", "")
+    assert later[2][3].startswith(
+        f"file invalid at {broken[:12]}: flags/night-mode/production.yaml:"
+    )
+    assert [k for c, k, _, _ in later[3:]] == ["file-invalid", "release-added"]
+    assert later[4][3] == "release added: enabled, default off"
+    assert later[3][3].startswith("file invalid at its parent (fixed since): ")
+    selected = gitops.select_entries(entries, flag="night-mode")
+    assert selected[0].kind == "flag-added" and selected[0].key == "dark-mode"

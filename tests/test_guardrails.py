@@ -209,3 +209,28 @@ def test_cli_exit_codes_and_github_annotations(repo: GitRepo) -> None:
     )
     code, _, err = run_cli(["check-change", "--base", "nope"], repo.path)
     assert code == 1 and err.startswith("error: unknown revision 'nope'")
+
+
+def test_policy_naming_undeclared_environments_warns(repo: GitRepo) -> None:
+    repo.replace(
+        "flagstone.yaml",
+        "production: 24h}",
+        "prod: 24h}\n  protected_environments: [production, live]",
+    )
+    lines = (repo.path / "flagstone.yaml").read_text().splitlines()
+    prod_line = next(i for i, line in enumerate(lines, 1) if "prod: 24h" in line)
+    problems = check_change(repo.path, now=instant("2026-11-10T00:00:00Z"))
+    assert [(p.level, p.rule, p.message, p.line) for p in problems] == [
+        (
+            "warning",
+            "guardrail-policy",
+            "guardrails.min_bake names undeclared environment 'prod'",
+            prod_line,
+        ),
+        (
+            "warning",
+            "guardrail-policy",
+            "guardrails.protected_environments names undeclared environment 'live'",
+            prod_line + 1,
+        ),
+    ]

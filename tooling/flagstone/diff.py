@@ -5,8 +5,9 @@ works on repositories that do not validate) and returns typed ``Change`` records
 and segments added or removed, a release enabled or disabled, variations, targets,
 rules, the default, progression stages advanced or rolled back with the change in
 exposure, schedules, ownership and delegation, segment membership. Files that do not
-parse on either side become ``file-invalid`` changes and their flag or segment is left
-out, so a broken file never looks like a deleted flag.
+parse become ``file-invalid`` changes; on the new side their flag or segment is left out,
+so a broken file never looks like a deleted flag, and a file fixed since the old side
+reads as added (its old content is unknown).
 
 Exposure of a progression stage is its percent (a stage without one keeps the percent
 of the stage before it) plus the segment rings of every stage up to it, written
@@ -320,7 +321,8 @@ class _Differ:
         self.changes.append(Change(kind, subject, key, env, summary, path, **extra))
 
     def broken(self, path: str) -> bool:
-        return path in self.broken_before or path in self.broken_after
+        """Whether ``path`` does not parse on the new side (so nothing is said about it)."""
+        return path in self.broken_after
 
     def run(self) -> list[Change]:
         self.invalid_files()
@@ -389,10 +391,8 @@ class _Differ:
 
     def flags(self) -> None:
         old_flags, new_flags = self.before.flags, self.after.flags
-        broken_old = {
-            _flag_of(p)
-            for p in self.broken_before | self.broken_after
-            if _flag_of(p) and p.endswith("/flag.yaml")
+        broken_flags = {
+            _flag_of(p) for p in self.broken_after if _flag_of(p) and p.endswith("/flag.yaml")
         }
         renamed_to = {
             new: old
@@ -400,7 +400,7 @@ class _Differ:
             if old in old_flags and new in new_flags and old not in new_flags
         }
         for key in sorted(set(old_flags) | set(new_flags)):
-            if key in broken_old:
+            if key in broken_flags:
                 continue
             old, new = old_flags.get(key), new_flags.get(key)
             if old is new:  # the same object: history walks share unchanged flags

@@ -254,10 +254,6 @@ def apply_texts(
     return EditResult(sorted(texts), changes, note)
 
 
-def _load(root: Path) -> Project:
-    return read_project(root)
-
-
 def _flag(project: Project, key: str) -> Flag:
     flag = project.flags.get(key)
     if flag is None:
@@ -295,7 +291,7 @@ def _finish(
 
 def set_enabled(root: Path, flag_key: str, env: str, enabled: bool) -> EditResult:
     """``kill`` (False) or ``enable`` (True) a flag in one environment."""
-    project = _load(root)
+    project = read_project(root)
     file = _release_file(project, _flag(project, flag_key), env)
     file.set(("enabled",), enabled)
     return _finish(root, project, [file])
@@ -315,7 +311,7 @@ def _progression(project: Project, flag: Flag, env: str) -> tuple[TextFile, Mapp
 
 def advance(root: Path, flag_key: str, env: str, to: str | None = None) -> EditResult:
     """Move a progression's ``current`` to the next stage, or to stage ``to``."""
-    project = _load(root)
+    project = read_project(root)
     flag = _flag(project, flag_key)
     file, progression = _progression(project, flag, env)
     reaches = stage_reaches(progression)
@@ -342,7 +338,7 @@ def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
     wanted = Decimal(str(percent))
     if wanted != wanted.quantize(Decimal("0.001")):
         raise UsageError(f"--percent {percent} has more than 3 decimals")
-    project = _load(root)
+    project = read_project(root)
     flag = _flag(project, flag_key)
     release = flag.releases.get(env)
     default = release.default if release else None
@@ -391,7 +387,7 @@ def _rollout_split(
 
 def archive(root: Path, flag_key: str) -> EditResult:
     """Set ``archived: true``; refused while a live flag has this one as a prerequisite."""
-    project = _load(root)
+    project = read_project(root)
     flag = _flag(project, flag_key)
     dependents = sorted(
         other.key
@@ -434,7 +430,7 @@ def new_flag(
     today: dt.date | None = None,
 ) -> EditResult:
     """Scaffold ``flags/KEY/flag.yaml`` and a disabled release file per environment."""
-    project = _load(root)
+    project = read_project(root)
     if not KEY_PATTERN.fullmatch(key):
         raise UsageError(
             f"{key!r} is not a valid flag key (lowercase letters, digits, '.', '_', '-')"

@@ -354,11 +354,10 @@ class Commit:
 _RECORD = "\x1e"
 
 
-def first_parent_history(root: Path, ref: str = "HEAD", paths: Iterable[str] = ()) -> list[Commit]:
+def first_parent_history(root: Path, ref: str = "HEAD") -> list[Commit]:
     """Commits of ``ref``'s first-parent chain, oldest first, with the project files each
     changed relative to its first parent (merges included, renames detected)."""
     prefix = repo_prefix(root)
-    pathspec = [f"{prefix}/{p}" if prefix else p for p in paths] or [prefix]
     out = git(
         root,
         "log",
@@ -371,7 +370,7 @@ def first_parent_history(root: Path, ref: str = "HEAD", paths: Iterable[str] = (
         f"--format={_RECORD}%H%x00%an%x00%ae%x00%cI%x00%ct%x00%s%x00",
         resolve_revision(root, ref),
         "--",
-        *[f":(top){p}" for p in pathspec],
+        f":(top){prefix}",
     ).decode("utf-8", "replace")
     commits: list[Commit] = []
     strip = len(prefix) + 1 if prefix else 0

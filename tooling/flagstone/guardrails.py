@@ -159,6 +159,7 @@ class _Checker:
         self.renames = detect_flag_renames(before, after)
 
     def run(self) -> list[Problem]:
+        self.policy_environments()
         reverse = {new: old for old, new in self.renames.items()}
         for key, flag in sorted(self.after.flags.items()):
             old_flag = self.before.flags.get(reverse.get(key, key))
@@ -172,6 +173,30 @@ class _Checker:
         self.serving_values()
         self.dependencies()
         return self.problems
+
+    def policy_environments(self) -> None:
+        """Policy entries naming undeclared environments would silently never apply."""
+        config = self.after.config
+        if config is None:
+            return
+        declared = set(config.environments)
+        section = config.guardrails
+        for field in ("max_step", "min_bake"):
+            for env in section.get(field) or {}:
+                if env != "default" and env not in declared:
+                    self.problems.append(config.doc.problem(
+                        ("guardrails", field, env), f"guardrails.{field} names undeclared environment {env!r}",
+                        rule=f"{RULE_PREFIX}-policy", level="warning", key=True,
+                        hint=f"declared environments: {', '.join(config.environments)}",
+                    ))  # fmt: skip
+        for index, env in enumerate(section.get("protected_environments") or []):
+            if env not in declared:
+                self.problems.append(config.doc.problem(
+                    ("guardrails", "protected_environments", index),
+                    f"guardrails.protected_environments names undeclared environment {env!r}",
+                    rule=f"{RULE_PREFIX}-policy", level="warning",
+                    hint=f"declared environments: {', '.join(config.environments)}",
+                ))  # fmt: skip
 
     def step(
         self,
