@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from flagstone.canonical import canonical_json, content_digest
-from flagstone.engine import FORMAT, TOTAL_WEIGHT, Snapshot, check_clause_values, parse_timestamp
+from flagstone.engine import (
+    FORMAT,
+    OPERATORS,
+    TOTAL_WEIGHT,
+    Snapshot,
+    check_clause_values,
+    parse_timestamp,
+)
 from flagstone.errors import RepositoryError, SnapshotFormatError, UsageError, ValidationFailed
 from flagstone.loader import Document, PathKey
 from flagstone.model import Flag, Project, ReleaseConfig
@@ -195,9 +202,7 @@ class _ConditionCompiler:
             values, values_at = [], where
         problem = check_clause_values(str(op), values)
         if problem:
-            raise self.refuse(
-                (*where, "op") if "unknown operator" in problem else values_at, problem
-            )
+            raise self.refuse((*where, "op") if op not in OPERATORS else values_at, problem)
         return {"attribute": attribute, "op": op, "values": list(values)}
 
 
