@@ -121,6 +121,26 @@ def test_refresh_before_expiry(tmp_path: Path) -> None:
     assert payload["expires"] == "2026-12-14T08:00:00Z"
 
 
+def test_rotating_the_key_re_signs_unchanged_content(tmp_path: Path) -> None:
+    old_key, new_key = fixed_key(1), fixed_key(2)
+    root = make_repo(tmp_path / "repo", keys=(old_key,))
+    project = load_valid_project(root)
+    publish_project(project, signing(old_key), now=lambda: NOW)
+    # Rotate: flagstone.yaml now trusts only the new key (flag content is unchanged).
+    make_repo(root, keys=(new_key,))
+    project = load_valid_project(root)
+    results = publish_project(project, signing(new_key), now=lambda: NOW + DAY)
+    assert [(r.action, r.version) for r in results] == [("published", 2)] * 2
+    assert results[0].reason.startswith("re-signed")
+    assert results[0].digest == results[0].previous_digest
+    latest = (root / "dist/staging/latest.json").read_bytes()
+    open_snapshot(
+        latest, [trusted(new_key)], 1, project="demo-shop", environment="staging", now=NOW
+    )
+    again = publish_project(project, signing(new_key), now=lambda: NOW + 2 * DAY)
+    assert [r.action for r in again] == ["unchanged"] * 2
+
+
 def test_dry_run_writes_nothing_and_says_what_would_change(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo")
     results = publish(root, dry_run=True)

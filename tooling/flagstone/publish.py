@@ -53,6 +53,7 @@ from flagstone.compile import (
 )
 from flagstone.envelope import (
     PAYLOAD_TYPE,
+    TrustedKey,
     parse_timestamp,
     sign_payload,
     verify_envelope,
@@ -272,20 +273,29 @@ class Publisher:
                 development_key=self.signing.development,
             )
 
-        if previous is not None and previous.digest == digest and not self.force:
-            remaining = (previous.expires or 0) - now
-            if remaining > self.refresh_before:
-                if flagd and not self.dry_run:
-                    write_flagd_export(
-                        self.store, environment, dict(unsigned, version=previous.version)
-                    )
-                return result(
-                    "would-skip" if self.dry_run else "unchanged",
-                    previous.version,
-                    self.store.location(f"{environment}/snapshots/{previous.version}.json"),
-                    previous.expires_text,
-                    f"same content; expires {previous.expires_text}, not yet due for refresh",
+        if previous is None or previous.digest != digest:
+            reason = "new content"
+        elif self.force:
+            reason = "forced republish"
+        elif found is not None and not self._trusted_by_keyring(found.data or b""):
+            # e.g. a key was rotated out of flagstone.yaml: same content, new signature.
+            reason = (
+                "re-signed: the published snapshot is not signed by the keys flagstone.yaml trusts"
+            )
+        elif (previous.expires or 0) - now <= self.refresh_before:
+            reason = "refresh before expiry"
+        else:
+            if flagd and not self.dry_run:
+                write_flagd_export(
+                    self.store, environment, dict(unsigned, version=previous.version)
                 )
+            return result(
+                "would-skip" if self.dry_run else "unchanged",
+                previous.version,
+                self.store.location(f"{environment}/snapshots/{previous.version}.json"),
+                previous.expires_text,
+                f"same content; expires {previous.expires_text}, not yet due for refresh",
+            )
         # Only now, when something would be written, does the history of what is there
         # matter: the same content is never "older", whoever published it.
         if previous is not None:
@@ -293,13 +303,12 @@ class Publisher:
         version = (previous.version if previous else 0) + 1
         expires_text = timestamp_text(now + self.expires_after)
         if self.dry_run:
-            change = "new content" if previous is None or previous.digest != digest else "refresh"
             return result(
                 "would-publish",
                 version,
                 self.store.location(f"{environment}/snapshots/{version}.json"),
                 expires_text,
-                change if not self.force or change != "refresh" else "forced republish",
+                reason,
             )
 
         # Each lost race (a version taken, latest.json moved) costs one attempt.
@@ -357,9 +366,7 @@ class Publisher:
                     version,
                     self.store.location(snapshot_path),
                     expires_text,
-                    "new content"
-                    if previous is None or previous.digest != digest
-                    else ("forced republish" if self.force else "refresh before expiry"),
+                    reason,
                 )
         raise ConflictError(
             f"gave up publishing {environment} after {MAX_ATTEMPTS} lost races on {latest_url}"
@@ -379,11 +386,23 @@ class Publisher:
             self._check_keyring_accepts(envelope)
         return envelope
 
-    def _check_keyring_accepts(self, envelope: bytes) -> None:
-        signing = self.project.config.signing if self.project.config else {}
-        trusted, threshold = configured_keyring(signing)
+    def _trusted_by_keyring(self, envelope: bytes) -> bool:
+        """Whether ``envelope`` satisfies flagstone.yaml's keyring. With the development
+        key nothing is trusted anyway, so there is nothing to re-sign for."""
+        if self.signing.development:
+            return True
         try:
-            verify_envelope(envelope, trusted, threshold)
+            verify_envelope(envelope, *self._keyring())
+        except EnvelopeError:
+            return False
+        return True
+
+    def _keyring(self) -> tuple[list[TrustedKey], int]:
+        return configured_keyring(self.project.config.signing if self.project.config else {})
+
+    def _check_keyring_accepts(self, envelope: bytes) -> None:
+        try:
+            verify_envelope(envelope, *self._keyring())
         except EnvelopeError as error:
             raise EnvelopeError(
                 f"refusing to publish: flagstone.yaml's keyring would reject this snapshot ({error.message})",
