@@ -488,3 +488,34 @@ def test_flagd_json_is_written_and_never_replaced_by_an_older_version(tmp_path: 
     write_flagd_export(store, "staging", dict(payload, version=6))
     assert json.loads(written.read_text())["metadata"]["version"] == "6"
     check_schema(json.loads(written.read_text()))
+
+
+def test_the_exported_file_with_the_openfeature_flagd_provider(tmp_path: Path) -> None:
+    """The file `flagstone export -o` writes, read by the real flagd provider in file mode
+    through the real OpenFeature SDK, serves what the engine serves."""
+    from openfeature import api
+    from openfeature.contrib.provider.flagd import FlagdProvider
+    from openfeature.contrib.provider.flagd.config import ResolverType
+
+    from flagstone.engine import Snapshot
+
+    target = tmp_path / "staging.flagd.json"
+    assert cli("export", "--env", "staging", "-o", str(target), "--repo", str(ROOT)) == 0
+    snapshot = Snapshot.from_payload(dict(payloads())["example:staging"])
+    api.set_provider(
+        FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(target))
+    )
+    try:
+        client = api.get_client()
+        for key in ("qa-legacy-checkout", "user-1001", "qa-no-recommendations", "someone"):
+            for flag_key, get in (
+                ("new-checkout", client.get_boolean_details),
+                ("disable-recommendations", client.get_boolean_details),
+                ("search-ranking", client.get_string_details),
+            ):
+                details = get(flag_key, None, EvaluationContext(key, {"email": f"{key}@acme.com"}))
+                ours = snapshot.evaluate(flag_key, {"key": key, "email": f"{key}@acme.com"})
+                assert (details.variant, details.value) == (ours.variation, ours.value)
+                assert details.flag_metadata["flagSetId"] == "acme-shop/staging"
+    finally:
+        api.shutdown()
