@@ -169,6 +169,7 @@ def test_init_with_custom_environments(tmp_path: Path) -> None:
         (["--project", "Not A Key"], "project name 'Not A Key' is not a valid key"),
         (["--environments", "prod,prod"], "an environment is listed twice"),
         (["--environments", "Prod"], "environment name 'Prod' is not a valid key"),
+        (["--environments", "default"], "'default' cannot be an environment name here"),
         (["--admins", "platform team"], "'platform team' is not a GitHub owner"),
         (["--action", "latest"], "action 'latest' is not OWNER/REPOSITORY@REF"),
     ],
@@ -272,3 +273,25 @@ def test_an_unwritable_directory_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: cannot write {blocked}/flags/example-flag/")
+
+
+def test_names_yaml_would_not_read_as_text_are_quoted(tmp_path: Path) -> None:
+    root = tmp_path / "odd"
+    result = flagstone(
+        "init", str(root), "--project", "2027", "--environments", "1,true", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    text = (root / "flagstone.yaml").read_text()
+    assert 'project: "2027"\n' in text
+    assert 'environments: ["1", "true"]\n' in text
+    for command in (["validate"], ["lint"], ["codeowners", "--check"]):
+        checked = flagstone(*command, cwd=root)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_email_owner_with_quotes_stays_one_yaml_string(tmp_path: Path) -> None:
+    owner = 'flag"admins@example.com'
+    result = flagstone("init", str(tmp_path / "r"), "--admins", owner, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert flagstone("validate", cwd=tmp_path / "r").returncode == 0
+    assert f"/flagstone.yaml {owner}\n" in (tmp_path / "r/.github/CODEOWNERS").read_text()

@@ -19,6 +19,7 @@ already exists the whole scaffold is refused before the first write. The excepti
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from flagstone import __version__
 from flagstone.errors import FlagstoneError, RepositoryError, UsageError, ValidationFailed
+from flagstone.loader import resolve_plain
 from flagstone.model import FLAGS_DIR, KEY_PATTERN, read_project
 from flagstone.ownership import CODEOWNERS_PATH, codeowners_report, is_valid_owner
 from flagstone.validate import validate_project
@@ -71,6 +73,11 @@ class ScaffoldOptions:
                 raise UsageError(f"environment name '{environment}' is not a valid key")
         if len(set(self.environments)) != len(self.environments):
             raise UsageError("an environment is listed twice")
+        if "default" in self.environments:
+            raise UsageError(
+                "'default' cannot be an environment name here",
+                hint="guardrails use `default` for every environment without its own setting",
+            )
         if not is_valid_owner(self.admins):
             raise UsageError(
                 f"'{self.admins}' is not a GitHub owner",
@@ -118,15 +125,21 @@ def _walk(directory: Traversable, prefix: str = "") -> list[tuple[str, Traversab
     return found
 
 
+def yaml_text(value: str) -> str:
+    """``value`` as a YAML scalar that reads back as that string: plain when YAML would
+    keep it a string (keys like ``staging``), quoted when it would not (``2027``, ``true``)."""
+    return value if resolve_plain(value) == value else json.dumps(value)
+
+
 def _values(options: ScaffoldOptions) -> dict[str, str]:
     match = _ACTION_REFERENCE.fullmatch(options.action)
     repository, ref = match.groups() if match else ("", "")
     environments = options.environments
     return {
-        "PROJECT": options.project,
-        "ENVIRONMENTS": "[" + ", ".join(environments) + "]",
+        "PROJECT": yaml_text(options.project),
+        "ENVIRONMENTS": "[" + ", ".join(map(yaml_text, environments)) + "]",
         "LAST_ENVIRONMENT": environments[-1],
-        "ADMINS": options.admins,
+        "ADMINS": json.dumps(options.admins),  # handles start with @, which YAML reserves
         "EXPIRES": (options.today + EXAMPLE_FLAG_LIFETIME).isoformat(),
         "ACTION": options.action,
         "HOOKS_REPOSITORY": f"https://github.com/{repository}",
