@@ -3,6 +3,7 @@ refresh, dry runs, the ancestry rule, keyring checks."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -207,6 +208,20 @@ def test_a_commit_unknown_to_this_clone_is_refused(tmp_path: Path) -> None:
     (other / "dist").symlink_to(root / "dist")
     with pytest.raises(ConflictError, match="does not have"):
         publish(other, environments=["staging"], force=True)
+
+
+def test_a_source_commit_that_is_not_a_commit_id_is_never_passed_to_git(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo")
+    publish(root, environments=["staging"])
+    latest = root / "dist/staging/latest.json"
+    envelope = json.loads(latest.read_bytes())
+    payload = envelope_payload(latest.read_bytes())
+    payload["source"]["commit"] = "--output=/tmp/owned"
+    envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    latest.write_text(json.dumps(envelope))
+    with pytest.raises(ConflictError, match="does not have"):
+        publish(root, environments=["staging"], force=True)
+    assert not Path("/tmp/owned").exists()
 
 
 def test_signing_key_missing_from_keyring_is_refused_before_writing(tmp_path: Path) -> None:

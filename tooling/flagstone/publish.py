@@ -10,17 +10,18 @@ The publish protocol, and why it is safe when several publish jobs race:
 
 1. Read ``latest.json`` and remember its ETag. Its payload gives the previous version,
    digest, expiry and source commit.
-2. If the previous snapshot came from a commit that is *not* an ancestor of ours (newer,
+2. If the digest is unchanged, the snapshot is not within ``publish.refresh_before`` of
+   its expiry and its signatures still satisfy the keyring of ``flagstone.yaml``, publish
+   nothing (unless ``--force``).
+3. If the previous snapshot came from a commit that is *not* an ancestor of ours (newer,
    or on another branch of history, or unknown to this clone), stop with an error: we
    never replace newer content with older content, and we do not guess.
-3. If the digest is unchanged and the snapshot is not within ``publish.refresh_before``
-   of its expiry, publish nothing (unless ``--force``).
 4. version = previous + 1. Write ``snapshots/<version>.json`` create-only. If that
    version is taken, the object there is complete and immutable: read it and apply
-   rule 2 to its commit (so a job never skips past a newer commit's version), then try
+   rule 3 to its commit (so a job never skips past a newer commit's version), then try
    the next version.
 5. Write ``latest.json`` conditionally on the ETag from step 1 (create-only if there
-   was none). If someone else moved it, read it again and apply rule 2; if it now holds
+   was none). If someone else moved it, read it again and apply rule 3; if it now holds
    the same content, we are done; if its version is below ours, retry the conditional
    write with the same bytes; otherwise go back to step 4 with a higher version.
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -78,6 +80,8 @@ LATEST = "latest.json"
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 # Each lost race costs one round trip; this many in a row means something is wrong.
 MAX_ATTEMPTS = 50
+
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 Action = Literal["published", "unchanged", "would-publish", "would-skip"]
 
@@ -146,6 +150,10 @@ class PublishedSnapshot:
             expires = None
         source = payload.get("source") or {}
         commit = source.get("commit") if isinstance(source, dict) else None
+        if commit is not None and not isinstance(commit, str):
+            raise StoreError(
+                f"{where} has a malformed source commit {commit!r}; refusing to replace it"
+            )
         return cls(version, payload.get("digest"), expires, expires_text, commit)
 
 
@@ -154,6 +162,8 @@ def is_ancestor(root: Path, older: str, newer: str) -> bool | None:
     cannot tell (a commit missing from this clone, e.g. a shallow CI checkout)."""
     if older == newer:
         return True
+    if not (_COMMIT.fullmatch(older) and _COMMIT.fullmatch(newer)):
+        return None  # not a commit id (and never something git could read as an option)
     try:
         done = subprocess.run(
             ["git", "merge-base", "--is-ancestor", older, newer],
