@@ -10,10 +10,21 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flagstone.cli.main import main
 from flagstone.errors import UsageError
-from flagstone.scaffold import ScaffoldOptions, default_project_name, render_scaffold
+from flagstone.lint import lint_project
+from flagstone.model import read_project
+from flagstone.ownership import codeowners_report
+from flagstone.scaffold import (
+    ScaffoldOptions,
+    default_project_name,
+    render_scaffold,
+    scaffold_repository,
+)
+from flagstone.validate import validate_project
 
 EXPECTED_FILES = [
     ".github/CODEOWNERS",
@@ -295,3 +306,30 @@ def test_an_email_owner_with_quotes_stays_one_yaml_string(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert flagstone("validate", cwd=tmp_path / "r").returncode == 0
     assert f"/flagstone.yaml {owner}\n" in (tmp_path / "r/.github/CODEOWNERS").read_text()
+
+
+KEYS = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    project=KEYS,
+    environments=st.lists(
+        KEYS.filter(lambda k: k != "default"), min_size=1, max_size=4, unique=True
+    ),
+)
+def test_any_valid_names_give_a_clean_repository(
+    tmp_path_factory: pytest.TempPathFactory, project: str, environments: list[str]
+) -> None:
+    root = tmp_path_factory.mktemp("any")
+    options = ScaffoldOptions(project=project, environments=tuple(environments))
+    scaffold_repository(root, options)
+    repository = read_project(root)
+    assert repository.problems == []
+    assert repository.config is not None and repository.config.name == project
+    assert repository.environments == environments
+    assert [p for p in validate_project(repository) if p.level == "error"] == []
+    assert lint_project(repository).problems == []
+    assert codeowners_report(repository).up_to_date
