@@ -132,6 +132,14 @@ def test_scalar_text_quotes_only_when_needed(value: object, token: str) -> None:
     assert edit.scalar_text(value) == token
 
 
+def test_verify_catches_a_change_outside_the_edited_place() -> None:
+    file = edit.TextFile("x.yaml", "a: 1\nb: |\n  text\n")
+    file.set(("a",), 2)
+    file.text = file.text.replace("text", "other")
+    with pytest.raises(EditError, match="would change other values too"):
+        file.verify()
+
+
 def test_verify_catches_a_value_that_reads_back_differently() -> None:
     file = edit.TextFile("x.yaml", "a: 1\n")
     file.text = "a: 2\n"

@@ -147,21 +147,36 @@ class TextFile:
         self.expected[where] = value
 
     def verify(self) -> None:
-        """Read the edited text back with ruamel.yaml: each edited place has its value."""
-        try:
-            data = YAML(typ="rt", pure=True).load(self.text)
-        except Exception as exc:  # ruamel raises many unrelated types
-            raise EditError(
-                f"{self.rel}: the edit would not parse ({type(exc).__name__}); nothing written"
-            ) from None
+        """Read the original and the edited text back with ruamel.yaml (an independent
+        parser): each edited place has its new value and every other value is unchanged."""
+        original, edited = _round_trip(self.original, self.rel), _round_trip(self.text, self.rel)
         for where, value in self.expected.items():
-            found: Any = data
-            for key in where:
-                found = found[key]
+            found: Any = edited
+            parent: Any = original
+            for key in where[:-1]:
+                found, parent = found[key], parent[key]
+            found = found[where[-1]]
             if found != value or isinstance(found, bool) != isinstance(value, bool):
                 raise EditError(
                     f"{self.rel}: the edit reads back as {found!r}, not {value!r}; nothing written"
                 )
+            parent[where[-1]] = found
+        if original != edited:
+            raise EditError(f"{self.rel}: the edit would change other values too; nothing written")
+
+
+def _round_trip(text: str, rel: str) -> Any:
+    try:
+        return YAML(typ="rt", pure=True).load(text)
+    except Exception as exc:  # ruamel raises many unrelated types
+        raise EditError(
+            f"{rel}: the edit would not parse ({type(exc).__name__}); nothing written"
+        ) from None
+
+
+def _blank_or_comment(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#")
 
 
 def _insert_key(text: str, mapping: yaml.MappingNode, key: str, token: str) -> str:
@@ -178,9 +193,12 @@ def _insert_key(text: str, mapping: yaml.MappingNode, key: str, token: str) -> s
     newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.split("\n")  # YAML marks count "\n" line breaks; keep every other byte
     lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
-    at_line = end.line if end.column == 0 else end.line + 1
-    if at_line > len(lines):
-        at_line = len(lines)
+    at_line = min(end.line if end.column == 0 else end.line + 1, len(lines))
+    # A block collection's end mark lies past the comments after it; the new key goes
+    # right after the last line of content, so those comments keep their place.
+    if not (isinstance(last_value, yaml.ScalarNode) and last_value.style in ("|", ">")):
+        while at_line > last_value.start_mark.line + 1 and _blank_or_comment(lines[at_line - 1]):
+            at_line -= 1
     if at_line == len(lines) and lines and not lines[-1].endswith("\n"):
         lines[-1] += newline
     lines.insert(at_line, " " * indent + entry + newline)
