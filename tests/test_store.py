@@ -255,3 +255,19 @@ def test_cloud_urls_open_without_touching_the_network(monkeypatch: pytest.Monkey
     )
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "flagsaccount")
     assert open_store("az://container/prefix").url == "az://container/prefix"
+
+
+def test_a_server_that_never_answers_times_out(s3_env: dict[str, str]) -> None:
+    # Listening but never answering: the connection succeeds, the response never comes.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        store = open_store(
+            "s3://any-bucket", endpoint=f"http://127.0.0.1:{port}", timeout=0.5, max_retries=0
+        )
+        with pytest.raises(StoreError) as caught:
+            store.get("env/latest.json")
+    assert caught.value.message == (
+        f"cannot read s3://any-bucket/env/latest.json: http://127.0.0.1:{port} timed out"
+    )
