@@ -315,14 +315,13 @@ def set_enabled(root: Path, flag_key: str, env: str, enabled: bool) -> EditResul
     return _finish(root, project, [file])
 
 
-def _progression(project: Project, flag: Flag, env: str) -> tuple[TextFile, Mapping[str, Any]]:
+def _progression(
+    project: Project, flag: Flag, env: str, *, works_on: str
+) -> tuple[TextFile, Mapping[str, Any]]:
     file = _release_file(project, flag, env)
     default = flag.releases[env].default
     if not (isinstance(default, Mapping) and isinstance(default.get("progression"), Mapping)):
-        raise EditError(
-            f"{file.rel}: default is not a progression",
-            hint="advance works on `default: {progression: …}`; edit the file for other defaults",
-        )
+        raise EditError(f"{file.rel}: default is not a progression", hint=works_on)
     progression: Mapping[str, Any] = default["progression"]
     return file, progression
 
@@ -331,7 +330,9 @@ def advance(root: Path, flag_key: str, env: str, to: str | None = None) -> EditR
     """Move a progression's ``current`` to the next stage, or to stage ``to``."""
     project = read_project(root)
     flag = _flag(project, flag_key)
-    file, progression = _progression(project, flag, env)
+    file, progression = _progression(
+        project, flag, env, works_on="advance moves `current` of a `default: {progression: …}`"
+    )
     reaches = stage_reaches(progression)
     names = [r.name for r in reaches]
     current = progression.get("current")
@@ -362,7 +363,12 @@ def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
     default = release.default if release else None
     if isinstance(default, Mapping) and isinstance(default.get("split"), Mapping):
         return _rollout_split(root, project, flag, env, default["split"], wanted)
-    file, progression = _progression(project, flag, env)
+    file, progression = _progression(
+        project,
+        flag,
+        env,
+        works_on="rollout sets a progression or a two-way split default; edit the file for others",
+    )
     reaches = stage_reaches(progression)
     for reach in reaches:
         stages = progression["stages"]
