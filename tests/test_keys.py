@@ -204,6 +204,15 @@ def test_development_key_is_created_once_signs_and_is_never_trusted_implicitly(
     commit(root, "off")
     code, stdout, stderr = cli(root, "publish", "--env", "production")
     assert code == 0 and "(from an earlier run)" in stderr and "version 2" in stdout
+    assert "uncommitted" not in stderr
+
+    (root / "flags/checkout/production.yaml").write_text("enabled: true\ndefault: on\n")
+    code, stdout, stderr = cli(root, "publish", "--env", "production")
+    assert code == 0 and "version 3" in stdout
+    assert (
+        "warning: 1 flag file(s) have uncommitted changes (e.g. flags/checkout/production.yaml)"
+        in stderr
+    )
 
 
 def test_publish_json_and_github_outputs(

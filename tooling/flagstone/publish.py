@@ -179,6 +179,25 @@ def is_ancestor(root: Path, older: str, newer: str) -> bool | None:
     return None
 
 
+def uncommitted_flag_files(root: Path) -> list[str]:
+    """Flag files that differ from the commit (their content is published, but the
+    snapshot's ``source.commit`` will not describe it); empty outside git."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--", "flagstone.yaml", "flags", "segments"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    return [line[3:] for line in done.stdout.splitlines() if line.strip()]
+
+
 def check_not_older(root: Path, ours: str | None, theirs: PublishedSnapshot, where: str) -> None:
     """Raise ``ConflictError`` unless our commit is the same as, or a descendant of, the
     commit ``theirs`` was published from."""

@@ -11,7 +11,13 @@ import click
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.compile import git_source
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, resolve_signing_keys
-from flagstone.publish import Publisher, PublishResult, open_target, selected_environments
+from flagstone.publish import (
+    Publisher,
+    PublishResult,
+    open_target,
+    selected_environments,
+    uncommitted_flag_files,
+)
 from flagstone.validate import load_valid_project
 
 
@@ -68,6 +74,13 @@ def publish(
     )
     if signing.development and not dry_run:
         _warn_development_key(signing, root)
+    changed = uncommitted_flag_files(root)
+    if changed:
+        click.echo(
+            f"warning: {len(changed)} flag file(s) have uncommitted changes (e.g. {changed[0]}); "
+            "they are published, but source.commit names the commit without them",
+            err=True,
+        )
     results: list[PublishResult] = []
     for environment in selected:
         result = publisher.publish(environment)
