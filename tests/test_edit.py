@@ -15,9 +15,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flagstone import edit
-from flagstone.errors import EditError
+from flagstone.errors import EditError, LoadError
+from flagstone.loader import loads
 from flagstone.model import read_project
 from gitrepo import run_cli
 
@@ -212,3 +215,29 @@ def test_kill_twice_changes_nothing_the_second_time(project_root: Path) -> None:
     code, out, _ = run_cli(["kill", "new-checkout", "--env", "production"], project_root)
     assert (code, out) == (0, "nothing to change\n")
     assert tree(project_root) == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=20),
+        st.booleans(),
+        st.integers(-(10**6), 10**6),
+        st.integers(1, 99999).map(lambda n: n / 1000),  # percents with up to 3 decimals
+    )
+)
+def test_scalar_text_reads_back_as_the_same_value(value: object) -> None:
+    """Whatever is written as a plain or quoted token, the strict loader reads it back."""
+    if isinstance(value, str) and any(
+        0xD800 <= ord(c) <= 0xDFFF or c in "\x85\u2028\u2029" for c in value
+    ):
+        return  # not encodable or a YAML line break: never a flag value from the CLI
+    token = edit.scalar_text(value)
+    try:
+        document = loads(f"key: {token}\n".encode())
+    except LoadError as error:  # control characters are refused by the loader
+        assert isinstance(value, str) and not value.isprintable(), error
+        return
+    assert document.data == {"key": value}
+    read_back = document.data["key"]
+    assert type(read_back) is type(value) or (isinstance(value, float) and value.is_integer())
