@@ -491,3 +491,75 @@ def test_active_reach_honours_schedules() -> None:
     on_time = datetime(2026, 12, 3, 9, 0, 0, tzinfo=UTC).timestamp()
     after_schedule, at = diff.active_reach(progression, on_time)
     assert (after_schedule.name, at) == ("half", "2026-12-03T09:00:00Z")
+
+
+def test_every_change_kind_is_produced_by_some_edit() -> None:
+    """The issue asks for every change kind to be covered: one edit per kind."""
+    production = "flags/new-checkout/production.yaml"
+    flag = "flags/new-checkout/flag.yaml"
+    archived = changed(flag, "owner: eng\n", "owner: eng\narchived: true\n")
+    added_flag = dict(BASE, **{"flags/x/flag.yaml": PRICING, "flags/x/staging.yaml": STAGING})
+    renamed = {k.replace("flags/pricing/", "flags/pricing-2/"): v for k, v in BASE.items()}
+    without_release = {k: v for k, v in BASE.items() if k != "flags/pricing/production.yaml"}
+    without_segment = {k: v for k, v in BASE.items() if k != "segments/beta-testers.yaml"}
+    variants = [
+        (BASE, dict(BASE, **{"segments/staff.yaml": "name: [\n"})),
+        (BASE, changed("flagstone.yaml", "admins: eng", "admins: pm")),
+        (BASE, added_flag),
+        (added_flag, BASE),
+        (BASE, renamed),
+        (BASE, archived),
+        (archived, BASE),
+        (BASE, changed(flag, "name: New checkout", "name: Checkout")),
+        (BASE, changed(flag, "owner: eng", "owner: pm")),
+        (BASE, changed(flag, "{production: pm}", "{production: eng}")),
+        (BASE, changed(flag, "off: false}", "off: false, dark: false}")),
+        (changed(flag, "off: false}", "off: false, dark: false}"), BASE),
+        (BASE, changed("flags/pricing/flag.yaml", "three}", "four}")),
+        (BASE, changed(flag, "off_variation: off", "off_variation: on")),
+        (
+            BASE,
+            changed(
+                flag, "delegate:", "prerequisites: [{flag: pricing, variation: control}]\ndelegate:"
+            ),
+        ),
+        (without_release, BASE),
+        (BASE, without_release),
+        (BASE, changed("flags/new-checkout/staging.yaml", "enabled: true", "enabled: false")),
+        (changed("flags/new-checkout/staging.yaml", "enabled: true", "enabled: false"), BASE),
+        (BASE, changed(production, "on: [user-1, user-2]", "on: [user-3]")),
+        (BASE, changed(production, "name: android", "name: android-old")),
+        (
+            BASE,
+            changed(
+                production, "value: android}\n    serve: off", "value: android}\n    serve: on"
+            ),
+        ),
+        (
+            BASE,
+            changed(
+                production,
+                "  - name: staff\n    if: {segment: staff}\n    serve: on\n",
+                "",
+                changed(
+                    production,
+                    "serve: off\n",
+                    "serve: off\n  - name: staff\n    if: {segment: staff}\n    serve: on\n",
+                ),
+            ),
+        ),
+        (BASE, changed("flags/new-checkout/staging.yaml", "default: on", "default: off")),
+        (BASE, changed(production, "current: beta", "current: ten")),
+        (BASE, changed(production, "current: beta", "current: staff")),
+        (BASE, changed(production, "percent: 10, bake: 24h", "percent: 10, bake: 48h")),
+        (BASE, changed(production, "2026-12-03T09", "2026-12-04T09")),
+        (without_segment, BASE),
+        (BASE, without_segment),
+        (BASE, changed("segments/staff.yaml", "[user-1, user-2]", "[user-1]")),
+        (BASE, changed("segments/staff.yaml", '"@acme.com"', '"@acme.org"')),
+        (BASE, changed("segments/staff.yaml", "name: Staff", "name: Employees")),
+    ]
+    produced = {
+        c.kind for before, after in variants for c in diff_projects(project(before), project(after))
+    }
+    assert produced == set(diff.CHANGE_KINDS)
