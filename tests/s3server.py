@@ -23,8 +23,9 @@ Fixtures:
 
 - ``s3_server`` (session): the running server, an :class:`S3Server`. Its
   ``create_bucket()`` makes a new, uniquely named bucket.
-- ``s3_env`` (function): sets dummy AWS credentials, region and ``AWS_ENDPOINT_URL`` /
-  ``AWS_ALLOW_HTTP`` in ``os.environ`` for this test only (restored afterwards), and
+- ``s3_env`` (function): sets dummy AWS credentials, region, ``AWS_ENDPOINT_URL`` /
+  ``AWS_ALLOW_HTTP`` and a loopback ``AWS_METADATA_ENDPOINT`` in ``os.environ`` for this
+  test only (restored afterwards), and
   removes any profile or session token inherited from the machine, so code under test
   that reads the standard environment variables reaches the loopback server and never a
   real account. Returns the variables it set.
@@ -94,6 +95,11 @@ class S3Server:
             "AWS_REGION": self.region,
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ALLOW_HTTP": "true",
+            # Without static credentials a client asks the instance metadata service;
+            # point that at loopback (port 9, "discard", which nothing normally serves), so
+            # tests never leave the machine.
+            "AWS_METADATA_ENDPOINT": "http://127.0.0.1:9",
+            "AWS_EC2_METADATA_DISABLED": "true",
             # Keep botocore from reading the machine's config files.
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
