@@ -283,3 +283,13 @@ def test_disabled_in_another_environment(repo: Path, capsys: pytest.CaptureFixtu
     code, out, _ = run_eval(capsys, repo, "checkout", "--context", '{"key": "u-1"}', env="staging")
     assert code == 0
     assert "reason:    DISABLED" in out and "disabled in staging" in out
+
+
+def test_a_bad_line_late_in_the_file_prints_no_results(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"key": "a"}\n' * 5000 + "[]\n", encoding="utf-8")
+    code, out, err = run_eval(capsys, repo, "color", "--contexts", str(path), "--format", "json")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {path}:5001: a context must be a JSON object, got list")

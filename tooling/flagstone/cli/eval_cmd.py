@@ -149,7 +149,7 @@ def eval_(
                 click.echo(f"  bucket:    {details.bucket} of 100000")
             click.echo(f"  why:       {why}")
         if details.reason == ERROR:
-            raise SystemExit(1)
+            raise click.exceptions.Exit(1)
         return
 
     assert contexts_file is not None
@@ -158,7 +158,8 @@ def eval_(
     out = sys.stdout
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     lines: list[str] = []
-    for context in _read_contexts(contexts_file):
+    # Read every context first: a bad line fails the command before any output.
+    for context in list(_read_contexts(contexts_file)):
         details = snapshot.evaluate(flag, context, at=at)
         counts[details.variation] += 1
         total += 1
