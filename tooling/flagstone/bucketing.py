@@ -49,15 +49,6 @@ def bucket_text(text: str) -> int:
     return (mmh3.hash(cbor_text(data), 0, False) * BUCKETS) >> 32
 
 
-def bucketable_text(value: Any) -> str | None:
-    """``value`` as flagd's ``cat`` writes it, or None when it is not bucketable."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
 Reader = Callable[[Mapping[str, Any]], Any]
 
 
