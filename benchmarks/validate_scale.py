@@ -121,13 +121,16 @@ def write_repository(root: Path, flags: int, segments: int) -> list[Path]:
     return files
 
 
-def median_time(action: Callable[[], object], runs: int) -> float:
-    times = []
+def median_times(contenders: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median wall time of each contender. The runs are interleaved (one of each per
+    round) so that a change in machine load hits every contender alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, action in contenders.items():
+            start = time.perf_counter()
+            action()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bare_parse(files: list[Path]) -> None:
@@ -181,42 +184,36 @@ def main() -> None:
         if problems:
             raise SystemExit(f"generated repository is not clean: {problems[0].format_line()}")
 
-        bare = median_time(lambda: bare_parse(files), args.runs)
-        validate = median_time(lambda: validate_project(read_project(root)), args.runs)
-        load_only = median_time(lambda: read_project(root), args.runs)
         env = {**os.environ, "GITHUB_ACTIONS": ""}
-        cli = median_time(
-            lambda: subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "flagstone",
-                    "validate",
-                    "--format",
-                    "text",
-                    "--repo",
-                    str(root),
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                env=env,
-            ),
+        command = [sys.executable, "-m", "flagstone", "validate", "--format", "text"]
+
+        def run_cli() -> None:
+            subprocess.run(
+                [*command, "--repo", str(root)], check=True, stdout=subprocess.DEVNULL, env=env
+            )
+
+        medians = median_times(
+            {
+                "bare CSafeLoader parse": lambda: bare_parse(files),
+                "flagstone strict load (read_project)": lambda: read_project(root),
+                "flagstone validate (library)": lambda: validate_project(read_project(root)),
+                "flagstone validate (CLI subprocess)": run_cli,
+            },
             args.runs,
         )
-        cjs = (
-            median_time(lambda: check_jsonschema(root), args.check_jsonschema_runs)
-            if args.check_jsonschema_runs
-            else None
-        )
+        if args.check_jsonschema_runs:
+            medians.update(
+                median_times(
+                    {"check-jsonschema (4 runs, schema only)": lambda: check_jsonschema(root)},
+                    args.check_jsonschema_runs,
+                )
+            )
 
-    rows = [
-        ("bare CSafeLoader parse", bare),
-        ("flagstone strict load (read_project)", load_only),
-        ("flagstone validate (library)", validate),
-        ("flagstone validate (CLI subprocess)", cli),
-    ]
-    if cjs is not None:
-        rows.append(("check-jsonschema (4 runs, schema only)", cjs))
+    bare = medians["bare CSafeLoader parse"]
+    validate = medians["flagstone validate (library)"]
+    cli = medians["flagstone validate (CLI subprocess)"]
+    cjs = medians.get("check-jsonschema (4 runs, schema only)")
+    rows = list(medians.items())
     print(f"median of {args.runs} runs (check-jsonschema: {args.check_jsonschema_runs}):")
     for name, seconds in rows:
         print(f"  {name:<40} {seconds:8.3f} s   {seconds / bare:6.2f}x bare parse")
