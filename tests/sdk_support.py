@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flagstone.canonical import canonical_json, content_digest
 from flagstone.envelope import TrustedKey, public_key_raw, sign_payload
+from flagstone.sdk import Client
 
 PROJECT = "acme-shop"
 ENVIRONMENT = "production"
@@ -283,6 +284,39 @@ def serve_http() -> Iterator[SnapshotHttpServer]:
         yield server
     finally:
         server.close()
+
+
+class Clients:
+    """Makes the clients of one test, with shared defaults (the test's key, the fixed
+    clock), and closes them all — joining their polling threads — when the test ends."""
+
+    def __init__(self, key: SigningKey, **defaults: Any) -> None:
+        self.key = key
+        self.defaults = {"clock": lambda: NOW, **defaults}
+        self.made: list[Client] = []
+
+    def make(self, source: Any, **options: Any) -> Client:
+        client = Client(
+            source,
+            environment=ENVIRONMENT,
+            trusted_keys=[self.key.trusted],
+            **{**self.defaults, **options},
+        )
+        self.made.append(client)
+        return client
+
+    def close_all(self) -> None:
+        for client in self.made:
+            client.close()
+
+
+def managed_clients(key: SigningKey, **defaults: Any) -> Iterator[Clients]:
+    """For a fixture: ``yield from managed_clients(KEY, poll_interval=…)``."""
+    clients = Clients(key, **defaults)
+    try:
+        yield clients
+    finally:
+        clients.close_all()
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> bool:

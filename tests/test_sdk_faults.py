@@ -12,16 +12,16 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flagstone.sdk import Client, Status
+from flagstone.sdk import Status
 from sdk_support import (
     ENVIRONMENT,
-    NOW,
+    Clients,
     SnapshotHttpServer,
     etag_of,
+    managed_clients,
     new_key,
     serve_http,
     version_envelope,
@@ -38,26 +38,8 @@ def server() -> Iterator[SnapshotHttpServer]:
 
 
 @pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.close()
-
-
-def make_client(clients: list[Client], source: str, **options: Any) -> Client:
-    options.setdefault("poll_interval", 0.05)
-    options.setdefault("max_backoff", 0.2)
-    options.setdefault("timeout", 2.0)
-    client = Client(
-        source,
-        environment=ENVIRONMENT,
-        trusted_keys=[KEY.trusted],
-        clock=lambda: NOW,
-        **options,
-    )
-    clients.append(client)
-    return client
+def clients() -> Iterator[Clients]:
+    yield from managed_clients(KEY, poll_interval=0.05, max_backoff=0.2, timeout=2.0)
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -65,18 +47,18 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_publish_target_url_reads_environment_latest(
-    server: SnapshotHttpServer, clients: list[Client]
+    server: SnapshotHttpServer, clients: Clients
 ) -> None:
     server.put(PATH, version_envelope(1, KEY))
-    client = make_client(clients, server.url("/acme"), poll_interval=None)
+    client = clients.make(server.url("/acme"), poll_interval=None)
     assert client.string_value("version") == "v1"
     assert server.requests()[0][0] == PATH
 
 
-def test_not_modified_costs_no_parse(server: SnapshotHttpServer, clients: list[Client]) -> None:
+def test_not_modified_costs_no_parse(server: SnapshotHttpServer, clients: Clients) -> None:
     envelope = version_envelope(1, KEY)
     server.put(PATH, envelope)
-    client = make_client(clients, server.url(PATH), poll_interval=None)
+    client = clients.make(server.url(PATH), poll_interval=None)
     snapshot = client.snapshot
     assert client.refresh() is True
     assert client.refresh() is True
@@ -89,10 +71,10 @@ def test_not_modified_costs_no_parse(server: SnapshotHttpServer, clients: list[C
 
 
 def test_poller_swaps_in_new_versions_and_reports_changes(
-    server: SnapshotHttpServer, clients: list[Client]
+    server: SnapshotHttpServer, clients: Clients
 ) -> None:
     server.put(PATH, version_envelope(1, KEY))
-    client = make_client(clients, server.url(PATH))
+    client = clients.make(server.url(PATH))
     changes: list[frozenset[str]] = []
     client.on_change(changes.append)
     assert client.wait_until_ready(10)
@@ -104,11 +86,11 @@ def test_poller_swaps_in_new_versions_and_reports_changes(
 
 
 def test_storage_down_at_start_without_cache(
-    server: SnapshotHttpServer, clients: list[Client], caplog: pytest.LogCaptureFixture
+    server: SnapshotHttpServer, clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="flagstone.sdk")
     server.down()
-    client = make_client(clients, server.url(PATH), poll_interval=None)
+    client = clients.make(server.url(PATH), poll_interval=None)
     for _ in range(3):
         assert client.refresh() is False
     assert client.status == Status.ERROR
@@ -127,16 +109,16 @@ def test_storage_down_at_start_without_cache(
 
 
 def test_storage_down_at_start_with_cache(
-    server: SnapshotHttpServer, clients: list[Client], tmp_path: Path
+    server: SnapshotHttpServer, clients: Clients, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     server.put(PATH, version_envelope(3, KEY))
-    first = make_client(clients, server.url(PATH), cache_dir=cache, poll_interval=None)
+    first = clients.make(server.url(PATH), cache_dir=cache, poll_interval=None)
     assert first.version == 3
     first.close()
 
     server.down()
-    client = make_client(clients, server.url(PATH), cache_dir=cache)
+    client = clients.make(server.url(PATH), cache_dir=cache)
     # Ready at once, from the cache, while every fetch fails.
     assert client.wait_until_ready(0)
     assert wait_for(lambda: client.last_error is not None)
@@ -152,11 +134,11 @@ def test_storage_down_at_start_with_cache(
 
 
 def test_storage_down_and_back_mid_run(
-    server: SnapshotHttpServer, clients: list[Client], caplog: pytest.LogCaptureFixture
+    server: SnapshotHttpServer, clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flagstone.sdk")
     server.put(PATH, version_envelope(1, KEY))
-    client = make_client(clients, server.url(PATH))
+    client = clients.make(server.url(PATH))
     assert client.wait_until_ready(10)
     statuses: list[Status] = []
     client.on_status_change(lambda status, _: statuses.append(status))
@@ -174,10 +156,10 @@ def test_storage_down_and_back_mid_run(
 
 
 def test_server_errors_are_outages_not_rejections(
-    server: SnapshotHttpServer, clients: list[Client]
+    server: SnapshotHttpServer, clients: Clients
 ) -> None:
     server.put(PATH, version_envelope(1, KEY))
-    client = make_client(clients, server.url(PATH), poll_interval=None)
+    client = clients.make(server.url(PATH), poll_interval=None)
     server.state.status_override = 503
     assert client.refresh() is False
     assert "HTTP 503" in (client.last_error or "")
@@ -188,17 +170,17 @@ def test_server_errors_are_outages_not_rejections(
     assert client.version == 2
 
 
-def test_missing_snapshot_is_reported(server: SnapshotHttpServer, clients: list[Client]) -> None:
-    client = make_client(clients, server.url(PATH), poll_interval=None)
+def test_missing_snapshot_is_reported(server: SnapshotHttpServer, clients: Clients) -> None:
+    client = clients.make(server.url(PATH), poll_interval=None)
     assert client.status == Status.ERROR
     assert "HTTP 404" in (client.last_error or "")
 
 
 def test_stalled_server_is_bounded_by_the_timeout(
-    server: SnapshotHttpServer, clients: list[Client]
+    server: SnapshotHttpServer, clients: Clients
 ) -> None:
     server.put(PATH, version_envelope(1, KEY))
-    client = make_client(clients, server.url(PATH), poll_interval=None, timeout=0.3)
+    client = clients.make(server.url(PATH), poll_interval=None, timeout=0.3)
     assert client.version == 1
     server.state.stall = True
     assert client.refresh() is False
@@ -206,7 +188,7 @@ def test_stalled_server_is_bounded_by_the_timeout(
     assert client.string_value("version") == "v1"
 
     # The background poller stuck on a stalled server still stops on close().
-    polling = make_client(clients, server.url(PATH), timeout=0.3)
+    polling = clients.make(server.url(PATH), timeout=0.3)
     assert wait_for(lambda: polling.last_error is not None)
     polling.close()
     assert polling._thread is not None and not polling._thread.is_alive()
@@ -214,10 +196,10 @@ def test_stalled_server_is_bounded_by_the_timeout(
 
 @pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "streamed"])
 def test_oversized_body_is_rejected(
-    server: SnapshotHttpServer, clients: list[Client], with_length: bool
+    server: SnapshotHttpServer, clients: Clients, with_length: bool
 ) -> None:
     server.put(PATH, version_envelope(1, KEY))
-    client = make_client(clients, server.url(PATH), poll_interval=None, max_bytes=4096)
+    client = clients.make(server.url(PATH), poll_interval=None, max_bytes=4096)
     assert client.version == 1
     server.state.omit_length = not with_length
     server.put(PATH, version_envelope(2, KEY) + b" " * 8192)
@@ -228,11 +210,11 @@ def test_oversized_body_is_rejected(
 
 
 def test_tampered_latest_seen_by_the_poller(
-    server: SnapshotHttpServer, clients: list[Client], caplog: pytest.LogCaptureFixture
+    server: SnapshotHttpServer, clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flagstone.sdk")
     server.put(PATH, version_envelope(1, KEY))
-    client = make_client(clients, server.url(PATH))
+    client = clients.make(server.url(PATH))
     assert client.wait_until_ready(10)
     tampered = version_envelope(2, KEY).replace(b'"sig":"', b'"sig":"AAAA')
     server.put(PATH, tampered)
@@ -245,8 +227,8 @@ def test_tampered_latest_seen_by_the_poller(
     assert wait_for(lambda: client.status == Status.READY and client.version == 3)
 
 
-def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(clients: list[Client]) -> None:
-    client = make_client(clients, "memory://unused/x.json", poll_interval=None, max_backoff=1.0)
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(clients: Clients) -> None:
+    client = clients.make("memory://unused/x.json", poll_interval=None, max_backoff=1.0)
     client._poll_interval = 0.1
     for failures, nominal in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (40, 1.0)]:
         delays = [client._next_delay(failures) for _ in range(50)]
@@ -257,10 +239,10 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(clients: list[Cli
 
 
 def test_subscribing_does_not_wait_for_a_fetch_in_progress(
-    server: SnapshotHttpServer, clients: list[Client]
+    server: SnapshotHttpServer, clients: Clients
 ) -> None:
     server.state.stall = True
-    client = make_client(clients, server.url(PATH), timeout=30.0)
+    client = clients.make(server.url(PATH), timeout=30.0)
     assert wait_for(lambda: server.state.stalled == 1)  # the poller is inside its fetch
     subscriber = threading.Thread(
         target=lambda: (client.on_change(lambda _: None), client.on_status_change(lambda *_: None))

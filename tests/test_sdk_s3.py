@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from flagstone.sdk import Client, Status
+from flagstone.sdk import Status
 from s3server import S3Bucket
-from sdk_support import ENVIRONMENT, NOW, new_key, version_envelope, wait_for
+from sdk_support import ENVIRONMENT, Clients, managed_clients, new_key, version_envelope, wait_for
 
 pytest_plugins = ["s3server"]
 
@@ -23,25 +22,13 @@ def put(bucket: S3Bucket, data: bytes, key: str = OBJECT) -> None:
 
 
 @pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.close()
+def clients() -> Iterator[Clients]:
+    yield from managed_clients(KEY, timeout=5.0)
 
 
-def s3_client(clients: list[Client], source: str, **options: Any) -> Client:
-    options.setdefault("timeout", 5.0)
-    client = Client(
-        source, environment=ENVIRONMENT, trusted_keys=[KEY.trusted], clock=lambda: NOW, **options
-    )
-    clients.append(client)
-    return client
-
-
-def test_polls_a_bucket_prefix_with_etags(s3_bucket: S3Bucket, clients: list[Client]) -> None:
+def test_polls_a_bucket_prefix_with_etags(s3_bucket: S3Bucket, clients: Clients) -> None:
     put(s3_bucket, version_envelope(1, KEY))
-    client = s3_client(clients, f"{s3_bucket.url}/acme", poll_interval=None)
+    client = clients.make(f"{s3_bucket.url}/acme", poll_interval=None)
     assert client.string_value("version") == "v1"
     snapshot = client.snapshot
     assert client.refresh() is True
@@ -52,9 +39,9 @@ def test_polls_a_bucket_prefix_with_etags(s3_bucket: S3Bucket, clients: list[Cli
     assert client.string_value("version") == "v2"
 
 
-def test_background_poller_on_s3(s3_bucket: S3Bucket, clients: list[Client]) -> None:
+def test_background_poller_on_s3(s3_bucket: S3Bucket, clients: Clients) -> None:
     put(s3_bucket, version_envelope(1, KEY))
-    client = s3_client(clients, f"{s3_bucket.url}/{OBJECT}", poll_interval=0.05, max_backoff=0.2)
+    client = clients.make(f"{s3_bucket.url}/{OBJECT}", poll_interval=0.05, max_backoff=0.2)
     assert client.wait_until_ready(10)
     put(s3_bucket, version_envelope(2, KEY, environment="staging"))
     assert wait_for(lambda: client.status == Status.ERROR)
@@ -65,9 +52,9 @@ def test_background_poller_on_s3(s3_bucket: S3Bucket, clients: list[Client]) -> 
     assert client.status == Status.READY
 
 
-def test_oversized_object_is_rejected(s3_bucket: S3Bucket, clients: list[Client]) -> None:
+def test_oversized_object_is_rejected(s3_bucket: S3Bucket, clients: Clients) -> None:
     put(s3_bucket, version_envelope(1, KEY))
-    client = s3_client(clients, f"{s3_bucket.url}/acme", poll_interval=None, max_bytes=4096)
+    client = clients.make(f"{s3_bucket.url}/acme", poll_interval=None, max_bytes=4096)
     assert client.version == 1
     put(s3_bucket, version_envelope(2, KEY) + b" " * 8192)
     assert client.refresh() is False
@@ -77,14 +64,14 @@ def test_oversized_object_is_rejected(s3_bucket: S3Bucket, clients: list[Client]
 
 def test_unreachable_endpoint_at_start(
     s3_bucket: S3Bucket,
-    clients: list[Client],
+    clients: Clients,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flagstone.sdk")
     # Port 9 (discard) on loopback: nothing listens, connections are refused at once.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    client = s3_client(clients, f"{s3_bucket.url}/acme", poll_interval=None, timeout=2.0)
+    client = clients.make(f"{s3_bucket.url}/acme", poll_interval=None, timeout=2.0)
     assert client.status == Status.ERROR
     assert client.evaluate("version", {}, "d").error_code == "PROVIDER_NOT_READY"
     assert "unreachable" in (client.last_error or "")
