@@ -336,6 +336,8 @@ def test_publish_sets_version_and_digest_outputs(
     assert first.outputs["version"] == "1"
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", first.outputs["digest"])
     assert first.outputs["published"] == "production"
+    assert "### flagstone publish" in first.summary
+    assert "production: published version 1" in first.summary
     latest = tmp_path / "published" / "production" / "latest.json"
     assert latest.is_file()
     assert signing_key.strip() not in first.stdout + first.stderr
