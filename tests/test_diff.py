@@ -353,7 +353,10 @@ def test_segment_changes() -> None:
         changed(path, "include: [user-1, user-2]", "include: [user-2, user-5, user-6]")
     )
     assert [(c.kind, c.summary) for c in membership] == [
-        (diff.SEGMENT_MEMBERSHIP, "include +2/−1 (added user-5, user-6; removed user-1)")
+        (
+            diff.SEGMENT_MEMBERSHIP,
+            "include +2/−1 (added user-5, user-6; removed user-1) — used by new-checkout (production)",
+        )
     ]
     assert membership[0].risk == "raise"
     rules = only(changed(path, 'value: "@acme.com"}', 'value: "@acme.io"}'))
@@ -414,7 +417,7 @@ def test_markdown_is_a_pull_request_comment_with_production_first() -> None:
     markdown = render_markdown(_mixed_report())
     lines = markdown.splitlines()
     assert lines[0] == "### Flagstone: 5 flag changes"
-    assert lines[2] == "**⚠ 1 production change raises exposure; 1 flag disabled in production**"
+    assert lines[2] == "**⚠ 2 production changes raise exposure; 1 flag disabled in production**"
     sections = [line for line in lines if line.startswith("<details")]
     assert sections == [
         "<details open><summary><b>production</b> — 2 changes</summary>",
@@ -433,7 +436,7 @@ def test_text_groups_by_environment() -> None:
     text = render_text(_mixed_report())
     assert text.splitlines()[:4] == [
         "main..feature: 5 changes",
-        "⚠ 1 production change raises exposure; 1 flag disabled in production",
+        "⚠ 2 production changes raise exposure; 1 flag disabled in production",
         "production:",
         "  new-checkout: stage advanced beta (1% + staff, beta-testers) → ten (10% + staff, beta-testers): about +9% of contexts",
     ]
@@ -454,8 +457,10 @@ def test_json_shape_is_stable() -> None:
     first = document["changes"][0]
     assert set(first) == {
         "kind", "subject", "key", "environment", "summary", "path",
-        "risk", "exposure_delta", "before", "after",
+        "risk", "exposure_delta", "before", "after", "affects",
     }  # fmt: skip
+    segment = next(c for c in document["changes"] if c["subject"] == "segment")
+    assert segment["affects"] == ["production"]
     assert {c["kind"] for c in document["changes"]} <= set(diff.CHANGE_KINDS)
     assert render_json(_mixed_report()) == render_json(_mixed_report())  # same input, same bytes
 
@@ -563,3 +568,22 @@ def test_every_change_kind_is_produced_by_some_edit() -> None:
         c.kind for before, after in variants for c in diff_projects(project(before), project(after))
     }
     assert produced == set(diff.CHANGE_KINDS)
+
+
+def test_segment_users_follow_segments_inside_segments() -> None:
+    files = dict(BASE)
+    files["segments/vip.yaml"] = "name: VIP\nowner: pm\nrules:\n  - {segment: beta-testers}\n"
+    files["flags/pricing/production.yaml"] = (
+        "enabled: true\nrules:\n  - name: vips\n    if: {not: {segment: vip}}\n    serve: control\n"
+        "default: treatment\n"
+    )
+    files["flags/new-checkout/staging.yaml"] = (
+        "enabled: false\ndefault: on\nrules:\n  - {name: b, if: {segment: beta-testers}, serve: on}\n"
+    )
+    users = diff.segment_users(project(files), "beta-testers")
+    assert users == {
+        "new-checkout": ["production"],
+        "pricing": ["production"],
+    }  # disabled staging is no use
+    assert diff.segment_users(project(files), "staff") == {"new-checkout": ["production"]}
+    assert diff.segment_users(project(files), "vip") == {"pricing": ["production"]}

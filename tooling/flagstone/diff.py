@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -99,6 +99,8 @@ class Change:
     exposure_delta: float | None = None  # percentage points of contexts; + reaches more
     before: Any = None
     after: Any = None
+    # Environments a segment change reaches through the flags that use the segment.
+    affects: tuple[str, ...] = ()
 
     def line(self) -> str:
         """``production: new-checkout: stage advanced …`` — one line for logs and text."""
@@ -871,6 +873,25 @@ class _Differ:
                 self.segment(old, new)
 
     def segment(self, old: Segment, new: Segment) -> None:
+        first = len(self.changes)
+        self.segment_fields(old, new)
+        users = segment_users(self.after, new.key)
+        if not users:
+            return
+        environments = tuple(
+            e
+            for e in environment_order(self.after.config)
+            if any(e in envs for envs in users.values())
+        )
+        used_by = ", ".join(f"{flag} ({', '.join(envs)})" for flag, envs in users.items())
+        for index in range(first, len(self.changes)):
+            change = self.changes[index]
+            if change.kind in (SEGMENT_MEMBERSHIP, SEGMENT_RULES_CHANGED):
+                self.changes[index] = replace(
+                    change, summary=f"{change.summary} — used by {used_by}", affects=environments
+                )
+
+    def segment_fields(self, old: Segment, new: Segment) -> None:
         path, key = new.doc.rel, new.key
         for field, label in (("include", "include"), ("exclude", "exclude")):
             was, now = getattr(old, field), getattr(new, field)
@@ -997,6 +1018,49 @@ def _mapping_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return " ".join(parts) if parts else "reordered"
 
 
+def _mentions_segment(value: Any, keys: set[str]) -> bool:
+    """Whether a condition (or any YAML value) refers to one of the segments ``keys``."""
+    if isinstance(value, Mapping):
+        if value.get("segment") in keys:
+            return True
+        return any(_mentions_segment(v, keys) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions_segment(v, keys) for v in value)
+    return False
+
+
+def segment_users(project: Project, key: str) -> dict[str, list[str]]:
+    """Flags whose enabled releases use segment ``key`` (directly, or through segments
+    whose rules refer to it), with the environments: ``{flag: [env, …]}``."""
+    keys = {key}
+    grown = True
+    while grown:  # segments that include other segments by condition
+        more = {
+            k
+            for k, seg in project.segments.items()
+            if k not in keys and _mentions_segment(seg.rules, keys)
+        }
+        grown = bool(more)
+        keys |= more
+    order = environment_order(project.config)
+    users: dict[str, list[str]] = {}
+    for flag_key, flag in project.flags.items():
+        for env in order:
+            release = flag.releases.get(env)
+            if release is None or not release.enabled:
+                continue
+            default = release.default
+            progression = default.get("progression") if isinstance(default, Mapping) else None
+            stages = progression.get("stages") if isinstance(progression, Mapping) else None
+            in_stages = isinstance(stages, list) and any(
+                isinstance(stage, Mapping) and keys & {str(s) for s in stage.get("segments") or []}
+                for stage in stages
+            )
+            if in_stages or _mentions_segment(release.rules, keys):
+                users.setdefault(flag_key, []).append(env)
+    return users
+
+
 def serving_variations(flag: Flag, env: str) -> set[str]:
     """Every variation the flag can serve in ``env``: the off variation always (it is
     served when disabled or a prerequisite fails), targets, rules and the default."""
@@ -1090,7 +1154,11 @@ class DiffReport:
 
     def risk_summary(self) -> str:
         """One line: what the change does to production, most dangerous first."""
-        protected = [c for c in self.changes if c.environment in self.protected]
+        protected = [
+            c
+            for c in self.changes
+            if c.environment in self.protected or set(c.affects) & set(self.protected)
+        ]
         raises = sum(1 for c in protected if c.risk == "raise")
         disabled = sum(1 for c in protected if c.kind == DISABLED)
         values = sum(1 for c in self.changes if c.kind == VARIATION_CHANGED)
