@@ -502,7 +502,7 @@ def test_the_exported_file_with_the_openfeature_flagd_provider(tmp_path: Path) -
     target = tmp_path / "staging.flagd.json"
     assert cli("export", "--env", "staging", "-o", str(target), "--repo", str(ROOT)) == 0
     snapshot = Snapshot.from_payload(dict(payloads())["example:staging"])
-    api.set_provider(
+    api.set_provider_and_wait(
         FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(target))
     )
     try:
@@ -515,7 +515,7 @@ def test_the_exported_file_with_the_openfeature_flagd_provider(tmp_path: Path) -
             ):
                 details = get(flag_key, None, EvaluationContext(key, {"email": f"{key}@acme.com"}))
                 ours = snapshot.evaluate(flag_key, {"key": key, "email": f"{key}@acme.com"})
-                assert (details.variant, details.value) == (ours.variation, ours.value)
+                assert (details.variant, details.value) == (ours.variation, ours.value), details
                 assert details.flag_metadata["flagSetId"] == "acme-shop/staging"
     finally:
         api.shutdown()

@@ -627,7 +627,7 @@ def _all_digits(text: Logic, indexes: Sequence[int]) -> Logic:
 def _rfc3339_compare(path: str, symbol: str, bound: float) -> Logic:
     """True when the string at ``path`` is an RFC 3339 date-time the engine accepts
     (``YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)``, T and Z in either case, real calendar
-    dates, hours < 24, offsets < 24 h) and its instant ``symbol`` (< or >) ``bound``.
+    dates, hours < 24, offsets under a day) and its instant ``symbol`` (< or >) ``bound``.
 
     The instant is computed the way the engine's datetime arithmetic computes it (at
     most 6 fraction digits; (seconds × 10^6 + microseconds) / 10^6), so equal
@@ -665,57 +665,78 @@ def _rfc3339_compare(path: str, symbol: str, bound: float) -> Logic:
                 second,
             ]
         }
-        return _and(date_time_valid, _let([text, length, local_seconds], with_seconds))
+        # The zone is "Z"/"z" (1 character) or "±HH:MM" (6); 0 means neither.
+        zone_length = {
+            "if": [
+                {"in": [{"substr": [text, -1]}, ["Z", "z"]]},
+                1,
+                {"in": [{"substr": [text, -6, 1]}, ["+", "-"]]},
+                6,
+                0,
+            ]
+        }
+        return _and(
+            date_time_valid,
+            _let([text, length, local_seconds, zone_length], with_zone),
+        )
 
-    def with_seconds(v: list[Logic]) -> Logic:
-        text, length, local_seconds = v
-        forms = []
-        for fraction_digits in range(_MAX_FRACTION_DIGITS + 1):
-            zone_at = 19 if fraction_digits == 0 else 20 + fraction_digits
-            fraction_valid: Logic = True
-            micros: Logic = None
-            if fraction_digits:
-                fraction_valid = _and(
-                    {"===": [_character(text, 19), "."]}, _all_digits(text, range(20, zone_at))
-                )
-                # The engine keeps at most 6 fraction digits (datetime's microseconds).
-                used = min(fraction_digits, 6)
-                micros = {"*": [_text_number(text, 20, used), 10 ** (6 - used)]}
-
-            def instant(seconds: Logic, micros: Logic = micros) -> Logic:
-                if micros is None:
-                    return seconds
-                return {"/": [{"+": [{"*": [seconds, 1_000_000]}, micros]}, 1_000_000]}
-
-            utc_form = _and(
-                {"===": [length, zone_at + 1]},
-                fraction_valid,
-                {"in": [_character(text, zone_at), ["Z", "z"]]},
-                {symbol: [instant(local_seconds), bound]},
-            )
-            sign = _character(text, zone_at)
-            offset_hours = _text_number(text, zone_at + 1, 2)
-            offset_minutes = _text_number(text, zone_at + 4, 2)
-            offset = {"+": [{"*": [offset_hours, 3600]}, {"*": [offset_minutes, 60]}]}
-            utc_seconds = {
-                "if": [
-                    {"===": [sign, "+"]},
-                    {"-": [local_seconds, offset]},
-                    {"+": [local_seconds, offset]},
-                ]
-            }
-            offset_form = _and(
-                {"===": [length, zone_at + 6]},
-                fraction_valid,
-                {"in": [sign, ["+", "-"]]},
-                _all_digits(text, [zone_at + 1, zone_at + 2, zone_at + 4, zone_at + 5]),
-                {"===": [_character(text, zone_at + 3), ":"]},
+    def with_zone(v: list[Logic]) -> Logic:
+        text, length, local_seconds, zone_length = v
+        # Between the seconds and the zone: nothing, or "." and 1–9 digits.
+        fraction_length = {"-": [{"-": [length, 19]}, zone_length]}  # "-" takes two
+        fraction_valid = _or(
+            {"===": [fraction_length, 0]},
+            _and(
+                {"<=": [2, fraction_length, 1 + _MAX_FRACTION_DIGITS]},
+                {"===": [_character(text, 19), "."]},
+                *(
+                    _or(
+                        {">=": [i, {"+": [19, fraction_length]}]},
+                        {"in": [_character(text, i), _DIGITS]},
+                    )
+                    for i in range(20, 20 + _MAX_FRACTION_DIGITS)
+                ),
+            ),
+        )
+        offset_hours = {"+": [{"substr": [text, -5, 2]}, 0]}
+        offset_minutes = {"+": [{"substr": [text, -2, 2]}, 0]}
+        offset = {"+": [{"*": [offset_hours, 3600]}, {"*": [offset_minutes, 60]}]}
+        zone_valid = _or(
+            {"===": [zone_length, 1]},
+            _and(
+                {"===": [zone_length, 6]},
+                *({"in": [{"substr": [text, i, 1]}, _DIGITS]} for i in (-5, -4, -2, -1)),
+                {"===": [{"substr": [text, -3, 1]}, ":"]},
                 # datetime takes any two-digit minutes if the offset is under a day.
                 {"<": [offset, 86400]},
-                {symbol: [instant(utc_seconds), bound]},
-            )
-            forms.extend([utc_form, offset_form])
-        return _or(*forms)
+            ),
+        )
+        utc_seconds = {
+            "if": [
+                {"===": [zone_length, 1]},
+                local_seconds,
+                {"===": [{"substr": [text, -6, 1]}, "+"]},
+                {"-": [local_seconds, offset]},
+                {"+": [local_seconds, offset]},
+            ]
+        }
+        fraction_digits = {"if": [{">": [fraction_length, 0]}, {"-": [fraction_length, 1]}, 0]}
+        # The engine keeps at most 6 fraction digits (datetime's microseconds): pad the
+        # digits with zeros and keep 6. With no fraction this is 0.
+        micros = {
+            "+": [
+                {
+                    "substr": [
+                        {"cat": [{"substr": [text, 20, fraction_digits]}, "000000"]},
+                        0,
+                        6,
+                    ]
+                },
+                0,
+            ]
+        }
+        instant = {"/": [{"+": [{"*": [utc_seconds, 1_000_000]}, micros]}, 1_000_000]}
+        return _and({">": [zone_length, 0]}, fraction_valid, zone_valid, {symbol: [instant, bound]})
 
     fields = [
         text,
@@ -730,7 +751,7 @@ def _rfc3339_compare(path: str, symbol: str, bound: float) -> Logic:
     ]
     # The length test first: shorter strings never reach the arithmetic.
     return _and(
-        {"<=": [19 + 1, {"var": f"{path}.length"}, 19 + 2 + _MAX_FRACTION_DIGITS + 6]},
+        {"<=": [19 + 1, {"var": f"{path}.length"}, 19 + 1 + _MAX_FRACTION_DIGITS + 6]},
         _let(fields, with_fields),
     )
 
