@@ -427,7 +427,7 @@ def test_markdown_is_a_pull_request_comment_with_production_first() -> None:
     ]
     assert markdown.count("</details>") == 4
     assert (
-        "| ⬆ | `new-checkout` | stage advanced beta (1% + staff, beta-testers) → ten (10% + staff, beta-testers): about +9% of contexts |"
+        "| ⬆ | `new-checkout` New checkout | stage advanced beta (1% + staff, beta-testers) → ten (10% + staff, beta-testers): about +9% of contexts |"
         in lines
     )
 

@@ -22,6 +22,7 @@ environments first, a one-line risk summary on top, collapsible sections) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -1130,6 +1131,9 @@ class DiffReport:
     changes: list[Change]
     protected: list[str]
     environments: list[str]
+    titles: dict[tuple[str, str], str] = dataclasses.field(
+        default_factory=dict
+    )  # (subject, key) -> name
 
     def groups(self) -> list[tuple[str, list[Change]]]:
         """Changes grouped: environments (protected first), then flag-wide, segments and
@@ -1190,8 +1194,14 @@ def make_report(
     before: Project, after: Project, changes: list[Change], *, base: str, head: str
 ) -> DiffReport:
     config = after.config or before.config
+    titles: dict[tuple[str, str], str] = {}
+    for side in (before, after):  # the new name wins
+        titles.update({("flag", k): f.name for k, f in side.flags.items()})
+        titles.update(
+            {("segment", k): str(s.data.get("name", k)) for k, s in side.segments.items()}
+        )
     return DiffReport(
-        base, head, changes, protected_environments(config), environment_order(config)
+        base, head, changes, protected_environments(config), environment_order(config), titles
     )
 
 
@@ -1236,6 +1246,9 @@ def render_markdown(report: DiffReport) -> str:
         for change in items:
             mark = {"raise": "⬆", "lower": "⬇", "change": "✎", "none": "·"}.get(change.risk, "")
             what = f"`{change.key}`" if change.key else f"`{change.path}`"
+            name = report.titles.get((change.subject, change.key))
+            if name and name != change.key:
+                what += f" {_md(name)}"
             lines.append(f"| {mark} | {what} | {_md(change.summary)} |")
         lines += ["", "</details>", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
