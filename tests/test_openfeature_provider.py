@@ -273,3 +273,16 @@ def test_shutdown_closes_the_client(latest: Path) -> None:
     api.shutdown()
     assert not client._thread.is_alive()
     assert api.get_provider_metadata().name != "flagstone"
+
+
+def test_cached_snapshot_reason_is_cached_with_the_engine_reason_in_metadata(
+    latest: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    Client.from_file(latest, environment=ENVIRONMENT, trusted_keys=[KEY.trusted], cache_dir=cache)
+    latest.unlink()  # storage gone: the restarted service has only its cache
+    api.set_provider_and_wait(file_provider(latest, cache_dir=cache))
+    details = api.get_client().get_boolean_details("beta", False, EvaluationContext("user-1"))
+    assert (details.value, details.reason, details.error_code) == (True, Reason.CACHED, None)
+    assert details.flag_metadata["engine_reason"] == "TARGETING_MATCH"
+    assert api.get_client().get_provider_status() == ProviderStatus.READY
