@@ -48,3 +48,30 @@ def test_every_rule_id_is_exercised_by_an_invalid_case() -> None:
     rules = {value for name, value in vars(validate).items() if name.startswith("RULE_")}
     seen = {p.rule for case in INVALID for p in validate_project(read_project(case))}
     assert rules | {"yaml"} == seen
+
+
+@pytest.mark.parametrize("case", INVALID + VALID, ids=[p.name for p in INVALID + VALID])
+def test_fast_and_explaining_schema_paths_agree(case: Path) -> None:
+    """Large repositories take the compiled fast path; its findings are the same."""
+    from flagstone.validate import _documents_with_kinds, schema_problems
+
+    for doc, kind in _documents_with_kinds(read_project(case)):
+        assert schema_problems(doc, kind, fast=True) == schema_problems(doc, kind, fast=False)
+
+
+def test_a_large_repository_takes_the_fast_path_with_the_same_findings(tmp_path: Path) -> None:
+    import shutil
+
+    from flagstone import validate
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "invalid" / "schema-unknown-operator", repo)
+    flag = (repo / "flags" / "checkout" / "flag.yaml").read_text()
+    for number in range(validate.FAST_PATH_MIN_DOCUMENTS):
+        (repo / "flags" / f"copy-{number:03d}").mkdir()
+        (repo / "flags" / f"copy-{number:03d}" / "flag.yaml").write_text(flag)
+    calls_before = sum(validate._fast_validator.cache_info()[:2])
+    problems = validate_project(read_project(repo))
+    assert sum(validate._fast_validator.cache_info()[:2]) > calls_before + 300
+    expected = (repo / "expected.txt").read_text("utf-8").splitlines()
+    assert [p.format_line() for p in problems] == expected

@@ -23,15 +23,21 @@ _leaf = st.one_of(
     st.booleans(),
     st.integers(-5, 200),
     st.floats(-1, 150, allow_nan=False),
-    st.sampled_from(["on", "off", "v1", "staff", "core", "eq", "matches", "24h", "x y", "", "(", "1.0.0"]),
+    st.sampled_from(
+        ["on", "off", "v1", "staff", "core", "eq", "matches", "24h", "x y", "", "(", "1.0.0"]
+    ),
 )
 _value = st.recursive(
     _leaf,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["name", "op", "value", "values", "segment", "all", "split", "percent", "zz"]),
-        children,
-        max_size=3,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["name", "op", "value", "values", "segment", "all", "split", "percent", "zz"]
+            ),
+            children,
+            max_size=3,
+        )
     ),
     max_leaves=8,
 )
@@ -77,7 +83,8 @@ def _mutated_project(draw: Any) -> Project:
     docs += [s.doc for s in BASE.segments.values()]
     victims = set(draw(st.lists(st.sampled_from([d.rel for d in docs]), min_size=1, max_size=3)))
     new: dict[str, Document] = {
-        d.rel: _with(d, _mutate(d.data, draw) if d.rel in victims else copy.deepcopy(d.data)) for d in docs
+        d.rel: _with(d, _mutate(d.data, draw) if d.rel in victims else copy.deepcopy(d.data))
+        for d in docs
     }
     flags = {}
     for key, flag in BASE.flags.items():

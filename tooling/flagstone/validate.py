@@ -4,9 +4,11 @@
 for bad content), in three passes:
 
 1. **Schema.** Each document is checked against its JSON Schema (``schemas/*.json``, the
-   same files editors use). The fast path is a compiled ``fastjsonschema`` validator per
-   schema; only a document that fails it is re-checked with ``jsonschema`` to explain each
-   error at ``file:line:col`` in words, with a "did you mean" hint where one helps.
+   same files editors use). For a large repository the fast path is a compiled
+   ``fastjsonschema`` validator per schema, and only a document that fails it is
+   re-checked with ``jsonschema`` to explain each error at ``file:line:col`` in words,
+   with a "did you mean" hint where one helps. Compiling costs more than it saves on a
+   small repository, which ``jsonschema`` checks directly.
 2. **References and consistency** (documents that passed their schema only, so the
    shapes are known): unknown teams, environments, segments, variations, prerequisite
    flags and stages; prerequisite and segment cycles; duplicate rule, stage and target
@@ -29,11 +31,9 @@ from datetime import date
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import ValidationError
 
 from flagstone.engine import SEMVER_OPS, TIME_OPS, check_clause_values, parse_timestamp
 from flagstone.envelope import compute_keyid
@@ -49,6 +49,10 @@ from flagstone.model import (
     value_type,
 )
 from flagstone.problems import Problem, sort_problems
+
+if TYPE_CHECKING:
+    from jsonschema import Draft7Validator
+    from jsonschema.exceptions import ValidationError
 
 RULE_SCHEMA = "schema"
 RULE_KEY_NAME = "key-name"
@@ -100,6 +104,9 @@ def _fast_validator(kind: str) -> Callable[[Any], Any]:
 
 @cache
 def _explaining_validator(kind: str) -> Draft7Validator:
+    # Imported here: jsonschema is slow to import and most runs never need it.
+    from jsonschema import Draft7Validator
+
     return Draft7Validator(load_schema(kind))
 
 
@@ -312,15 +319,20 @@ def _quote(value: Any) -> str:
     return f"'{value}'" if isinstance(value, str) else json.dumps(value)
 
 
-def schema_problems(doc: Document, kind: str) -> list[Problem]:
+# Below this many documents, compiling the fast validators costs more than it saves.
+FAST_PATH_MIN_DOCUMENTS = 300
+
+
+def schema_problems(doc: Document, kind: str, *, fast: bool = True) -> list[Problem]:
     """Schema findings for one document (empty when it conforms)."""
-    try:
-        _fast_validator(kind)(doc.data)
-        return []
-    except fastjsonschema.JsonSchemaException:
-        pass
+    if fast:
+        try:
+            _fast_validator(kind)(doc.data)
+            return []
+        except fastjsonschema.JsonSchemaException:
+            pass
     problems = _SchemaExplainer(doc).explain(_explaining_validator(kind).iter_errors(doc.data))
-    if not problems:  # the two validators disagree: report rather than pass silently
+    if fast and not problems:  # the two validators disagree: report, never pass silently
         problems = [doc.problem((), "does not match its schema", rule=RULE_SCHEMA)]
     return problems
 
@@ -820,8 +832,10 @@ def validate_project(project: Project) -> list[Problem]:
     """Every finding about ``project`` (load problems included), in file order."""
     problems = list(project.problems)
     valid: set[int] = set()
-    for doc, kind in _documents_with_kinds(project):
-        found = schema_problems(doc, kind)
+    documents = list(_documents_with_kinds(project))
+    fast = len(documents) >= FAST_PATH_MIN_DOCUMENTS
+    for doc, kind in documents:
+        found = schema_problems(doc, kind, fast=fast)
         if found:
             problems.extend(found)
         else:
