@@ -60,6 +60,37 @@ def test_default_branch_and_merge_base(tmp_path: Path) -> None:
     assert gitops.default_branch(clone) == "origin/feature"  # origin/HEAD follows the source's HEAD
 
 
+def test_pull_request_base_ref_and_remote_branches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = small_repo(tmp_path / "r")
+    repo.branch("release")
+    clone = tmp_path / "clone"
+    subprocess.run(
+        ["git", "clone", "-q", str(repo.path), str(clone)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(["git", "remote", "set-head", "origin", "-d"], cwd=clone, check=True, timeout=60)
+    subprocess.run(["git", "checkout", "-q", "--detach"], cwd=clone, check=True, timeout=60)
+    subprocess.run(["git", "branch", "-q", "-D", "release"], cwd=clone, check=True, timeout=60)
+    assert gitops.default_branch(clone) == "origin/main"  # a detached CI checkout
+    monkeypatch.setenv("GITHUB_BASE_REF", "release")
+    assert gitops.default_branch(clone) == "origin/release"
+    monkeypatch.setenv("GITHUB_BASE_REF", "no-such-branch")
+    assert gitops.default_branch(clone) == "origin/main"
+
+
+def test_unrelated_histories_are_an_error_not_an_empty_diff(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path / "r")
+    repo.git("checkout", "-q", "--orphan", "other")
+    repo.commit("Unrelated root", date="2026-11-02T09:00:00Z")
+    with pytest.raises(GitError, match="HEAD and main have no common history here") as raised:
+        gitops.default_base(repo.path)
+    assert "fetch-depth: 0" in (raised.value.hint or "")
+
+
 def test_master_is_the_fallback_default_branch(tmp_path: Path) -> None:
     repo = small_repo(tmp_path / "r", branch="master")
     assert gitops.default_branch(repo.path) == "master"

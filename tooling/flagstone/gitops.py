@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import time
@@ -92,23 +93,39 @@ def resolve_revision(root: Path, revision: str) -> str:
         raise GitError(f"unknown revision {revision!r}") from None
 
 
+def _ref_exists(root: Path, ref: str) -> bool:
+    try:
+        git(root, "rev-parse", "--verify", "--quiet", ref)
+    except GitError:
+        return False
+    return True
+
+
 def default_branch(root: Path) -> str | None:
-    """``origin/HEAD``'s target, else ``main``, else ``master``; None if none exists."""
+    """The branch changes are reviewed against: the pull request's base branch under
+    GitHub Actions (``GITHUB_BASE_REF``), else ``origin/HEAD``'s target, else ``main``,
+    ``master``, ``origin/main``, ``origin/master``; None if none exists."""
+    base_ref = os.environ.get("GITHUB_BASE_REF")
+    if base_ref:
+        for candidate in (f"origin/{base_ref}", base_ref):
+            if _ref_exists(root, f"{candidate}^{{commit}}"):
+                return candidate
     try:
         return git_text(root, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD")
     except GitError:
         pass
     for candidate in ("main", "master"):
-        try:
-            git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{candidate}")
+        if _ref_exists(root, f"refs/heads/{candidate}"):
             return candidate
-        except GitError:
-            continue
+    for candidate in ("main", "master"):
+        if _ref_exists(root, f"refs/remotes/origin/{candidate}"):
+            return f"origin/{candidate}"
     return None
 
 
 def default_base(root: Path) -> str:
-    """The merge-base of HEAD with the default branch (HEAD itself when on it)."""
+    """The merge-base of HEAD with the default branch (HEAD itself when on it, or when
+    there is no default branch)."""
     head = resolve_revision(root, "HEAD")
     branch = default_branch(root)
     if branch is None:
@@ -116,7 +133,10 @@ def default_base(root: Path) -> str:
     try:
         return git_text(root, "merge-base", "HEAD", branch)
     except GitError:
-        return head
+        raise GitError(
+            f"HEAD and {branch} have no common history here",
+            hint="fetch the full history (actions/checkout: fetch-depth: 0) or pass a base revision",
+        ) from None
 
 
 def commit_time(root: Path, revision: str) -> int:
