@@ -75,10 +75,11 @@ class FlagstoneProvider(AbstractProvider):
         # Subscribe first, so that no change between here and the end of the wait is lost;
         # events are only forwarded once initialize has finished (the SDK itself emits
         # PROVIDER_READY or PROVIDER_ERROR for initialize).
-        self._unsubscribe = [
-            self.client.on_status_change(self._status_changed),
-            self.client.on_change(self._flags_changed),
-        ]
+        if not self._unsubscribe:  # initialize may run again after a shutdown
+            self._unsubscribe = [
+                self.client.on_status_change(self._status_changed),
+                self.client.on_change(self._flags_changed),
+            ]
         ready = self.client.wait_until_ready(self._init_timeout)
         with self._events_lock:
             self._initialized = True
@@ -90,6 +91,8 @@ class FlagstoneProvider(AbstractProvider):
                 )
 
     def shutdown(self) -> None:
+        with self._events_lock:
+            self._initialized = False
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
