@@ -126,6 +126,9 @@ _PATTERN_MEANINGS = {
 _UTC_PATTERN_HINT = "an RFC 3339 UTC time like 2026-12-03T09:00:00Z"
 _HANDLE_HINT = "a GitHub handle (@org/team or @user) or an email address"
 
+# What the value of an enum-valued key is called in messages ("unknown operator 'x'").
+_ENUM_NOUNS = {"op": "operator", "kind": "kind", "type": "type", "level": "level"}
+
 _TYPE_WORDS = {
     "object": "a mapping",
     "array": "a list",
@@ -258,13 +261,12 @@ class _SchemaExplainer:
         elif kind == "enum":
             choices = [str(choice) for choice in value]
             hint = did_you_mean(str(instance), choices) if isinstance(instance, str) else None
-            listing = ", ".join(choices)
-            if len(choices) > 6:
-                yield self.problem(
-                    where, f"unknown value {_quote(instance)}", hint=hint or f"one of: {listing}"
-                )
-            else:
-                yield self.problem(where, f"{_quote(instance)} is not one of: {listing}", hint=hint)
+            noun = _ENUM_NOUNS.get(str(where[-1]) if where else "", "value")
+            yield self.problem(
+                where,
+                f"unknown {noun} {_quote(instance)}",
+                hint=hint or f"one of: {', '.join(choices)}",
+            )
         elif kind == "pattern":
             yield self.problem(where, f"{_quote(instance)} is not {_pattern_meaning(value)}")
         elif kind in ("minItems", "minProperties", "minLength"):
