@@ -288,22 +288,22 @@ def _flatten(operator: str, parts: Sequence[Logic]) -> list[Logic]:
     return flat
 
 
-def _and(*parts: Logic) -> Logic:
-    kept = [p for p in _flatten("and", parts) if p is not True]
-    if any(p is False for p in kept):
-        return False
+def _junction(operator: str, parts: Sequence[Logic], *, neutral: bool) -> Logic:
+    """``and`` (neutral element True) or ``or`` (False) of ``parts``, constants folded."""
+    kept = [p for p in _flatten(operator, parts) if p is not neutral]
+    if any(p is (not neutral) for p in kept):
+        return not neutral
     if not kept:
-        return True
-    return kept[0] if len(kept) == 1 else {"and": kept}
+        return neutral
+    return kept[0] if len(kept) == 1 else {operator: kept}
+
+
+def _and(*parts: Logic) -> Logic:
+    return _junction("and", parts, neutral=True)
 
 
 def _or(*parts: Logic) -> Logic:
-    kept = [p for p in _flatten("or", parts) if p is not False]
-    if any(p is True for p in kept):
-        return True
-    if not kept:
-        return False
-    return kept[0] if len(kept) == 1 else {"or": kept}
+    return _junction("or", parts, neutral=False)
 
 
 def _not(part: Logic) -> Logic:
