@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flagstone.guardrails import check_change, stage_entry_time
+from flagstone.guardrails import check_change, duration_text, stage_entry_time
 from gitrepo import BOB, GitRepo, run_cli
 
 POLICY = """
@@ -234,3 +234,12 @@ def test_policy_naming_undeclared_environments_warns(repo: GitRepo) -> None:
             prod_line + 1,
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0m"), (59, "0m"), (2700, "45m"), (3600, "1h"), (11400, "3h10m"), (86400, "1d"),
+     (122400, "1d10h"), (122460, "1d10h"), (90060, "1d1h"), (172800 + 60, "2d")],
+)  # fmt: skip
+def test_duration_text(seconds: int, text: str) -> None:
+    assert duration_text(seconds) == text

@@ -110,13 +110,15 @@ def _progression(release: ReleaseConfig | None) -> Mapping[str, Any] | None:
     return None
 
 
-def _duration_text(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 86400 and seconds % 3600 == 0:
-        return f"{seconds // 86400}d{(seconds % 86400) // 3600}h".removesuffix("0h")
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60}m".removesuffix("0m")
-    return f"{seconds // 60}m"
+def duration_text(seconds: float) -> str:
+    """``1d``, ``1d10h``, ``3h10m``, ``45m``: the two largest units, zeros left out."""
+    minutes = int(seconds) // 60
+    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
+    parts = [(days, "d"), (hours, "h"), (minutes, "m")]
+    while parts and parts[0][0] == 0:
+        parts.pop(0)
+    text = "".join(f"{value}{unit}" for value, unit in parts[:2] if value)
+    return text or "0m"
 
 
 def stage_entry_time(root: Path, base: str, path: str, stage: str) -> int | None:
@@ -268,7 +270,7 @@ class _Checker:
             self.problems.append(_problem(
                 new, where, "min-bake", "warning",
                 f"cannot tell from git history when {new.flag_key} entered stage {leaving.name} in {env}",
-                f"the stage must bake {_duration_text(seconds)} ({source}); check by hand",
+                f"the stage must bake {duration_text(seconds)} ({source}); check by hand",
             ))  # fmt: skip
             return
         baked = self.now - entered
@@ -277,7 +279,7 @@ class _Checker:
             self.problems.append(_problem(
                 new, where, "min-bake", "error",
                 f"{new.flag_key} entered stage {leaving.name} in {env} at {timestamp_text(entered)}, "
-                f"{_duration_text(baked)} ago; it must bake {_duration_text(seconds)} ({source}) before advancing to {target.name}",
+                f"{duration_text(baked)} ago; it must bake {duration_text(seconds)} ({source}) before advancing to {target.name}",
                 f"wait until {ready}, or keep current: {leaving.name}",
             ))  # fmt: skip
 
