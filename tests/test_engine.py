@@ -502,3 +502,14 @@ def test_changing_the_payload_afterwards_changes_nothing() -> None:
     payload["flags"]["f"]["default"] = {"variation": "off"}
     assert snapshot.evaluate("f", {}).value == {"a": [1]}
     assert snapshot.flags["f"]["default"] == {"variation": "on"}
+
+
+def test_a_key_with_a_lone_surrogate_is_not_bucketable() -> None:
+    split = {
+        "bucket_by": "key",
+        "seed": "s",
+        "weights": [{"variation": "off", "weight": 1000}, {"variation": "on", "weight": 99000}],
+    }
+    snapshot = Snapshot.from_payload(snapshot_payload({"f": flag_spec(default={"split": split})}))
+    details = snapshot.evaluate("f", {"key": "user-\ud800"})
+    assert (details.variation, details.reason, details.bucket) == ("off", "SPLIT", None)
