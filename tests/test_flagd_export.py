@@ -519,3 +519,24 @@ def test_the_exported_file_with_the_openfeature_flagd_provider(tmp_path: Path) -
                 assert details.flag_metadata["flagSetId"] == "acme-shop/staging"
     finally:
         api.shutdown()
+
+
+def test_two_processes_write_the_same_bytes(tmp_path: Path) -> None:
+    """Same commit, same bytes — also across interpreter runs with different hash seeds."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for seed in ("1", "2"):
+        target = tmp_path / f"export-{seed}.json"
+        subprocess.run(
+            [sys.executable, "-m", "flagstone", "export", "--env", "staging", "-o", str(target)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        outputs.append(target.read_bytes())
+    assert outputs[0] == outputs[1]
