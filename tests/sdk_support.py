@@ -10,6 +10,7 @@ bodies without a Content-Length.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import sys
 import threading
@@ -147,6 +148,7 @@ class _ServerState:
     stalled: int = 0  # requests accepted and left unanswered
     status_override: int | None = None
     omit_length: bool = False
+    gzip: bool = False  # compress bodies for clients that accept gzip
     send_etag: bool = True
     requests: list[tuple[str, str | None, int]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
@@ -194,6 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(200, if_none_match)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        if state.gzip and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+            data = gzip.compress(data, mtime=0)
+            self.send_header("Content-Encoding", "gzip")
         if state.send_etag:
             self.send_header("ETag", etag)
         if state.omit_length:

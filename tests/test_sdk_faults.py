@@ -252,3 +252,18 @@ def test_subscribing_does_not_wait_for_a_fetch_in_progress(
     stuck = subscriber.is_alive()
     server.state.release.set()  # let the stalled request end so the poller can stop
     assert not stuck
+
+
+def test_gzip_bodies_are_inflated_and_capped_after_inflating(
+    server: SnapshotHttpServer, clients: Clients
+) -> None:
+    server.state.gzip = True
+    envelope = version_envelope(1, KEY)
+    server.put(PATH, envelope)
+    client = clients.make(server.url(PATH), poll_interval=None, max_bytes=len(envelope) + 100)
+    assert client.string_value("version") == "v1"
+    # A body that is small on the wire but inflates far past the cap is refused.
+    server.put(PATH, version_envelope(2, KEY) + b" " * 5_000_000)
+    assert client.refresh() is False
+    assert "byte cap" in (client.last_error or "")
+    assert client.string_value("version") == "v1"

@@ -28,6 +28,7 @@ import os
 import re
 import ssl
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -159,7 +160,8 @@ class HttpSource:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        # Snapshots compress ~10×; the cap applies to the decompressed bytes.
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         if if_none_match is not None:
             headers["If-None-Match"] = if_none_match
         try:
@@ -174,21 +176,57 @@ class HttpSource:
                 raise NotFoundError(f"{url} does not exist (HTTP 404)")
             if response.status != 200:
                 raise StoreError(f"cannot read {url}: HTTP {response.status} {response.reason}")
+            encoding = (response.getheader("Content-Encoding") or "identity").lower()
+            if encoding not in ("identity", "gzip"):
+                raise StoreError(f"cannot read {url}: unsupported Content-Encoding {encoding!r}")
             length = response.getheader("Content-Length")
             if length is not None and length.isdigit() and int(length) > self.max_bytes:
                 raise _too_large(url, int(length), self.max_bytes)
-            body = bytearray()
+            body = _CappedBody(url, self.max_bytes, gzipped=encoding == "gzip")
             while True:
                 _set_timeout(connection, deadline)
                 chunk = response.read(_CHUNK)
                 if not chunk:
                     break
-                body += chunk
-                if len(body) > self.max_bytes:
-                    raise _too_large(url, None, self.max_bytes)
-            return Fetched(bytes(body), response.getheader("ETag"))
+                body.add(chunk)
+            return Fetched(body.finish(), response.getheader("ETag"))
         finally:
             connection.close()
+
+
+class _CappedBody:
+    """A response body, gunzipped if need be, refused as soon as it passes the cap (so a
+    small compressed body that inflates hugely is stopped after ``max_bytes``)."""
+
+    def __init__(self, url: str, max_bytes: int, *, gzipped: bool) -> None:
+        self.url = url
+        self.max_bytes = max_bytes
+        self.data = bytearray()
+        self.received = 0
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+
+    def add(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.max_bytes:
+            raise _too_large(self.url, None, self.max_bytes)
+        if self.inflater is None:
+            self.data += chunk
+            return
+        pending = chunk
+        while pending:
+            try:
+                # max_length bounds what one call may produce; it is always ≥ 1 here.
+                self.data += self.inflater.decompress(pending, self.max_bytes + 1 - len(self.data))
+            except zlib.error as error:
+                raise StoreError(f"cannot read {self.url}: bad gzip body ({error})") from None
+            if len(self.data) > self.max_bytes:
+                raise _too_large(self.url, None, self.max_bytes)
+            pending = self.inflater.unconsumed_tail
+
+    def finish(self) -> bytes:
+        if self.inflater is not None and not self.inflater.eof:
+            raise StoreError(f"cannot read {self.url}: the gzip body is truncated")
+        return bytes(self.data)
 
 
 def _remaining(deadline: float) -> float:
