@@ -125,17 +125,18 @@ def test_integer_attributes_match_flagd_decimal_text() -> None:
     assert differences == []
 
 
-def test_bucket_reported_is_the_flagd_bucket() -> None:
-    # A 100000-way split cannot be built cheaply in flagd, so the reported bucket is
-    # checked against its definition and against the variation flagd picks at its edge.
+def test_reported_bucket_is_flagds_hash_of_the_cbor_text() -> None:
+    # flagd-core computes (mmh3(cbor2.dumps(text, canonical=True)) * total) >> 32; the
+    # same formula with those libraries must give the bucket Details report.
+    import cbor2
+    import mmh3
+
     snapshot = _flagstone("s", "key", [("below", 42000), ("rest", 58000)])
-    for key in ("user-1", "user-2", "zoë", "x" * 300):
+    for key in ("user-1", "user-2", "zoë", "x" * 300, "東京" * 50):
         details = snapshot.evaluate("f", {"key": key})
-        assert details.bucket == bucket_text("s" + key)
-        assert (details.variation == "below") == (
-            details.bucket is not None and details.bucket < 42000
-        )
-        assert details.bucket is not None and 0 <= details.bucket < BUCKETS
+        expected = (mmh3.hash(cbor2.dumps("s" + key, canonical=True), signed=False) * BUCKETS) >> 32
+        assert details.bucket == expected == bucket_text("s" + key)
+        assert details.variation == ("below" if expected < 42000 else "rest")
 
 
 @pytest.mark.parametrize(
