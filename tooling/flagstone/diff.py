@@ -323,6 +323,14 @@ class _Differ:
     ) -> None:
         self.changes.append(Change(kind, subject, key, env, summary, path, **extra))
 
+    def flag_change(
+        self, kind: str, key: str, env: str | None, summary: str, path: str, **extra: Any
+    ) -> None:
+        self.add(kind, "flag", key, env, summary, path, **extra)
+
+    def segment_change(self, kind: str, key: str, summary: str, path: str, **extra: Any) -> None:
+        self.add(kind, "segment", key, None, summary, path, **extra)
+
     def broken(self, path: str) -> bool:
         """Whether ``path`` does not parse on the new side (so nothing is said about it)."""
         return path in self.broken_after
@@ -410,9 +418,8 @@ class _Differ:
                 continue
             if old is None and new is not None and key in renamed_to:
                 source = old_flags[renamed_to[key]]
-                self.add(
+                self.flag_change(
                     FLAG_RENAMED,
-                    "flag",
                     key,
                     None,
                     f"renamed from {source.key}",
@@ -422,8 +429,7 @@ class _Differ:
                 )
                 self.flag(source, new, key)
             elif old is None and new is not None:
-                self.add(
-                    FLAG_ADDED, "flag", key, None,
+                self.flag_change(FLAG_ADDED, key, None,
                     f"flag added: {new.name!r} ({new.kind}, owner {new.owner}, variations {', '.join(new.variations)})",
                     new.doc.rel, risk="none",
                 )  # fmt: skip
@@ -432,9 +438,8 @@ class _Differ:
             elif new is None and old is not None:
                 if old.key in self.renames and self.renames[old.key] in new_flags:
                     continue
-                self.add(
+                self.flag_change(
                     FLAG_REMOVED,
-                    "flag",
                     key,
                     None,
                     f"flag removed: {old.name!r}",
@@ -447,18 +452,17 @@ class _Differ:
     def release_added(self, flag: Flag, key: str, env: str, release: ReleaseConfig) -> None:
         summary = f"release added: {_release_text(release)}"
         risk = _release_risk(release, flag)
-        self.add(RELEASE_ADDED, "flag", key, env, summary, release.doc.rel, risk=risk)
+        self.flag_change(RELEASE_ADDED, key, env, summary, release.doc.rel, risk=risk)
 
     def flag(self, old: Flag, new: Flag, key: str) -> None:
         path = new.doc.rel
         od, nd = old.data, new.data
         if old.archived != new.archived:
             kind = FLAG_ARCHIVED if new.archived else FLAG_UNARCHIVED
-            self.add(kind, "flag", key, None, "archived" if new.archived else "unarchived", path)
+            self.flag_change(kind, key, None, "archived" if new.archived else "unarchived", path)
         if od.get("owner") != nd.get("owner"):
-            self.add(
+            self.flag_change(
                 OWNER_CHANGED,
-                "flag",
                 key,
                 None,
                 f"owner {od.get('owner')} → {nd.get('owner')}",
@@ -476,9 +480,8 @@ class _Differ:
                     f"delegation to {was} removed (back to owner {new.owner})" if now is None else
                     f"delegation {was} → {now}"
                 )  # fmt: skip
-                self.add(
+                self.flag_change(
                     DELEGATION_CHANGED,
-                    "flag",
                     key,
                     env,
                     summary,
@@ -489,9 +492,8 @@ class _Differ:
                 )
         for field in ("name", "description", "kind", "type", "temporary", "expires", "tags"):
             if od.get(field) != nd.get(field):
-                self.add(
+                self.flag_change(
                     FLAG_CHANGED,
-                    "flag",
                     key,
                     None,
                     f"{field}: {_short(od.get(field))} → {_short(nd.get(field))}",
@@ -503,9 +505,8 @@ class _Differ:
         old_vars, new_vars = old.variations, new.variations
         for variation in new_vars:
             if variation not in old_vars:
-                self.add(
+                self.flag_change(
                     VARIATION_ADDED,
-                    "flag",
                     key,
                     None,
                     f"variation {variation} added ({_short(new_vars[variation])})",
@@ -515,9 +516,8 @@ class _Differ:
                 )
         for variation in old_vars:
             if variation not in new_vars:
-                self.add(
+                self.flag_change(
                     VARIATION_REMOVED,
-                    "flag",
                     key,
                     None,
                     f"variation {variation} removed (was {_short(old_vars[variation])})",
@@ -531,15 +531,13 @@ class _Differ:
                     if variation in serving_variations(new, env)
                 ]
                 where = f" (served in {', '.join(serving)})" if serving else ""
-                self.add(
-                    VARIATION_CHANGED, "flag", key, None,
+                self.flag_change(VARIATION_CHANGED, key, None,
                     f"variation {variation} value {_short(old_vars[variation])} → {_short(new_vars[variation])}{where}",
                     path, before=old_vars[variation], after=new_vars[variation],
                 )  # fmt: skip
         if old.off_variation != new.off_variation:
-            self.add(
+            self.flag_change(
                 OFF_VARIATION_CHANGED,
-                "flag",
                 key,
                 None,
                 f"off variation {old.off_variation} → {new.off_variation}",
@@ -548,8 +546,7 @@ class _Differ:
                 after=new.off_variation,
             )
         if old.prerequisites != new.prerequisites:
-            self.add(
-                PREREQUISITES_CHANGED, "flag", key, None,
+            self.flag_change(PREREQUISITES_CHANGED, key, None,
                 f"prerequisites {_prerequisites_text(old.prerequisites)} → {_prerequisites_text(new.prerequisites)}",
                 path, before=old.prerequisites, after=new.prerequisites,
             )  # fmt: skip
@@ -560,9 +557,8 @@ class _Differ:
             if old_release is None and new_release is not None:
                 self.release_added(new, key, env, new_release)
             elif new_release is None and old_release is not None:
-                self.add(
+                self.flag_change(
                     RELEASE_REMOVED,
-                    "flag",
                     key,
                     env,
                     f"release removed: now serves {new.off_variation} to everyone",
@@ -578,9 +574,8 @@ class _Differ:
         path = new.doc.rel
         if old.enabled != new.enabled:
             if new.enabled:
-                self.add(
+                self.flag_change(
                     ENABLED,
-                    "flag",
                     key,
                     env,
                     f"enabled: now serves {serve_text(new.default)} by default",
@@ -590,9 +585,8 @@ class _Differ:
                     after=True,
                 )
             else:
-                self.add(
+                self.flag_change(
                     DISABLED,
-                    "flag",
                     key,
                     env,
                     f"disabled: everyone gets {flag.off_variation}",
@@ -615,9 +609,8 @@ class _Differ:
             removed = [k for k in was if k not in now]
             if added:
                 risk = "lower" if variation == off_variation else "raise"
-                self.add(
+                self.flag_change(
                     TARGETS_ADDED,
-                    "flag",
                     key,
                     env,
                     f"targets +{len(added)} to {variation}: {_keys_text(added)}",
@@ -626,9 +619,8 @@ class _Differ:
                     after=added,
                 )
             if removed:
-                self.add(
+                self.flag_change(
                     TARGETS_REMOVED,
-                    "flag",
                     key,
                     env,
                     f"targets −{len(removed)} from {variation}: {_keys_text(removed)}",
@@ -641,9 +633,8 @@ class _Differ:
         path = new.doc.rel
         for name, rule in new_rules.items():
             if name not in old_rules:
-                self.add(
+                self.flag_change(
                     RULE_ADDED,
-                    "flag",
                     key,
                     env,
                     f"rule {name!r} added: if {_short(rule.get('if'))} serve {serve_text(rule.get('serve'))}",
@@ -652,9 +643,8 @@ class _Differ:
                 )
         for name, rule in old_rules.items():
             if name not in new_rules:
-                self.add(
+                self.flag_change(
                     RULE_REMOVED,
-                    "flag",
                     key,
                     env,
                     f"rule {name!r} removed (was serve {serve_text(rule.get('serve'))})",
@@ -664,9 +654,8 @@ class _Differ:
         common_old = [n for n in old_rules if n in new_rules]
         common_new = [n for n in new_rules if n in old_rules]
         if common_old != common_new:
-            self.add(
+            self.flag_change(
                 RULES_REORDERED,
-                "flag",
                 key,
                 env,
                 f"rules reordered: {', '.join(common_old)} → {', '.join(common_new)}",
@@ -691,9 +680,8 @@ class _Differ:
                 if k not in ("if", "serve", "name") and was.get(k) != now.get(k)
             )
             parts += [f"{k} changed" for k in other]
-            self.add(
+            self.flag_change(
                 RULE_CHANGED,
-                "flag",
                 key,
                 env,
                 f"rule {name!r}: " + "; ".join(parts),
@@ -723,9 +711,8 @@ class _Differ:
         text = f"default {serve_text(was)} → {serve_text(now)}"
         if step > 0:
             text += f": about +{percent_text(step)}% of contexts get a new variation"
-        self.add(
+        self.flag_change(
             DEFAULT_CHANGED,
-            "flag",
             key,
             env,
             text,
@@ -738,9 +725,8 @@ class _Differ:
 
     def progression(self, was: Any, now: Any, key: str, env: str, path: str) -> None:
         if not isinstance(was, Mapping) or not isinstance(now, Mapping):
-            self.add(
+            self.flag_change(
                 DEFAULT_CHANGED,
-                "flag",
                 key,
                 env,
                 "progression changed",
@@ -751,9 +737,8 @@ class _Differ:
             return
         for field in ("variation", "baseline", "bucket_by", "seed"):
             if was.get(field) != now.get(field):
-                self.add(
+                self.flag_change(
                     DEFAULT_CHANGED,
-                    "flag",
                     key,
                     env,
                     f"progression {field} {_short(was.get(field))} → {_short(now.get(field))}",
@@ -772,8 +757,8 @@ class _Differ:
                     f"stage {name} schedule removed (was {before})" if after is None else
                     f"stage {name} rescheduled {before} → {after}"
                 )  # fmt: skip
-                self.add(
-                    SCHEDULE_CHANGED, "flag", key, env, summary, path, before=before, after=after
+                self.flag_change(
+                    SCHEDULE_CHANGED, key, env, summary, path, before=before, after=after
                 )
         old_reach, new_reach = current_reach(was), current_reach(now)
         if was.get("current") != now.get("current"):
@@ -800,9 +785,8 @@ class _Differ:
                 if delta < 0 or removed_segments
                 else "none"
             )
-            self.add(
+            self.flag_change(
                 kind,
-                "flag",
                 key,
                 env,
                 text,
@@ -843,8 +827,7 @@ class _Differ:
         if delta:
             summary += f" (current stage {new_reach.label()}: about {_signed(delta)}% of contexts)"
         risk = "raise" if delta > 0 else "lower" if delta < 0 else "change"
-        self.add(
-            STAGES_CHANGED, "flag", key, env, summary, path, risk=risk,
+        self.flag_change(STAGES_CHANGED, key, env, summary, path, risk=risk,
             exposure_delta=float(delta) if delta else None, before=was.get("stages"), after=now.get("stages"),
         )  # fmt: skip
 
@@ -859,17 +842,15 @@ class _Differ:
             if old is new:
                 continue
             if old is None and new is not None:
-                self.add(
+                self.segment_change(
                     SEGMENT_ADDED,
-                    "segment",
                     key,
-                    None,
                     f"segment added: {_segment_text(new)}",
                     new.doc.rel,
                     risk="none",
                 )
             elif new is None and old is not None:
-                self.add(SEGMENT_REMOVED, "segment", key, None, "segment removed", old.doc.rel)
+                self.segment_change(SEGMENT_REMOVED, key, "segment removed", old.doc.rel)
             elif old is not None and new is not None:
                 self.segment(old, new)
 
@@ -910,11 +891,9 @@ class _Differ:
                     if (field == "include" and added) or (field == "exclude" and removed)
                     else "lower"
                 )
-                self.add(
+                self.segment_change(
                     SEGMENT_MEMBERSHIP,
-                    "segment",
                     key,
-                    None,
                     f"{label} +{len(added)}/−{len(removed)} ({detail})",
                     path,
                     risk=risk,
@@ -924,20 +903,16 @@ class _Differ:
         if old.rules != new.rules:
             added_rules = [r for r in new.rules if r not in old.rules]
             removed_rules = [r for r in old.rules if r not in new.rules]
-            self.add(
-                SEGMENT_RULES_CHANGED, "segment", key, None,
-                f"rules +{len(added_rules)}/−{len(removed_rules)}"
+            self.segment_change(SEGMENT_RULES_CHANGED, key, f"rules +{len(added_rules)}/−{len(removed_rules)}"
                 + "".join(f"; added {_short(r)}" for r in added_rules)
                 + "".join(f"; removed {_short(r)}" for r in removed_rules),
                 path, before=old.rules, after=new.rules,
             )  # fmt: skip
         for field in ("name", "description", "owner"):
             if old.data.get(field) != new.data.get(field):
-                self.add(
+                self.segment_change(
                     SEGMENT_CHANGED,
-                    "segment",
                     key,
-                    None,
                     f"{field}: {_short(old.data.get(field))} → {_short(new.data.get(field))}",
                     path,
                     risk="none",
