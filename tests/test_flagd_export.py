@@ -540,3 +540,25 @@ def test_two_processes_write_the_same_bytes(tmp_path: Path) -> None:
         )
         outputs.append(target.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_a_refusal_inside_a_segment_points_at_the_segment_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = tmp_path / "repo"
+    for part in ("flags", "segments"):
+        shutil.copytree(ROOT / part, repository / part)
+    shutil.copy(ROOT / "flagstone.yaml", repository / "flagstone.yaml")
+    staff = repository / "segments" / "staff.yaml"
+    staff.write_text(
+        staff.read_text() + '  - {attribute: email, op: matches, value: "^[a-z]+@acme\\\\.dev$"}\n'
+    )
+    assert cli("export", "--env", "staging", "--repo", str(repository)) == 1
+    error = capsys.readouterr().err.splitlines()[0]
+    line = (
+        staff.read_text()
+        .splitlines()
+        .index('  - {attribute: email, op: matches, value: "^[a-z]+@acme\\\\.dev$"}')
+    )
+    assert error.startswith(f"error: segments/staff.yaml:{line + 1}:5: cannot export flag ")
+    assert "segment 'staff': 'matches'" in error

@@ -47,7 +47,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from flagstone.engine import parse_semver, parse_timestamp
 from flagstone.errors import ConflictError, ExportError
@@ -66,9 +66,15 @@ SEMVER_SCAN = 64
 Logic = Any  # a JSONLogic expression: JSON value
 
 
-# Where in the repository a refused construct was written: ("release", path in the
-# flag's release file), ("flag", path in flag.yaml) or ("segment", key, path in it).
-Place = tuple[Any, ...]
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a refused construct is written: ``path`` inside the flag's release file for
+    the environment (``release``), its ``flag.yaml`` (``flag``), or the file of
+    ``segment`` (``segment``)."""
+
+    file: Literal["release", "flag", "segment"]
+    path: tuple[str | int, ...] = ()
+    segment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,7 @@ class Refusal:
 
     flag: str
     reason: str
-    place: Place = ()
+    place: Place | None = None
 
     def message(self) -> str:
         return f"flag {self.flag!r}: {self.reason}"
@@ -108,11 +114,11 @@ class _Unsupported(Exception):
     """A construct with no exact flagd form; carries the construct's description and,
     once known, where it is written (the innermost place wins)."""
 
-    def __init__(self, message: str, place: Place = ()) -> None:
+    def __init__(self, message: str, place: Place | None = None) -> None:
         super().__init__(message)
         self.place = place
 
-    def within(self, prefix: str, place: Place) -> _Unsupported:
+    def within(self, prefix: str, place: Place | None) -> _Unsupported:
         """The same problem described from an enclosing construct."""
         return _Unsupported(f"{prefix}: {self}", self.place or place)
 
@@ -159,18 +165,19 @@ def export_flagd(
 def located_refusal(project: Project, env: str, refusal: Refusal) -> str:
     """The refusal as ``file:line:col: cannot export …`` when its place is known."""
     text = f"cannot export {refusal.message()}"
-    flag = project.flags.get(refusal.flag)
-    kind, place = (refusal.place[0], refusal.place[1:]) if refusal.place else ("", ())
+    place, flag = refusal.place, project.flags.get(refusal.flag)
     document = None
-    if kind == "release" and flag is not None and env in flag.releases:
+    if place is None:
+        return text
+    if place.file == "release" and flag is not None and env in flag.releases:
         document = flag.releases[env].doc
-    elif kind == "flag" and flag is not None:
+    elif place.file == "flag" and flag is not None:
         document = flag.doc
-    elif kind == "segment" and place and place[0] in project.segments:
-        document, place = project.segments[place[0]].doc, place[1:]
+    elif place.file == "segment" and place.segment in project.segments:
+        document = project.segments[place.segment].doc
     if document is None:
         return text
-    line, col = document.position(tuple(place[0]) if place else ())
+    line, col = document.position(place.path)
     return f"{document.rel}:{line}:{col}: {text}"
 
 
@@ -820,7 +827,7 @@ class _Translator:
         try:
             _check_variants(variants)
         except _Unsupported as problem:
-            raise _Unsupported(str(problem), ("flag", ("variations",))) from None
+            raise _Unsupported(str(problem), Place("flag", ("variations",))) from None
         off = spec["off_variation"]
         definition: dict[str, Any] = {"state": "ENABLED", "variants": variants}
         if not spec.get("enabled"):
@@ -871,7 +878,7 @@ class _Translator:
                 served = self.served_variation(prerequisite["flag"], stack)
             except _Unsupported as problem:
                 # Point at the prerequisite entry of the flag being exported.
-                raise _Unsupported(str(problem), ("flag", ("prerequisites", i))) from None
+                raise _Unsupported(str(problem), Place("flag", ("prerequisites", i))) from None
             failed.append({"!==": [served, prerequisite["variation"]]})
         if failed:
             branches.append((_or(*failed), spec["off_variation"]))
@@ -886,7 +893,7 @@ class _Translator:
                 condition = self.condition(rule["condition"])
             except _Unsupported as problem:
                 raise problem.within(
-                    f"rule {rule.get('name')!r}", ("release", ("rules", i, "if"))
+                    f"rule {rule.get('name')!r}", Place("release", ("rules", i, "if"))
                 ) from None
             branches.append((condition, self._serve(key, rule["serve"])))
         return branches
@@ -955,7 +962,7 @@ class _Translator:
             if instant is None or instant != int(instant):
                 raise _Unsupported(
                     f"stage {names[index]!r} has 'at' {at!r}, not whole seconds",
-                    ("release", ("default", "progression", "stages", index, "at")),
+                    Place("release", ("default", "progression", "stages", index, "at")),
                 )
             scheduled.append(
                 ({">=": [{"var": "$flagd.timestamp"}, int(instant)]}, stage_decision(index))
@@ -1031,7 +1038,7 @@ class _Translator:
                 raise _Unsupported(
                     f"segment {key!r} has text flagd's $evaluators substitution cannot carry "
                     "(non-ASCII or escaped characters); export with --segments inline",
-                    ("segment", key, ()),
+                    Place("segment", (), key),
                 )
             return {"$ref": key}
         return self._segment_logic(key)
@@ -1053,7 +1060,7 @@ class _Translator:
                     rules.append(self.condition(condition))
                 except _Unsupported as problem:
                     raise problem.within(
-                        f"segment {key!r}", ("segment", key, ("rules", j))
+                        f"segment {key!r}", Place("segment", ("rules", j), key)
                     ) from None
         finally:
             self._segments_in_progress.pop()
