@@ -302,10 +302,12 @@ def flagd_definition() -> dict[str, Any]:
 # --- harness -------------------------------------------------------------------------
 
 
-def check_equivalence(contexts: list[dict[str, Any]]) -> int:
-    """Flagstone and flagd must agree on every context for (b): same rules, and
-    bit-compatible bucketing. (LaunchDarkly buckets with another hash, so only its rule
-    outcomes would agree.) Returns how many contexts were compared."""
+def check_equivalence(contexts: list[dict[str, Any]], launchdarkly: LaunchDarkly) -> int:
+    """The definitions must be equivalent before their speed is compared. Flagstone and
+    flagd agree on every context for (b) (same rules, bit-compatible bucketing);
+    LaunchDarkly buckets with another hash, so it must agree wherever a rule decides and
+    on (a). Returns how many contexts were compared."""
+    from ldclient import Context
     from openfeature.contrib.tools.flagd.core import FlagdCore
     from openfeature.evaluation_context import EvaluationContext
 
@@ -314,15 +316,23 @@ def check_equivalence(contexts: list[dict[str, Any]]) -> int:
     core.set_flags({"flags": {"rules-flag": flagd_definition()}})
     sample = contexts[:5000]
     for context in sample:
-        flagd_context = EvaluationContext(
-            context["key"], {k: v for k, v in context.items() if k != "key"}
+        attributes = {k: v for k, v in context.items() if k != "key"}
+        ours = snapshot.evaluate("rules-flag", context)
+        flagd = core.resolve_boolean_value(
+            "rules-flag", False, EvaluationContext(context["key"], attributes)
         )
-        expected = core.resolve_boolean_value("rules-flag", False, flagd_context).value
-        got = snapshot.evaluate("rules-flag", context).value
-        if got != expected:
+        builder = Context.builder(context["key"])
+        for name, value in attributes.items():
+            builder.set(name, value)
+        ld_context = builder.build()
+        ld = launchdarkly.client.variation("rules-flag", ld_context, None)
+        ld_simple = launchdarkly.client.variation("simple-flag", ld_context, None)
+        if ours.value != flagd.value or (ours.reason == "TARGETING_MATCH" and ld != ours.value):
             raise SystemExit(
-                f"definitions disagree for {context}: flagstone {got}, flagd {expected}"
+                f"definitions disagree for {context}: {ours}, flagd {flagd.value}, LD {ld}"
             )
+        if ld_simple != snapshot.evaluate("simple-flag", context).value:
+            raise SystemExit(f"(a) disagrees with LaunchDarkly for {context}")
     return len(sample)
 
 
@@ -351,7 +361,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     contexts = make_contexts(args.contexts)
-    compared = check_equivalence(contexts)
     cases = [
         ("(a) boolean, no rules", "simple-flag"),
         ("(b) 3 rules + 25% rollout", "rules-flag"),
@@ -360,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         launchdarkly = LaunchDarkly(Path(workdir))
         try:
+            compared = check_equivalence(contexts, launchdarkly)
             rows = []
             for label, flag_key in cases:
                 runners = {
@@ -375,7 +385,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         finally:
             launchdarkly.close()
 
-    print(f"flagstone and flagd-core agree on (b) for all {compared:,} contexts compared")
+    print(
+        f"definitions checked on {compared:,} contexts: flagd-core agrees on every (b) result, "
+        "LaunchDarkly on every rule decision and on (a)"
+    )
     print(
         f"{len(contexts):,} distinct contexts, median of {args.repeats} interleaved runs, "
         "CPU µs per evaluation"
