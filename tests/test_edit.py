@@ -241,3 +241,17 @@ def test_scalar_text_reads_back_as_the_same_value(value: object) -> None:
     assert document.data == {"key": value}
     read_back = document.data["key"]
     assert type(read_back) is type(value) or (isinstance(value, float) and value.is_integer())
+
+
+def test_an_unreadable_file_is_named_with_its_position(project_root: Path) -> None:
+    release = project_root / "flags/new-checkout/production.yaml"
+    release.write_text("enabled: true\nenabled: false\n")
+    code, _, err = run_cli(["kill", "new-checkout", "--env", "production"], project_root)
+    assert code == 1
+    assert err.splitlines() == [
+        "error: cannot edit: flags/new-checkout/production.yaml:2:1: duplicate key 'enabled' (first defined at line 1)",
+        "hint: fix flags/new-checkout/production.yaml first",
+    ]
+    (project_root / "flags/new-checkout/flag.yaml").write_text("name: [\n")
+    code, _, err = run_cli(["archive", "new-checkout"], project_root)
+    assert code == 1 and err.startswith("error: cannot edit: flags/new-checkout/flag.yaml:")

@@ -272,9 +272,17 @@ def apply_texts(
     return EditResult(sorted(texts), changes, note)
 
 
+def _unreadable(project: Project, rel: str) -> None:
+    """Refuse to edit around a file that exists but does not parse: say where it breaks."""
+    for problem in project.problems:
+        if problem.path == rel:
+            raise EditError(f"cannot edit: {problem.format_line()}", hint=f"fix {rel} first")
+
+
 def _flag(project: Project, key: str) -> Flag:
     flag = project.flags.get(key)
     if flag is None:
+        _unreadable(project, f"{FLAGS_DIR}/{key}/{FLAG_FILE}")
         raise UsageError(f"no flag {key!r} (flags live in flags/<key>/flag.yaml)")
     return flag
 
@@ -286,10 +294,9 @@ def _release_file(project: Project, flag: Flag, env: str) -> TextFile:
         )
     release = flag.releases.get(env)
     if release is None:
-        raise EditError(
-            f"{FLAGS_DIR}/{flag.key}/{env}.yaml does not exist",
-            hint="create the release file first",
-        )
+        rel = f"{FLAGS_DIR}/{flag.key}/{env}.yaml"
+        _unreadable(project, rel)
+        raise EditError(f"{rel} does not exist", hint="create the release file first")
     return TextFile(release.doc.rel, release.doc.path.read_bytes().decode("utf-8"))
 
 
