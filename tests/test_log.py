@@ -172,5 +172,11 @@ def test_bad_input_is_one_line_with_exit_code(history: tuple[Path, dict[str, str
     assert err.splitlines()[0] == "error: flag 'no-such-flag' never existed on this branch"
     code, _, err = run_cli(["log", "--since", "last tuesday"], root)
     assert code == 2 and "is not a date" in err
+    code, out, err = run_cli(["log", "--env", "prod"], root)
+    assert (code, out) == (2, "")
+    assert (
+        err.splitlines()[0]
+        == "error: unknown environment 'prod' (environments: production, staging)"
+    )
     code, _, err = run_cli(["log", "--ref", "nope"], root)
     assert code == 1 and err.startswith("error: unknown revision 'nope'")

@@ -550,10 +550,16 @@ def select_entries(
     environment: str | None = None,
     since: float | None = None,
     until: float | None = None,
+    known_environments: Iterable[str] = (),
 ) -> list[LogEntry]:
     """The entries of one flag's lineage (across renames), of one environment (plus the
     flag-wide, segment and project changes that reach every environment), in a time
-    window (inclusive)."""
+    window (inclusive). An environment that is neither in ``known_environments`` nor
+    in any entry is a usage error, so a typo never exports an empty audit."""
+    known = set(known_environments) | {e.environment for e in entries if e.environment}
+    if environment is not None and environment not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise UsageError(f"unknown environment {environment!r} (environments: {listed})")
     selected = list(entries)
     if flag is not None:
         lineage = flag_lineage(entries, flag)

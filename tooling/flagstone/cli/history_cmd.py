@@ -82,6 +82,7 @@ def log(
         environment=env,
         since=gitops.parse_bound(since, "--since", end_of_day=False),
         until=gitops.parse_bound(until, "--until", end_of_day=True),
+        known_environments=read_project(root).environments,
     )
     click.echo(gitops.LOG_RENDERERS[fmt](entries), nl=False)
 
