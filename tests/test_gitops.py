@@ -10,6 +10,7 @@ import pytest
 
 from flagstone import gitops
 from flagstone.errors import GitError
+from flagstone.problems import Problem
 from gitrepo import BOB, GitRepo, run_cli
 
 FLAG = "name: Dark mode\nowner: eng\nvariations: {on: true, off: false}\noff_variation: off\n"
@@ -207,3 +208,30 @@ def test_audit_log_sees_a_rename_with_an_edit_and_a_broken_then_fixed_file(tmp_p
     assert later[3][3].startswith("file invalid at its parent (fixed since): ")
     selected = gitops.select_entries(entries, flag="night-mode")
     assert selected[0].kind == "flag-added" and selected[0].key == "dark-mode"
+
+
+def test_history_walk_parses_only_the_files_each_commit_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = small_repo(tmp_path / "r")  # 3 files
+    for step in range(5):
+        repo.write(
+            "flags/dark-mode/production.yaml", f"enabled: true\ndefault: on\n# step {step}\n"
+        )
+        repo.commit(f"Step {step}", date=f"2026-11-0{step + 2}T09:00:00Z")
+    parsed: list[str] = []
+    original = gitops.load_document
+
+    def counting(rel: str, data: bytes, problems: list[Problem]) -> object:
+        parsed.append(rel)
+        return original(rel, data, problems)
+
+    monkeypatch.setattr(gitops, "load_document", counting)
+    entries = gitops.audit_log(repo.path)
+    assert len(parsed) == 3 + 5
+    assert parsed[3:] == ["flags/dark-mode/production.yaml"] * 5
+    later = [(e.kind, e.summary) for e in entries if e.date > "2026-11-02"]
+    assert later == [
+        ("enabled", "enabled: now serves on by default"),
+        ("default-changed", "default off → on: about +100% of contexts get a new variation"),
+    ]  # comment-only commits say nothing
