@@ -88,9 +88,9 @@ def test_text_output_lists_targets_rules_and_default(history: tuple[Path, dict[s
     ("args", "code", "message"),
     [
         (
-            ["search-order", "--env", "production", "--at", "2026-11-02"],
+            ["search-ordering", "--env", "production", "--at", "2026-11-02"],
             1,
-            "error: flag 'search-order' does not exist at ",
+            "error: flag 'search-ordering' does not exist at ",
         ),
         (
             ["new-checkout", "--env", "qa", "--at", "HEAD"],
@@ -117,3 +117,24 @@ def test_errors_are_one_line(
     assert (got_code, out) == (code, "")
     assert err.startswith(message)
     assert "Traceback" not in err
+
+
+def test_a_renamed_flag_is_shown_under_its_name_at_that_time(
+    history: tuple[Path, dict[str, str]],
+) -> None:
+    root, shas = history
+    document = show_json(
+        root, "search-order", "--env", "production", "--at", "2026-11-02T12:00:00Z"
+    )
+    assert (document["flag"], document["name_then"], document["commit"]) == (
+        "search-order",
+        "search-ranking",
+        shas["advance"],
+    )
+    code, out, _ = run_cli(
+        ["show", "search-order", "--env", "production", "--at", "2026-11-02T12:00:00Z"], root
+    )
+    assert code == 0
+    assert out.startswith(
+        "search-order (then named search-ranking) in production at 2026-11-02T12:00:00Z"
+    )

@@ -656,6 +656,7 @@ class FlagAtTime:
     environment: str
     flag: Flag
     release: ReleaseConfig | None
+    asked_for: str  # the flag key asked for; ``flag.key`` differs when it was renamed since
 
     def active_stage(self) -> dict[str, str | None] | None:
         """The progression stage in force at ``instant`` (None without a progression)."""
@@ -673,7 +674,8 @@ class FlagAtTime:
     def document(self) -> dict[str, object]:
         """The JSON form of ``flagstone show``."""
         return {
-            "flag": self.flag.key,
+            "flag": self.asked_for,
+            "name_then": self.flag.key,
             "environment": self.environment,
             "at": _utc_text(self.instant),
             "commit": self.revision,
@@ -688,6 +690,8 @@ class FlagAtTime:
         """The human form: what a context got then, top to bottom."""
         off = self.flag.off_variation
         head = f"{self.flag.key} in {self.environment} at {_utc_text(self.instant)} "
+        if self.asked_for != self.flag.key:
+            head = f"{self.asked_for} (then named {self.flag.key}) in {self.environment} at {_utc_text(self.instant)} "
         lines = [head + f"(commit {self.revision[:12]}, {self.commit_date})"]
         release = self.release
         if release is None:
@@ -726,10 +730,20 @@ def resolve_point(root: Path, when: str) -> tuple[str, float]:
     return found, instant
 
 
+def _earlier_name(root: Path, project: Project, flag_key: str, commit: str) -> Flag | None:
+    """The flag now called ``flag_key`` under the name it had at ``commit`` (renames are
+    followed through the audit log of the default branch)."""
+    entries = audit_log(root, default_branch(root) or "HEAD")
+    lineage = flag_lineage(entries, flag_key)
+    ancestors = set(git_text(root, "rev-list", "--first-parent", commit).split())
+    names = [e.key for e in entries if e.lineage == lineage and e.commit in ancestors]
+    return project.flags.get(names[-1]) if names else None
+
+
 def flag_at(root: Path, flag_key: str, environment: str, when: str) -> FlagAtTime:
     commit, instant = resolve_point(root, when)
     project = project_at(root, commit)
-    flag = project.flags.get(flag_key)
+    flag = project.flags.get(flag_key) or _earlier_name(root, project, flag_key, commit)
     if flag is None:
         raise GitError(f"flag {flag_key!r} does not exist at {short_revision(commit)} ({when})")
     if environment not in project.environments:
@@ -738,4 +752,5 @@ def flag_at(root: Path, flag_key: str, environment: str, when: str) -> FlagAtTim
             f"environment {environment!r} is not declared at {short_revision(commit)} (declared: {known})"
         )
     date = git_text(root, "show", "-s", "--format=%cI", commit)
-    return FlagAtTime(commit, date, instant, environment, flag, flag.releases.get(environment))
+    release = flag.releases.get(environment)
+    return FlagAtTime(commit, date, instant, environment, flag, release, flag_key)
