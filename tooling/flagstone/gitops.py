@@ -6,6 +6,11 @@ process per call, so reading a revision or walking history costs a few processes
 one per file. A repository at a revision becomes a ``Project`` in memory
 (``project_at``) with the same layout rules as ``flagstone.model.read_project``; a file
 that does not parse becomes a ``Problem`` in ``Project.problems``, never an exception.
+
+On top of the plumbing: the audit log (``audit_log``: the semantic changes of every
+first-parent commit, parsing only the files each commit changed, following flag
+renames), its selection and renderers (``select_entries``, ``LOG_RENDERERS``), and a
+flag at a point in time (``flag_at``, for ``flagstone show``).
 """
 
 from __future__ import annotations
