@@ -280,16 +280,18 @@ class _SchemaExplainer:
             bound = "at most" if kind == "maximum" else "less than"
             yield self.problem(where, f"{instance} is too large: must be {bound} {value}")
         elif kind == "uniqueItems":
-            seen: list[Any] = []
+            seen: set[str] = set()
             for index, item in enumerate(instance):
-                if item in seen:
+                fingerprint = json.dumps(item, sort_keys=True)
+                if fingerprint in seen:
                     yield self.doc.problem(
                         (*where, index),
                         f"{label(where)}: {_quote(item)} is listed twice",
                         rule=RULE_SCHEMA,
                     )
-                    break
-                seen.append(item)
+                    return
+                seen.add(fingerprint)
+            yield self.problem(where, "items must be unique")
         elif custom:
             yield self.problem(where, str(custom))
         else:  # pragma: no cover - every keyword our schemas use is handled above
@@ -333,9 +335,15 @@ def schema_problems(doc: Document, kind: str, *, fast: bool = True) -> list[Prob
             return []
         except fastjsonschema.JsonSchemaException:
             pass
-    problems = _SchemaExplainer(doc).explain(_explaining_validator(kind).iter_errors(doc.data))
-    if fast and not problems:  # the two validators disagree: report, never pass silently
-        problems = [doc.problem((), "does not match its schema", rule=RULE_SCHEMA)]
+    errors = list(_explaining_validator(kind).iter_errors(doc.data))
+    if not errors:
+        if fast:  # the two validators disagree: report, never pass silently
+            return [doc.problem((), "does not match its schema", rule=RULE_SCHEMA)]
+        return []
+    problems = _SchemaExplainer(doc).explain(errors)
+    if not problems:  # every error was folded into another; keep the file invalid
+        first = errors[0]
+        problems = [doc.problem(tuple(first.absolute_path), first.message, rule=RULE_SCHEMA)]
     return problems
 
 
