@@ -562,3 +562,12 @@ def test_a_refusal_inside_a_segment_points_at_the_segment_file(
     )
     assert error.startswith(f"error: segments/staff.yaml:{line + 1}:5: cannot export flag ")
     assert "segment 'staff': 'matches'" in error
+
+
+def test_a_payload_without_the_snapshot_form_is_rejected_by_place() -> None:
+    from flagstone.errors import SnapshotFormatError
+
+    payload = extras_payload()
+    del payload["flags"]["numbers"]["off_variation"]
+    with pytest.raises(SnapshotFormatError, match=r"flags\.numbers\.off_variation"):
+        export_flagd(payload)

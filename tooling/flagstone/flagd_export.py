@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flagstone.engine import parse_semver, parse_timestamp
+from flagstone.engine import Snapshot, parse_semver, parse_timestamp
 from flagstone.errors import ConflictError, ExportError
 from flagstone.model import Project
 from flagstone.store import IfMatch, SnapshotStore, WriteMode
@@ -135,10 +135,14 @@ def export_flagd(
     ``evaluators`` (shared ``$evaluators`` referenced with ``$ref``). Raises
     ``ExportError`` naming the first flag that cannot be reproduced exactly, unless
     ``skip_unsupported`` is set, in which case such flags are left out and listed in
-    ``FlagdExport.refused``.
+    ``FlagdExport.refused``. Raises ``SnapshotFormatError`` for a payload that does not
+    have the snapshot form.
     """
     if segments not in SEGMENT_MODES:
         raise ExportError(f"unknown segment mode {segments!r} (one of: {', '.join(SEGMENT_MODES)})")
+    # Export only what the engine accepts (raises SnapshotFormatError naming the place),
+    # so the translation below can rely on the snapshot form.
+    Snapshot.from_payload(payload)
     translator = _Translator(payload, use_evaluators=segments == "evaluators")
     flags: dict[str, Any] = {}
     refused: list[Refusal] = []
