@@ -30,8 +30,10 @@ Flagstone's strict ones:
   ``v`` prefix and pads ``1.2`` to ``1.2.0``. The guard rejects the prefix and counts
   the dots of the version core with a ``reduce`` over its first 64 characters.
 * ``before``/``after`` accept RFC 3339 strings and epoch numbers; JSONLogic has no date
-  type, so strings are checked character by character and converted to epoch seconds
-  with arithmetic (civil-from-days), exactly as the engine's parser accepts them.
+  type, so strings are checked character by character (calendar dates, zone, fraction)
+  and converted to epoch seconds with arithmetic (days from civil), accepting exactly
+  what the engine's parser accepts. Computed values are bound once with a one-element
+  ``reduce``, JSONLogic having no variables.
 * ``matches`` (a regular expression) has no flagd operator. Patterns that are plain
   text with ``^``/``$`` anchors and top-level ``|`` are translated to string tests;
   any other pattern is refused.
@@ -245,7 +247,7 @@ def write_flagd_export(store: SnapshotStore, environment: str, payload: Mapping[
     is the snapshot version it was made from. Publishers can race, so it is replaced
     only with a conditional write, and never by an older version than the one there.
     Raises ``ExportError`` if a flag cannot be exported (check first with
-    ``export_flagd`` before publishing anything).
+    ``check_flagd_export``, before publishing anything).
     """
     version = int(payload.get("version") or 0)
     data = flagd_json(export_flagd(payload).document)
@@ -285,7 +287,8 @@ def _exported_version(data: bytes) -> int:
 # cat() writes booleans as "true"/"false" in JavaScript and "True"/"False" in Python;
 # no number is written as any of these.
 _BOOLEAN_TEXTS = ["true", "false", "True", "False"]
-_NOT_LIST_OR_STRING_PARTS = re.compile(r"length|0|[1-9][0-9]*")
+# Path parts flagd's var reads from a string or list (an index or .length).
+_INDEXING_PATH_PART = re.compile(r"length|0|[1-9][0-9]*")
 _LITERAL_CHARS = re.compile(r"[^.^$*+?{}\[\]\\|()]")
 
 
@@ -1023,7 +1026,7 @@ class _Translator:
             parts[0] = "targetingKey"
         guards = []
         for i in range(1, len(parts)):
-            if _NOT_LIST_OR_STRING_PARTS.fullmatch(parts[i]):
+            if _INDEXING_PATH_PART.fullmatch(parts[i]):
                 # flagd's var indexes strings and lists here; the engine reads only objects.
                 parent = {"var": ".".join(parts[:i])}
                 guards.append(_and(_not(is_string(parent)), _not(_is_list(parent))))
