@@ -115,6 +115,21 @@ def test_project_in_a_subdirectory(tmp_path: Path) -> None:
     }
 
 
+def test_a_revision_before_the_subdirectory_existed_is_empty(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "r")
+    repo.write("README.md", "# monorepo\n")
+    first = repo.commit("Start the monorepo")
+    repo.write("config/flags/flagstone.yaml", PROJECT)
+    repo.write("config/flags/flags/dark-mode/flag.yaml", FLAG)
+    repo.commit("Add flags", date="2026-11-02T09:00:00Z")
+    root = repo.path / "config" / "flags"
+    empty = gitops.project_at(root, first)
+    assert (empty.config, empty.flags, empty.problems) == (None, {}, [])
+    code, out, _ = run_cli(["diff", first, "HEAD", "--format", "json"], root)
+    assert code == 0
+    assert [c["kind"] for c in json.loads(out)["changes"]] == ["project-changed", "flag-added"]
+
+
 def test_invalid_file_at_a_revision_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     repo = small_repo(tmp_path / "r")
     repo.write("flags/dark-mode/production.yaml", "enabled: [\n")

@@ -220,15 +220,17 @@ def tree_files(root: Path, revision: str) -> dict[str, str]:
     """Project files at ``revision``: path relative to the flag repository -> blob id."""
     prefix = repo_prefix(root)
     commit = resolve_revision(root, revision)
-    spec = f"{commit}:{prefix}" if prefix else f"{commit}:"
-    out = git(root, "ls-tree", "-r", "-z", "--full-tree", spec)
+    # A pathspec, not ``commit:prefix``: a revision from before the flag repository
+    # existed at that path is simply empty.
+    out = git(root, "ls-tree", "-r", "-z", "--full-tree", commit, "--", f":(top){prefix}")
+    strip = len(prefix) + 1 if prefix else 0
     files: dict[str, str] = {}
     for entry in out.split(b"\0"):
         if not entry:
             continue
         meta, _, name = entry.partition(b"\t")
         mode, kind, blob = meta.split()
-        rel = name.decode("utf-8", "replace")
+        rel = name.decode("utf-8", "replace")[strip:]
         if kind == b"blob" and mode != b"120000" and is_project_path(rel):
             files[rel] = blob.decode()
     return files
