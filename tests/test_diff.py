@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flagstone import diff
 from flagstone.diff import diff_projects, make_report, render_json, render_markdown, render_text
@@ -587,3 +589,39 @@ def test_segment_users_follow_segments_inside_segments() -> None:
     }  # disabled staging is no use
     assert diff.segment_users(project(files), "staff") == {"new-checkout": ["production"]}
     assert diff.segment_users(project(files), "vip") == {"pricing": ["production"]}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    percents=st.lists(st.integers(0, 100_000), min_size=1, max_size=6).map(sorted),
+    moves=st.tuples(st.integers(0, 5), st.integers(0, 5)),
+)
+def test_stage_moves_report_direction_and_exposure(
+    percents: list[int], moves: tuple[int, int]
+) -> None:
+    names = [f"s{i}" for i in range(len(percents))]
+    before_index, after_index = (m % len(names) for m in moves)
+    stages = "".join(
+        f"      - {{name: {n}, percent: {p / 1000}}}\n"
+        for n, p in zip(names, percents, strict=True)
+    )
+
+    def release(current: str) -> str:
+        return (
+            "enabled: true\ndefault:\n  progression:\n    variation: on\n    baseline: off\n"
+            f"    current: {current}\n    stages:\n{stages}"
+        )
+
+    files = dict(BASE, **{"flags/new-checkout/production.yaml": release(names[before_index])})
+    moved = dict(files, **{"flags/new-checkout/production.yaml": release(names[after_index])})
+    found = diff_projects(project(files), project(moved))
+    if before_index == after_index:
+        assert found == []
+        return
+    (change,) = found
+    assert change.kind == (
+        diff.STAGE_ADVANCED if after_index > before_index else diff.STAGE_ROLLED_BACK
+    )
+    assert change.exposure_delta == pytest.approx(
+        (percents[after_index] - percents[before_index]) / 1000
+    )
