@@ -344,14 +344,20 @@ def is_number(value: Logic) -> Logic:
 
 
 def is_integer(value: Logic) -> Logic:
-    """True for JSON integers. An integral float below 1e15 (``5.0``) prints as ``5`` in
-    JSONLogic and cannot be told from ``5``; JSON text has no such distinction."""
+    """True for integers, which the engine buckets, and false for floats, which it
+    does not, even integral ones.
+
+    ``cat`` prints an integral float below 1e15 (``5.0``) as ``5``; multiplied by the
+    integer 10^16 it stays an integer if it was one and becomes a float printed with an
+    exponent (``5e+16``) if it was a float. Only ``0.0`` cannot be told from ``0``.
+    """
     text = {"cat": [value]}
     return _and(
         is_number(value),
         {"===": [{"%": [value, 1]}, 0]},
         _not({"in": [".", text]}),
         _not({"in": ["e", text]}),
+        _not({"in": ["e", {"cat": [{"*": [value, 10**16]}]}]}),
     )
 
 
