@@ -17,6 +17,12 @@ FLAG = "name: Dark mode\nowner: eng\nvariations: {on: true, off: false}\noff_var
 PROJECT = "project: shop\nenvironments: [staging, production]\nteams: {eng: {github: '@acme/eng'}}\nadmins: eng\n"
 
 
+@pytest.fixture(autouse=True)
+def _outside_pull_request_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under GitHub Actions pull_request runs GITHUB_BASE_REF picks the default branch."""
+    monkeypatch.delenv("GITHUB_BASE_REF", raising=False)
+
+
 def small_repo(path: Path, *, branch: str = "main", prefix: str = "") -> GitRepo:
     repo = GitRepo(path, branch=branch)
     repo.write(f"{prefix}flagstone.yaml", PROJECT)
