@@ -139,6 +139,8 @@ class _Active:
     snapshot: Snapshot
     envelope_sha256: bytes  # to recognise the same bytes fetched again
     cached: bool  # loaded from cache_dir and not yet confirmed by a fresh fetch
+    # snapshot.evaluate with the client's clock bound in: (flag_key, context, default).
+    run: Callable[[str, Any, Any], Details]
 
 
 def _trusted_key(entry: TrustedKey | Mapping[str, Any]) -> TrustedKey:
@@ -273,12 +275,7 @@ class Client:
             return self._not_ready(default)
         if context.__class__ is not dict:
             context = context_mapping(context)
-        details = active.snapshot.evaluate(
-            flag_key,
-            context,
-            default,
-            at=None if self._clock is None else self._clock(),
-        )
+        details = active.run(flag_key, context, default)
         value = details.value
         if active.cached or value.__class__ is dict or value.__class__ is list:
             return _served(details, active.cached)
@@ -294,8 +291,7 @@ class Client:
             return default
         if context.__class__ is not dict:
             context = context_mapping(context)
-        at = None if self._clock is None else self._clock()
-        value = active.snapshot.evaluate(flag_key, context, default, at=at).value
+        value = active.run(flag_key, context, default).value
         return value if value.__class__ is bool else default
 
     def string_value(self, flag_key: str, context: ContextLike = None, default: str = "") -> str:
@@ -304,8 +300,7 @@ class Client:
             return default
         if context.__class__ is not dict:
             context = context_mapping(context)
-        at = None if self._clock is None else self._clock()
-        value = active.snapshot.evaluate(flag_key, context, default, at=at).value
+        value = active.run(flag_key, context, default).value
         return value if isinstance(value, str) else default
 
     def number_value(self, flag_key: str, context: ContextLike = None, default: float = 0) -> float:
@@ -315,8 +310,7 @@ class Client:
             return default
         if context.__class__ is not dict:
             context = context_mapping(context)
-        at = None if self._clock is None else self._clock()
-        value = active.snapshot.evaluate(flag_key, context, default, at=at).value
+        value = active.run(flag_key, context, default).value
         return value if _is_number(value) else default
 
     def json_value(self, flag_key: str, context: ContextLike = None, default: Any = None) -> Any:
@@ -504,7 +498,7 @@ class Client:
             self._rejected_digest = None
             self.last_error = None
             if active.cached:
-                self._active = _Active(active.snapshot, body_digest, cached=False)
+                self._active = self._activate(active.snapshot, body_digest, cached=False)
             return True
         if body_digest == self._rejected_digest:
             return False  # already rejected and logged
@@ -567,7 +561,7 @@ class Client:
                 )
         elif old is None:
             changed = frozenset(snapshot.flags)
-        self._active = _Active(snapshot, hashlib.sha256(envelope).digest(), cached=cached)
+        self._active = self._activate(snapshot, hashlib.sha256(envelope).digest(), cached=cached)
         if not cached:
             self._rejected_digest = None
             self.last_error = None
@@ -589,6 +583,19 @@ class Client:
                     listener(changed)
                 except Exception:
                     logger.exception("an on_change callback failed")
+
+    def _activate(self, snapshot: Snapshot, envelope_sha256: bytes, *, cached: bool) -> _Active:
+        clock = self._clock
+        if clock is None:
+            # The bound method itself: no wrapper call on the hot path; the engine reads
+            # the time only for flags whose answer depends on it.
+            run: Callable[[str, Any, Any], Details] = snapshot.evaluate
+        else:
+
+            def run(flag_key: str, context: Any, default: Any) -> Details:
+                return snapshot.evaluate(flag_key, context, default, at=clock())
+
+        return _Active(snapshot, envelope_sha256, cached, run)
 
     def _reject(self, reason: str, body_digest: bytes) -> None:
         self._rejected_digest = body_digest
