@@ -440,3 +440,21 @@ def test_json_values_handed_out_are_copies(latest: Path, key: SigningKey) -> Non
     first["columns"] = 99
     client.all_flags({"key": "u"})["layout"].value["dense"] = True
     assert client.json_value("layout", {"key": "u"}, {}) == {"columns": 3, "dense": False}
+
+
+def test_closed_client_keeps_answering_from_its_last_snapshot(
+    latest: Path, key: SigningKey
+) -> None:
+    publish(latest, version_envelope(1, key))
+    with Client(
+        str(latest),
+        environment=ENVIRONMENT,
+        trusted_keys=[key.trusted],
+        poll_interval=0.05,
+        clock=lambda: NOW,
+    ) as client:
+        assert client.wait_until_ready(10)
+        assert "READY" in repr(client)
+    assert client._thread is not None and not client._thread.is_alive()
+    client.close()  # idempotent
+    assert client.string_value("version") == "v1"
