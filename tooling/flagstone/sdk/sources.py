@@ -23,18 +23,19 @@ second as a rejection.
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
-import ssl
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from flagstone.errors import EnvelopeError, NotFoundError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    import http.client
 
 LATEST = "latest.json"
 DEFAULT_TIMEOUT = 10.0
@@ -124,6 +125,12 @@ class HttpSource:
         self.url = url
         self.timeout = timeout
         self.max_bytes = max_bytes
+        # Imported here: they take as long to import as the rest of the SDK, and only
+        # http(s) sources need them.
+        import http.client
+        import ssl
+
+        self._http = http.client
         self._tls = ssl.create_default_context()
 
     def describe(self) -> str:
@@ -137,7 +144,7 @@ class HttpSource:
                 result = self._request(url, if_none_match, deadline)
             except TimeoutError:
                 raise StoreError(f"cannot read {url}: timed out after {self.timeout:g}s") from None
-            except (OSError, http.client.HTTPException) as error:
+            except (OSError, self._http.HTTPException) as error:
                 reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
                 raise StoreError(f"cannot read {url}: {reason}") from None
             if isinstance(result, str):
@@ -152,11 +159,11 @@ class HttpSource:
         remaining = _remaining(deadline)
         connection: http.client.HTTPConnection
         if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(
+            connection = self._http.HTTPSConnection(
                 parts.netloc, timeout=remaining, context=self._tls
             )
         else:
-            connection = http.client.HTTPConnection(parts.netloc, timeout=remaining)
+            connection = self._http.HTTPConnection(parts.netloc, timeout=remaining)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
