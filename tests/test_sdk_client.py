@@ -458,3 +458,15 @@ def test_closed_client_keeps_answering_from_its_last_snapshot(
     assert client._thread is not None and not client._thread.is_alive()
     client.close()  # idempotent
     assert client.string_value("version") == "v1"
+
+
+def test_environment_names_cannot_escape_the_cache_dir(tmp_path: Path, key: SigningKey) -> None:
+    with pytest.raises(UsageError, match="not a valid environment"):
+        Client(
+            ListSource(version_envelope(1, key)),
+            environment="../outside",
+            trusted_keys=[key.trusted],
+            cache_dir=tmp_path / "cache",
+            poll_interval=None,
+        )
+    assert not (tmp_path / "outside.state.json").exists()

@@ -55,6 +55,7 @@ from flagstone.sdk.sources import (
     DEFAULT_TIMEOUT,
     Fetched,
     Source,
+    check_environment,
     open_source,
 )
 
@@ -194,6 +195,7 @@ class Client:
             )
         if poll_interval is not None and poll_interval <= 0:
             raise UsageError(f"poll_interval must be positive or None, not {poll_interval!r}")
+        check_environment(environment)  # it also names the cache files
         self.environment = environment
         self._source: Source = (
             open_source(source, environment=environment, timeout=timeout, max_bytes=max_bytes)
@@ -224,12 +226,11 @@ class Client:
         self._closed = threading.Event()
         self._highest_version = 0
         self._seen_etag: str | None = None  # ETag of the last body fetched, good or bad
-        self._rejected_digest: bytes | None = (
-            None  # sha256 of the body the source holds, if rejected
-        )
+        # sha256 of the body the source holds, when that body was rejected.
+        self._rejected_digest: bytes | None = None
         self._failing = False  # the last attempt could not reach the snapshot
         self._attempted = False
-        self.last_error: str | None = None
+        self._last_error: str | None = None  # why the last attempt failed, if it did
         self._reported_status = Status.NOT_READY
         self._change_listeners: list[ChangeListener] = []
         self._status_listeners: list[StatusListener] = []
@@ -377,6 +378,12 @@ class Client:
         return Status.READY
 
     @property
+    def last_error(self) -> str | None:
+        """Why the source could not be read, or what was wrong with what it holds; None
+        once a fetch succeeds again."""
+        return self._last_error
+
+    @property
     def version(self) -> int | None:
         """The version of the snapshot in use, None before the first."""
         active = self._active
@@ -482,7 +489,7 @@ class Client:
             self._failing = False
             logger.info("%s is reachable again", where)
             if self._rejected_digest is None:
-                self.last_error = None
+                self._last_error = None
         if fetched.data is None:
             return self._rejected_digest is None and self._active is not None
         return self._consider(fetched)
@@ -496,7 +503,7 @@ class Client:
         if active is not None and body_digest == active.envelope_sha256:
             # The bytes in use: nothing to verify or compile.
             self._rejected_digest = None
-            self.last_error = None
+            self._last_error = None
             if active.cached:
                 self._active = self._activate(active.snapshot, body_digest, cached=False)
             return True
@@ -564,7 +571,7 @@ class Client:
         self._active = self._activate(snapshot, hashlib.sha256(envelope).digest(), cached=cached)
         if not cached:
             self._rejected_digest = None
-            self.last_error = None
+            self._last_error = None
         self._ready.set()
         logger.info(
             "serving %s/%s version %d%s (%d flags, %d changed)",
@@ -599,7 +606,7 @@ class Client:
 
     def _reject(self, reason: str, body_digest: bytes) -> None:
         self._rejected_digest = body_digest
-        self.last_error = f"rejected snapshot from {self._source.describe()}: {reason}"
+        self._last_error = f"rejected snapshot from {self._source.describe()}: {reason}"
         serving = (
             f"still serving version {self._active.snapshot.version}"
             if self._active is not None
@@ -611,7 +618,7 @@ class Client:
         repeated = self._failing and self.last_error == reason
         self._failing = True
         if self._rejected_digest is None:
-            self.last_error = reason
+            self._last_error = reason
         if repeated:
             logger.debug("still failing: %s", reason)
             return

@@ -293,8 +293,7 @@ def open_source(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Source:
     """The :class:`Source` for ``location`` (see the module docstring)."""
-    if not _ENVIRONMENT.fullmatch(environment):
-        raise UsageError(f"environment name {environment!r} is not a valid environment key")
+    check_environment(environment)
     if timeout <= 0:
         raise UsageError(f"timeout must be positive, not {timeout!r}")
     if max_bytes <= 0:
@@ -321,6 +320,13 @@ def open_source(
         f"unsupported snapshot source {text!r}",
         hint="use a path, file://, http(s)://, s3://, gs://, az:// or memory://",
     )
+
+
+def check_environment(environment: str) -> None:
+    """Refuse an environment name that is not an environment key (it becomes part of
+    paths and URLs, so ``../x`` must not get that far)."""
+    if not isinstance(environment, str) or not _ENVIRONMENT.fullmatch(environment):
+        raise UsageError(f"environment name {environment!r} is not a valid environment key")
 
 
 def _names_envelope(location: str) -> bool:
