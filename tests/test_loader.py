@@ -186,3 +186,22 @@ def test_json_round_trips_through_the_loader(value: object) -> None:
     # JSON is YAML 1.2 (flow style); the loader must read it back unchanged.
     text = json.dumps({"v": value})
     assert loads(text.encode()).data == {"v": value}
+
+
+def test_cyclic_gc_pause_restores_the_collector_state() -> None:
+    import gc
+
+    from flagstone.loader import cyclic_gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(LoadError), cyclic_gc_paused():
+        assert not gc.isenabled()
+        loads(b"a: &x 1\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()

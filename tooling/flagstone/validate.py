@@ -38,7 +38,7 @@ import fastjsonschema
 from flagstone.engine import SEMVER_OPS, TIME_OPS, check_clause_values, parse_timestamp
 from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
-from flagstone.loader import Document, PathKey
+from flagstone.loader import Document, PathKey, cyclic_gc_paused
 from flagstone.model import (
     KEY_PATTERN,
     Flag,
@@ -875,10 +875,16 @@ def _is_under(rel: str, prefix: str) -> bool:
     return not prefix or rel == prefix or rel.startswith(prefix + "/")
 
 
+def validate_repository(root: Path) -> tuple[Project, list[Problem]]:
+    """Read the repository at ``root`` and validate it: the project and every finding."""
+    with cyclic_gc_paused():
+        project = read_project(root)
+        return project, validate_project(project)
+
+
 def load_valid_project(root: Path) -> Project:
     """Read the repository at ``root``; raise ``ValidationFailed`` if it has errors."""
-    project = read_project(root)
-    problems = validate_project(project)
+    project, problems = validate_repository(root)
     if any(p.level == "error" for p in problems):
         raise ValidationFailed(problems)
     return project

@@ -9,9 +9,8 @@ import click
 
 from flagstone.cli.common import findings_format_option, repo_option, resolve_repo
 from flagstone.errors import UsageError
-from flagstone.model import read_project
 from flagstone.problems import report
-from flagstone.validate import select_problems, validate_project
+from flagstone.validate import select_problems, validate_repository
 
 
 @click.command()
@@ -32,8 +31,8 @@ def validate(paths: tuple[Path, ...], repo: Path | None, fmt: str) -> None:
             path.resolve().relative_to(root)
         except ValueError:
             raise UsageError(f"{path} is outside the flag repository at {root}") from None
-    project = read_project(root)
-    problems = select_problems(validate_project(project), root, paths)
+    project, all_problems = validate_repository(root)
+    problems = select_problems(all_problems, root, paths)
     files = len(list(project.documents())) + len(project.problems)
     checked = f"{project.config.name if project.config else root.name}: {files} files checked"
     report(problems, fmt=fmt, checked=checked, out=sys.stdout)
