@@ -478,6 +478,8 @@ class _Checker:
                     did_you_mean(environment, self.environments)
                     or f"environments: {', '.join(self.project.environments)}",
                 )
+            if self.is_valid(release.doc):
+                self.check_release(flag, release)
         if not self.is_valid(flag.doc):
             return
         doc = flag.doc
@@ -503,14 +505,12 @@ class _Checker:
                 self.check_variation(
                     other, doc, ("prerequisites", index, "variation"), prerequisite["variation"]
                 )
-        for release in flag.releases.values():
-            if self.is_valid(release.doc):
-                self.check_release(flag, release)
 
     def check_variation(
         self, flag: Flag, doc: Document, where: PathKey, variation: str | None, *, key: bool = False
     ) -> None:
-        if variation is None or variation in flag.data["variations"]:
+        # Without a schema-valid flag.yaml its variations are unknown: nothing to compare.
+        if variation is None or not self.is_valid(flag.doc) or variation in flag.data["variations"]:
             return
         known = list(flag.data["variations"])
         self.add(
