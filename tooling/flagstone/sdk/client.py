@@ -40,6 +40,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
@@ -241,10 +242,28 @@ class Client:
         if poll_interval is None:
             self.refresh()
         else:
-            self._thread = threading.Thread(
-                target=self._poll_forever, name=f"flagstone-poller-{environment}", daemon=True
-            )
-            self._thread.start()
+            self._start_polling()
+            # A forked child (gunicorn --preload, multiprocessing) inherits the snapshot
+            # but not the polling thread; start it again there. A weak reference, so the
+            # hook, which cannot be unregistered, does not keep the client alive.
+            restart = weakref.WeakMethod(self._restart_after_fork)
+            os.register_at_fork(after_in_child=lambda: _call_if_alive(restart))
+
+    def _start_polling(self) -> None:
+        self._thread = threading.Thread(
+            target=self._poll_forever, name=f"flagstone-poller-{self.environment}", daemon=True
+        )
+        self._thread.start()
+
+    def _restart_after_fork(self) -> None:
+        # Locks (also those inside events) that the parent's threads held at the fork
+        # stay held forever in the child: make new ones, keeping the events' state.
+        self._update_lock = threading.RLock()
+        self._listeners_lock = threading.Lock()
+        self._ready = _event(self._ready.is_set())
+        self._closed = _event(self._closed.is_set())
+        if not self._closed.is_set():
+            self._start_polling()
 
     @classmethod
     def from_file(
@@ -684,6 +703,19 @@ class Client:
         self._install(snapshot, state.envelope, cached=True)
 
 
+def _event(is_set: bool) -> threading.Event:
+    event = threading.Event()
+    if is_set:
+        event.set()
+    return event
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
+
+
 _gc_lock = threading.Lock()
 _gc_pauses = 0
 _gc_was_enabled = False
@@ -712,6 +744,20 @@ def _cyclic_gc_paused() -> Iterator[None]:
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+def _reset_gc_pause_after_fork() -> None:
+    # A fork during a load leaves the child with the collector paused by a thread it
+    # does not have.
+    global _gc_lock, _gc_pauses
+    _gc_lock = threading.Lock()
+    if _gc_pauses:
+        _gc_pauses = 0
+        if _gc_was_enabled:
+            gc.enable()
+
+
+os.register_at_fork(after_in_child=_reset_gc_pause_after_fork)
 
 
 def _typed(

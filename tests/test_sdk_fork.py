@@ -1,0 +1,68 @@
+"""A polling client survives ``fork()`` (gunicorn --preload, multiprocessing): the child
+inherits the snapshot and gets a polling thread of its own, which picks up new versions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from flagstone.sdk import Client
+from sdk_support import (
+    ENVIRONMENT,
+    NOW,
+    SnapshotHttpServer,
+    new_key,
+    serve_http,
+    version_envelope,
+    wait_for,
+)
+
+KEY = new_key()
+PATH = f"/{ENVIRONMENT}/latest.json"
+
+
+@pytest.fixture
+def server() -> Iterator[SnapshotHttpServer]:
+    yield from serve_http()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_keeps_polling(server: SnapshotHttpServer) -> None:
+    server.put(PATH, version_envelope(1, KEY))
+    client = Client(
+        server.url(PATH),
+        environment=ENVIRONMENT,
+        trusted_keys=[KEY.trusted],
+        poll_interval=0.05,
+        max_backoff=0.1,
+        clock=lambda: NOW,
+    )
+    try:
+        assert client.wait_until_ready(10)
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 if its own poller saw version 2
+            code = 1
+            try:
+                if client.version == 1 and wait_for(lambda: client.version == 2, timeout=20):
+                    code = 0
+            finally:
+                os._exit(code)
+        server.put(PATH, version_envelope(2, KEY))
+        assert wait_for(lambda: client.version == 2)  # the parent's poller, still running
+        deadline = time.monotonic() + 30
+        while True:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child did not finish")
+            time.sleep(0.02)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        client.close()
