@@ -173,7 +173,10 @@ def timestamp_of(value: Any) -> float | None:
     if isinstance(value, str):
         return parse_timestamp(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float: no instant, so the clause is false
+            return None
         return number if math.isfinite(number) else None
     return None
 
