@@ -286,3 +286,22 @@ def test_cached_snapshot_reason_is_cached_with_the_engine_reason_in_metadata(
     assert (details.value, details.reason, details.error_code) == (True, Reason.CACHED, None)
     assert details.flag_metadata["engine_reason"] == "TARGETING_MATCH"
     assert api.get_client().get_provider_status() == ProviderStatus.READY
+
+
+def test_async_evaluation_through_the_openfeature_client(latest: Path) -> None:
+    import asyncio
+
+    api.set_provider_and_wait(file_provider(latest))
+    client = api.get_client()
+    context = EvaluationContext("user-1")
+
+    async def evaluate_all() -> list[object]:
+        return [
+            await client.get_boolean_value_async("beta", False, context),
+            await client.get_string_value_async("banner", "x", context),
+            await client.get_integer_value_async("page-size", 0, context),
+            await client.get_float_value_async("ratio", 0.0, context),
+            await client.get_object_value_async("layout", {}, context),
+        ]
+
+    assert asyncio.run(evaluate_all()) == [True, "hello", 20, 0.25, {"columns": 3}]
