@@ -98,8 +98,9 @@ PRO_RULE = {
 }
 
 
-def mixed_flags(count: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``count`` flags in a realistic mix, and the segments they use."""
+def mixed_flags(count: int, *, plain: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``count`` flags in a realistic mix (``plain``: all simple on/off flags with a few
+    targets), and the segments they use."""
     segments = {
         f"segment-{i}": {
             "include": [f"user-{i}-{j}" for j in range(5)],
@@ -111,7 +112,7 @@ def mixed_flags(count: int) -> tuple[dict[str, Any], dict[str, Any]]:
     flags: dict[str, Any] = {}
     for i in range(count):
         key = f"flag-{i:05d}"
-        kind = i % 10
+        kind = 0 if plain else i % 10
         if kind < 4:  # plain on/off, a few individual targets
             flags[key] = boolean_flag([], {"variation": "off"}, [f"user-{i}", f"user-{i + 1}"])
         elif kind < 7:  # attribute rules
@@ -427,6 +428,21 @@ def main() -> None:
         with_gc_on = median_ms(lambda: Snapshot.from_payload(parsed), load_repeats)
         print(
             f"  precompile with the cyclic GC running    {with_gc_on:8.1f} ms (why the client pauses it)"
+        )
+
+        plain_flags, plain_segments = mixed_flags(10_000, plain=True)
+        plain_envelope = sign_payload(
+            canonical_json(payload_of(plain_flags, plain_segments)), private
+        )
+        plain_path = directory / "plain.json"
+        plain_path.write_bytes(plain_envelope)
+        plain_total = median_ms(
+            lambda: Client.from_file(plain_path, environment=ENVIRONMENT, trusted_keys=[trusted]),
+            load_repeats,
+        )
+        print(
+            f"  for comparison, 10,000 plain on/off flags ({len(plain_envelope) / 1e6:.1f} MB): "
+            f"Client.from_file {plain_total:.1f} ms"
         )
 
 
