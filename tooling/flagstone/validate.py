@@ -731,13 +731,8 @@ class _Checker:
                     (p["flag"], ("prerequisites", i, "flag"))
                     for i, p in enumerate(flag.prerequisites)
                 ]
-        for cycle, where in _cycles(edges):
-            self.add(
-                self.project.flags[cycle[0]].doc,
-                where,
-                "prerequisite cycle: " + " -> ".join([*cycle, cycle[0]]),
-                RULE_PREREQUISITE_CYCLE,
-            )
+        docs = {key: flag.doc for key, flag in self.project.flags.items()}
+        self.report_cycles(edges, docs, "prerequisite cycle", RULE_PREREQUISITE_CYCLE)
 
     def check_segment_cycles(self) -> None:
         edges: dict[str, list[tuple[str, PathKey]]] = {}
@@ -748,13 +743,18 @@ class _Checker:
                     for index, rule in enumerate(segment.rules)
                     for ref, where in _segment_refs(rule, ("rules", index))
                 ]
+        docs = {key: segment.doc for key, segment in self.project.segments.items()}
+        self.report_cycles(edges, docs, "segment cycle", RULE_SEGMENT_CYCLE)
+
+    def report_cycles(
+        self,
+        edges: dict[str, list[tuple[str, PathKey]]],
+        docs: dict[str, Document],
+        what: str,
+        rule: str,
+    ) -> None:
         for cycle, where in _cycles(edges):
-            self.add(
-                self.project.segments[cycle[0]].doc,
-                where,
-                "segment cycle: " + " -> ".join([*cycle, cycle[0]]),
-                RULE_SEGMENT_CYCLE,
-            )
+            self.add(docs[cycle[0]], where, f"{what}: " + " -> ".join([*cycle, cycle[0]]), rule)
 
 
 def _is_real_date(text: str) -> bool:
