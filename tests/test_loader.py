@@ -205,3 +205,44 @@ def test_cyclic_gc_pause_restores_the_collector_state() -> None:
         assert not gc.isenabled()  # a caller that turned it off keeps it off
     finally:
         gc.enable()
+
+
+_word = st.text("abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=6).map(lambda w: "w" + w)
+_document = st.recursive(
+    st.one_of(_word, st.integers(0, 999)),
+    lambda children: (
+        st.lists(children, min_size=1, max_size=3)
+        | st.dictionaries(_word, children, min_size=1, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(_word, _document, min_size=1, max_size=4), st.booleans())
+def test_every_position_points_at_its_value(data: dict[str, object], flow: bool) -> None:
+    import yaml
+
+    text = yaml.safe_dump(data, default_flow_style=flow, sort_keys=False, width=10_000)
+    doc = loads(text.encode())
+    assert doc.data == data
+    lines = text.split("\n")
+
+    def walk(value: object, path: tuple[str | int, ...]) -> None:
+        line, col = doc.marks[path]
+        source = lines[line - 1][col - 1 :]
+        if isinstance(value, dict):
+            if flow:
+                assert source.startswith("{")
+            for key, child in value.items():
+                key_line, key_col = doc.key_marks[(*path, key)]
+                assert lines[key_line - 1][key_col - 1 :].startswith(key)
+                walk(child, (*path, key))
+        elif isinstance(value, list):
+            assert source[0] in "[-"
+            for index, child in enumerate(value):
+                walk(child, (*path, index))
+        else:
+            assert source.startswith(str(value))
+
+    walk(data, ())
