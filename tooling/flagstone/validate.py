@@ -40,7 +40,10 @@ from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
 from flagstone.loader import Document, PathKey, cyclic_gc_paused
 from flagstone.model import (
+    FLAGS_DIR,
     KEY_PATTERN,
+    PROJECT_FILE,
+    SEGMENTS_DIR,
     Flag,
     Project,
     ReleaseConfig,
@@ -395,9 +398,13 @@ class _Checker:
             self.check_segment(segment)
         self.check_prerequisite_cycles()
         self.check_segment_cycles()
-        for rel, why in self.project.stray_files.items():
+        stray = {**self.project.stray_files, **_misnamed_root_entries(self.project.root)}
+        for rel, why in sorted(stray.items()):
             self.add_file(
-                rel, "file is not part of the flag repository layout", RULE_STRAY_FILE, why
+                rel,
+                "not part of the flag repository layout, so it is ignored",
+                RULE_STRAY_FILE,
+                why,
             )
         return self.problems
 
@@ -755,6 +762,22 @@ class _Checker:
     ) -> None:
         for cycle, where in _cycles(edges):
             self.add(docs[cycle[0]], where, f"{what}: " + " -> ".join([*cycle, cycle[0]]), rule)
+
+
+def _misnamed_root_entries(root: Path) -> dict[str, str]:
+    """Entries at the root whose names are near misses of ``flags/``, ``segments/`` or
+    ``flagstone.yaml`` (``flag/``, ``Segments/``, ``flagstone.yml``): their content
+    would be silently ignored. Anything else at the root is none of Flagstone's business.
+    """
+    layout = {FLAGS_DIR: True, SEGMENTS_DIR: True, PROJECT_FILE: False}  # name -> is a dir
+    found: dict[str, str] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name in layout or entry.name.startswith("."):
+            continue
+        for meant in difflib.get_close_matches(entry.name.lower(), layout, n=1, cutoff=0.8):
+            if entry.is_dir() == layout[meant]:
+                found[entry.name] = f"did you mean {meant}{'/' if layout[meant] else ''}?"
+    return found
 
 
 def _is_real_date(text: str) -> bool:
