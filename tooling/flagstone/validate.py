@@ -317,6 +317,8 @@ class _SchemaExplainer:
             hint = "only true and false are booleans in YAML 1.2; yes/no/on/off are text"
         elif "string" in names and isinstance(instance, (bool, int, float)):
             hint = "quote it to make it text"
+        elif where and where[-1] in ("serve", "default") and not isinstance(instance, dict):
+            hint = "serve a variation key (quoted if it looks like a number) or {split: {…}}"
         if not where and instance is None:
             return self.problem(where, f"the file is empty; expected {wanted}")
         return self.problem(where, f"expected {wanted}, got {describe(instance)}", hint=hint)
