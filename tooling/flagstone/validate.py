@@ -40,6 +40,7 @@ from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
 from flagstone.loader import Document, PathKey, cyclic_gc_paused
 from flagstone.model import (
+    FLAG_FILE,
     FLAGS_DIR,
     KEY_PATTERN,
     PROJECT_FILE,
@@ -417,6 +418,14 @@ class _Checker:
         if config is None or not self.config_ok:
             return
         self.check_team(config.doc, ("admins",), config.admins)
+        reserved = FLAG_FILE.removesuffix(".yaml")
+        if reserved in config.environments:
+            self.add(
+                config.doc,
+                ("environments", config.environments.index(reserved)),
+                f"'{reserved}' cannot be an environment: flags/<key>/{FLAG_FILE} is the flag definition",
+                RULE_KEY_NAME,
+            )
         signing = config.signing
         keys = signing.get("keys") or []
         for index, entry in enumerate(keys):
