@@ -53,7 +53,7 @@ def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
 
 
 def count_levels(problems: Iterable[Problem]) -> dict[str, int]:
-    counts = dict.fromkeys(LEVELS, 0)
+    counts: dict[str, int] = dict.fromkeys(LEVELS, 0)
     for problem in problems:
         counts[problem.level] += 1
     return counts

@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> Any:
         code = EXIT_FINDINGS
     except click.ClickException as exc:
         exc.show()
-        code = EXIT_USAGE if exc.exit_code == 2 or isinstance(exc, click.UsageError) else exc.exit_code
+        code = (
+            EXIT_USAGE if exc.exit_code == 2 or isinstance(exc, click.UsageError) else exc.exit_code
+        )
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except KeyboardInterrupt:
