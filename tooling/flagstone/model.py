@@ -244,6 +244,10 @@ class Project:
     problems: list[Problem] = field(default_factory=list)
     # Files present but not part of the model (wrong place or name): rel path -> why.
     stray_files: dict[str, str] = field(default_factory=dict)
+    # Keys whose file exists but could not be parsed (its LoadError is in ``problems``):
+    # references to them are not "unknown", so checks do not pile a second error on it.
+    unreadable_flags: set[str] = field(default_factory=set)
+    unreadable_segments: set[str] = field(default_factory=set)
 
     @property
     def environments(self) -> list[str]:
@@ -292,6 +296,8 @@ def read_project(root: Path) -> Project:
     config = ProjectConfig(config_doc) if config_doc is not None else None
 
     flags: dict[str, Flag] = {}
+    unreadable_flags: set[str] = set()
+    unreadable_segments: set[str] = set()
     flags_dir = root / FLAGS_DIR
     if flags_dir.is_dir():
         for entry in sorted(flags_dir.iterdir()):
@@ -307,6 +313,7 @@ def read_project(root: Path) -> Project:
                 continue
             flag_doc = _load(definition, root, problems)
             if flag_doc is None:
+                unreadable_flags.add(entry.name)
                 continue
             flag = Flag(entry.name, flag_doc)
             for release_path in sorted(entry.iterdir()):
@@ -336,5 +343,9 @@ def read_project(root: Path) -> Project:
             segment_doc = _load(entry, root, problems)
             if segment_doc is not None:
                 segments[entry.stem] = Segment(entry.stem, segment_doc)
+            else:
+                unreadable_segments.add(entry.stem)
 
-    return Project(root, config, flags, segments, problems, stray)
+    return Project(
+        root, config, flags, segments, problems, stray, unreadable_flags, unreadable_segments
+    )

@@ -511,6 +511,8 @@ class _Checker:
         self.check_variation_types(flag)
         for index, prerequisite in enumerate(flag.prerequisites):
             other = self.project.flags.get(prerequisite["flag"])
+            if other is None and prerequisite["flag"] in self.project.unreadable_flags:
+                continue  # its parse error is reported on its own file
             if other is None:
                 self.add(
                     doc,
@@ -699,7 +701,7 @@ class _Checker:
     # conditions and segments --------------------------------------------------------------
 
     def check_segment_ref(self, doc: Document, where: PathKey, segment: str) -> None:
-        if segment in self.project.segments:
+        if segment in self.project.segments or segment in self.project.unreadable_segments:
             return
         self.add(
             doc,
