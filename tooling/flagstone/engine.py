@@ -22,6 +22,7 @@ Standard library plus ``mmh3``: the SDK imports this module.
 from __future__ import annotations
 
 import copy
+import marshal
 import math
 import re
 import time
@@ -444,20 +445,25 @@ def _fail(where: str, message: str) -> SnapshotFormatError:
     return SnapshotFormatError(f"snapshot {where}: {message}")
 
 
+# The checks below run hundreds of thousands of times for a large snapshot: each tests
+# the exact type parsed JSON has first (cheap), and the general one (an ABC check for
+# Mapping is not) only when that fails.
+
+
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if value.__class__ is not dict and not isinstance(value, Mapping):
         raise _fail(where, f"expected an object, got {_json_kind(value)}")
     return value
 
 
 def _list(value: Any, where: str) -> Sequence[Any]:
-    if not isinstance(value, (list, tuple)):
+    if value.__class__ is not list and not isinstance(value, (list, tuple)):
         raise _fail(where, f"expected an array, got {_json_kind(value)}")
     return value
 
 
 def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
+    if value.__class__ is not str and not isinstance(value, str):
         raise _fail(where, f"expected a string, got {_json_kind(value)}")
     return value
 
@@ -488,16 +494,32 @@ def _optional_instant(value: Any, where: str) -> float | None:
 _Compiled = TypeVar("_Compiled")
 
 
+def _private_copy(value: _Compiled) -> _Compiled:
+    """A deep copy of ``value``. A payload is normally plain JSON data (dict, list, str,
+    int, float, bool, None), which ``marshal`` copies several times faster than
+    ``copy.deepcopy``; anything marshal does not take exactly as it is (a dict subclass,
+    another Mapping, an enum, …) falls back to ``copy.deepcopy``."""
+    try:
+        copied: _Compiled = marshal.loads(marshal.dumps(value))  # type: ignore[arg-type]
+    except (ValueError, TypeError, RecursionError):
+        return copy.deepcopy(value)
+    return copied
+
+
 class _Compiler:
     """Compiles one payload's segments and flags, resolving references on demand and
     rejecting reference cycles."""
 
-    def __init__(self, payload: Mapping[str, Any], version: int) -> None:
+    def __init__(self, payload: Mapping[str, Any], version: int, *, owned: bool) -> None:
         self.version = version
-        # A private copy: the caller may change its payload afterwards, and the values
-        # served (lists, objects) must not change with it.
-        self.segment_specs = copy.deepcopy(dict(_mapping(payload.get("segments", {}), "segments")))
-        self.flag_specs = copy.deepcopy(dict(_mapping(payload.get("flags", {}), "flags")))
+        segment_specs = dict(_mapping(payload.get("segments", {}), "segments"))
+        flag_specs = dict(_mapping(payload.get("flags", {}), "flags"))
+        if not owned:
+            # A private copy: the caller may change its payload afterwards, and the values
+            # served (lists, objects) must not change with it.
+            segment_specs, flag_specs = _private_copy((segment_specs, flag_specs))
+        self.segment_specs: dict[str, Any] = segment_specs
+        self.flag_specs: dict[str, Any] = flag_specs
         self.segments: dict[str, Predicate] = {}
         self.flags: dict[str, FlagRunner] = {}
         self.types: dict[str, str] = {}
@@ -656,9 +678,23 @@ class _FlagCompiler:
         return name
 
     def fixed(self, variation: str, reason: str, rule: str | None = None) -> Details:
-        return Details(
-            self.variations[variation], variation, reason, None, None, rule, self.version, None
+        # Details(...) without the frozen dataclass's per-field __setattr__ (see _with_bucket).
+        details: Details = _new_instance(Details)
+        _set_attribute(
+            details,
+            "__dict__",
+            {
+                "value": self.variations[variation],
+                "variation": variation,
+                "reason": reason,
+                "error_code": None,
+                "error_message": None,
+                "rule": rule,
+                "version": self.version,
+                "bucket": None,
+            },
         )
+        return details
 
     def build(self) -> FlagRunner:
         where = self.where
@@ -900,8 +936,14 @@ class Snapshot:
     _types: dict[str, str]
 
     @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> Snapshot:
+    def from_payload(cls, payload: Mapping[str, Any], *, owned: bool = False) -> Snapshot:
         """Check ``payload`` against the snapshot form and precompile every flag.
+
+        The snapshot keeps a private deep copy of the flags and segments, so changing
+        ``payload`` afterwards changes nothing. ``owned=True`` hands the payload over
+        instead: the caller promises that nothing changes it afterwards (the SDK passes
+        a payload it has just parsed and holds no other reference to), and the copy —
+        about as costly as the compilation itself for a large snapshot — is skipped.
 
         Raises ``SnapshotFormatError`` naming the offending place in the payload.
         """
@@ -909,7 +951,7 @@ class Snapshot:
         if payload.get("format") != FORMAT:
             raise _fail("format", f"expected {FORMAT!r}, got {payload.get('format')!r}")
         version = _integer(payload.get("version", 0), "version", 0, 2**53 - 1)
-        compiler = _Compiler(payload, version)
+        compiler = _Compiler(payload, version, owned=owned)
         for key in compiler.segment_specs:
             compiler.segment(key, "segments")
         for key in compiler.flag_specs:
@@ -927,8 +969,8 @@ class Snapshot:
         setattr_(snapshot, "expires", expires)
         setattr_(snapshot, "expires_at", _optional_instant(expires, "expires"))
         setattr_(snapshot, "digest", _optional_text(payload.get("digest"), "digest"))
-        setattr_(snapshot, "flags", MappingProxyType(dict(compiler.flag_specs)))
-        setattr_(snapshot, "segments", MappingProxyType(dict(compiler.segment_specs)))
+        setattr_(snapshot, "flags", MappingProxyType(compiler.flag_specs))
+        setattr_(snapshot, "segments", MappingProxyType(compiler.segment_specs))
         setattr_(snapshot, "_runners", compiler.flags)
         setattr_(snapshot, "_types", compiler.types)
         setattr_(snapshot, "_rule_conditions", compiler.rule_conditions)

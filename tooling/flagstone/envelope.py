@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from flagstone.canonical import canonical_json, content_digest
+from flagstone.canonical import DIGEST_PREFIX, canonical_json, content_digest
 from flagstone.errors import EnvelopeError, SnapshotFormatError
 
 PAYLOAD_TYPE = "application/vnd.flagstone.snapshot+json"
@@ -307,12 +307,20 @@ def check_snapshot(
     project: str | None,
     environment: str | None,
     now: float,
+    signed_payload: bytes | None = None,
 ) -> None:
     """Reject a verified payload that is not a usable snapshot for us, now.
 
     Checks the format marker, the project and environment (``None`` skips that check),
     that it has not expired at ``now`` (seconds since the epoch), and that ``digest``
     matches the ``flags`` and ``segments`` it carries. Raises ``EnvelopeError``.
+
+    ``signed_payload``, when given, must be the verified bytes ``payload`` was parsed
+    from (the SDK passes them; ``flagstone verify`` and publishing do not). Then a
+    payload laid out in canonical form has its digest compared with the sha256 of its
+    ``flags`` and ``segments`` exactly as they were signed, instead of serializing
+    megabytes of parsed content again (see ``_signed_content_digest``); anything else
+    gets the full canonical recomputation.
     """
     found_format = payload.get("format")
     if found_format != SNAPSHOT_FORMAT:
@@ -337,6 +345,10 @@ def check_snapshot(
     flags, segments = payload.get("flags"), payload.get("segments")
     if not isinstance(flags, Mapping) or not isinstance(segments, Mapping):
         raise EnvelopeError("snapshot lacks its flags or segments object")
+    if signed_payload is not None:
+        signed_digest = _signed_content_digest(payload, signed_payload)
+        if signed_digest is not None and payload.get("digest") == signed_digest:
+            return
     try:
         digest = content_digest(flags, segments)
     except SnapshotFormatError as error:
@@ -345,6 +357,76 @@ def check_snapshot(
         raise EnvelopeError(
             f"snapshot digest {payload.get('digest')!r} does not match its content ({digest})"
         )
+
+
+# Digits (and nothing else) as b"0", number separators as b":": an integer of 16 or
+# more digits after a separator may lie beyond ±(2**53 - 1), which canonical JSON
+# cannot represent.
+_LONG_INTEGER_TABLE = bytes(
+    ord("0")
+    if byte in b"0123456789"
+    else ord(":")
+    if byte in b":,["
+    else byte
+    if byte == ord("-")
+    else ord(" ")
+    for byte in range(256)
+)
+_LONG_INTEGERS = (b":" + b"0" * 16, b":-" + b"0" * 16)
+
+
+def _signed_content_digest(payload: Mapping[str, Any], signed: bytes) -> str | None:
+    """The digest of ``payload``'s flags and segments taken from the signed bytes
+    themselves, or None when ``signed`` is not laid out the canonical way.
+
+    Why this is as good as recomputing the digest for the SDK: a payload written in
+    canonical form (as ``flagstone publish`` writes it) is
+    ``{<members before "flags">,"flags":F,<members between>,"segments":S,<members after>}``
+    where every member but F and S is small and is re-serialized here from its parsed
+    value; when the signed bytes are exactly that, with that separator occurring once,
+    F and S are the canonical text of the flags and segments and the digest is sha256
+    of ``{"flags":F,"segments":S}`` — what ``content_digest`` computes, without
+    serializing megabytes again. The signature already authenticates those bytes;
+    the digest check catches a publisher whose digest does not describe the content it
+    signed. Bytes that might not serialize the same way (integers that may exceed
+    ±(2**53 - 1), escaped surrogates) are left to the full recomputation, as is any
+    payload whose digest does not match here, so nothing the full check accepts is
+    refused.
+    """
+    if not {"flags", "segments"} <= payload.keys():
+        return None
+    pieces: list[list[bytes]] = [[], [], []]  # members before flags, between, after segments
+    part = 0
+    try:
+        for key in sorted(payload, key=lambda k: k.encode("utf-16be")):
+            if key in ("flags", "segments"):
+                part += 1
+                continue
+            pieces[part].append(canonical_json(key) + b":" + canonical_json(payload[key]))
+    except (AttributeError, UnicodeError, SnapshotFormatError):
+        return None
+    before, between, after = (b",".join(members) for members in pieces)
+    prefix = b"{" + before + (b"," if before else b"") + b'"flags":'
+    middle = b"," + between + (b"," if between else b"") + b'"segments":'
+    suffix = (b"," if after else b"") + after + b"}"
+    if not (signed.startswith(prefix) and signed.endswith(suffix)):
+        return None
+    start, end = len(prefix), len(signed) - len(suffix)
+    split = signed.find(middle, start, end)
+    if split < 0 or signed.find(middle, split + 1, end) >= 0:
+        return None
+    if b"\\ud" in signed or b"\\uD" in signed:
+        return None
+    marked = signed.translate(_LONG_INTEGER_TABLE)
+    if any(pattern in marked for pattern in _LONG_INTEGERS):
+        return None
+    view = memoryview(signed)
+    digest = hashlib.sha256(b'{"flags":')
+    digest.update(view[start:split])
+    digest.update(b',"segments":')
+    digest.update(view[split + len(middle) : end])
+    digest.update(b"}")
+    return DIGEST_PREFIX + digest.hexdigest()
 
 
 def open_snapshot(

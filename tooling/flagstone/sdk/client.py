@@ -6,7 +6,8 @@ its failures. A fetched envelope goes through, in order:
 1. the size cap and the deadline (in the source);
 2. the DSSE signatures against the trusted keys and the threshold, BEFORE anything in
    the payload is parsed;
-3. the payload checks (format, project, environment, expiry, digest);
+3. the payload checks (format, project, environment, expiry, digest — compared with
+   the flags and segments as signed when the payload is in canonical form);
 4. the version: lower than the highest ever accepted (persisted in ``cache_dir``) is a
    replay; the same version is accepted only with the same content;
 5. precompiling with ``Snapshot.from_payload``, still on the polling thread;
@@ -544,9 +545,14 @@ class Client:
     def _open(self, data: bytes, active: _Active | None) -> Snapshot:
         """Verify, check and precompile an envelope; raises EnvelopeError or
         SnapshotFormatError saying why it is refused."""
-        payload = parse_payload(verify_envelope(data, self._trusted, self._threshold))
+        signed = verify_envelope(data, self._trusted, self._threshold)
+        payload = parse_payload(signed)
         check_snapshot(
-            payload, project=self._project, environment=self.environment, now=self._now()
+            payload,
+            project=self._project,
+            environment=self.environment,
+            now=self._now(),
+            signed_payload=signed,
         )
         version: int = payload["version"]
         if version < self._highest_version:
@@ -563,7 +569,8 @@ class Client:
             raise EnvelopeError(
                 f"snapshot version {version} was already accepted with different content"
             )
-        return Snapshot.from_payload(payload)
+        # The payload was parsed just above and nothing else holds it: no private copy.
+        return Snapshot.from_payload(payload, owned=True)
 
     def _install(self, snapshot: Snapshot, envelope: bytes, *, cached: bool) -> None:
         old = self._active
@@ -680,9 +687,8 @@ class Client:
             return
         try:
             with _cyclic_gc_paused():
-                payload = parse_payload(
-                    verify_envelope(state.envelope, self._trusted, self._threshold)
-                )
+                signed = verify_envelope(state.envelope, self._trusted, self._threshold)
+                payload = parse_payload(signed)
                 # Expiry is not a reason to refuse our own last known good snapshot when
                 # storage is down: it is served and the status says STALE. Every other
                 # check applies.
@@ -691,8 +697,9 @@ class Client:
                     project=self._project,
                     environment=self.environment,
                     now=float("-inf"),
+                    signed_payload=signed,
                 )
-                snapshot = Snapshot.from_payload(payload)
+                snapshot = Snapshot.from_payload(payload, owned=True)
         except (EnvelopeError, SnapshotFormatError) as error:
             logger.warning(
                 "ignoring the cached snapshot %s: %s",
@@ -730,6 +737,14 @@ def _cyclic_gc_paused() -> Iterator[None]:
     which made loading several times slower (measured in benchmarks/sdk_bench.py).
     Reference counting still frees memory meanwhile; the pause is process-wide, so it
     is nested safely across clients and always lifted afterwards.
+
+    When the pause is lifted, the hundreds of thousands of objects of the snapshot are
+    all still in the youngest generation, and the next two collections would scan every
+    one of them (about as long as the compilation itself) only to find them alive. So
+    they go straight to the oldest generation, where full collections, rare and
+    amortized, consider them: ``gc.freeze()`` then ``gc.unfreeze()`` moves every tracked
+    object there without scanning any. It is skipped when the application keeps
+    objects frozen itself (``gc.get_freeze_count()``), which unfreezing would undo.
     """
     global _gc_pauses, _gc_was_enabled
     with _gc_lock:
@@ -743,6 +758,9 @@ def _cyclic_gc_paused() -> Iterator[None]:
         with _gc_lock:
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
+                if gc.get_freeze_count() == 0:
+                    gc.freeze()
+                    gc.unfreeze()
                 gc.enable()
 
 
