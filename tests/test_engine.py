@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -521,3 +522,45 @@ def test_a_key_with_a_lone_surrogate_is_not_bucketable() -> None:
     snapshot = Snapshot.from_payload(snapshot_payload({"f": flag_spec(default={"split": split})}))
     details = snapshot.evaluate("f", {"key": "user-\ud800"})
     assert (details.variation, details.reason, details.bucket) == ("off", "SPLIT", None)
+
+
+def test_a_payload_of_other_mapping_types_is_copied_too() -> None:
+    """The fast private copy (marshal) takes plain JSON data only; anything else falls
+    back to copy.deepcopy and is just as private."""
+
+    class Spec(dict[str, Any]):
+        pass
+
+    variations = {"on": {"a": [1]}, "off": {}}
+    flag = Spec(flag_spec(type="json", variations=variations))
+    payload = snapshot_payload({"f": flag})
+    payload["segments"] = MappingProxyType({})
+    snapshot = Snapshot.from_payload(payload)
+    variations["on"]["a"].append(2)
+    flag["default"] = {"variation": "off"}
+    assert snapshot.evaluate("f", {}).value == {"a": [1]}
+    assert snapshot.flags["f"]["default"] == {"variation": "on"}
+
+
+def test_an_owned_payload_is_compiled_alike_without_a_copy() -> None:
+    flags = {
+        "f": flag_spec(type="json", variations={"on": {"a": [1]}, "off": {}}),
+        "g": flag_spec(
+            targets=[{"variation": "off", "keys": ["u1"]}],
+            rules=[
+                {
+                    "name": "pro",
+                    "condition": {"attribute": "plan", "op": "eq", "values": ["pro"]},
+                    "serve": {"variation": "off"},
+                }
+            ],
+        ),
+    }
+    copied = Snapshot.from_payload(snapshot_payload(flags))
+    payload = snapshot_payload(flags)
+    owned = Snapshot.from_payload(payload, owned=True)
+    assert owned.flags["f"] is payload["flags"]["f"]  # handed over, not copied
+    assert copied.flags["f"] is not flags["f"]
+    for context in ({}, {"key": "u1"}, {"key": "u2", "plan": "pro"}):
+        for key in flags:
+            assert owned.evaluate(key, context) == copied.evaluate(key, context)

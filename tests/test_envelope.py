@@ -4,7 +4,9 @@ thresholds and the snapshot payload checks."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -307,3 +309,107 @@ def test_round_trip_and_securesystemslib_agree_on_any_payload(
     sslib = Envelope.from_dict(json.loads(envelope))
     assert sslib.pae() == pae(payload_type, payload)
     sslib.verify([SSlibKey.from_crypto(key.public_key())], 1)
+
+
+# --- the digest against the signed bytes (the SDK's path) ---------------------------
+
+_JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+)
+_KEYS = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
+_JSON = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    flags=st.dictionaries(_KEYS, _JSON, max_size=4),
+    segments=st.dictionaries(_KEYS, _JSON, max_size=3),
+    extra=st.dictionaries(_KEYS, _JSON, max_size=3),
+)
+def test_the_digest_of_the_signed_bytes_is_the_canonical_digest(
+    flags: dict[str, Any], segments: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    from flagstone.envelope import _signed_content_digest
+
+    payload = {**extra, **snapshot(flags=flags, segments=segments, digest="sha256:")}
+    signed = canonical_json(payload)
+    parsed = parse_payload(signed)
+    found = _signed_content_digest(parsed, signed)
+    # None only when the bytes might hold an integer beyond 2**53 (left to the full check).
+    assert found is None or found == content_digest(flags, segments)
+    if found is None:
+        assert re.search(rb"[:,\[]-?[0-9]{16}", signed)
+
+
+def _check_signed(payload: dict[str, Any], signed: bytes) -> None:
+    check_snapshot(
+        parse_payload(signed),
+        project="acme-shop",
+        environment="production",
+        now=NOW,
+        signed_payload=signed,
+    )
+
+
+def test_check_snapshot_with_the_signed_bytes_accepts_a_canonical_payload() -> None:
+    from flagstone.envelope import _signed_content_digest
+
+    payload = snapshot()
+    signed = canonical_json(payload)
+    assert _signed_content_digest(parse_payload(signed), signed) == payload["digest"]
+    _check_signed(payload, signed)
+
+
+def test_check_snapshot_with_the_signed_bytes_still_refuses_a_stale_digest() -> None:
+    payload = snapshot()
+    payload["flags"]["new-checkout"]["variations"]["off"] = True
+    with pytest.raises(EnvelopeError, match="does not match its content"):
+        _check_signed(payload, canonical_json(payload))
+    with pytest.raises(EnvelopeError, match="does not match its content"):
+        _check_signed(payload, json.dumps(payload, indent=2).encode())
+
+
+def test_a_payload_not_laid_out_canonically_gets_the_full_recomputation() -> None:
+    from flagstone.envelope import _signed_content_digest
+
+    payload = snapshot()
+    for signed in (
+        json.dumps(payload, indent=2).encode(),  # whitespace at the top level
+        json.dumps(payload, separators=(",", ":")).encode(),  # keys not sorted
+        canonical_json(payload).replace(b'"flags":', b'"flags": '),
+    ):
+        # No digest from the signed bytes (or that of other bytes than the canonical
+        # ones), so not the one in the payload ...
+        assert _signed_content_digest(parse_payload(signed), signed) != payload["digest"]
+        _check_signed(payload, signed)  # ... but the canonical digest matches: accepted
+
+
+def test_integers_beyond_2_53_are_left_to_the_full_check() -> None:
+    flags = {"f": {"type": "number", "variations": {"big": 2**60}}}
+    payload = snapshot(flags=flags)
+    # What the publisher cannot write, a signer could: JSON text with a 2**60 in it.
+    content = json.dumps(
+        {"flags": flags, "segments": {}}, sort_keys=True, separators=(",", ":")
+    ).encode()
+    payload["digest"] = "sha256:" + hashlib.sha256(content).hexdigest()
+    signed = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(EnvelopeError, match="cannot be digested"):
+        _check_signed(payload, signed)
+
+
+def test_escaped_surrogates_are_left_to_the_full_check() -> None:
+    from flagstone.envelope import _signed_content_digest
+
+    payload = snapshot(segments={"s": {"include": ["\U0001f600"]}})
+    payload["digest"] = content_digest(payload["flags"], payload["segments"])
+    signed = canonical_json(payload).replace("\U0001f600".encode(), b"\\ud83d\\ude00")
+    assert _signed_content_digest(parse_payload(signed), signed) is None
+    _check_signed(payload, signed)

@@ -6,6 +6,7 @@ source. Faults over HTTP and S3 are in test_sdk_faults.py and test_sdk_s3.py.
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -470,3 +471,33 @@ def test_environment_names_cannot_escape_the_cache_dir(tmp_path: Path, key: Sign
             poll_interval=None,
         )
     assert not (tmp_path / "outside.state.json").exists()
+
+
+def test_loading_leaves_the_collector_on_and_the_application_frozen_objects_frozen(
+    latest: Path, key: SigningKey
+) -> None:
+    """The load pauses the cyclic GC, then moves the snapshot's objects to the oldest
+    generation (gc.freeze + gc.unfreeze) — unless the application keeps objects frozen
+    itself, which that would undo."""
+    publish(latest, version_envelope(1, key))
+    assert gc.isenabled()
+    client = file_client(latest, key)
+    assert client.status == Status.READY and gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()
+    try:
+        publish(latest, version_envelope(2, key))
+        assert client.refresh() and client.version == 2
+        # Some frozen objects (version 1) were freed meanwhile; the rest stay frozen.
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
+    finally:
+        gc.unfreeze()
+
+    gc.disable()
+    try:
+        publish(latest, version_envelope(3, key))
+        assert client.refresh() and client.version == 3
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
