@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -107,9 +108,10 @@ def load_private_keys(pem: bytes, source: str) -> tuple[Ed25519PrivateKey, ...]:
     for block in blocks:
         try:
             key = load_pem_private_key(block, password=None)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise UsageError(
-                f"{source} holds a private key that cannot be read (encrypted or malformed)"
+                f"{source} holds a private key that cannot be read (encrypted, malformed "
+                "or of an unsupported algorithm)"
             ) from None
         if not isinstance(key, Ed25519PrivateKey):
             raise UsageError(f"{source} holds a {type(key).__name__}, not an Ed25519 key")
