@@ -531,9 +531,13 @@ class _Compiler:
     # -- conditions --
 
     def condition(self, spec: Any, where: str) -> Predicate:
-        spec = _mapping(spec, where)
+        if spec.__class__ is not dict:
+            spec = _mapping(spec, where)
         if "segment" in spec:
-            return self.segment(_text(spec["segment"], f"{where}.segment"), where)
+            segment_key = spec["segment"]
+            if segment_key.__class__ is not str:
+                segment_key = _text(segment_key, f"{where}.segment")
+            return self.segment(segment_key, where)
         if "all" in spec or "any" in spec:
             combinator = "all" if "all" in spec else "any"
             parts = [
@@ -549,9 +553,16 @@ class _Compiler:
 
             return negation
         if "attribute" in spec:
-            attribute = _text(spec["attribute"], f"{where}.attribute")
-            op = _text(spec.get("op"), f"{where}.op")
-            values = _list(spec.get("values", []), f"{where}.values")
+            # The location strings only when a check fails (see _FlagCompiler).
+            attribute = spec["attribute"]
+            if attribute.__class__ is not str:
+                attribute = _text(attribute, f"{where}.attribute")
+            op = spec.get("op")
+            if op.__class__ is not str:
+                op = _text(op, f"{where}.op")
+            values = spec.get("values", [])
+            if values.__class__ is not list:
+                values = _list(values, f"{where}.values")
             problem = check_clause_values(op, values)
             if problem:
                 raise _fail(where, problem)
@@ -646,34 +657,50 @@ def _any_of(parts: list[Predicate]) -> Predicate:
 
 
 class _FlagCompiler:
+    # Location strings for error messages ("flags.f.targets[0].keys") are built only
+    # when a check fails: built eagerly they were a good share of compiling a large
+    # snapshot. The common, valid case is tested inline on the exact types parsed JSON
+    # has; the helpers (_mapping, _text, …) run when that test fails, to accept other
+    # mappings and sequences or raise with the location.
+
     def __init__(self, compiler: _Compiler, key: str) -> None:
         self.compiler = compiler
         self.key = key
-        self.where = f"flags.{key}"
-        self.spec = _mapping(compiler.flag_specs[key], self.where)
+        self.where = where = f"flags.{key}"
+        spec = compiler.flag_specs[key]
+        if spec.__class__ is not dict:
+            spec = _mapping(spec, where)
+        self.spec = spec
         self.version = compiler.version
-        variations = _mapping(self.spec.get("variations"), f"{self.where}.variations")
+        variations = spec.get("variations")
+        if variations.__class__ is not dict:
+            variations = dict(_mapping(variations, f"{where}.variations"))
         if not variations:
-            raise _fail(f"{self.where}.variations", "a flag needs at least one variation")
-        self.variations = dict(variations)
-        self.off = self.variation_key(self.spec.get("off_variation"), f"{self.where}.off_variation")
-        flag_type = self.spec.get("type")
+            raise _fail(f"{where}.variations", "a flag needs at least one variation")
+        self.variations: dict[str, Any] = variations
+        self.off = self.variation_key(spec.get("off_variation"), where, ".off_variation")
+        flag_type = spec.get("type")
         if flag_type not in FLAG_TYPES:
             raise _fail(
-                f"{self.where}.type", f"expected one of {', '.join(FLAG_TYPES)}, got {flag_type!r}"
+                f"{where}.type", f"expected one of {', '.join(FLAG_TYPES)}, got {flag_type!r}"
             )
-        for name, value in self.variations.items():
-            if not _type_accepts(flag_type, value):
-                raise _fail(
-                    f"{self.where}.variations.{name}", f"{value!r} is not a {flag_type} value"
-                )
+        if flag_type != "json":
+            for name, value in variations.items():
+                if not _type_accepts(flag_type, value):
+                    raise _fail(
+                        f"{where}.variations.{name}", f"{value!r} is not a {flag_type} value"
+                    )
         compiler.types[key] = flag_type
 
-    def variation_key(self, value: Any, where: str) -> str:
-        name = _text(value, where)
+    def variation_key(self, value: Any, where: str, suffix: str = "") -> str:
+        """``value`` when it names a variation of the flag; ``where + suffix`` locates it."""
+        if value.__class__ is str and value in self.variations:
+            return value
+        name = _text(value, where + suffix)
         if name not in self.variations:
             raise _fail(
-                where, f"unknown variation {name!r} (flag has: {', '.join(self.variations)})"
+                where + suffix,
+                f"unknown variation {name!r} (flag has: {', '.join(self.variations)})",
             )
         return name
 
@@ -704,7 +731,10 @@ class _FlagCompiler:
             raise _fail(f"{where}.enabled", f"expected true or false, got {enabled!r}")
         # Prerequisites are resolved even for a disabled flag, so cycles never pass.
         prerequisites = []
-        for i, item in enumerate(_list(spec.get("prerequisites", []), f"{where}.prerequisites")):
+        items = spec.get("prerequisites", [])
+        if items.__class__ is not list:
+            items = _list(items, f"{where}.prerequisites")
+        for i, item in enumerate(items):
             here = f"{where}.prerequisites[{i}]"
             item = _mapping(item, here)
             flag_key = _text(item.get("flag"), f"{here}.flag")
@@ -723,16 +753,29 @@ class _FlagCompiler:
             return run_disabled
 
         targets: dict[str, Details] = {}
-        for i, item in enumerate(_list(spec.get("targets", []), f"{where}.targets")):
-            here = f"{where}.targets[{i}]"
-            item = _mapping(item, here)
-            variation = self.variation_key(item.get("variation"), f"{here}.variation")
+        items = spec.get("targets", [])
+        if items.__class__ is not list:
+            items = _list(items, f"{where}.targets")
+        for i, item in enumerate(items):
+            if item.__class__ is not dict:
+                item = _mapping(item, f"{where}.targets[{i}]")
+            variation = item.get("variation")
+            if variation.__class__ is not str or variation not in self.variations:
+                variation = self.variation_key(variation, where, f".targets[{i}].variation")
             matched = self.fixed(variation, TARGETING_MATCH)
-            for target_key in _list(item.get("keys", []), f"{here}.keys"):
-                targets.setdefault(_text(target_key, f"{here}.keys"), matched)
+            keys = item.get("keys", [])
+            if keys.__class__ is not list:
+                keys = _list(keys, f"{where}.targets[{i}].keys")
+            for target_key in keys:
+                if target_key.__class__ is not str:
+                    target_key = _text(target_key, f"{where}.targets[{i}].keys")
+                targets.setdefault(target_key, matched)
 
         rules = []
-        for i, item in enumerate(_list(spec.get("rules", []), f"{where}.rules")):
+        items = spec.get("rules", [])
+        if items.__class__ is not list:
+            items = _list(items, f"{where}.rules")
+        for i, item in enumerate(items):
             here = f"{where}.rules[{i}]"
             item = _mapping(item, here)
             name = _text(item.get("name"), f"{here}.name")
@@ -742,7 +785,9 @@ class _FlagCompiler:
             )
             self.compiler.rule_conditions.setdefault(self.key, []).append((name, condition))
 
-        default_spec = _mapping(spec.get("default"), f"{where}.default")
+        default_spec = spec.get("default")
+        if default_spec.__class__ is not dict:
+            default_spec = _mapping(default_spec, f"{where}.default")
         if "progression" in default_spec:
             default = self.progression(default_spec["progression"], f"{where}.default.progression")
         else:
@@ -751,10 +796,11 @@ class _FlagCompiler:
         return _flag_runner(prerequisites, targets, rules, default)
 
     def serve(self, spec: Any, where: str, reason: str, rule: str | None) -> FlagRunner:
-        spec = _mapping(spec, where)
+        if spec.__class__ is not dict:
+            spec = _mapping(spec, where)
         if "variation" in spec:
             served = self.fixed(
-                self.variation_key(spec["variation"], f"{where}.variation"), reason, rule
+                self.variation_key(spec["variation"], where, ".variation"), reason, rule
             )
 
             def run_fixed(context: Context, at: float | None) -> Details:
@@ -874,6 +920,18 @@ def _flag_runner(
     rules: list[tuple[Predicate, FlagRunner]],
     default: FlagRunner,
 ) -> FlagRunner:
+    if not prerequisites and not rules:
+        if not targets:
+            return default  # nothing comes before the default: no wrapper
+
+        def run_targets(context: Context, at: float | None) -> Details:
+            matched = targets.get(context.get("key"))  # type: ignore[arg-type]
+            if matched is not None:
+                return matched
+            return default(context, at)
+
+        return run_targets
+
     def run_flag(context: Context, at: float | None) -> Details:
         for run_prerequisite, required, failed in prerequisites:
             if run_prerequisite(context, at).variation != required:
