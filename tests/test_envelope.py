@@ -413,3 +413,45 @@ def test_escaped_surrogates_are_left_to_the_full_check() -> None:
     signed = canonical_json(payload).replace("\U0001f600".encode(), b"\\ud83d\\ude00")
     assert _signed_content_digest(parse_payload(signed), signed) is None
     _check_signed(payload, signed)
+
+
+def _reference_decode_base64(text: str) -> bytes | str:
+    """The general path of _decode_base64 for every alphabet: bytes, or the error."""
+    alphabet = b"-_" if ("-" in text or "_" in text) else b"+/"
+    try:
+        raw = base64.b64decode(text, altchars=alphabet, validate=True)
+    except (ValueError, TypeError):
+        return "not valid"
+    if base64.b64encode(raw, altchars=alphabet).decode() != text:
+        return "not canonical"
+    return raw
+
+
+_BASE64_TEXT = st.one_of(
+    st.binary(max_size=12).map(lambda raw: base64.b64encode(raw).decode()),
+    st.text("ABCDQRSTUwxyz0189+/=", max_size=12),
+    st.text("AQgw+/= \n-_é", max_size=8),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_BASE64_TEXT, mutation=st.integers(min_value=0, max_value=63))
+def test_fast_base64_decoding_agrees_with_the_general_path(text: str, mutation: int) -> None:
+    from flagstone.envelope import _decode_base64
+
+    # Also the same text with its last data character changed (stray trailing bits).
+    stripped = text.rstrip("=")
+    mutated = (
+        stripped[:-1]
+        + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[mutation]
+        + text[len(stripped) :]
+        if stripped
+        else text
+    )
+    for candidate in (text, mutated):
+        expected = _reference_decode_base64(candidate)
+        try:
+            found: bytes | str = _decode_base64(candidate, "payload")
+        except EnvelopeError as error:
+            found = "not canonical" if "canonical" in str(error) else "not valid"
+        assert found == expected, candidate
