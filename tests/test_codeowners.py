@@ -569,3 +569,49 @@ def test_every_generated_owner_is_what_github_would_apply(files: dict[str, str])
         paths |= set(repository_files(root)) | {".github/CODEOWNERS", "schemas/flag.schema.json"}
         for rel in sorted(paths):
             assert oracle_owner(report.expected, rel) == expected_owner(project, rel), rel
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        # A github handle that is not a GitHub owner (the schema says so, but codeowners
+        # does not run the schema): its newline would add a rule of the attacker's.
+        ('{github: "@acme/eng"}', '{github: "@acme/eng\\n* @evil/pwn"}'),
+        ('{github: "@acme/eng"}', '{github: "@acme/eng /flags/ @evil/pwn"}'),
+        # An environment name is part of every flag's patterns.
+        ("[staging, production]", '[staging, "x.yaml @acme/eng\\n* @evil/pwn\\n#"]'),
+        ("[staging, production]", '[staging, "prod *"]'),
+    ],
+)
+def test_crafted_handles_and_names_never_add_codeowners_lines(
+    tmp_path: Path, replace: tuple[str, str]
+) -> None:
+    files = dict(MINI_FILES)
+    files["flagstone.yaml"] = files["flagstone.yaml"].replace(*replace)
+    root = make_repo(tmp_path, files)
+    code, out, err = run(root)
+    assert code == 1, out + err
+    assert "cannot be mapped" in out
+    assert not (root / CODEOWNERS_PATH).exists()
+    block = plan_ownership(read_project(root)).render_block()
+    assert "@evil" not in block
+    assert "prod *" not in block
+
+
+def test_a_crafted_flag_directory_name_never_adds_codeowners_lines(tmp_path: Path) -> None:
+    files = dict(MINI_FILES)
+    files["flags/x @acme/eng\n* @evil/pwn\n#/flag.yaml"] = files["flags/checkout/flag.yaml"]
+    root = make_repo(tmp_path, files)
+    run(root)
+    assert "@evil" not in (root / CODEOWNERS_PATH).read_text()
+
+
+def test_a_crafted_owner_stays_inside_its_comment_line(tmp_path: Path) -> None:
+    files = dict(MINI_FILES)
+    files["flags/checkout/flag.yaml"] = files["flags/checkout/flag.yaml"].replace(
+        "owner: eng", 'owner: "eng\\n* @evil/pwn"'
+    )
+    root = make_repo(tmp_path, files)
+    block = plan_ownership(read_project(root)).render_block()
+    assert "# Flag checkout: owner = eng\\x0a* @evil/pwn" in block
+    assert all(line.startswith(("#", "/")) for line in block.splitlines() if line)

@@ -192,10 +192,20 @@ class OwnershipPlan:
             "# this block at the end of the file.",
         ]
         for heading, entries in self.sections:
-            lines += ["", f"# {heading}"]
+            lines += ["", f"# {_one_line(heading)}"]
             lines += [entry.render() for entry in entries]
         lines.append(END_MARKER)
         return "\n".join(lines) + "\n"
+
+
+# Generated patterns are built from flag keys, environment names and fixed paths.
+_SAFE_PATTERN = re.compile(r"/[A-Za-z0-9._/-]+")
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every control or line-breaking character escaped (comment lines)."""
+    return _LINE_BREAKING.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def plan_ownership(project: Project) -> OwnershipPlan:
@@ -207,10 +217,20 @@ def plan_ownership(project: Project) -> OwnershipPlan:
     def entry(
         pattern: str, team: object, source: str, where: tuple[str | int, ...]
     ) -> Iterator[OwnershipEntry]:
-        if isinstance(team, str) and team in teams and teams[team].github:
-            yield OwnershipEntry(pattern, team, teams[team].github)
-            return
-        if team is None:
+        # Nothing unchecked reaches a CODEOWNERS line: a newline, space, '#' or glob in
+        # a name or handle would add or widen rules (codeowners does not run the schema).
+        if not _SAFE_PATTERN.fullmatch(pattern):
+            why = (
+                f"gives the path {pattern!r}, which cannot be written to CODEOWNERS safely "
+                "(only letters, digits, '.', '_', '-' and '/')"
+            )
+        elif isinstance(team, str) and team in teams and teams[team].github:
+            handle = teams[team].github
+            if is_valid_owner(handle):
+                yield OwnershipEntry(pattern, team, handle)
+                return
+            why = f"names team {team!r}, whose github handle {handle!r} is not a GitHub owner"
+        elif team is None:
             why = "has no owner"
         elif not isinstance(team, str) or team not in teams:
             why = f"names team '{team}', which is not declared in {PROJECT_FILE}"
