@@ -215,3 +215,26 @@ def test_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas() -> None:
     assert rows[1]["author_name"] == "'-2+3"
     assert rows[1]["author_email"] == "'\tx@example.com"
     assert rows[1]["summary"] == "plain, with a comma"
+
+
+def test_control_characters_in_a_commit_subject_or_author_cannot_break_the_log(
+    tmp_path: Path,
+) -> None:
+    # The log is parsed from one `git log -z` stream; a subject carrying the record
+    # separator (any text a committer chooses) must not split, forge or crash it.
+    from gitrepo import ALICE, Author, GitRepo
+
+    repo = GitRepo(tmp_path / "repo")
+    repo.copy_example()
+    repo.commit("Initial flags", author=ALICE, date="2026-11-01T09:00:00Z")
+    repo.replace("flags/new-checkout/production.yaml", "current: beta", "current: ten")
+    forged = "\x1e" + "f" * 40
+    mallory = Author("Mallory \x1e" + "e" * 40, "mallory@example.com")
+    sha = repo.commit(
+        f"Advance {forged} A flags/x/flag.yaml (#9)", author=mallory, date="2026-11-02T09:00:00Z"
+    )
+    entries = log_json(repo.path, "--since", "2026-11-02")
+    assert [(e["commit"], e["kind"], e["flag"], e["pull_request"]) for e in entries] == [
+        (sha, "stage-advanced", "new-checkout", 9)
+    ]
+    assert entries[0]["author_name"] == mallory.name

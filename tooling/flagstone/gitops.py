@@ -379,6 +379,8 @@ class Commit:
 
 
 _RECORD = "\x1e"
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_STATUS = re.compile(r"[ACDMRTUXB][0-9]*")
 
 
 def first_parent_history(root: Path, ref: str = "HEAD") -> list[Commit]:
@@ -399,30 +401,44 @@ def first_parent_history(root: Path, ref: str = "HEAD") -> list[Commit]:
         "--",
         f":(top){prefix}",
     ).decode("utf-8", "replace")
-    commits: list[Commit] = []
+    # Parsed token by token, by count: a subject or author name may contain any
+    # character but NUL (even the record separator), so it is never searched for markers.
     strip = len(prefix) + 1 if prefix else 0
-    for record in out.split(_RECORD):
-        if not record.strip("\0\n"):
+    tokens = out.split("\0")
+    commits: list[Commit] = []
+    i = 0
+    while i < len(tokens):
+        head = tokens[i]
+        if not head.strip("\n"):
+            i += 1  # the terminator of the format, the newline before the changes, the end
             continue
-        fields = record.split("\0")
-        sha, name, email, date, stamp, subject = fields[:6]
-        tokens = [t.strip("\n") for t in fields[6:]]
-        tokens = [t for t in tokens if t]
+        if not (head.startswith(_RECORD) and _COMMIT_ID.fullmatch(head[1:])):
+            raise GitError(f"unexpected `git log` output near {head[:60]!r}")
+        header = tokens[i + 1 : i + 6]
+        if len(header) != 5 or not header[3].isdigit():
+            raise GitError(f"unexpected `git log` output for commit {head[1:13]}")
+        name, email, date, stamp, subject = header
+        i += 6
         changes: list[FileChange] = []
-        i = 0
-        while i < len(tokens):
-            status = tokens[i]
-            if status[:1] in ("R", "C"):
-                old, new = tokens[i + 1][strip:], tokens[i + 2][strip:]
-                i += 3
-                if status[0] == "R":
-                    changes.append(FileChange("R", new, old))
-                else:
-                    changes.append(FileChange("A", new))
+        while i < len(tokens) and not tokens[i].startswith(_RECORD):
+            status = tokens[i].strip("\n")
+            if not status:
+                i += 1
+                continue
+            if not _STATUS.fullmatch(status):
+                raise GitError(f"unexpected `git log` status {status[:20]!r} in {head[1:13]}")
+            paths = 2 if status[0] in "RC" else 1
+            names = [path[strip:] for path in tokens[i + 1 : i + 1 + paths]]
+            if len(names) != paths:
+                raise GitError(f"truncated `git log` output for commit {head[1:13]}")
+            i += 1 + paths
+            if status[0] == "R":
+                changes.append(FileChange("R", names[1], names[0]))
+            elif status[0] == "C":
+                changes.append(FileChange("A", names[1]))
             else:
-                changes.append(FileChange(status[:1], tokens[i + 1][strip:]))
-                i += 2
-        commits.append(Commit(sha, name, email, date, int(stamp), subject, tuple(changes)))
+                changes.append(FileChange(status[0], names[0]))
+        commits.append(Commit(head[1:], name, email, date, int(stamp), subject, tuple(changes)))
     return commits
 
 
