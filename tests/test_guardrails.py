@@ -243,3 +243,44 @@ def test_policy_naming_undeclared_environments_warns(repo: GitRepo) -> None:
 )  # fmt: skip
 def test_duration_text(seconds: int, text: str) -> None:
     assert duration_text(seconds) == text
+
+
+def test_changing_the_stage_list_in_the_same_change_does_not_skip_the_bake(
+    repo: GitRepo,
+) -> None:
+    # Appending (or renaming) a stage while advancing `current` is still an advance out
+    # of beta, which has baked 6h of its 24h.
+    repo.replace(RELEASE, "current: beta", "current: ten")
+    repo.replace(
+        RELEASE,
+        "      - {name: ga, percent: 100, bake: 48h}",
+        "      - {name: ga, percent: 100, bake: 48h}\n      - {name: extra, percent: 100}",
+    )
+    assert rules(findings(repo, "2026-11-01T15:00:00Z")) == [("error", "guardrail-min-bake")]
+    assert findings(repo, "2026-11-02T09:00:00Z") == []
+    # Renaming the target stage is no way around it either.
+    repo.replace(RELEASE, "current: ten", "current: tenx")
+    repo.replace(RELEASE, "{name: ten,", "{name: tenx,")
+    assert rules(findings(repo, "2026-11-01T15:00:00Z")) == [("error", "guardrail-min-bake")]
+    # Nor is giving a bigger stage the name of an earlier one.
+    repo.replace(RELEASE, "current: tenx", "current: staff")
+    repo.replace(RELEASE, "{name: staff, segments: [staff]}", "{name: staff, percent: 10}")
+    repo.replace(RELEASE, "{name: beta,", "{name: betax,")
+    assert ("error", "guardrail-min-bake") in rules(findings(repo, "2026-11-01T15:00:00Z"))
+    # Going back to an earlier stage needs no bake.
+    repo.replace(RELEASE, "{name: staff, percent: 10}", "{name: staff, segments: [staff]}")
+    repo.replace(RELEASE, "{name: betax,", "{name: beta,")
+    assert findings(repo, "2026-11-01T15:00:00Z") == []
+
+
+def test_swapping_the_off_variation_does_not_hide_a_step(repo: GitRepo) -> None:
+    # payments-v2 serves `off` to everyone in production; making `on` the off variation
+    # in the same change must not make on 0 → 100 look like no step at all.
+    release = "flags/payments-v2/production.yaml"
+    repo.replace(release, "on: 90\n    off: 10", "on: 0\n    off: 100")
+    repo.commit("payments-v2 off in production", date="2026-11-02T00:00:00Z")
+    repo.replace("flags/payments-v2/flag.yaml", "off_variation: off", "off_variation: on")
+    repo.replace(release, "on: 0\n    off: 100", "on: 100\n    off: 0")
+    problems = findings(repo, "2026-11-10T00:00:00Z")
+    assert rules(problems) == [("error", "guardrail-max-step")], problems
+    assert "payments-v2 reaches 100% more contexts in production" in problems[0][2]

@@ -209,8 +209,13 @@ class _Checker:
         env: str,
     ) -> None:
         off = flag.off_variation
-        before_shares = served_shares(old, old_flag.off_variation if old_flag else off, at=self.now)
-        step = exposure_step(before_shares, served_shares(new, off, at=self.now), off)
+        old_off = old_flag.off_variation if old_flag else off
+        before_shares = served_shares(old, old_off, at=self.now)
+        # The off variation is left out only when it stays the off variation: naming the
+        # variation being rolled out "off" in the same change must not hide its step.
+        step = exposure_step(
+            before_shares, served_shares(new, off, at=self.now), off if old_off == off else None
+        )
         if step <= 0:
             return
         limit = self.policy.step_limit(env)
@@ -236,22 +241,20 @@ class _Checker:
         old_progression, new_progression = _progression(old), _progression(new)
         if old is None or old_progression is None or new_progression is None:
             return
-        if [r.name for r in stage_reaches(old_progression)] != [
-            r.name for r in stage_reaches(new_progression)
-        ]:
-            return  # stages redefined: stage identities do not carry over
         leaving, scheduled_at = active_reach(old_progression, self.now)
-        target = next(
-            (r for r in stage_reaches(new_progression) if r.name == new_progression.get("current")),
-            None,
-        )
-        if target is None or target.index <= leaving.index or leaving.index < 0:
+        new_reaches = stage_reaches(new_progression)
+        target = next((r for r in new_reaches if r.name == new_progression.get("current")), None)
+        if target is None or leaving.index < 0 or target.name == leaving.name:
             return
+        # An advance is a new stage that reaches more than the one being left, however
+        # the stages are named or reordered in the same change (so adding, removing or
+        # renaming stages is no way around the bake); going back needs no bake.
+        if target.percent <= leaving.percent and set(target.segments) <= set(leaving.segments):
+            return
+        leaving_now = next((r for r in new_reaches if r.name == leaving.name), None)
         where = ("default", "progression", "current")
-        if target.index > leaving.index + 1:
-            skipped = [
-                r.name for r in stage_reaches(new_progression)[leaving.index + 1 : target.index]
-            ]
+        if leaving_now is not None and target.index > leaving_now.index + 1:
+            skipped = [r.name for r in new_reaches if leaving_now.index < r.index < target.index]
             self.problems.append(_problem(
                 new, where, "skip-stage", "warning",
                 f"{new.flag_key} in {env} advances {leaving.name} → {target.name}, skipping {', '.join(skipped)}",
