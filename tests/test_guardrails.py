@@ -284,3 +284,20 @@ def test_swapping_the_off_variation_does_not_hide_a_step(repo: GitRepo) -> None:
     problems = findings(repo, "2026-11-10T00:00:00Z")
     assert rules(problems) == [("error", "guardrail-max-step")], problems
     assert "payments-v2 reaches 100% more contexts in production" in problems[0][2]
+
+
+def test_a_schedule_cannot_take_a_step_max_step_refuses(repo: GitRepo) -> None:
+    # Moving `half` to 100% (or to a sooner date) passes today, when nothing changes, but
+    # the schedule would then jump from beta's 1% to 100% with no further review.
+    repo.replace(RELEASE, "{name: half, percent: 50,", "{name: half, percent: 100,")
+    problems = check_change(repo.path, now=instant("2026-11-10T00:00:00Z"))
+    assert [(p.level, p.rule) for p in problems] == [("error", "guardrail-max-step")]
+    assert problems[0].message == (
+        "new-checkout's schedule reaches 99% more contexts in production at "
+        "2026-12-03T09:00:00Z; the limit is 25 points"
+    )
+    assert problems[0].line == 21  # the `at` of the half stage
+    # A schedule the base already had is not reported again on an unrelated change.
+    repo.replace(RELEASE, "{name: half, percent: 100,", "{name: half, percent: 50,")
+    repo.replace(RELEASE, "user-1002]", "user-1002, user-1003]")
+    assert findings(repo, "2026-11-10T00:00:00Z") == []

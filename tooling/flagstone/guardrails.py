@@ -110,6 +110,32 @@ def _progression(release: ReleaseConfig | None) -> Mapping[str, Any] | None:
     return None
 
 
+def _schedule_jumps(
+    release: ReleaseConfig | None, off: str | None, now: float
+) -> list[tuple[int, str, Decimal, dict[str, Decimal]]]:
+    """``(stage index, at, step, shares after)`` for each exposure jump the progression's
+    schedule will make after ``now``, in time order, each from the stage in force before."""
+    progression = _progression(release)
+    stages = progression.get("stages") if progression else None
+    if release is None or not release.enabled or not isinstance(stages, list):
+        return []
+    moments: dict[float, tuple[int, str]] = {}
+    for index, stage in enumerate(stages):
+        at = stage.get("at") if isinstance(stage, Mapping) else None
+        moment = parse_timestamp(at) if isinstance(at, str) else None
+        if moment is not None and moment > now:
+            moments.setdefault(moment, (index, str(at)))
+    jumps = []
+    shares = served_shares(release, off, at=now)
+    for moment in sorted(moments):
+        later = served_shares(release, off, at=moment)
+        step = exposure_step(shares, later, off)
+        if step > 0:
+            jumps.append((*moments[moment], step, later))
+        shares = later
+    return jumps
+
+
 def duration_text(seconds: float) -> str:
     """``1d``, ``1d10h``, ``3h10m``, ``45m``: the two largest units, zeros left out."""
     minutes = int(seconds) // 60
@@ -170,6 +196,7 @@ class _Checker:
                 old_release = old_flag.releases.get(env) if old_flag else None
                 if release is not None:
                     self.step(flag, old_flag, old_release, release, env)
+                    self.scheduled_steps(flag, old_flag, old_release, release, env)
                     self.bake(old_release, release, env)
                     self.kill(old_release, release, env, flag)
         self.serving_values()
@@ -236,6 +263,30 @@ class _Checker:
                 f"{flag.key} reaches {percent_text(step)}% more contexts in {env} in one change; the limit is {percent_text(limit)} points",
                 f"raise exposure by at most {percent_text(limit)} points per change (add an intermediate stage or split the change)",
             ))  # fmt: skip
+
+    def scheduled_steps(
+        self,
+        flag: Flag,
+        old_flag: Flag | None,
+        old: ReleaseConfig | None,
+        new: ReleaseConfig,
+        env: str,
+    ) -> None:
+        """A scheduled stage (``at``) raises exposure later with no further change, so a
+        jump a schedule will make is held to max_step too, unless the base already
+        scheduled that time to reach as far."""
+        limit = self.policy.step_limit(env)
+        if limit is None:
+            return
+        old_off = old_flag.off_variation if old_flag else None
+        reviewed = {at: shares for _, at, _, shares in _schedule_jumps(old, old_off, self.now)}
+        for index, at, step, shares in _schedule_jumps(new, flag.off_variation, self.now):
+            if step > limit and exposure_step(reviewed.get(at, {}), shares, flag.off_variation) > 0:
+                self.problems.append(_problem(
+                    new, ("default", "progression", "stages", index, "at"), "max-step", "error",
+                    f"{flag.key}'s schedule reaches {percent_text(step)}% more contexts in {env} at {at}; the limit is {percent_text(limit)} points",
+                    f"schedule steps of at most {percent_text(limit)} points (add an intermediate scheduled stage)",
+                ))  # fmt: skip
 
     def bake(self, old: ReleaseConfig | None, new: ReleaseConfig, env: str) -> None:
         old_progression, new_progression = _progression(old), _progression(new)
