@@ -293,3 +293,46 @@ def test_a_bad_line_late_in_the_file_prints_no_results(
     code, out, err = run_eval(capsys, repo, "color", "--contexts", str(path), "--format", "json")
     assert (code, out) == (2, "")
     assert err.startswith(f"error: {path}:5001: a context must be a JSON object, got list")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--context", "[" * 100_000],
+            "error: --context:1: JSON nested too deeply",
+        ),
+        (
+            ["--context", '{"key": "u", "n": NaN}'],
+            "error: --context:1: invalid JSON: NaN is not a JSON value",
+        ),
+        (
+            ["--context", '{"key": "u", "n": -Infinity}'],
+            "error: --context:1: invalid JSON: -Infinity is not a JSON value",
+        ),
+        (
+            ["--context", '{"key": "u", "key": "v"}'],
+            "error: --context:1: invalid JSON: duplicate key 'key'",
+        ),
+        (["--context", '{"key": "u"}', "--at", "nan"], "error: --at: 'nan' is not"),
+        (["--context", '{"key": "u"}', "--at", "inf"], "error: --at: 'inf' is not"),
+        (["--context", '{"key": "u"}', "--at", "1e400"], "error: --at: '1e400' is not"),
+    ],
+)
+def test_json_that_python_tolerates_but_json_does_not_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run_eval(capsys, repo, "checkout", *args)
+    assert (code, out) == (2, "")
+    assert err.startswith(message), err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_deeply_nested_line_in_a_contexts_file_names_the_line(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"key": "a"}\n' + "[" * 100_000 + "\n", encoding="utf-8")
+    code, out, err = run_eval(capsys, repo, "checkout", "--contexts", str(path))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {path}:2: JSON nested too deeply")

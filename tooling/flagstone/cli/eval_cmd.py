@@ -9,6 +9,7 @@ JSON lines with ``--format json`` (summary on stderr), or just the summary table
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -32,19 +33,42 @@ def _parse_at(text: str | None) -> float | None:
         try:
             instant = float(text)
         except ValueError:
+            instant = math.nan
+        if not math.isfinite(instant):  # nan, inf and 1e400 are not instants
             raise UsageError(
                 f"--at: {text!r} is not an RFC 3339 time (2026-12-03T09:00:00Z) or epoch seconds"
             ) from None
     return instant
 
 
+class _StrictJSONError(ValueError):
+    """JSON that Python's parser accepts but RFC 8259 does not (or a repeated key)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _StrictJSONError(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _StrictJSONError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
 def _parse_context(text: str, source: str, line: int = 1) -> dict[str, Any]:
     """One JSON object; errors name ``source:line:col`` (``line`` is where ``text`` starts)."""
     try:
-        context = json.loads(text)
+        context = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         where = f"{source}:{line + error.lineno - 1}:{error.colno}"
         raise UsageError(f"{where}: invalid JSON: {error.msg}") from None
+    except _StrictJSONError as error:
+        raise UsageError(f"{source}:{line}: invalid JSON: {error}") from None
+    except RecursionError:
+        raise UsageError(f"{source}:{line}: JSON nested too deeply") from None
     if not isinstance(context, dict):
         kind = type(context).__name__
         raise UsageError(f"{source}:{line}: a context must be a JSON object, got {kind}")
