@@ -295,3 +295,16 @@ def test_fresh_repository_keygen_publish_verify(tmp_path: Path, cli: Cli) -> Non
         assert stdout.startswith(
             f"OK dist/{environment}/latest.json: demo-shop/{environment} version 1"
         )
+
+
+def test_undecodable_bytes_in_the_key_variable_are_a_usage_error(
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.environ keeps bytes that are not UTF-8 as lone surrogates.
+    monkeypatch.setenv(
+        KEY_ENV_VARIABLE, "-----BEGIN PRIVATE KEY-----\n\udcff\n-----END PRIVATE KEY-----\n"
+    )
+    (tmp_path / "payload.json").write_text("{}")
+    code, _, stderr = cli(tmp_path, "sign", "payload.json")
+    assert code == 2, stderr
+    assert stderr.startswith(f"error: {KEY_ENV_VARIABLE} holds a private key that cannot be read")

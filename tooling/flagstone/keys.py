@@ -144,7 +144,8 @@ def resolve_signing_keys(
         return SigningKeys(keys, ", ".join(f"--key {path}" for path in key_files))
     pem_text = environ.get(KEY_ENV_VARIABLE, "")
     if pem_text.strip():
-        return SigningKeys(load_private_keys(pem_text.encode(), KEY_ENV_VARIABLE), KEY_ENV_VARIABLE)
+        pem = pem_text.encode("utf-8", "surrogateescape")  # bytes os.environ could not decode
+        return SigningKeys(load_private_keys(pem, KEY_ENV_VARIABLE), KEY_ENV_VARIABLE)
     if not allow_development_key:
         raise UsageError(
             f"no signing key: pass --key FILE or set {KEY_ENV_VARIABLE}",
