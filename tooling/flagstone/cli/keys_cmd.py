@@ -92,7 +92,10 @@ def sign(payload_file: str, key_files: tuple[Path, ...], output: str) -> None:
     if output == "-":
         click.echo(envelope.decode())
     else:
-        Path(output).write_bytes(envelope + b"\n")
+        try:
+            Path(output).write_bytes(envelope + b"\n")
+        except OSError as error:
+            raise UsageError(f"cannot write {output}: {error.strerror or error}") from None
         click.echo(
             f"signed {payload_file} with {', '.join(k[:12] for k in signing.keyids)} → {output}",
             err=True,
