@@ -9,7 +9,7 @@ import pytest
 
 from flagstone.cli.main import main
 from flagstone.keys import KEY_ENV_VARIABLE
-from publish_helpers import write_key_file
+from publish_helpers import make_repo, write_key_file
 
 
 def run(
@@ -45,3 +45,32 @@ def test_sign_to_an_unwritable_output_is_a_one_line_error(
     assert code == 2 and out == ""
     assert err.startswith(f"error: cannot write {target}: "), err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["kill", "checkout", "--env", "production"],
+        ["enable", "checkout", "--env", "production"],
+        ["advance", "checkout", "--env", "production"],
+        ["rollout", "checkout", "--env", "production", "--percent", "10"],
+        ["new", "search", "--owner", "platform"],
+    ],
+)
+def test_an_edit_with_a_broken_flagstone_yaml_names_where_it_breaks(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    config = root / "flagstone.yaml"
+    config.write_text(config.read_text() + "lint: [\n")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+    code, out, err = run(monkeypatch, capsys, root, *args)
+    assert code == 1 and out == ""
+    # Not "unknown environment 'production' (declared: none)" or "unknown team".
+    assert err.startswith("error: cannot edit: flagstone.yaml:"), err
+    assert "invalid YAML" in err
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+    assert after == before

@@ -288,6 +288,8 @@ def _flag(project: Project, key: str) -> Flag:
 
 
 def _release_file(project: Project, flag: Flag, env: str) -> TextFile:
+    if project.config is None:
+        _unreadable(project, PROJECT_FILE)
     if env not in project.environments:
         raise UsageError(
             f"unknown environment {env!r} (declared: {', '.join(project.environments) or 'none'})"
@@ -468,6 +470,8 @@ def new_flag(
         )
     if key in project.flags or (root / FLAGS_DIR / key).exists():
         raise EditError(f"{FLAGS_DIR}/{key} already exists")
+    if project.config is None:
+        _unreadable(project, PROJECT_FILE)
     teams = project.config.teams if project.config else {}
     if owner not in teams:
         raise UsageError(f"unknown team {owner!r} (teams: {', '.join(sorted(teams)) or 'none'})")
