@@ -564,3 +564,52 @@ def test_an_owned_payload_is_compiled_alike_without_a_copy() -> None:
     for context in ({}, {"key": "u1"}, {"key": "u2", "plan": "pro"}):
         for key in flags:
             assert owned.evaluate(key, context) == copied.evaluate(key, context)
+
+
+def test_clauses_built_once_still_tell_true_from_1_and_1_from_1_point_0() -> None:
+    """Identical clauses are compiled once and shared between flags; values that are
+    equal in Python but not the same JSON literal must not share one."""
+
+    def flag_on_when(values: list[Any], op: str = "eq") -> dict[str, Any]:
+        rule = {
+            "name": "r",
+            "condition": {"attribute": "x", "op": op, "values": values},
+            "serve": {"variation": "on"},
+        }
+        return flag_spec(rules=[rule], default={"variation": "off"})
+
+    snapshot = Snapshot.from_payload(
+        snapshot_payload(
+            {
+                "true": flag_on_when([True]),
+                "one": flag_on_when([1]),
+                "one-again": flag_on_when([1]),
+                "neq-one": flag_on_when([1], "neq"),
+                "neq-one-float": flag_on_when([1.0], "neq"),
+            }
+        )
+    )
+    served = {key: snapshot.evaluate(key, {"x": 1}).variation for key in snapshot.flags}
+    assert served == {
+        "true": "off",
+        "one": "on",
+        "one-again": "on",
+        "neq-one": "off",
+        "neq-one-float": "off",
+    }
+    assert snapshot.evaluate("true", {"x": True}).variation == "on"
+    assert snapshot.evaluate("one", {"x": True}).variation == "off"
+
+
+def test_flags_with_the_same_fixed_outcome_may_share_it_but_serve_their_own_values() -> None:
+    flags = {
+        "a": flag_spec(type="string", variations={"on": "A", "off": "-"}),
+        "b": flag_spec(type="string", variations={"on": "B", "off": "-"}),
+        "c": flag_spec(type="number", variations={"on": 1, "off": 0}),
+        "d": flag_spec(type="number", variations={"on": 1.0, "off": 0}),
+        "e": flag_spec(),
+    }
+    snapshot = Snapshot.from_payload(snapshot_payload(flags))
+    values = {key: snapshot.evaluate(key, {}).value for key in flags}
+    assert values == {"a": "A", "b": "B", "c": 1, "d": 1.0, "e": True}
+    assert type(values["c"]) is int and type(values["d"]) is float

@@ -491,6 +491,18 @@ def _optional_instant(value: Any, where: str) -> float | None:
 # Compiling a payload into closures.
 
 
+# Immutable values, so a Details serving one may be shared between flags.
+_SHAREABLE_VALUES = frozenset({bool, str, int, type(None)})
+
+
+def _hashable_value(value: Any) -> tuple[type, Any]:
+    """A clause value as a key that tells ``true`` from ``1`` and ``1`` from ``1.0``
+    (equal and equally hashed in Python, not the same literal in a clause); raises
+    TypeError for an object or an array."""
+    hash(value)
+    return (value.__class__, value)
+
+
 _Compiled = TypeVar("_Compiled")
 
 
@@ -521,6 +533,8 @@ class _Compiler:
         self.segment_specs: dict[str, Any] = segment_specs
         self.flag_specs: dict[str, Any] = flag_specs
         self.segments: dict[str, Predicate] = {}
+        self.clauses: dict[tuple[Any, ...], Predicate] = {}
+        self.outcomes: dict[tuple[Any, ...], Details] = {}
         self.flags: dict[str, FlagRunner] = {}
         self.types: dict[str, str] = {}
         # flag -> [(rule name, condition)], so explain() can tell a rule from a stage.
@@ -563,10 +577,23 @@ class _Compiler:
             values = spec.get("values", [])
             if values.__class__ is not list:
                 values = _list(values, f"{where}.values")
+            # Flags often repeat a clause (the same plan, platform or version test): a
+            # clause is a pure function of these three, so it is checked and built once.
+            # Values are hashable unless one is an object or an array (then no sharing).
+            try:
+                clause_key = (attribute, op, *(_hashable_value(v) for v in values))
+                shared = self.clauses.get(clause_key)
+            except TypeError:
+                clause_key, shared = None, None
+            if shared is not None:
+                return shared
             problem = check_clause_values(op, values)
             if problem:
                 raise _fail(where, problem)
-            return _clause(attribute, op, values)
+            compiled = _clause(attribute, op, values)
+            if clause_key is not None:
+                self.clauses[clause_key] = compiled
+            return compiled
         raise _fail(where, "a condition needs one of: attribute, segment, all, any, not")
 
     def _resolve(
@@ -705,13 +732,23 @@ class _FlagCompiler:
         return name
 
     def fixed(self, variation: str, reason: str, rule: str | None = None) -> Details:
+        """The Details of a fixed outcome. Frozen, so flags whose outcome is the same
+        (same scalar value, variation, reason and rule) share one: thousands of boolean
+        flags have just a handful of distinct outcomes."""
+        value = self.variations[variation]
+        shared_key = None
+        if value.__class__ in _SHAREABLE_VALUES:
+            shared_key = (value.__class__, value, variation, reason, rule)
+            shared = self.compiler.outcomes.get(shared_key)
+            if shared is not None:
+                return shared
         # Details(...) without the frozen dataclass's per-field __setattr__ (see _with_bucket).
         details: Details = _new_instance(Details)
         _set_attribute(
             details,
             "__dict__",
             {
-                "value": self.variations[variation],
+                "value": value,
                 "variation": variation,
                 "reason": reason,
                 "error_code": None,
@@ -721,6 +758,8 @@ class _FlagCompiler:
                 "bucket": None,
             },
         )
+        if shared_key is not None:
+            self.compiler.outcomes[shared_key] = details
         return details
 
     def build(self) -> FlagRunner:
