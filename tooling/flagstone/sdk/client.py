@@ -539,7 +539,7 @@ class Client:
             logger.exception("unexpected error while loading a snapshot")
             self._reject(f"{type(error).__name__}: {error}", body_digest)
             return False
-        self._install(snapshot, data, cached=False)
+        self._install(snapshot, data, cached=False, envelope_sha256=body_digest)
         return True
 
     def _open(self, data: bytes, active: _Active | None) -> Snapshot:
@@ -572,7 +572,16 @@ class Client:
         # The payload was parsed just above and nothing else holds it: no private copy.
         return Snapshot.from_payload(payload, owned=True)
 
-    def _install(self, snapshot: Snapshot, envelope: bytes, *, cached: bool) -> None:
+    def _install(
+        self,
+        snapshot: Snapshot,
+        envelope: bytes,
+        *,
+        cached: bool,
+        envelope_sha256: bytes | None = None,
+    ) -> None:
+        if envelope_sha256 is None:
+            envelope_sha256 = hashlib.sha256(envelope).digest()
         old = self._active
         if self._project is None:
             self._project = snapshot.project  # pinned by the first snapshot accepted
@@ -594,7 +603,7 @@ class Client:
                 )
         elif old is None:
             changed = frozenset(snapshot.flags)
-        self._active = self._activate(snapshot, hashlib.sha256(envelope).digest(), cached=cached)
+        self._active = self._activate(snapshot, envelope_sha256, cached=cached)
         if not cached:
             self._rejected_digest = None
             self._last_error = None
