@@ -204,6 +204,21 @@ def test_a_key_of_an_unsupported_algorithm_is_a_usage_error_not_a_bug(
     assert "MD4CAQEE" not in stdout + stderr
 
 
+def test_keys_in_dot_flagstone_stay_out_of_git_without_a_gitignore_entry(
+    tmp_path: Path, cli: Cli
+) -> None:
+    """A repository whose .gitignore does not list .flagstone/ (here: none at all) still
+    never picks up the development key or a default keygen key with `git add -A`."""
+    root = make_repo(tmp_path / "repo")
+    assert not (root / ".gitignore").exists()
+    assert cli(root, "publish")[0] == 0
+    assert cli(root, "keygen")[0] == 0
+    assert len(list((root / ".flagstone").glob("*.pem"))) == 2
+    git(root, "add", "-A")
+    tracked = git(root, "ls-files").splitlines()
+    assert not [path for path in tracked if path.startswith(".flagstone")], tracked
+
+
 def test_development_key_is_created_once_signs_and_is_never_trusted_implicitly(
     tmp_path: Path, cli: Cli
 ) -> None:

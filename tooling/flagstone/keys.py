@@ -7,9 +7,11 @@ error message: a key that cannot be loaded is reported by where it came from, no
 what it contains.
 
 Without a configured key, local publishing uses a *development key* kept in
-``.flagstone/dev-signing-key.pem`` (git-ignored). It is created on first use and is
+``.flagstone/dev-signing-key.pem``. It is created on first use and is
 never trusted implicitly: ``flagstone verify`` accepts it only when asked
 (``--allow-dev-key``) or when its public key has been put under ``signing.keys``.
+``.flagstone/`` ignores itself (a ``.gitignore`` of ``*`` inside it), so keys kept
+there stay out of git even in a repository whose own ``.gitignore`` does not list it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from flagstone.errors import EnvelopeError, UsageError
 
 KEY_ENV_VARIABLE = "FLAGSTONE_SIGNING_KEY"
 DEV_KEY_PATH = Path(".flagstone") / "dev-signing-key.pem"
+KEY_DIRECTORY = DEV_KEY_PATH.parent
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
 )
@@ -79,6 +82,20 @@ def key_entry_yaml(entry: Mapping[str, str]) -> str:
 
     fields = ", ".join(f"{name}: {json.dumps(value)}" for name, value in entry.items())
     return f"signing:\n  keys:\n    - {{{fields}}}\n"
+
+
+def key_directory(root: Path) -> Path:
+    """``root/.flagstone``, created if missing, with a ``.gitignore`` that ignores
+    everything in it (itself included): `git add -A` never picks up a key kept there."""
+    directory = root / KEY_DIRECTORY
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        ignore = directory / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# Written by flagstone: signing keys never go into git.\n*\n")
+    except OSError as error:
+        raise UsageError(f"cannot create {directory}: {error.strerror or error}") from None
+    return directory
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
@@ -158,6 +175,7 @@ def resolve_signing_keys(
             (generate_key(),), "a throwaway key (nothing is signed)", development=True
         )
     if not path.exists():
+        key_directory(root)
         write_private_key(path, generate_key())
         created = True
     return SigningKeys(load_key_file(path), str(path), development=True, created=created)

@@ -25,6 +25,7 @@ from flagstone.keys import (
     configured_keyring,
     development_trusted_key,
     generate_key,
+    key_directory,
     key_entry_yaml,
     private_key_pem,
     public_key_entry,
@@ -40,7 +41,7 @@ from flagstone.model import find_root, read_project
     "out",
     default=None,
     help="Where to write the private key (PKCS#8 PEM, mode 0600; never overwritten). "
-    "Default: .flagstone/signing-key-<keyid>.pem in the repository (git-ignored). "
+    "Default: .flagstone/signing-key-<keyid>.pem in the repository (ignored by git). "
     "`-` writes it to stdout, e.g. to pipe it into a secret store.",
 )
 @click.option(
@@ -61,7 +62,7 @@ def keygen(out: str | None, note: str | None, repo: Path | None) -> None:
             base = find_root(repo or Path.cwd())
         except RepositoryError:
             base = Path.cwd()
-        path = base / DEV_KEY_PATH.parent / f"signing-key-{entry['keyid'][:12]}.pem"
+        path = key_directory(base) / f"signing-key-{entry['keyid'][:12]}.pem"
     else:
         path = Path(out)
     write_private_key(path, key)
