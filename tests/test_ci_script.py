@@ -24,3 +24,15 @@ def test_readme_quick_start_has_two_commands() -> None:
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert readme_commands()[1] in script
+
+
+def test_readme_main_job_publishes_the_repositorys_flags() -> None:
+    assert "flagstone publish" in readme_commands()[0]
+
+
+def test_readme_links_every_guide() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\((docs/[^)]+\.md)\)", text))
+    guides = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "readme").glob("*.md")}
+    assert guides and guides <= linked, sorted(guides - linked)
+    assert all((ROOT / path).is_file() for path in linked), sorted(linked)
