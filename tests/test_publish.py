@@ -271,3 +271,55 @@ def test_to_overrides_the_configured_target(tmp_path: Path) -> None:
     assert results[0].latest_url == (elsewhere / "staging/latest.json").as_uri()
     assert json.loads((elsewhere / "staging/latest.json").read_bytes())["payloadType"]
     assert not (root / "dist").exists()
+
+
+def test_losing_a_race_to_a_newer_commit_with_the_same_content_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    # Two CI jobs: A for c1, B for c2 (a descendant that changes no flag). B moves
+    # latest.json between A's read and A's conditional write. A's content is already
+    # there, so A is "unchanged" — not a failed job blaming a newer commit.
+    from collections.abc import Callable
+
+    from flagstone.compile import git_source
+    from flagstone.publish import Publisher
+    from flagstone.store import SnapshotStore, WriteMode, open_store
+
+    root = make_repo(tmp_path / "repo")
+    publish(root)  # version 1 of the first content
+    set_default(root, "production", "off")
+    c1 = commit(root, "new content")
+    commit(root, "a newer commit that changes no flag")
+    worktree = tmp_path / "c1"
+    git(root, "worktree", "add", "-q", "--detach", str(worktree), c1)
+    url = (root / "dist").as_uri()
+
+    class Interleaved(SnapshotStore):
+        """The store, with something else happening just before the first latest.json write."""
+
+        def __init__(self, before_latest: Callable[[], object]) -> None:
+            self.__dict__.update(open_store(url).__dict__)
+            self.before_latest: Callable[[], object] | None = before_latest
+
+        def put(self, path: str, data: bytes, *, mode: WriteMode) -> str | None:
+            if path.endswith("latest.json") and self.before_latest is not None:
+                hook, self.before_latest = self.before_latest, None
+                hook()
+            return super().put(path, data, mode=mode)
+
+    def job_b() -> object:
+        (result,) = publish(root, environments=["production"], to=url)
+        assert result.action == "published" and result.version == 3
+        return result
+
+    a = Publisher(
+        load_valid_project(worktree),
+        Interleaved(job_b),
+        signing(),
+        now=lambda: NOW,
+        source=git_source(worktree),
+    )
+    result = a.publish("production")
+    assert (result.action, result.version) == ("unchanged", 3)
+    latest = envelope_payload((root / "dist/production/latest.json").read_bytes())
+    assert latest["version"] == 3 and latest["source"]["commit"] != c1

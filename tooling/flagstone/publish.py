@@ -375,7 +375,8 @@ class Publisher:
                         raise StoreError(
                             f"{latest_url} disappeared while publishing; refusing to guess"
                         ) from None
-                    check_not_older(self.project.root, ours, current, latest_url)
+                    # Our content already there, published by someone else, is done
+                    # (whichever commit it came from: the same content is never older).
                     if current.digest == digest and current.version > version:
                         return result(
                             "unchanged",
@@ -384,6 +385,7 @@ class Publisher:
                             current.expires_text,
                             f"another publisher published the same content as version {current.version}",
                         )
+                    check_not_older(self.project.root, ours, current, latest_url)
                     if current.version < version:
                         continue  # ours is still the highest: same bytes, new condition
                     version = current.version + 1
