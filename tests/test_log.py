@@ -238,3 +238,21 @@ def test_control_characters_in_a_commit_subject_or_author_cannot_break_the_log(
         (sha, "stage-advanced", "new-checkout", 9)
     ]
     assert entries[0]["author_name"] == mallory.name
+
+
+def test_text_output_escapes_terminal_control_characters(tmp_path: Path) -> None:
+    # An author name carrying escape sequences must not rewrite what an auditor's
+    # terminal shows (e.g. erase its own line).
+    from gitrepo import ALICE, Author, GitRepo
+
+    repo = GitRepo(tmp_path / "repo")
+    repo.copy_example()
+    repo.commit("Initial flags", author=ALICE, date="2026-11-01T09:00:00Z")
+    repo.replace("flags/new-checkout/production.yaml", "current: beta", "current: ten")
+    sneaky = Author("Mallory\x1b[2K\rAlice Example", "mallory@example.com")
+    repo.commit("Advance (#9)", author=sneaky, date="2026-11-02T09:00:00Z")
+    code, out, err = run_cli(["log", "--since", "2026-11-02"], repo.path)
+    assert code == 0, err
+    assert "\x1b" not in out and "\r" not in out
+    assert "Mallory\\x1b[2K\\x0dAlice Example <mallory@example.com> #9" in out
+    assert log_json(repo.path, "--since", "2026-11-02")[0]["author_name"] == sneaky.name

@@ -645,15 +645,23 @@ def render_log_csv(entries: Sequence[LogEntry]) -> str:
     return buffer.getvalue()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so a commit's author or a description
+    cannot move the cursor or erase lines of what an auditor's terminal shows."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def render_log_text(entries: Sequence[LogEntry]) -> str:
     lines = []
     for e in entries:
         pr = f" #{e.pull_request}" if e.pull_request else ""
         where = f"{e.environment}: " if e.environment else ""
         what = e.key or PROJECT_FILE
-        lines.append(
-            f"{e.date} {e.commit[:12]} {e.author_name} <{e.author_email}>{pr}  {where}{what}: {e.summary}\n"
-        )
+        line = f"{e.date} {e.commit[:12]} {e.author_name} <{e.author_email}>{pr}  {where}{what}: {e.summary}"
+        lines.append(_printable(line) + "\n")
     return "".join(lines)
 
 
