@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flagstone.canonical import canonical_json, content_digest
+from flagstone.cli.main import main
 from flagstone.compile import compile_environment, snapshot_bytes
 from flagstone.engine import Snapshot
 from flagstone.errors import UsageError, ValidationFailed
@@ -278,6 +279,17 @@ def test_content_with_no_snapshot_form_is_refused_at_its_position(
 def test_unknown_environment_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"unknown environment 'prod' .*staging, production"):
         compile_files(tmp_path, {}, env="prod")
+
+
+def test_an_output_file_that_cannot_be_written_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "missing" / "production.json"
+    with pytest.raises(SystemExit) as exited:
+        main(["compile", "--env", "production", "--repo", str(REPO_ROOT), "-o", str(target)])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (f"error: cannot write {target}: No such file or directory\n")
+    assert not target.parent.exists()
 
 
 def test_prerequisite_cycle_is_refused(tmp_path: Path) -> None:

@@ -471,6 +471,21 @@ def test_cli_usage_errors(
     assert message in capsys.readouterr().err
 
 
+def test_an_output_file_that_cannot_be_written_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "missing" / "flagd.json"
+    assert cli("export", "--env", "staging", "--repo", str(ROOT), "-o", str(target)) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {target}: No such file or directory\n"
+    assert not target.parent.exists()
+    # A good -o leaves only the finished file behind (written next to it, then renamed).
+    target = tmp_path / "flagd.json"
+    assert cli("export", "--env", "staging", "--repo", str(ROOT), "-o", str(target)) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["flagd.json"]
+    check_schema(json.loads(target.read_text()))
+
+
 # ---------------------------------------------------------------------------
 # <env>/flagd.json next to the snapshot.
 

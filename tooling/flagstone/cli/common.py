@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from flagstone.errors import UsageError
 from flagstone.model import find_root
 from flagstone.problems import FORMAT_CHOICES
 
@@ -40,3 +43,20 @@ def findings_format_option(func: F) -> F:
 def resolve_repo(repo: Path | None) -> Path:
     """The repository root from ``--repo`` or the current directory."""
     return find_root(repo if repo is not None else Path.cwd())
+
+
+def write_output_file(path: Path, data: bytes) -> None:
+    """Write ``-o FILE`` whole or not at all: a temporary file next to it, renamed over
+    it. A path that cannot be written is a one-line usage error (exit 2)."""
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.common import repo_option, resolve_repo, write_output_file
 from flagstone.compile import compile_environment, git_source, snapshot_bytes
 from flagstone.validate import load_valid_project
 
@@ -38,5 +38,5 @@ def compile_(env: str, output: Path | None, repo: Path | None) -> None:
         sys.stdout.buffer.write(data + b"\n" if sys.stdout.isatty() else data)
         sys.stdout.buffer.flush()
         return
-    output.write_bytes(data)
+    write_output_file(output, data)
     click.echo(f"wrote {output} ({len(data)} bytes, {payload['digest']})", err=True)

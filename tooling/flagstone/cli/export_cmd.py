@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.common import repo_option, resolve_repo, write_output_file
 from flagstone.compile import compile_environment, git_source
 from flagstone.errors import ExportError
 from flagstone.flagd_export import (
@@ -80,6 +80,6 @@ def export(
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    output.write_bytes(data)
+    write_output_file(output, data)
     count = len(result.document["flags"])
     click.echo(f"wrote {output} ({count} flags, {len(data)} bytes)", err=True)
