@@ -854,9 +854,16 @@ class _FlagCompiler:
         bounds: list[tuple[int, dict[str, Any]]] = []
         upper = 0
         for i, item in enumerate(_list(split.get("weights"), f"{here}.weights")):
-            item = _mapping(item, f"{here}.weights[{i}]")
-            variation = self.variation_key(item.get("variation"), f"{here}.weights[{i}].variation")
-            upper += _integer(item.get("weight"), f"{here}.weights[{i}].weight", 0, TOTAL_WEIGHT)
+            # Location strings only when a check fails (see _FlagCompiler).
+            if item.__class__ is not dict:
+                item = _mapping(item, f"{here}.weights[{i}]")
+            variation = item.get("variation")
+            if variation.__class__ is not str or variation not in self.variations:
+                variation = self.variation_key(variation, f"{here}.weights[{i}].variation")
+            weight = item.get("weight")
+            if weight.__class__ is not int or not 0 <= weight <= TOTAL_WEIGHT:
+                weight = _integer(weight, f"{here}.weights[{i}].weight", 0, TOTAL_WEIGHT)
+            upper += weight
             fields = _outcome_fields(
                 self.variations[variation], variation, SPLIT, rule, self.version
             )
@@ -882,30 +889,49 @@ class _FlagCompiler:
         return run_split
 
     def bucketer(self, spec: Mapping[str, Any], where: str) -> Callable[[Context], int | None]:
-        seed = _text(spec.get("seed", self.key), f"{where}.seed")
-        bucket_by = _text(spec.get("bucket_by", "key"), f"{where}.bucket_by")
+        seed = spec.get("seed", self.key)
+        if seed.__class__ is not str:
+            seed = _text(seed, f"{where}.seed")
+        bucket_by = spec.get("bucket_by", "key")
+        if bucket_by.__class__ is not str:
+            bucket_by = _text(bucket_by, f"{where}.bucket_by")
         return make_bucketer(seed, bucket_by)
 
     def progression(self, spec: Any, where: str) -> FlagRunner:
         spec = _mapping(spec, where)
-        variation = self.variation_key(spec.get("variation"), f"{where}.variation")
-        baseline = self.variation_key(spec.get("baseline"), f"{where}.baseline")
+        variation = self.variation_key(spec.get("variation"), where, ".variation")
+        baseline = self.variation_key(spec.get("baseline"), where, ".baseline")
         bucket_of = self.bucketer(spec, where)
         names: list[str] = []
         weights: list[int] = []
         instants: list[float | None] = []
         rings: list[list[tuple[Predicate, Details]]] = []  # segment tests of stages 0..i
         ring: list[tuple[Predicate, Details]] = []
-        for i, stage in enumerate(_list(spec.get("stages"), f"{where}.stages")):
-            here = f"{where}.stages[{i}]"
-            stage = _mapping(stage, here)
-            name = _text(stage.get("name"), f"{here}.name")
+        stages = spec.get("stages")
+        if stages.__class__ is not list:
+            stages = _list(stages, f"{where}.stages")
+        for i, stage in enumerate(stages):
+            # Location strings only when a check fails (see _FlagCompiler).
+            if stage.__class__ is not dict:
+                stage = _mapping(stage, f"{where}.stages[{i}]")
+            name = stage.get("name")
+            if name.__class__ is not str:
+                name = _text(name, f"{where}.stages[{i}].name")
             names.append(name)
-            weights.append(_integer(stage.get("weight", 0), f"{here}.weight", 0, TOTAL_WEIGHT))
-            instants.append(_optional_instant(stage.get("at"), f"{here}.at"))
-            for segment_key in _list(stage.get("segments", []), f"{here}.segments"):
-                test = self.compiler.segment(_text(segment_key, f"{here}.segments"), here)
-                ring = [*ring, (test, self.fixed(variation, TARGETING_MATCH, name))]
+            weight = stage.get("weight", 0)
+            if weight.__class__ is not int or not 0 <= weight <= TOTAL_WEIGHT:
+                weight = _integer(weight, f"{where}.stages[{i}].weight", 0, TOTAL_WEIGHT)
+            weights.append(weight)
+            at = stage.get("at")
+            instants.append(
+                None if at is None else _optional_instant(at, f"{where}.stages[{i}].at")
+            )
+            segment_keys = stage.get("segments", [])
+            if segment_keys.__class__ is not list or segment_keys:
+                here = f"{where}.stages[{i}]"
+                for segment_key in _list(segment_keys, f"{here}.segments"):
+                    test = self.compiler.segment(_text(segment_key, f"{here}.segments"), here)
+                    ring = [*ring, (test, self.fixed(variation, TARGETING_MATCH, name))]
             rings.append(ring)
         if not names:
             raise _fail(f"{where}.stages", "a progression needs at least one stage")
