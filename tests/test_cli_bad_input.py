@@ -9,7 +9,7 @@ import pytest
 
 from flagstone.cli.main import main
 from flagstone.keys import KEY_ENV_VARIABLE
-from publish_helpers import make_repo, write_key_file
+from publish_helpers import commit, make_repo, write_key_file
 
 
 def run(
@@ -74,3 +74,40 @@ def test_an_edit_with_a_broken_flagstone_yaml_names_where_it_breaks(
     assert "invalid YAML" in err
     after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
     assert after == before
+
+
+@pytest.mark.parametrize("field", ["environments", "teams", "signing", "guardrails"])
+@pytest.mark.parametrize("value", ["5", "[1, 2]", "x", "[[1]]"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["kill", "checkout", "--env", "production"],
+        ["new", "search", "--owner", "platform"],
+        ["archive", "checkout"],
+        ["codeowners", "--check"],
+        ["diff", "HEAD~1", "HEAD"],
+        ["log"],
+        ["check-change", "--base", "HEAD~1"],
+        ["show", "checkout", "--env", "production", "--at", "HEAD"],
+        ["verify", "envelope.json"],
+    ],
+)
+def test_a_wrongly_typed_flagstone_yaml_field_is_never_an_internal_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    value: str,
+    args: list[str],
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    config = root / "flagstone.yaml"
+    lines = config.read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(f"{field}:")]
+    if field == "signing":  # its indented block goes too
+        kept = [line for line in kept if not line.startswith("  ") or "target" in line]
+    config.write_text("\n".join([*kept, f"{field}: {value}"]) + "\n")
+    commit(root, f"{field}: {value}")
+    (root / "envelope.json").write_text("{}")
+    code, _, err = run(monkeypatch, capsys, root, *args)
+    assert code in (0, 1, 2), err

@@ -374,9 +374,13 @@ class _Differ:
         for field in sorted(set(old) | set(new)):
             if old.get(field) == new.get(field):
                 continue
-            if field == "environments":
-                added = [e for e in new.get(field) or [] if e not in (old.get(field) or [])]
-                removed = [e for e in old.get(field) or [] if e not in (new.get(field) or [])]
+            if field == "environments" and all(
+                isinstance(side.get(field) or [], list) for side in (old, new)
+            ):
+                old_envs = self.before.config.environments if self.before.config else []
+                new_envs = self.after.config.environments if self.after.config else []
+                added = [e for e in new_envs if e not in old_envs]
+                removed = [e for e in old_envs if e not in new_envs]
                 parts = [f"+{e}" for e in added] + [f"−{e}" for e in removed]
                 summary = f"environments {' '.join(parts) or 'reordered'}"
             elif (

@@ -49,6 +49,12 @@ class Team:
     github: str
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A copy of ``value`` if it is a mapping, else empty: a wrong type is a schema error
+    that validate reports at its position; every other reader must not crash on it."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
 @dataclass(slots=True)
 class ProjectConfig:
     """``flagstone.yaml``."""
@@ -65,11 +71,14 @@ class ProjectConfig:
 
     @property
     def environments(self) -> list[str]:
-        return [str(e) for e in self.data.get("environments") or []]
+        environments = self.data.get("environments")
+        if not isinstance(environments, list):
+            return []  # a schema error, reported by validate; commands must not crash on it
+        return [e for e in environments if isinstance(e, str)]
 
     @property
     def teams(self) -> dict[str, Team]:
-        teams = self.data.get("teams") or {}
+        teams = _mapping(self.data.get("teams"))
         return {
             team_id: Team(team_id, str((spec or {}).get("github", "")))
             for team_id, spec in teams.items()
@@ -83,19 +92,19 @@ class ProjectConfig:
 
     @property
     def signing(self) -> dict[str, Any]:
-        return dict(self.data.get("signing") or {})
+        return _mapping(self.data.get("signing"))
 
     @property
     def publish(self) -> dict[str, Any]:
-        return dict(self.data.get("publish") or {})
+        return _mapping(self.data.get("publish"))
 
     @property
     def lint(self) -> dict[str, Any]:
-        return dict(self.data.get("lint") or {})
+        return _mapping(self.data.get("lint"))
 
     @property
     def guardrails(self) -> dict[str, Any]:
-        return dict(self.data.get("guardrails") or {})
+        return _mapping(self.data.get("guardrails"))
 
 
 @dataclass(slots=True)
