@@ -111,3 +111,19 @@ def test_a_wrongly_typed_flagstone_yaml_field_is_never_an_internal_error(
     (root / "envelope.json").write_text("{}")
     code, _, err = run(monkeypatch, capsys, root, *args)
     assert code in (0, 1, 2), err
+
+
+@pytest.mark.parametrize("blocker", ["schemas", "segments", ".github"])
+def test_init_where_a_needed_folder_is_a_file_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    blocker: str,
+) -> None:
+    target = tmp_path / "new-repo"
+    target.mkdir()
+    (target / blocker).write_text("not a folder\n")
+    code, _, err = run(monkeypatch, capsys, tmp_path, "init", "new-repo")
+    assert code == 2, err
+    assert f"{blocker} (a file where a folder is needed)" in err.splitlines()[0]
+    assert sorted(p.name for p in target.iterdir()) == [blocker]

@@ -283,7 +283,11 @@ def test_an_unwritable_directory_is_a_one_line_error(tmp_path: Path) -> None:
     result = flagstone("init", str(blocked), cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"error: cannot write {blocked}/flags/example-flag/")
+    # Refused before the first write, so nothing is left half-scaffolded.
+    assert result.stderr.startswith(
+        f"error: {blocked}: 1 file(s) already exist: flags (a file where a folder is needed)"
+    )
+    assert sorted(p.name for p in blocked.iterdir()) == ["flags"]
 
 
 def test_names_yaml_would_not_read_as_text_are_quoted(tmp_path: Path) -> None:

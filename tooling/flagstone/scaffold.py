@@ -215,8 +215,24 @@ def _write_files(root: Path, files: Mapping[str, str]) -> None:
 
 
 def existing_paths(target: Path, paths: Sequence[str]) -> list[str]:
-    """The scaffold paths that already exist under ``target`` (files or directories)."""
-    return [rel for rel in paths if (target / rel).exists() or (target / rel).is_symlink()]
+    """The scaffold paths that already exist under ``target`` (files or directories), and
+    any folder they need that exists as something else (checked before the first write,
+    so a file named ``schemas`` cannot stop the scaffold half-way)."""
+    clashes: list[str] = []
+    for rel in paths:
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            path = target / folder
+            if (path.exists() or path.is_symlink()) and not path.is_dir():
+                blocked = f"{folder} (a file where a folder is needed)"
+                if blocked not in clashes:
+                    clashes.append(blocked)
+                break
+        else:
+            if (target / rel).exists() or (target / rel).is_symlink():
+                clashes.append(rel)
+    return clashes
 
 
 @dataclass(frozen=True, slots=True)
