@@ -9,7 +9,7 @@ import pytest
 
 from flagstone.cli.main import main
 from flagstone.keys import KEY_ENV_VARIABLE
-from publish_helpers import commit, make_repo, write_key_file
+from publish_helpers import commit, git, make_repo, write_key_file
 
 
 def run(
@@ -127,3 +127,18 @@ def test_init_where_a_needed_folder_is_a_file_writes_nothing(
     assert code == 2, err
     assert f"{blocker} (a file where a folder is needed)" in err.splitlines()[0]
     assert sorted(p.name for p in target.iterdir()) == [blocker]
+
+
+def test_log_in_a_shallow_clone_refuses_instead_of_inventing_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    origin = make_repo(tmp_path / "origin")
+    (origin / "flags/checkout/production.yaml").write_text("enabled: false\ndefault: on\n")
+    commit(origin, "kill checkout")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(clone))
+    code, out, err = run(monkeypatch, capsys, clone, "log")
+    # Without the refusal the boundary commit "adds" every flag: a false audit trail.
+    assert (code, out) == (1, "")
+    assert err.startswith("error: this is a shallow clone"), err
+    assert "fetch-depth: 0" in err

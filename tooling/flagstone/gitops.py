@@ -511,7 +511,14 @@ def commit_renames(commit: Commit) -> dict[str, str]:
 
 
 def audit_log(root: Path, ref: str = "HEAD") -> list[LogEntry]:
-    """Every semantic change on ``ref``'s first-parent history, oldest first."""
+    """Every semantic change on ``ref``'s first-parent history, oldest first.
+
+    Refused in a shallow clone: its oldest commit would read as adding every flag."""
+    if git_text(root, "rev-parse", "--is-shallow-repository") == "true":
+        raise GitError(
+            "this is a shallow clone: its history is cut off, so an audit log would be wrong",
+            hint="fetch the full history (git fetch --unshallow; actions/checkout: fetch-depth: 0)",
+        )
     entries: list[LogEntry] = []
     lineage: dict[str, str] = {}
     for commit, before, after in walk_projects(root, first_parent_history(root, ref)):
