@@ -142,3 +142,44 @@ def test_log_in_a_shallow_clone_refuses_instead_of_inventing_history(
     assert (code, out) == (1, "")
     assert err.startswith("error: this is a shallow clone"), err
     assert "fetch-depth: 0" in err
+
+
+@pytest.mark.parametrize(
+    ("rel", "text"),
+    [
+        ("flags/checkout/flag.yaml", "delegate: 5\n"),
+        ("flags/checkout/flag.yaml", "variations: [1, 2]\n"),
+        ("flags/checkout/flag.yaml", "prerequisites: [1, 2]\n"),
+        ("flags/checkout/production.yaml", "targets: x\n"),
+        ("flags/checkout/production.yaml", "rules: [1, 2]\n"),
+        ("segments/staff.yaml", "name: Staff\nowner: platform\nrules: 5\ninclude: x\n"),
+    ],
+)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["kill", "checkout", "--env", "production"],
+        ["archive", "checkout"],
+        ["codeowners", "--check"],
+        ["diff", "HEAD~1", "HEAD"],
+        ["show", "checkout", "--env", "production", "--at", "HEAD"],
+    ],
+)
+def test_a_wrongly_typed_field_in_a_flag_release_or_segment_is_never_an_internal_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    rel: str,
+    text: str,
+    args: list[str],
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = path.read_text() if path.exists() else ""
+    field = text.split(":")[0]
+    lines = [line for line in kept.splitlines() if not line.startswith(f"{field}:")]
+    path.write_text("\n".join([*lines, text.rstrip("\n")]) + "\n")
+    commit(root, f"{rel}: {text}")
+    code, _, err = run(monkeypatch, capsys, root, *args)
+    assert code in (0, 1, 2), err

@@ -55,6 +55,11 @@ def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    """A copy of ``value`` if it is a list, else empty (see ``_mapping``)."""
+    return list(value) if isinstance(value, list) else []
+
+
 @dataclass(slots=True)
 class ProjectConfig:
     """``flagstone.yaml``."""
@@ -126,13 +131,13 @@ class ReleaseConfig:
     @property
     def targets(self) -> dict[str, list[str]]:
         return {
-            str(v): [str(k) for k in keys or []]
-            for v, keys in (self.data.get("targets") or {}).items()
+            str(v): [str(k) for k in _list(keys)]
+            for v, keys in _mapping(self.data.get("targets")).items()
         }
 
     @property
     def rules(self) -> list[dict[str, Any]]:
-        return list(self.data.get("rules") or [])
+        return [rule for rule in _list(self.data.get("rules")) if isinstance(rule, dict)]
 
     @property
     def default(self) -> Any:
@@ -182,11 +187,11 @@ class Flag:
 
     @property
     def tags(self) -> list[str]:
-        return list(self.data.get("tags") or [])
+        return _list(self.data.get("tags"))
 
     @property
     def variations(self) -> dict[str, Any]:
-        return dict(self.data.get("variations") or {})
+        return _mapping(self.data.get("variations"))
 
     @property
     def off_variation(self) -> str | None:
@@ -195,11 +200,11 @@ class Flag:
 
     @property
     def prerequisites(self) -> list[dict[str, str]]:
-        return list(self.data.get("prerequisites") or [])
+        return [p for p in _list(self.data.get("prerequisites")) if isinstance(p, dict)]
 
     @property
     def delegate(self) -> dict[str, str]:
-        return dict(self.data.get("delegate") or {})
+        return _mapping(self.data.get("delegate"))
 
     @property
     def value_type(self) -> str:
@@ -231,15 +236,15 @@ class Segment:
 
     @property
     def include(self) -> list[str]:
-        return [str(k) for k in self.data.get("include") or []]
+        return [str(k) for k in _list(self.data.get("include"))]
 
     @property
     def exclude(self) -> list[str]:
-        return [str(k) for k in self.data.get("exclude") or []]
+        return [str(k) for k in _list(self.data.get("exclude"))]
 
     @property
     def rules(self) -> list[Any]:
-        return list(self.data.get("rules") or [])
+        return [rule for rule in _list(self.data.get("rules")) if isinstance(rule, dict)]
 
 
 @dataclass(slots=True)
