@@ -183,3 +183,15 @@ def test_a_wrongly_typed_field_in_a_flag_release_or_segment_is_never_an_internal
     commit(root, f"{rel}: {text}")
     code, _, err = run(monkeypatch, capsys, root, *args)
     assert code in (0, 1, 2), err
+
+
+def test_an_edit_the_editor_cannot_parse_names_line_and_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_repo(tmp_path / "repo")
+    release = root / "flags/checkout/production.yaml"
+    release.write_text("enabled:\ttrue\ndefault: on\n")  # a tab libyaml accepts, the editor not
+    code, out, err = run(monkeypatch, capsys, root, "kill", "checkout", "--env", "production")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: flags/checkout/production.yaml:1:9: cannot be edited"), err
+    assert release.read_text() == "enabled:\ttrue\ndefault: on\n"

@@ -71,8 +71,10 @@ def _compose(text: str, rel: str) -> yaml.Node:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{rel}:{mark.line + 1}:{mark.column + 1}" if mark is not None else rel
         raise EditError(
-            f"{rel}: cannot be edited, it is not valid YAML ({str(exc).splitlines()[0]})"
+            f"{where}: cannot be edited, it is not valid YAML ({str(exc).splitlines()[0]})"
         ) from None
     if not isinstance(node, yaml.MappingNode):
         raise EditError(f"{rel}: cannot be edited, the file is not a mapping")
