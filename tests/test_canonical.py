@@ -77,7 +77,9 @@ def test_canonical_json_writes_what_rfc8785_writes(value: Any) -> None:
 @settings(max_examples=300, deadline=None)
 @given(value=st.dictionaries(_TEXT, st.integers(min_value=0, max_value=9), max_size=8))
 def test_key_order_is_by_utf16_code_units(value: dict[str, int]) -> None:
-    assert canonical_json(value) == rfc8785.dumps(value)
+    # Keys may hold lone surrogates, which neither side can encode: compare outcomes.
+    ours, reference = _ours(value), _reference(value)
+    assert _same(ours, reference), (value, ours, reference)
 
 
 @pytest.mark.parametrize(
