@@ -45,6 +45,18 @@ def resolve_repo(repo: Path | None) -> Path:
     return find_root(repo if repo is not None else Path.cwd())
 
 
+def output_file_option(what: str) -> Callable[[F], F]:
+    """``-o/--output FILE`` for commands that print a document to stdout by default."""
+    return click.option(
+        "-o",
+        "--output",
+        "output",
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        default=None,
+        help=f"Write the {what} to FILE instead of standard output.",
+    )
+
+
 def write_output_file(path: Path, data: bytes) -> None:
     """Write ``-o FILE`` whole or not at all: a temporary file next to it, renamed over
     it. A path that cannot be written is a one-line usage error (exit 2)."""

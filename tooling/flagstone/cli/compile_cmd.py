@@ -7,21 +7,14 @@ from pathlib import Path
 
 import click
 
-from flagstone.cli.common import repo_option, resolve_repo, write_output_file
+from flagstone.cli.common import output_file_option, repo_option, resolve_repo, write_output_file
 from flagstone.compile import compile_environment, git_source, snapshot_bytes
 from flagstone.validate import load_valid_project
 
 
 @click.command("compile")
 @click.option("--env", "env", required=True, help="Environment to compile.")
-@click.option(
-    "-o",
-    "--output",
-    "output",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    default=None,
-    help="Write the payload to FILE instead of standard output.",
-)
+@output_file_option("payload")
 @repo_option
 def compile_(env: str, output: Path | None, repo: Path | None) -> None:
     """Compile one environment to the snapshot payload (canonical JSON, RFC 8785).

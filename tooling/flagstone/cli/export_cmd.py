@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from flagstone.cli.common import repo_option, resolve_repo, write_output_file
+from flagstone.cli.common import output_file_option, repo_option, resolve_repo, write_output_file
 from flagstone.compile import compile_environment, git_source
 from flagstone.errors import ExportError
 from flagstone.flagd_export import (
@@ -30,14 +30,7 @@ from flagstone.validate import load_valid_project
     help="Export format.",
 )
 @click.option("--env", "env", required=True, help="Environment to export.")
-@click.option(
-    "-o",
-    "--output",
-    "output",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    default=None,
-    help="Write the definition to FILE instead of standard output.",
-)
+@output_file_option("definition")
 @click.option(
     "--segments",
     "segments",
