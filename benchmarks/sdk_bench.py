@@ -344,7 +344,9 @@ def main() -> None:
         small_path.write_bytes(sign_payload(canonical_json(small), private))
 
         snapshot = Snapshot.from_payload(small)
-        client = Client.from_file(small_path, environment=ENVIRONMENT, trusted_keys=[trusted])
+        client = Client.from_file(
+            small_path, environment=ENVIRONMENT, trusted_keys=[trusted], project=PROJECT
+        )
         context = {"key": "user-123", "plan": "pro"}
         assert snapshot.evaluate(FLAG, context, False).value is True
         assert client.bool_value(FLAG, context, False) is True
@@ -396,7 +398,9 @@ def main() -> None:
         )
 
         def load() -> Client:
-            client = Client.from_file(big_path, environment=ENVIRONMENT, trusted_keys=[trusted])
+            client = Client.from_file(
+                big_path, environment=ENVIRONMENT, trusted_keys=[trusted], project=PROJECT
+            )
             assert client.version == 1, client.last_error
             return client  # freed by median_ms after the measurement, not inside it
 
@@ -451,7 +455,9 @@ def main() -> None:
         plain_path = directory / "plain.json"
         plain_path.write_bytes(plain_envelope)
         plain_total = median_ms(
-            lambda: Client.from_file(plain_path, environment=ENVIRONMENT, trusted_keys=[trusted]),
+            lambda: Client.from_file(
+                plain_path, environment=ENVIRONMENT, trusted_keys=[trusted], project=PROJECT
+            ),
             load_repeats,
         )
         print(

@@ -305,7 +305,7 @@ class Clients:
             source,
             environment=ENVIRONMENT,
             trusted_keys=[self.key.trusted],
-            **{**self.defaults, **options},
+            **{"project": PROJECT, **self.defaults, **options},
         )
         self.made.append(client)
         return client

@@ -51,7 +51,9 @@ def _payload(root: Path) -> dict[str, Any]:
 
 
 def _client(path: Path) -> Client:
-    return Client.from_file(path, environment="production", trusted_keys=[trusted()])
+    return Client.from_file(
+        path, environment="production", trusted_keys=[trusted()], project="demo-shop"
+    )
 
 
 def test_a_published_snapshot_passes_both_paths(

@@ -23,6 +23,7 @@ from sdk_support import (
     DAY,
     ENVIRONMENT,
     NOW,
+    PROJECT,
     SnapshotHttpServer,
     fixed_flag,
     make_payload,
@@ -102,7 +103,9 @@ def latest(tmp_path: Path) -> Path:
 
 def file_provider(path: Path, **options: Any) -> FlagstoneProvider:
     options.setdefault("clock", lambda: NOW)
-    client = Client.from_file(path, environment=ENVIRONMENT, trusted_keys=[KEY.trusted], **options)
+    client = Client.from_file(
+        path, environment=ENVIRONMENT, trusted_keys=[KEY.trusted], project=PROJECT, **options
+    )
     return FlagstoneProvider(client)
 
 
@@ -177,6 +180,7 @@ def test_not_ready_until_the_first_snapshot_then_ready_event(
             server.url(f"/{ENVIRONMENT}/latest.json"),
             environment=ENVIRONMENT,
             trusted_keys=[KEY.trusted],
+            project=PROJECT,
             poll_interval=0.05,
             max_backoff=0.1,
             clock=lambda: NOW,
@@ -208,6 +212,7 @@ def test_failed_initialize_reports_error_then_ready_when_a_snapshot_comes(
         str(latest),
         environment=ENVIRONMENT,
         trusted_keys=[KEY.trusted],
+        project=PROJECT,
         poll_interval=0.05,
         max_backoff=0.1,
         clock=lambda: NOW,
@@ -265,6 +270,7 @@ def test_shutdown_closes_the_client(latest: Path) -> None:
         str(latest),
         environment=ENVIRONMENT,
         trusted_keys=[KEY.trusted],
+        project=PROJECT,
         poll_interval=0.05,
         clock=lambda: NOW,
     )
@@ -279,7 +285,13 @@ def test_cached_snapshot_reason_is_cached_with_the_engine_reason_in_metadata(
     latest: Path, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
-    Client.from_file(latest, environment=ENVIRONMENT, trusted_keys=[KEY.trusted], cache_dir=cache)
+    Client.from_file(
+        latest,
+        environment=ENVIRONMENT,
+        trusted_keys=[KEY.trusted],
+        project=PROJECT,
+        cache_dir=cache,
+    )
     latest.unlink()  # storage gone: the restarted service has only its cache
     api.set_provider_and_wait(file_provider(latest, cache_dir=cache))
     details = api.get_client().get_boolean_details("beta", False, EvaluationContext("user-1"))

@@ -20,6 +20,7 @@ from sdk_support import (
     DAY,
     ENVIRONMENT,
     NOW,
+    PROJECT,
     SigningKey,
     fixed_flag,
     make_payload,
@@ -52,6 +53,7 @@ def publish(path: Path, envelope: bytes) -> None:
 
 def file_client(path: Path, key: SigningKey, **options: Any) -> Client:
     options.setdefault("clock", lambda: NOW)
+    options.setdefault("project", PROJECT)
     return Client.from_file(
         path, environment=ENVIRONMENT, trusted_keys=[key.config_entry], **options
     )
@@ -155,12 +157,17 @@ def test_all_flags_evaluates_every_flag(latest: Path, key: SigningKey) -> None:
 def test_trusted_keys_as_objects_or_config_mappings(latest: Path, key: SigningKey) -> None:
     publish(latest, sign(make_payload(1, MIXED_FLAGS, STAFF), key))
     by_object = Client.from_file(
-        latest, environment=ENVIRONMENT, trusted_keys=[key.trusted], clock=lambda: NOW
+        latest,
+        environment=ENVIRONMENT,
+        trusted_keys=[key.trusted],
+        project=PROJECT,
+        clock=lambda: NOW,
     )
     by_public_only = Client.from_file(
         latest,
         environment=ENVIRONMENT,
         trusted_keys=[{"public": key.trusted.public.hex()}],
+        project=PROJECT,
         clock=lambda: NOW,
     )
     assert by_object.status == by_public_only.status == Status.READY
@@ -176,6 +183,8 @@ def test_trusted_keys_as_objects_or_config_mappings(latest: Path, key: SigningKe
         ({"environment": "../etc"}, "not a valid environment"),
         ({"timeout": 0}, "timeout"),
         ({"trusted_keys": ["not a key"]}, "trusted key"),
+        ({"project": ""}, "project must be"),
+        ({"project": None}, "project must be"),
     ],
 )
 def test_misconfiguration_is_refused_at_construction(
@@ -184,6 +193,7 @@ def test_misconfiguration_is_refused_at_construction(
     arguments: dict[str, Any] = {
         "environment": ENVIRONMENT,
         "trusted_keys": [key.trusted],
+        "project": PROJECT,
         "poll_interval": None,
     }
     arguments.update(options)
@@ -198,6 +208,7 @@ def test_a_wrong_keyid_for_a_public_key_is_refused(key: SigningKey, latest: Path
             str(latest),
             environment=ENVIRONMENT,
             trusted_keys=[{"keyid": other.trusted.keyid, "public": key.trusted.public.hex()}],
+            project=PROJECT,
             poll_interval=None,
         )
 
@@ -408,6 +419,7 @@ def test_any_source_object_can_feed_the_client(key: SigningKey) -> None:
         source,
         environment=ENVIRONMENT,
         trusted_keys=[key.trusted],
+        project=PROJECT,
         poll_interval=None,
         clock=lambda: NOW,
     )
@@ -427,6 +439,7 @@ def test_memory_store_source(key: SigningKey) -> None:
         "memory://sdk-test-memory/acme",
         environment=ENVIRONMENT,
         trusted_keys=[key.trusted],
+        project=PROJECT,
         poll_interval=None,
         clock=lambda: NOW,
     )
@@ -451,6 +464,7 @@ def test_closed_client_keeps_answering_from_its_last_snapshot(
         str(latest),
         environment=ENVIRONMENT,
         trusted_keys=[key.trusted],
+        project=PROJECT,
         poll_interval=0.05,
         clock=lambda: NOW,
     ) as client:
@@ -467,6 +481,7 @@ def test_environment_names_cannot_escape_the_cache_dir(tmp_path: Path, key: Sign
             ListSource(version_envelope(1, key)),
             environment="../outside",
             trusted_keys=[key.trusted],
+            project=PROJECT,
             cache_dir=tmp_path / "cache",
             poll_interval=None,
         )

@@ -14,6 +14,7 @@ from flagstone.sdk import Client
 from sdk_support import (
     ENVIRONMENT,
     NOW,
+    PROJECT,
     SnapshotHttpServer,
     new_key,
     serve_http,
@@ -37,6 +38,7 @@ def test_forked_child_keeps_polling(server: SnapshotHttpServer) -> None:
         server.url(PATH),
         environment=ENVIRONMENT,
         trusted_keys=[KEY.trusted],
+        project=PROJECT,
         poll_interval=0.05,
         max_backoff=0.1,
         clock=lambda: NOW,

@@ -20,6 +20,7 @@ from flagstone.sdk import Client
 from sdk_support import (
     ENVIRONMENT,
     NOW,
+    PROJECT,
     SnapshotHttpServer,
     make_payload,
     new_key,
@@ -75,6 +76,7 @@ def test_eight_threads_across_fifty_swaps(server: SnapshotHttpServer) -> None:
         server.url(PATH),
         environment=ENVIRONMENT,
         trusted_keys=[KEY.trusted],
+        project=PROJECT,
         poll_interval=0.01,
         max_backoff=0.05,
         clock=lambda: NOW,

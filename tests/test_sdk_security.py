@@ -19,6 +19,7 @@ from sdk_support import (
     DAY,
     ENVIRONMENT,
     NOW,
+    PROJECT,
     SigningKey,
     fixed_flag,
     make_payload,
@@ -226,6 +227,7 @@ def test_expired_cached_snapshot_is_served_as_stale(tmp_path: Path, latest: Path
         latest,
         environment=ENVIRONMENT,
         trusted_keys=[KEY.trusted],
+        project=PROJECT,
         cache_dir=cache,
         clock=lambda: NOW + 2 * DAY,
     )

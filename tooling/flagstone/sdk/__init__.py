@@ -8,6 +8,7 @@
         "dist/production/latest.json",
         environment="production",
         trusted_keys=[{"keyid": "…", "public": "…"}],
+        project="acme-shop",
     )
     if client.bool_value("new-checkout", {"key": "user-1", "plan": "pro"}, False):
         ...

@@ -165,8 +165,8 @@ class Client:
         *,
         environment: str,
         trusted_keys: Sequence[TrustedKey | Mapping[str, Any]],
+        project: str,
         threshold: int = 1,
-        project: str | None = None,
         poll_interval: float | None = DEFAULT_POLL_INTERVAL,
         max_backoff: float | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -181,13 +181,16 @@ class Client:
         ``<environment>/latest.json`` is read), or a ``Source`` object.
         ``trusted_keys``: ``TrustedKey`` objects or ``{"keyid", "public"}`` mappings as in
         flagstone.yaml; ``threshold`` distinct ones must have signed. ``project``: the
-        expected project (None: the first snapshot accepted pins it).
+        project whose snapshots are served (flagstone.yaml's ``project``), required, so
+        the client cannot be pinned to another project by the first snapshot it sees.
         ``poll_interval``: seconds between polls, jittered by ±10 %; failures back off
         exponentially up to ``max_backoff`` (default 10 × the interval, at most 10 min).
         None: no background thread — the constructor loads once, ``refresh()`` reloads.
         ``timeout`` bounds every fetch, ``max_bytes`` caps every body. ``clock`` returns
         epoch seconds, for expiry and scheduled stages (default ``time.time``).
         """
+        if not isinstance(project, str) or not project:
+            raise UsageError(f"project must be the project's name, not {project!r}")
         if threshold < 1:
             raise UsageError(f"threshold must be at least 1, not {threshold}")
         keys = [_trusted_key(entry) for entry in trusted_keys]
@@ -206,7 +209,7 @@ class Client:
         )
         self._trusted = keys
         self._threshold = threshold
-        self._project = project
+        self._project: str = project
         self._poll_interval = poll_interval
         self._max_backoff = (
             max_backoff
@@ -273,6 +276,7 @@ class Client:
         *,
         environment: str,
         trusted_keys: Sequence[TrustedKey | Mapping[str, Any]],
+        project: str,
         poll_interval: float | None = None,
         **options: Any,
     ) -> Client:
@@ -282,6 +286,7 @@ class Client:
             os.fspath(path),
             environment=environment,
             trusted_keys=trusted_keys,
+            project=project,
             poll_interval=poll_interval,
             **options,
         )
@@ -583,8 +588,6 @@ class Client:
         if envelope_sha256 is None:
             envelope_sha256 = hashlib.sha256(envelope).digest()
         old = self._active
-        if self._project is None:
-            self._project = snapshot.project  # pinned by the first snapshot accepted
         self._highest_version = max(self._highest_version, snapshot.version)
         if self._cache is not None and not cached:
             try:
@@ -683,7 +686,7 @@ class Client:
         state = self._cache.load(max_bytes=self._max_bytes)
         for problem in state.problems:
             logger.warning("ignoring the cache: %s", problem)
-        if self._project is not None and state.project not in (None, self._project):
+        if state.project not in (None, self._project):
             logger.warning(
                 "ignoring the cache in %s: it is for project %r, not %r",
                 self._cache.directory,

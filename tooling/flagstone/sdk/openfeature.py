@@ -7,7 +7,7 @@
     from flagstone.sdk.openfeature import FlagstoneProvider
 
     api.set_provider(FlagstoneProvider(Client("s3://acme-flags", environment="production",
-                                              trusted_keys=[…])))
+                                              trusted_keys=[…], project="acme-shop")))
     api.get_client().get_boolean_value("new-checkout", False,
                                        EvaluationContext("user-1", {"plan": "pro"}))
 
