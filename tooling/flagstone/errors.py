@@ -16,7 +16,12 @@ values — and are never raised. Exceptions are for work that cannot go on::
     │       └── BucketNotFoundError the bucket/container itself does not exist   (exit 1)
     ├── GitError                    git failed or a revision is unknown          (exit 1)
     ├── EditError                   an edit would leave the repository invalid   (exit 1)
-    └── ExportError                 a flag cannot be expressed in an export format (exit 1)
+    ├── ExportError                 a flag cannot be expressed in an export format (exit 1)
+    └── FileAccessError             a file cannot be read or written safely       (exit 2)
+        ├── SymlinkRefusedError     a symbolic link where a real file/folder must be (exit 2)
+        ├── NotRegularFileError     a folder, FIFO or device where a file must be (exit 2)
+        ├── FileTooLargeError       a file over the size limit of its reader      (exit 2)
+        └── DestinationExistsError  a writer that must not overwrite found a file (exit 2)
 
 This module imports nothing outside the standard library: the SDK uses it too.
 """
@@ -108,3 +113,25 @@ class EditError(FlagstoneError):
 
 class ExportError(FlagstoneError):
     """A flag uses a construct the export format cannot reproduce exactly."""
+
+
+class FileAccessError(FlagstoneError):
+    """A file could not be read or written safely (``flagstone.safefiles``)."""
+
+    exit_code = 2
+
+
+class SymlinkRefusedError(FileAccessError):
+    """A symbolic link stands where a real file or folder is required."""
+
+
+class NotRegularFileError(FileAccessError):
+    """A folder, FIFO, socket or device stands where a regular file is required."""
+
+
+class FileTooLargeError(FileAccessError):
+    """A file is larger than its reader accepts."""
+
+
+class DestinationExistsError(FileAccessError):
+    """A writer that must never overwrite found its destination already there."""
