@@ -681,25 +681,25 @@ def served_by_both(payload: dict[str, Any], key: str, context: dict[str, Any]) -
 def test_without_the_type_guards_flagd_differs(
     flag_key: str, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flagstone.flagd_export as module
+    import flagstone.flagd_export.clauses as module
 
     payload = dict(payloads())["conformance:operators"]
     ours, theirs = served_by_both(payload, flag_key, context)
     assert ours == theirs
-    monkeypatch.setitem(module._KIND_TESTS, "number", lambda value: True)
-    monkeypatch.setitem(module._KIND_TESTS, "boolean", lambda value: True)
+    monkeypatch.setitem(module.KIND_TESTS, "number", lambda value: True)
+    monkeypatch.setitem(module.KIND_TESTS, "boolean", lambda value: True)
     monkeypatch.setattr(module, "is_number", lambda value: True)
     ours, theirs = served_by_both(payload, flag_key, context)
     assert ours != theirs
 
 
 def test_without_the_semver_guard_flagd_differs(monkeypatch: pytest.MonkeyPatch) -> None:
-    import flagstone.flagd_export as module
+    import flagstone.flagd_export.clauses as module
 
     payload = dict(payloads())["example:production"]
     # "4.9" is no version for Flagstone, so staff get the rollout; flagd's sem_ver pads
     # it to 4.9.0 < 5.0.0, which the "old android app" rule serves off.
     padded = {"key": "u-5", "email": "a@acme.com", "platform": "android", "app_version": "4.9"}
     assert served_by_both(payload, "new-checkout", padded) == ("on", "on")
-    monkeypatch.setattr(module, "_semver_core_has_two_dots", lambda path: True)
+    monkeypatch.setattr(module, "semver_core_has_two_dots", lambda path: True)
     assert served_by_both(payload, "new-checkout", padded) == ("on", "off")

@@ -27,12 +27,8 @@ from openfeature.evaluation_context import EvaluationContext
 
 from flagstone.cli.main import main
 from flagstone.errors import ExportError
-from flagstone.flagd_export import (
-    FLAGD_OBJECT,
-    export_flagd,
-    flagd_json,
-    write_flagd_export,
-)
+from flagstone.flagd_export import export_flagd, flagd_json
+from flagstone.publish import FLAGD_OBJECT, write_flagd_export
 from flagstone.store import open_store
 from test_flagd_differential import ROOT, extras_payload, flag, payloads, rule
 

@@ -68,10 +68,10 @@ from flagstone.errors import (
     StoreError,
     UsageError,
 )
-from flagstone.flagd_export import check_flagd_export, flagd_enabled, write_flagd_export
+from flagstone.flagd_export import check_flagd_export, export_flagd, flagd_json
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, configured_keyring
 from flagstone.model import Project
-from flagstone.store import GetResult, IfMatch, SnapshotStore, open_store
+from flagstone.store import GetResult, IfMatch, SnapshotStore, WriteMode, open_store
 
 DEFAULT_TARGET = "file://dist"
 DEFAULT_EXPIRES_AFTER = "30d"
@@ -504,3 +504,59 @@ def publish_project(
         source=source if source is not None else git_source(project.root),
     )
     return [publisher.publish(environment) for environment in selected]
+
+
+# ---------------------------------------------------------------------------
+# flagd.json next to the signed snapshot (``publish.flagd: true``): the same payload,
+# exported by flagstone.flagd_export, written with the same conditional writes.
+
+FLAGD_OBJECT = "flagd.json"
+# Each lost race costs a read and a write; this many in a row means something is wrong.
+_MAX_WRITE_ATTEMPTS = 20
+
+
+def flagd_enabled(publish_config: Mapping[str, Any]) -> bool:
+    """Whether ``flagstone.yaml``'s ``publish.flagd`` asks for ``<env>/flagd.json``."""
+    return publish_config.get("flagd") is True
+
+
+def write_flagd_export(store: SnapshotStore, environment: str, payload: Mapping[str, Any]) -> str:
+    """Write the flagd export of a just-published payload to ``<env>/flagd.json`` and
+    return its location.
+
+    The file is NOT signed (flagd does not verify signatures); its ``metadata.version``
+    is the snapshot version it was made from. Publishers can race, so it is replaced
+    only with a conditional write, and never by an older version than the one there.
+    Raises ``ExportError`` if a flag cannot be exported (check first with
+    ``check_flagd_export``, before publishing anything).
+    """
+    version = int(payload.get("version") or 0)
+    data = flagd_json(export_flagd(payload).document)
+    path = f"{environment}/{FLAGD_OBJECT}"
+    for _attempt in range(_MAX_WRITE_ATTEMPTS):
+        found = store.get_optional(path)
+        if (
+            found is not None
+            and found.data is not None
+            and _exported_version(found.data) >= version
+        ):
+            return store.location(path)  # a newer (or the same) export is there
+        mode: WriteMode = (
+            "create" if found is None or found.data is None else IfMatch(found.etag or "")
+        )
+        try:
+            store.put(path, data, mode=mode)
+        except ConflictError:
+            continue
+        return store.location(path)
+    raise ConflictError(
+        f"gave up writing {store.location(path)} after {_MAX_WRITE_ATTEMPTS} lost races"
+    )
+
+
+def _exported_version(data: bytes) -> int:
+    try:
+        version = json.loads(data)["metadata"]["version"]
+        return int(version)
+    except (ValueError, KeyError, TypeError):
+        return -1  # not ours, or damaged: replace it
