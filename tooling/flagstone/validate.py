@@ -47,6 +47,7 @@ from flagstone.model import (
     SEGMENTS_DIR,
     Flag,
     Project,
+    ProjectConfig,
     ReleaseConfig,
     Segment,
     read_project,
@@ -427,6 +428,23 @@ class _Checker:
                 RULE_KEY_NAME,
             )
         signing = config.signing
+        self.check_keyring(config, signing, ("signing",))
+        emergency = signing.get("emergency")
+        if isinstance(emergency, dict):
+            self.check_keyring(config, emergency, ("signing", "emergency"))
+            snapshot_keys = {entry.get("public") for entry in signing.get("keys") or []}
+            for index, entry in enumerate(emergency.get("keys") or []):
+                if entry.get("public") in snapshot_keys:
+                    self.add(
+                        config.doc,
+                        ("signing", "emergency", "keys", index, "public"),
+                        "an emergency key must not also be a snapshot signing key",
+                        RULE_SIGNING_KEY,
+                        hint="generate a separate key with `flagstone keygen` for emergencies",
+                    )
+
+    def check_keyring(self, config: ProjectConfig, signing: dict[str, Any], at: PathKey) -> None:
+        """The keyids and threshold of a ``signing:`` (or ``signing.emergency:``) keyring."""
         keys = signing.get("keys") or []
         for index, entry in enumerate(keys):
             try:
@@ -436,7 +454,7 @@ class _Checker:
             if entry["keyid"] != expected:
                 self.add(
                     config.doc,
-                    ("signing", "keys", index, "keyid"),
+                    (*at, "keys", index, "keyid"),
                     f"keyid does not match the public key (expected {expected})",
                     RULE_SIGNING_KEY,
                     hint="copy the keyid printed by `flagstone keygen`",
@@ -445,7 +463,7 @@ class _Checker:
         if keys and threshold > len(keys):
             self.add(
                 config.doc,
-                ("signing", "threshold"),
+                (*at, "threshold"),
                 f"threshold {threshold} is more than the {len(keys)} trusted key(s)",
                 RULE_SIGNING_KEY,
             )

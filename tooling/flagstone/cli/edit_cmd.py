@@ -10,6 +10,7 @@ import click
 
 from flagstone import edit as edits
 from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.errors import UsageError
 from flagstone.model import FLAG_KINDS
 
 
@@ -99,7 +100,85 @@ def _switch(name: str, enabled: bool, summary: str) -> click.Command:
     return click.command(name)(click.argument("flag")(env_option(repo_option(run))))
 
 
-kill = _switch("kill", False, "Disable FLAG in one environment: everyone gets its off variation.")
+@click.command("kill")
+@click.argument("flag")
+@env_option
+@click.option(
+    "--emergency",
+    is_flag=True,
+    help="Also force FLAG off within seconds through a signed emergency override, and "
+    "open a pull request with the kill (see docs/readme/emergency.md).",
+)
+@click.option("--reason", default="", help="Why (required with --emergency; recorded and signed).")
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Emergency key file (default: $FLAGSTONE_EMERGENCY_KEY).",
+)
+@click.option("--undo", is_flag=True, help="With --emergency: remove FLAG's override (signed).")
+@click.option(
+    "--expires", default="7d", show_default=True, help="With --emergency: how long it holds."
+)
+@click.option("--by", default=None, help="Who is acting (default: $GITHUB_ACTOR / git user.email).")
+@click.option("--to", "to", default=None, help="Target URL (default: publish.target).")
+@click.option(
+    "--no-pr", "no_pr", is_flag=True, help="With --emergency: no reconcile branch or pull request."
+)
+@repo_option
+def kill(
+    flag: str,
+    env: str,
+    emergency: bool,
+    reason: str,
+    key_files: tuple[Path, ...],
+    undo: bool,
+    expires: str,
+    by: str | None,
+    to: str | None,
+    no_pr: bool,
+    repo: Path | None,
+) -> None:
+    """Disable FLAG in one environment: everyone gets its off variation.
+
+    Without --emergency this edits the release file (enabled: false) for a pull request.
+    With --emergency it publishes a signed override that SDKs apply within seconds, then
+    commits the same edit on a branch flagstone/kill/FLAG-ENV and opens a pull request.
+    """
+    if not emergency:
+        extras = [
+            name
+            for name, used in (
+                ("--reason", bool(reason)),
+                ("--key", bool(key_files)),
+                ("--undo", undo),
+                ("--by", by is not None),
+                ("--to", to is not None),
+                ("--no-pr", no_pr),
+            )
+            if used
+        ]
+        if extras:
+            raise UsageError(f"{', '.join(extras)} only apply with --emergency")
+        _print(edits.set_enabled(resolve_repo(repo), flag, env, False))
+        return
+    from flagstone.cli.overrides_cmd import emergency_kill
+
+    emergency_kill(
+        flag=flag,
+        environment=env,
+        reason=reason,
+        key_files=key_files,
+        undo=undo,
+        expires=expires,
+        by=by,
+        to=to,
+        reconcile=not no_pr,
+        repo=repo,
+    )
+
+
 enable = _switch("enable", True, "Enable FLAG in one environment.")
 
 

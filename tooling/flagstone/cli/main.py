@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "enable": "edit_cmd:enable",
     "archive": "edit_cmd:archive",
     "export": "export_cmd:export",
+    "overrides": "overrides_cmd:overrides",
 }
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3

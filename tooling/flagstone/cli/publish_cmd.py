@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.overrides_cmd import retire_reconciled_overrides
 from flagstone.compile import git_source
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, resolve_signing_keys
 from flagstone.publish import (
@@ -90,6 +91,8 @@ def publish(
     if fmt == "json":
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
     _write_github_output(results)
+    if not dry_run:
+        retire_reconciled_overrides(project, publisher, results, quiet=fmt == "json")
 
 
 def _describe(result: PublishResult) -> str:
