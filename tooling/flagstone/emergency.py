@@ -45,7 +45,7 @@ from flagstone.envelope import (
     sign_payload,
 )
 from flagstone.errors import ConflictError, EnvelopeError, StoreError, UsageError
-from flagstone.flagd_export import FLAGD_OBJECT, export_flagd, flagd_enabled, flagd_json
+from flagstone.flagd_export import export_flagd, flagd_json
 from flagstone.keys import configured_keyring, load_key_file, load_private_keys
 from flagstone.model import Project
 from flagstone.overrides import (
@@ -59,6 +59,7 @@ from flagstone.overrides import (
     killed_payload,
     verify_overrides,
 )
+from flagstone.publish import FLAGD_OBJECT, flagd_enabled
 from flagstone.store import IfMatch, SnapshotStore, WriteMode
 
 EMERGENCY_KEY_ENV_VARIABLE = "FLAGSTONE_EMERGENCY_KEY"
