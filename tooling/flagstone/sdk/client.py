@@ -60,6 +60,7 @@ from flagstone.sdk.sources import (
     check_environment,
     open_source,
 )
+from flagstone.sdk.telemetry import SourceStats, Telemetry, telemetry_for, variation_labels
 
 logger = logging.getLogger("flagstone.sdk")
 
@@ -173,6 +174,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] | None = None,
+        telemetry: Telemetry | bool = False,
     ) -> None:
         """Start serving ``environment`` from ``source``.
 
@@ -188,6 +190,8 @@ class Client:
         None: no background thread — the constructor loads once, ``refresh()`` reloads.
         ``timeout`` bounds every fetch, ``max_bytes`` caps every body. ``clock`` returns
         epoch seconds, for expiry and scheduled stages (default ``time.time``).
+        ``telemetry``: True or a ``Telemetry`` counts evaluations (and more, see
+        ``flagstone.sdk.telemetry``); False (the default) leaves the hot path untouched.
         """
         if not isinstance(project, str) or not project:
             raise UsageError(f"project must be the project's name, not {project!r}")
@@ -222,6 +226,8 @@ class Client:
         self._now: Callable[[], float] = clock or time.time
         self._random = random.Random()
         self._cache = SnapshotCache(cache_dir, environment) if cache_dir is not None else None
+        self.telemetry: Telemetry | None = telemetry_for(telemetry, environment)
+        self._source_stats = SourceStats()
 
         # The one reference evaluations read. Everything below it belongs to the poller.
         self._active: _Active | None = None
@@ -379,6 +385,22 @@ class Client:
             results[key] = _served(details, active.cached)
         return results
 
+    def variation_labels(
+        self, context: ContextLike = None, *, flags: Sequence[str]
+    ) -> list[dict[str, str]]:
+        """Labels for a service's own request metrics: one ``{"feature_flag_key": …,
+        "feature_flag_variant": …}`` per flag in ``flags`` as evaluated for ``context``
+        (not counted as evaluations); see docs/readme/telemetry.md."""
+        if context.__class__ is not dict:
+            context = context_mapping(context)
+        return variation_labels(self.snapshot, context, list(flags))
+
+    @property
+    def source_stats(self) -> SourceStats:
+        """Counts of fetches, failures, unchanged answers, rejections and accepted
+        snapshots since the client started (a copy)."""
+        return self._source_stats.copy()
+
     def _not_ready(self, default: Any) -> Details:
         return Details(
             value=default,
@@ -448,6 +470,8 @@ class Client:
         """Stop polling (waits for the poller to finish its current fetch, which the
         timeout bounds). Evaluations keep answering from the last snapshot."""
         self._closed.set()
+        if self.telemetry is not None:
+            self.telemetry.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._timeout + 5.0)
@@ -497,6 +521,7 @@ class Client:
 
     def _attempt(self) -> bool:
         self._attempted = True
+        self._source_stats.fetches += 1
         where = self._source.describe()
         try:
             fetched = self._source.fetch(self._seen_etag)
@@ -516,6 +541,7 @@ class Client:
             if self._rejected_digest is None:
                 self._last_error = None
         if fetched.data is None:
+            self._source_stats.not_modified += 1
             return self._rejected_digest is None and self._active is not None
         return self._consider(fetched)
 
@@ -527,6 +553,7 @@ class Client:
         body_digest = hashlib.sha256(data).digest()
         if active is not None and body_digest == active.envelope_sha256:
             # The bytes in use: nothing to verify or compile.
+            self._source_stats.not_modified += 1
             self._rejected_digest = None
             self._last_error = None
             if active.cached:
@@ -545,6 +572,7 @@ class Client:
             self._reject(f"{type(error).__name__}: {error}", body_digest)
             return False
         self._install(snapshot, data, cached=False, envelope_sha256=body_digest)
+        self._source_stats.accepted += 1
         return True
 
     def _open(self, data: bytes, active: _Active | None) -> Snapshot:
@@ -640,9 +668,12 @@ class Client:
             def run(flag_key: str, context: Any, default: Any) -> Details:
                 return snapshot.evaluate(flag_key, context, default, at=clock())
 
+        if self.telemetry is not None:
+            run = self.telemetry.wrap(run, snapshot)
         return _Active(snapshot, envelope_sha256, cached, run)
 
     def _reject(self, reason: str, body_digest: bytes) -> None:
+        self._source_stats.rejections += 1
         self._rejected_digest = body_digest
         self._last_error = f"rejected snapshot from {self._source.describe()}: {reason}"
         serving = (
@@ -653,6 +684,7 @@ class Client:
         logger.warning("%s; %s", self.last_error, serving)
 
     def _fetch_failed(self, reason: str) -> None:
+        self._source_stats.fetch_failures += 1
         repeated = self._failing and self.last_error == reason
         self._failing = True
         if self._rejected_digest is None:

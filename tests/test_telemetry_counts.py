@@ -1,0 +1,203 @@
+"""Evaluation counters (issue 14, item 1): per (flag, variation, reason), through every
+getter and the real OpenFeature SDK (counted once), exact under concurrent threads,
+bounded, reset in a forked child, absent when telemetry is off."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+
+from flagstone.sdk import Client
+from flagstone.sdk.openfeature import FlagstoneProvider
+from flagstone.sdk.telemetry import OVERFLOW_FLAG, EvaluationCounts, Telemetry
+from sdk_support import (
+    ENVIRONMENT,
+    NOW,
+    PROJECT,
+    fixed_flag,
+    make_payload,
+    new_key,
+    sign,
+    targeted_flag,
+)
+
+KEY = new_key()
+FLAGS: dict[str, Any] = {
+    "dark-mode": fixed_flag(True),
+    "banner": fixed_flag("hello"),
+    "beta": targeted_flag(["user-1"]),
+    "checkout": {
+        **targeted_flag([]),
+        "default": {
+            "split": {
+                "bucket_by": "key",
+                "seed": "checkout",
+                "weights": [
+                    {"variation": "on", "weight": 50000},
+                    {"variation": "off", "weight": 50000},
+                ],
+            }
+        },
+    },
+}
+
+
+def client_for(tmp_path: Path, **options: Any) -> Client:
+    path = tmp_path / "latest.json"
+    path.write_bytes(sign(make_payload(7, FLAGS), KEY))
+    return Client.from_file(
+        path,
+        environment=ENVIRONMENT,
+        trusted_keys=[KEY.trusted],
+        project=PROJECT,
+        clock=lambda: NOW,
+        **options,
+    )
+
+
+def test_every_getter_counts_once_per_evaluation(tmp_path: Path) -> None:
+    client = client_for(tmp_path, telemetry=True)
+    assert client.telemetry is not None
+    client.bool_value("dark-mode", {"key": "a"})
+    client.bool_details("dark-mode", {"key": "a"})
+    client.string_value("banner", {"key": "a"})
+    client.evaluate("beta", {"key": "user-1"})
+    client.evaluate("beta", {"key": "user-2"})
+    client.json_value("beta", {"key": "user-2"})
+    client.bool_value("missing", {"key": "a"})
+    client.all_flags({"key": "a"})  # bootstrapping: not counted
+    client.variation_labels({"key": "a"}, flags=["beta"])  # labelling: not counted
+    assert client.telemetry.evaluation_counts() == {
+        ("dark-mode", "v", "DEFAULT"): 2,
+        ("banner", "v", "DEFAULT"): 1,
+        ("beta", "on", "TARGETING_MATCH"): 1,
+        ("beta", "off", "DEFAULT"): 2,
+        ("missing", None, "ERROR"): 1,
+    }
+    # A collection reads without resetting: the totals only grow.
+    client.evaluate("beta", {"key": "user-1"})
+    assert client.telemetry.evaluation_counts()[("beta", "on", "TARGETING_MATCH")] == 2
+
+
+def test_split_counts_follow_the_buckets(tmp_path: Path) -> None:
+    client = client_for(tmp_path, telemetry=True)
+    assert client.telemetry is not None
+    served = {"on": 0, "off": 0}
+    for index in range(400):
+        served[client.evaluate("checkout", {"key": f"user-{index}"}).variation or ""] += 1
+    counts = client.telemetry.evaluation_counts()
+    assert counts == {
+        ("checkout", "on", "SPLIT"): served["on"],
+        ("checkout", "off", "SPLIT"): served["off"],
+    }
+    assert served["on"] > 100 and served["off"] > 100
+
+
+def test_the_openfeature_provider_is_counted_once(tmp_path: Path) -> None:
+    client = client_for(tmp_path, telemetry=True)
+    assert client.telemetry is not None
+    api.set_provider_and_wait(FlagstoneProvider(client), domain="telemetry-counts")
+    try:
+        of_client = api.get_client("telemetry-counts")
+        context = EvaluationContext("user-1")
+        for _ in range(3):
+            assert of_client.get_boolean_value("beta", False, context) is True
+        assert of_client.get_string_value("banner", "", context) == "hello"
+    finally:
+        api.shutdown()
+    assert client.telemetry.evaluation_counts() == {
+        ("beta", "on", "TARGETING_MATCH"): 3,
+        ("banner", "v", "DEFAULT"): 1,
+    }
+
+
+def test_concurrent_threads_lose_no_count(tmp_path: Path) -> None:
+    client = client_for(tmp_path, telemetry=True)
+    assert client.telemetry is not None
+    threads, rounds = 8, 2000
+    start = threading.Barrier(threads)
+
+    def evaluate() -> None:
+        start.wait()
+        for index in range(rounds):
+            client.bool_value("beta", {"key": "user-1" if index % 2 else "user-2"})
+
+    workers = [threading.Thread(target=evaluate) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    # Collections while the threads run must neither fail nor disturb them.
+    while any(worker.is_alive() for worker in workers):
+        client.telemetry.evaluation_counts()
+        time.sleep(0.001)
+    for worker in workers:
+        worker.join()
+    total = threads * rounds // 2
+    assert client.telemetry.evaluation_counts() == {
+        ("beta", "on", "TARGETING_MATCH"): total,
+        ("beta", "off", "DEFAULT"): total,
+    }
+
+
+def test_distinct_keys_are_capped_and_odd_keys_never_raise() -> None:
+    from flagstone.engine import Details
+
+    counts = EvaluationCounts(max_keys=3)
+
+    def run(flag_key: Any, context: Any, default: Any) -> Details:
+        return Details(default, None, "ERROR", "FLAG_NOT_FOUND", "no such flag")
+
+    counted = counts.counting(run)
+    for index in range(10):
+        counted(f"typo-{index}", {}, None)
+    counted(["not", "hashable"], {}, None)  # type: ignore[arg-type]
+    totals = counts.collect()
+    assert len(totals) == 4  # three keys, then the overflow key
+    assert totals[(OVERFLOW_FLAG, None, "ERROR")] == 8
+    assert sum(totals.values()) == 11
+
+
+def test_telemetry_off_leaves_no_trace(tmp_path: Path) -> None:
+    client = client_for(tmp_path)
+    assert client.telemetry is None
+    assert client.bool_value("dark-mode", {"key": "a"}) is True
+    assert client.source_stats.accepted == 1
+
+
+def test_a_telemetry_serves_one_client(tmp_path: Path) -> None:
+    from flagstone.errors import UsageError
+
+    telemetry = Telemetry()
+    client_for(tmp_path, telemetry=telemetry)
+    with pytest.raises(UsageError, match="already belongs"):
+        client_for(tmp_path, telemetry=telemetry)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_counts_from_zero(tmp_path: Path) -> None:
+    client = client_for(tmp_path, telemetry=True)
+    assert client.telemetry is not None
+    for _ in range(5):
+        client.bool_value("dark-mode", {"key": "a"})
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it counts after one evaluation of its own
+        try:
+            os.close(read)
+            assert client.telemetry is not None
+            client.bool_value("dark-mode", {"key": "a"})
+            os.write(write, repr(client.telemetry.evaluation_counts()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_counts = pipe.read()
+    os.waitpid(pid, 0)
+    assert child_counts == repr({("dark-mode", "v", "DEFAULT"): 1})
+    assert client.telemetry.evaluation_counts() == {("dark-mode", "v", "DEFAULT"): 5}

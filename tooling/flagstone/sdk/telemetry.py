@@ -1,0 +1,606 @@
+"""Evaluation telemetry: counters, exposure events and variation labels (stdlib only).
+
+::
+
+    from flagstone.sdk import Client
+    from flagstone.sdk.telemetry import Telemetry
+
+    client = Client(..., project="acme-shop", telemetry=True)      # or telemetry=Telemetry(…)
+    client.telemetry.evaluation_counts()   # {(flag, variation, reason): count}
+
+**Counters.** With telemetry on, every evaluation through ``evaluate``, the typed
+getters and the OpenFeature provider (which calls ``evaluate``: counted once) adds one
+to its ``(flag, variation, reason)`` count, the engine's reason (``SPLIT``,
+``TARGETING_MATCH``, … also while the snapshot is served from the cache); ``variation``
+is None for errors. ``all_flags`` and ``variation_labels`` are not counted (they serve
+bootstrapping and labelling, not a decision). The hot path takes no lock and shares
+nothing it writes: each key has its own ``itertools.count``, advanced by one C call that
+the GIL keeps whole (:class:`EvaluationCounts`); collection reads them all. Threads
+that end lose nothing; a forked child starts from zero (the parent still reports what
+it counted). Distinct keys are capped (``MAX_KEYS``; callers asking for unknown flag
+keys could otherwise grow them): further new keys count under ``OVERFLOW_FLAG``.
+
+With telemetry off (the default) the evaluation path is exactly as before: the client
+only wraps its snapshot's evaluation when telemetry is on (cost: ``benchmarks/sdk_bench.py``).
+
+**Exposure events** (:class:`ExposureTracker`): the first time a context, by its
+bucketing value, is served a variation of a flag within ``window`` seconds, an
+:class:`ExposureEvent` goes to a sink (a callback, :class:`JsonLinesSink`, or
+``flagstone.sdk.telemetry_otel.ExposureLogSink``) on a worker thread, through a bounded
+queue; when the queue is full the event is dropped and counted, so evaluation never
+waits. Deduplication keeps at most ``max_entries`` (flag, variation, bucketing value)
+entries, the oldest first seen evicted first; see docs/readme/telemetry.md for the
+measured memory cap.
+
+**Variation labels** for a service's own metrics: :data:`FLAG_LABEL` and
+:data:`VARIANT_LABEL` (``feature_flag_key``, ``feature_flag_variant``), one labelled
+observation per (request, flag); see :func:`variation_labels` and docs/readme/telemetry.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flagstone.engine import Details, Snapshot, parse_timestamp
+from flagstone.errors import UsageError
+
+logger = logging.getLogger("flagstone.sdk.telemetry")
+
+CountKey = tuple[str, str | None, str]
+# What _Active.run is: (flag_key, context, default) -> Details.
+Runner = Callable[[str, Any, Any], Details]
+EvaluationListener = Callable[[str, Any, Details, Snapshot], None]
+
+MAX_KEYS = 10_000
+OVERFLOW_FLAG = "(other)"
+
+# Labels a service puts on its own request metrics (one observation per request and flag):
+# the Prometheus-safe forms of OpenTelemetry's feature_flag.key / feature_flag.result.variant.
+FLAG_LABEL = "feature_flag_key"
+VARIANT_LABEL = "feature_flag_variant"
+NO_VARIANT = ""  # the variant label of an evaluation that failed (the default was served)
+
+
+# --------------------------------------------------------------------------- counters
+
+
+class EvaluationCounts:
+    """Counts per (flag, variation, reason), lock-free on the evaluating thread.
+
+    Each key has its own ``itertools.count``; ``next()`` on it is one C call, which the
+    GIL makes atomic, so concurrent evaluations never lose a count and never wait.
+    Counters live in nested dicts, flag → reason → variation: looking up three strings,
+    whose hashes are cached, costs less than building and hashing a tuple key. A new key
+    is added under a lock (once per key); collection reads each counter by advancing it
+    once more and subtracting its earlier reads.
+    """
+
+    def __init__(self, *, max_keys: int = MAX_KEYS) -> None:
+        self.max_keys = max_keys
+        self._lock = threading.Lock()  # adding a key, collecting: never per evaluation
+        self._counters: dict[Any, dict[str, dict[str | None, Iterator[int]]]] = {}
+        self._reads: dict[CountKey, int] = {}
+        self._keys = 0
+        reset = weakref.WeakMethod(self._reset_after_fork)
+        os.register_at_fork(after_in_child=lambda: _call_if_alive(reset))
+
+    def counting(self, run: Runner) -> Runner:
+        """``run`` counting each evaluation."""
+        counters = self._counters
+        add = self._add
+
+        def counted(flag_key: str, context: Any, default: Any) -> Details:
+            details = run(flag_key, context, default)
+            try:
+                next(counters[flag_key][details.reason][details.variation])
+            except (KeyError, TypeError):  # a new key (TypeError: an unhashable flag key)
+                add(flag_key, details)
+            return details
+
+        return counted
+
+    def _add(self, flag_key: Any, details: Details) -> None:
+        reason, variation = details.reason, details.variation
+        with self._lock:
+            counters = self._counters
+            if flag_key.__class__ is not str:
+                flag_key = OVERFLOW_FLAG
+            by_reason = counters.get(flag_key)
+            by_variation = by_reason.get(reason) if by_reason is not None else None
+            counter = by_variation.get(variation) if by_variation is not None else None
+            if counter is None and self._keys >= self.max_keys:
+                flag_key = OVERFLOW_FLAG
+                by_reason = counters.get(flag_key)
+                by_variation = by_reason.get(reason) if by_reason is not None else None
+                counter = by_variation.get(variation) if by_variation is not None else None
+            if counter is None:
+                counter = itertools.count()
+                counters.setdefault(flag_key, {}).setdefault(reason, {})[variation] = counter
+                self._keys += 1
+        next(counter)
+
+    def collect(self) -> dict[CountKey, int]:
+        """Totals since the client started (or since the fork that made this process)."""
+        totals: dict[CountKey, int] = {}
+        with self._lock:
+            reads = self._reads
+            for flag_key, by_reason in self._counters.items():
+                for reason, by_variation in by_reason.items():
+                    for variation, counter in by_variation.items():
+                        key = (flag_key, variation, reason)
+                        done = reads.get(key, 0)
+                        # next() returns evaluations + earlier reads: this read included.
+                        totals[key] = next(counter) - done
+                        reads[key] = done + 1
+        return totals
+
+    def _reset_after_fork(self) -> None:
+        # Only the forking thread exists in the child; the counts so far are the parent's
+        # (which still reports them). The wrappers hold the dict itself: clear it in place.
+        self._lock = threading.Lock()
+        self._counters.clear()
+        self._reads = {}
+        self._keys = 0
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
+
+
+# --------------------------------------------------------------------------- source stats
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What the client's poller did, for the fetch and rejection counters. Updated by the
+    polling thread only (one poll at a time); read with ``Client.source_stats``."""
+
+    fetches: int = 0  # attempts to read the source
+    fetch_failures: int = 0  # the source could not be read
+    not_modified: int = 0  # the source held what was already in use
+    rejections: int = 0  # an envelope was refused (signature, replay, expiry, …)
+    accepted: int = 0  # a new snapshot was installed
+
+    def copy(self) -> SourceStats:
+        return SourceStats(
+            self.fetches, self.fetch_failures, self.not_modified, self.rejections, self.accepted
+        )
+
+
+# --------------------------------------------------------------------------- exposures
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureEvent:
+    """A context first served ``variation`` of ``flag`` (within the dedup window)."""
+
+    flag: str
+    variation: str
+    bucketing_value: str
+    bucket_by: str
+    environment: str
+    snapshot_version: int
+    time: float  # epoch seconds
+
+    def as_json(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.time)) + (
+            f".{int(self.time % 1 * 1000):03d}Z"
+        )
+        return record
+
+
+ExposureSink = Callable[[ExposureEvent], None]
+
+DEFAULT_WINDOW = 86400.0
+DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_QUEUE_SIZE = 10_000
+_STOP = object()
+
+
+class ExposureTracker:
+    """Deduplicates exposures and hands them to ``sink`` on a worker thread.
+
+    ``window``: seconds during which the same (flag, variation, bucketing value) is not
+    reported again. ``max_entries``: the dedup memory cap (oldest first seen evicted
+    first: in a window they are the ones closest to expiring anyway). ``sample_rate``:
+    the share of bucketing values reported (decided by a hash, so a context is in or out
+    for every flag evaluation, in every process). ``queue_size``: events waiting for the
+    sink; beyond it they are dropped and counted in ``dropped``.
+    """
+
+    def __init__(
+        self,
+        sink: ExposureSink,
+        *,
+        window: float = DEFAULT_WINDOW,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        sample_rate: float = 1.0,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if window <= 0:
+            raise UsageError(f"the exposure window must be positive, not {window!r}")
+        if max_entries < 1 or queue_size < 1:
+            raise UsageError("max_entries and queue_size must be at least 1")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise UsageError(f"sample_rate must be within [0, 1], not {sample_rate!r}")
+        self.sink = sink
+        self.window = window
+        self.max_entries = max_entries
+        self.sample_rate = sample_rate
+        self._sample_below = int(sample_rate * 2**32)
+        self._clock = clock
+        self._seen: dict[tuple[str, str, str], float] = {}
+        self._seen_lock = threading.Lock()  # only when an entry is added
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._counter_lock = threading.Lock()
+        self.emitted = 0  # handed to the sink
+        self.dropped = 0  # lost because the queue was full
+        self.sink_errors = 0  # the sink raised
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._start_worker()
+        restart = weakref.WeakMethod(self._restart_after_fork)
+        os.register_at_fork(after_in_child=lambda: _call_if_alive(restart))
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(
+            target=self._deliver_forever, name="flagstone-exposures", daemon=True
+        )
+        self._worker.start()
+
+    def _restart_after_fork(self) -> None:
+        self._seen_lock = threading.Lock()
+        self._counter_lock = threading.Lock()
+        self._queue = queue.Queue(maxsize=self._queue.maxsize)
+        if not self._closed:
+            self._start_worker()
+
+    def observe(
+        self, flag: str, variation: str, bucketing_value: str, bucket_by: str, snapshot: Snapshot
+    ) -> None:
+        """Called on the evaluating thread: a dict read in the common case."""
+        key = (flag, variation, bucketing_value)
+        now = self._clock()
+        first_seen = self._seen.get(key)
+        if first_seen is not None and now - first_seen < self.window:
+            return
+        with self._seen_lock:
+            seen = self._seen
+            first_seen = seen.get(key)
+            if first_seen is not None and now - first_seen < self.window:
+                return  # another thread reported it meanwhile
+            if first_seen is not None:
+                del seen[key]  # expired: re-inserted as the newest
+            elif len(seen) >= self.max_entries:
+                del seen[next(iter(seen))]
+            seen[key] = now
+        if self._sample_below < 2**32 and (
+            zlib.crc32(f"{flag}\0{bucketing_value}".encode()) >= self._sample_below
+        ):
+            return
+        event = ExposureEvent(
+            flag, variation, bucketing_value, bucket_by, snapshot.environment, snapshot.version, now
+        )
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            with self._counter_lock:
+                self.dropped += 1
+
+    @property
+    def tracked(self) -> int:
+        """Entries in the dedup cache now (at most ``max_entries``)."""
+        return len(self._seen)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _deliver_forever(self) -> None:
+        while True:
+            event = self._queue.get()
+            try:
+                if event is _STOP:
+                    return
+                try:
+                    self.sink(event)
+                    with self._counter_lock:
+                        self.emitted += 1
+                except Exception:
+                    with self._counter_lock:
+                        self.sink_errors += 1
+                    logger.exception("an exposure sink failed")
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued event went to the sink, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (at most ``timeout`` seconds), then stop the worker."""
+        if self._closed:
+            return
+        self._closed = True
+        self.flush(timeout)
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout)
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+        close_sink = getattr(self.sink, "close", None)
+        if callable(close_sink):
+            close_sink()
+
+
+class JsonLinesSink:
+    """Appends each exposure as one JSON line to ``path``; past ``max_bytes`` the file
+    becomes ``path.1`` (``path.1`` becomes ``path.2``, … up to ``backups``).
+
+    Written by the tracker's worker thread only. The file is opened without following a
+    symbolic link at ``path``."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_bytes: int = 10_000_000, backups: int = 3
+    ) -> None:
+        if max_bytes < 1 or backups < 0:
+            raise UsageError("max_bytes must be positive and backups at least 0")
+        self.path = os.fspath(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file: Any = None
+        self._size = 0
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        descriptor = os.open(self.path, flags, 0o640)
+        self._file = os.fdopen(descriptor, "a", encoding="utf-8")
+        self._size = self._file.tell()
+
+    def __call__(self, event: ExposureEvent) -> None:
+        line = json.dumps(event.as_json(), ensure_ascii=False, sort_keys=True) + "\n"
+        if self._file is None:
+            self._open()
+        size = len(line.encode("utf-8"))
+        if self._size and self._size + size > self.max_bytes:
+            self._rotate()
+        self._file.write(line)
+        self._file.flush()
+        self._size += size
+
+    def _rotate(self) -> None:
+        self._file.close()
+        self._file = None
+        if self.backups == 0:
+            os.unlink(self.path)
+        else:
+            for index in range(self.backups - 1, 0, -1):
+                older = f"{self.path}.{index}"
+                if os.path.lexists(older):
+                    os.replace(older, f"{self.path}.{index + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        self._open()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def bucket_attribute(flag: Mapping[str, Any]) -> str:
+    """The attribute ``flag`` buckets contexts by: that of its first split or progression
+    (default, then rules), else ``key``."""
+    places = [flag.get("default")]
+    rules = flag.get("rules")
+    if isinstance(rules, list):
+        places.extend(rule.get("serve") for rule in rules if isinstance(rule, Mapping))
+    for serve in places:
+        if not isinstance(serve, Mapping):
+            continue
+        for kind in ("progression", "split"):
+            spec = serve.get(kind)
+            if isinstance(spec, Mapping):
+                bucket_by = spec.get("bucket_by", "key")
+                return bucket_by if isinstance(bucket_by, str) else "key"
+    return "key"
+
+
+def _bucketing_text(value: Any) -> str | None:
+    if value.__class__ is str:
+        return str(value)
+    if isinstance(value, int) and value.__class__ is not bool:
+        return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------- the bundle
+
+
+class Telemetry:
+    """What a client records: evaluation counts always; exposures when an
+    :class:`ExposureTracker` is given; sampled per-evaluation callbacks (the
+    OpenTelemetry ``feature_flag.evaluation`` events) when ``on_evaluation`` is given.
+
+    One Telemetry belongs to one client (its counts are that client's).
+    """
+
+    def __init__(
+        self,
+        *,
+        exposures: ExposureTracker | None = None,
+        on_evaluation: EvaluationListener | None = None,
+        evaluation_sample_rate: float = 0.01,
+    ) -> None:
+        if not 0.0 <= evaluation_sample_rate <= 1.0:
+            raise UsageError(
+                f"evaluation_sample_rate must be within [0, 1], not {evaluation_sample_rate!r}"
+            )
+        self.counts = EvaluationCounts()
+        self.exposures = exposures
+        self.on_evaluation = on_evaluation
+        self.evaluation_sample_rate = evaluation_sample_rate
+        self.environment: str | None = None
+        self._bound = False
+
+    def bind(self, environment: str) -> None:
+        """Called by the client that owns it."""
+        if self._bound:
+            raise UsageError("this Telemetry already belongs to another client")
+        self._bound = True
+        self.environment = environment
+
+    def evaluation_counts(self) -> dict[CountKey, int]:
+        return self.counts.collect()
+
+    def wrap(self, run: Runner, snapshot: Snapshot) -> Runner:
+        """``run`` (the snapshot's evaluation) with this telemetry around it."""
+        if self.exposures is not None:
+            run = _with_exposures(run, snapshot, self.exposures)
+        if self.on_evaluation is not None and self.evaluation_sample_rate > 0:
+            run = _with_sampled_listener(
+                run, snapshot, self.on_evaluation, self.evaluation_sample_rate
+            )
+        return self.counts.counting(run)
+
+    def close(self) -> None:
+        if self.exposures is not None:
+            self.exposures.close()
+
+
+def _with_exposures(run: Runner, snapshot: Snapshot, tracker: ExposureTracker) -> Runner:
+    bucket_by_flag: dict[str, str] = {}
+    flags = snapshot.flags
+    observe = tracker.observe
+
+    def exposed(flag_key: str, context: Any, default: Any) -> Details:
+        details = run(flag_key, context, default)
+        variation = details.variation
+        if variation is None or context is None:
+            return details
+        try:
+            bucket_by = bucket_by_flag.get(flag_key)
+            if bucket_by is None:
+                spec = flags.get(flag_key)
+                if spec is None:
+                    return details
+                bucket_by = bucket_by_flag[flag_key] = bucket_attribute(spec)
+            value = _bucketing_text(context.get(bucket_by))
+            if value is not None:
+                observe(flag_key, variation, value, bucket_by, snapshot)
+        except Exception:  # telemetry must never break an evaluation
+            logger.exception("recording an exposure failed")
+        return details
+
+    return exposed
+
+
+def _with_sampled_listener(
+    run: Runner, snapshot: Snapshot, listener: EvaluationListener, rate: float
+) -> Runner:
+    chance = random.random
+
+    def sampled(flag_key: str, context: Any, default: Any) -> Details:
+        details = run(flag_key, context, default)
+        if chance() < rate:
+            try:
+                listener(flag_key, context, details, snapshot)
+            except Exception:  # telemetry must never break an evaluation
+                logger.exception("an evaluation listener failed")
+        return details
+
+    return sampled
+
+
+def telemetry_for(option: Telemetry | bool | None, environment: str) -> Telemetry | None:
+    """The client's ``telemetry=`` option as a bound Telemetry (None: off)."""
+    if option is None or option is False:
+        return None
+    telemetry = Telemetry() if option is True else option
+    if not isinstance(telemetry, Telemetry):
+        raise UsageError(f"telemetry is True, False or a Telemetry, not {option!r}")
+    telemetry.bind(environment)
+    return telemetry
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def labels_for(variations: Mapping[str, str | None]) -> list[dict[str, str]]:
+    """One label set per flag: ``{FLAG_LABEL: key, VARIANT_LABEL: variation}``."""
+    return [
+        {FLAG_LABEL: key, VARIANT_LABEL: variation if variation is not None else NO_VARIANT}
+        for key, variation in variations.items()
+    ]
+
+
+def variation_labels(
+    snapshot: Snapshot | None, context: Mapping[str, Any] | None, flags: list[str]
+) -> list[dict[str, str]]:
+    """The label sets for ``flags`` as evaluated for ``context`` (not counted)."""
+    if snapshot is None:
+        return labels_for(dict.fromkeys(flags))
+    return labels_for({key: snapshot.evaluate(key, context).variation for key in flags})
+
+
+_recorded: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar(
+    "flagstone_recorded_variants", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_variants() -> Iterator[dict[str, str | None]]:
+    """Within this block (a request), evaluations through the OpenFeature hook
+    ``flagstone.sdk.telemetry_openfeature.VariantRecorder`` record their variants."""
+    token = _recorded.set({})
+    try:
+        recorded = _recorded.get()
+        assert recorded is not None
+        yield recorded
+    finally:
+        _recorded.reset(token)
+
+
+def record_variant(flag_key: str, variation: str | None) -> None:
+    """Keep ``flag_key``'s variant for the current block, if one is recording."""
+    recorded = _recorded.get()
+    if recorded is not None:
+        recorded[flag_key] = variation
+
+
+def recorded_labels(flags: list[str] | None = None) -> list[dict[str, str]]:
+    """Label sets for the variants recorded in the current block (``flags``: only those)."""
+    recorded = _recorded.get() or {}
+    if flags is not None:
+        recorded = {key: recorded[key] for key in flags if key in recorded}
+    return labels_for(recorded)
+
+
+def age_seconds(snapshot: Snapshot, now: float) -> float | None:
+    """Seconds since ``snapshot`` was published, None if it does not say."""
+    if snapshot.published_at is None:
+        return None
+    published = parse_timestamp(snapshot.published_at)
+    return None if published is None else max(0.0, now - published)
