@@ -15,6 +15,9 @@ FORBIDDEN_PACKAGES = (
     "yaml",
     "git",
     "openfeature",
+    # Telemetry exporters are extras (issue 14): the counters need neither.
+    "opentelemetry",
+    "prometheus_client",
 )
 TOOLCHAIN_MODULES = (
     "flagstone.cli",
@@ -44,6 +47,7 @@ def imported_after(statement: str) -> set[str]:
 def test_import_flagstone_sdk_pulls_in_no_toolchain_code() -> None:
     modules = imported_after("import flagstone.sdk")
     assert "flagstone.sdk.client" in modules
+    assert "flagstone.sdk.telemetry" in modules  # the counters: stdlib only
     forbidden = sorted(
         name
         for name in modules
@@ -59,3 +63,16 @@ def test_the_openfeature_provider_is_the_only_part_needing_openfeature() -> None
     assert not any(
         name == m or name.startswith(m + ".") for name in modules for m in TOOLCHAIN_MODULES
     )
+
+
+def test_each_telemetry_exporter_needs_only_its_own_extra() -> None:
+    otel = imported_after("import flagstone.sdk.telemetry_otel")
+    assert "opentelemetry.metrics" in otel
+    assert not any(name.split(".")[0] == "prometheus_client" for name in otel)
+    prometheus = imported_after("import flagstone.sdk.telemetry_prometheus")
+    assert "prometheus_client" in prometheus
+    assert not any(name.split(".")[0] == "opentelemetry" for name in prometheus)
+    for modules in (otel, prometheus):
+        assert not any(
+            name == m or name.startswith(m + ".") for name in modules for m in TOOLCHAIN_MODULES
+        )
