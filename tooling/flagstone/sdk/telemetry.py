@@ -209,8 +209,11 @@ class ExposureEvent:
 ExposureSink = Callable[[ExposureEvent], None]
 
 DEFAULT_WINDOW = 86400.0
-DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_MAX_ENTRIES = 50_000
 DEFAULT_QUEUE_SIZE = 10_000
+# Longer bucketing values are not tracked (no exposure event): the dedup cache's memory
+# cap holds per entry, whatever the callers put in their contexts.
+MAX_BUCKETING_VALUE_LENGTH = 256
 _STOP = object()
 
 
@@ -429,10 +432,11 @@ def bucket_attribute(flag: Mapping[str, Any]) -> str:
 
 
 def _bucketing_text(value: Any) -> str | None:
-    if value.__class__ is str:
-        return str(value)
+    if isinstance(value, str):
+        return str(value) if len(value) <= MAX_BUCKETING_VALUE_LENGTH else None
     if isinstance(value, int) and value.__class__ is not bool:
-        return str(value)
+        text = str(value) if -(10**20) < value < 10**20 else None
+        return text
     return None
 
 
