@@ -6,7 +6,13 @@ Cases (issue 3):
   (b) three rules — tier in [gold, platinum], email starts_with "qa-",
       app_version semver_lt "2.0.0" — and a 25% rollout default;
   (c) (b) behind a prerequisite (flag (a) must serve "on"). flagd has no
-      prerequisites, so it has no (c) figure.
+      prerequisites, so it has no (c) figure;
+  (d) a string flag with 20 rules, 10 ``matches`` with real regular expressions and 10
+      ``starts_with``, most contexts matching none (issue 18). flagd has no regular
+      expressions, so it has no (d) figure;
+  (e) semver-heavy traffic: two ``semver_*`` rules over contexts that carry 10,000
+      distinct versions, visited in a cycle (the pattern that defeats a parse cache
+      smaller than the version population).
 
 Every SDK evaluates the same 100,000 distinct contexts (built beforehand, in each SDK's
 own context type, so context construction is not timed). A run is one pass over all
@@ -40,6 +46,39 @@ VERSIONS = [
 VERSIONS += ["2.0.0-rc.1", "1.9.9-beta.2"]
 
 
+# (d): ten regular expressions of the kinds flag rules use (e-mail domains, key shapes,
+# user agents, plan names) and ten prefixes. The dialect both engines accept alike.
+REGEXES = [
+    r"@(acme|initech)\.com$",
+    r"^[a-z]+\.[a-z]+@partner\.example$",
+    r"^user-[0-9]{7}$",
+    r"(?i)^internal-",
+    r"@(staging|qa)\.",
+    r"^svc-[a-z]+-[0-9]+$",
+    r"Mozilla/5\.0 \(iPhone",
+    r"^(alpha|beta|gamma)-tester",
+    r"[0-9]{3}-[0-9]{4}@",
+    r"\+test[0-9]*@",
+]
+PREFIXES = ["ops-", "sre-", "admin-", "root@", "beta-", "canary-", "ci-", "bot-", "test-", "tmp-"]
+MATCHING_LOGINS = [
+    "wile@acme.com",
+    "jane.doe@partner.example",
+    "user-1234567",
+    "INTERNAL-audit",
+    "someone@qa.example.com",
+    "svc-billing-7",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)",
+    "beta-tester-9",
+    "555-1234@phone.example",
+    "me+test42@example.com",
+    "ops-oncall",
+    "canary-eu",
+]
+# (e): 10,000 distinct versions.
+SEMVER_POPULATION = [f"{m}.{n}.{p}" for m in range(1, 5) for n in range(50) for p in range(50)]
+
+
 def make_contexts(count: int) -> list[dict[str, Any]]:
     rng = random.Random(20261126)
     contexts = []
@@ -50,8 +89,23 @@ def make_contexts(count: int) -> list[dict[str, Any]]:
             context["tier"] = tier
         context["email"] = ("qa-" if rng.random() < 0.05 else "") + f"person{i}@example.com"
         context["app_version"] = rng.choice(VERSIONS)
+        context["client_version"] = SEMVER_POPULATION[i % len(SEMVER_POPULATION)]
+        # One context in ten matches one of (d)'s rules.
+        context["login"] = (
+            rng.choice(MATCHING_LOGINS) if rng.random() < 0.1 else f"person{i}@example.com"
+        )
         contexts.append(context)
     return contexts
+
+
+def regex_rules() -> list[tuple[str, str, str]]:
+    """(name, operator, value) of case (d)'s 20 rules, on the ``login`` attribute."""
+    rules = [(f"regex {i}", "matches", pattern) for i, pattern in enumerate(REGEXES)]
+    rules += [(f"prefix {i}", "starts_with", prefix) for i, prefix in enumerate(PREFIXES)]
+    return rules
+
+
+SEMVER_RULES = [("old", "semver_lt", "1.10.0"), ("pinned", "semver_eq", "3.25.25")]
 
 
 # --- Flagstone ---------------------------------------------------------------------
@@ -101,12 +155,38 @@ def flagstone_payload() -> dict[str, Any]:
             ],
         }
     }
+    regex_flag = flag(
+        type="string",
+        variations={"matched": "matched", "other": "other"},
+        off_variation="other",
+        rules=[
+            {
+                "name": name,
+                "condition": {"attribute": "login", "op": op, "values": [value]},
+                "serve": {"variation": "matched"},
+            }
+            for name, op, value in regex_rules()
+        ],
+        default={"variation": "other"},
+    )
+    semver_flag = flag(
+        rules=[
+            {
+                "name": name,
+                "condition": {"attribute": "client_version", "op": op, "values": [value]},
+                "serve": {"variation": "off"},
+            }
+            for name, op, value in SEMVER_RULES
+        ]
+    )
     return {
         "format": "flagstone.snapshot/1",
         "project": "bench",
         "environment": "bench",
         "version": 1,
         "flags": {
+            "regex-flag": regex_flag,
+            "semver-flag": semver_flag,
             "simple-flag": flag(),
             "rules-flag": flag(rules=rules, default=rollout),
             "prereq-flag": flag(
@@ -187,8 +267,38 @@ def launchdarkly_flags() -> dict[str, Any]:
             "variations": [{"variation": 0, "weight": 25000}, {"variation": 1, "weight": 75000}]
         }
     }
+    ld_ops = {"matches": "matches", "starts_with": "startsWith"}
+    regex_flag = flag(
+        "regex-flag",
+        variations=["matched", "other"],
+        fallthrough={"variation": 1},
+        rules=[
+            {
+                "id": name,
+                "variation": 0,
+                "clauses": [clause("login", ld_ops[op], [value])],
+                "trackEvents": False,
+            }
+            for name, op, value in regex_rules()
+        ],
+    )
+    ld_semver = {"semver_lt": "semVerLessThan", "semver_eq": "semVerEqual"}
+    semver_flag = flag(
+        "semver-flag",
+        rules=[
+            {
+                "id": name,
+                "variation": 1,
+                "clauses": [clause("client_version", ld_semver[op], [value])],
+                "trackEvents": False,
+            }
+            for name, op, value in SEMVER_RULES
+        ],
+    )
     return {
         "flags": {
+            "regex-flag": regex_flag,
+            "semver-flag": semver_flag,
             "simple-flag": flag("simple-flag"),
             "rules-flag": flag("rules-flag", rules=rules, fallthrough=rollout),
             "prereq-flag": flag(
@@ -235,7 +345,7 @@ class LaunchDarkly:
 
         def run() -> None:
             for ld_context in ld_contexts:
-                variation(flag_key, ld_context, False)
+                variation(flag_key, ld_context, None)
 
         return run
 
@@ -258,6 +368,7 @@ def flagd_runner(flag_key: str, contexts: list[dict[str, Any]]) -> Callable[[], 
             "flags": {
                 "simple-flag": {"state": "ENABLED", "variants": variants, "defaultVariant": "on"},
                 "rules-flag": flagd_definition(),
+                "semver-flag": flagd_semver_definition(),
             }
         }
     )
@@ -299,6 +410,19 @@ def flagd_definition() -> dict[str, Any]:
     }
 
 
+def flagd_semver_definition() -> dict[str, Any]:
+    branches: list[Any] = []
+    symbols = {"semver_lt": "<", "semver_eq": "="}
+    for _name, op, value in SEMVER_RULES:
+        branches += [{"sem_ver": [{"var": "client_version"}, symbols[op], value]}, "off"]
+    return {
+        "state": "ENABLED",
+        "variants": {"on": True, "off": False},
+        "defaultVariant": "on",
+        "targeting": {"if": [*branches, "on"]},
+    }
+
+
 # --- harness -------------------------------------------------------------------------
 
 
@@ -313,7 +437,9 @@ def check_equivalence(contexts: list[dict[str, Any]], launchdarkly: LaunchDarkly
 
     snapshot = Snapshot.from_payload(flagstone_payload())
     core = FlagdCore()
-    core.set_flags({"flags": {"rules-flag": flagd_definition()}})
+    core.set_flags(
+        {"flags": {"rules-flag": flagd_definition(), "semver-flag": flagd_semver_definition()}}
+    )
     sample = contexts[:5000]
     for context in sample:
         attributes = {k: v for k, v in context.items() if k != "key"}
@@ -333,6 +459,15 @@ def check_equivalence(contexts: list[dict[str, Any]], launchdarkly: LaunchDarkly
             )
         if ld_simple != snapshot.evaluate("simple-flag", context).value:
             raise SystemExit(f"(a) disagrees with LaunchDarkly for {context}")
+        for flag_key in ("regex-flag", "semver-flag"):
+            ours = snapshot.evaluate(flag_key, context)
+            if launchdarkly.client.variation(flag_key, ld_context, None) != ours.value:
+                raise SystemExit(f"{flag_key} disagrees with LaunchDarkly for {context}")
+        semver = core.resolve_boolean_value(
+            "semver-flag", False, EvaluationContext(context["key"], attributes)
+        )
+        if semver.value != snapshot.evaluate("semver-flag", context).value:
+            raise SystemExit(f"semver-flag disagrees with flagd for {context}")
     return len(sample)
 
 
@@ -365,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("(a) boolean, no rules", "simple-flag"),
         ("(b) 3 rules + 25% rollout", "rules-flag"),
         ("(c) (b) behind a prerequisite", "prereq-flag"),
+        ("(d) 20 matches/starts_with", "regex-flag"),
+        ("(e) semver, 10k versions", "semver-flag"),
     ]
     with tempfile.TemporaryDirectory() as workdir:
         launchdarkly = LaunchDarkly(Path(workdir))
@@ -376,7 +513,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "flagstone": flagstone_runner(flag_key, contexts),
                     "launchdarkly": launchdarkly.runner(flag_key, contexts),
                 }
-                if flag_key != "prereq-flag":  # flagd has no prerequisites
+                # flagd has no prerequisites and no regular expressions
+                if flag_key not in ("prereq-flag", "regex-flag"):
                     runners["flagd"] = flagd_runner(flag_key, contexts)
                 medians = median_microseconds(runners, len(contexts), args.repeats)
                 rows.append(
@@ -387,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print(
         f"definitions checked on {compared:,} contexts: flagd-core agrees on every (b) result, "
-        "LaunchDarkly on every rule decision and on (a)"
+        "LaunchDarkly on every rule decision and on (a), (d) and (e); flagd-core on (e)"
     )
     print(
         f"{len(contexts):,} distinct contexts, median of {args.repeats} interleaved runs, "
