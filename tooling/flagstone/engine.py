@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from flagstone.bucketing import attribute_reader, make_bucketer
 from flagstone.errors import SnapshotFormatError
+from flagstone.regex import check_pattern, compile_search
 
 FORMAT = "flagstone.snapshot/1"
 
@@ -206,10 +207,9 @@ def check_clause_values(op: str, values: Sequence[Any]) -> str | None:
         if op in TIME_OPS and (not isinstance(value, str) or parse_timestamp(value) is None):
             return f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-12-03T09:00:00Z)"
         if op == "matches":
-            try:
-                re.compile(value)
-            except re.error as error:
-                return f"{value!r} is not a valid regular expression: {error}"
+            problem = check_pattern(value)
+            if problem is not None:
+                return problem.message
     return None
 
 
@@ -305,10 +305,15 @@ def _value_test(op: str, values: Sequence[Any]) -> ValueTest:
 
         return has_affix
     if op == "matches":
-        patterns = tuple(re.compile(v) for v in values)
+        searches = tuple(compile_search(v) for v in values)
 
         def matches(value: Any) -> bool:
-            return isinstance(value, str) and any(p.search(value) for p in patterns)
+            if not isinstance(value, str):
+                return False
+            for search in searches:  # noqa: SIM110 - a plain loop is cheaper than any()
+                if search(value):
+                    return True
+            return False
 
         return matches
     if op in NUMBER_OPS:
@@ -406,6 +411,14 @@ def _inlined_clause(name: str, op: str, values: Sequence[Any]) -> Predicate | No
             return isinstance(value, str) and value.startswith(prefixes)
 
         return starts_with
+    if op == "matches" and len(values) == 1:
+        search = compile_search(values[0])
+
+        def matches(context: Context) -> bool:
+            value = context.get(name)
+            return isinstance(value, str) and search(value)
+
+        return matches
     if op in SEMVER_OPS and len(values) == 1:
         key = parse_semver(values[0])
         wanted = _SEMVER_ORDERS[op]

@@ -54,6 +54,7 @@ from flagstone.model import (
     value_type,
 )
 from flagstone.problems import Problem, sort_problems
+from flagstone.regex import check_pattern
 
 if TYPE_CHECKING:
     from jsonschema import Draft7Validator
@@ -746,9 +747,17 @@ class _Checker:
                 if "value" in condition
                 else list(condition.get("values") or [])
             )
+            at: PathKey = (*where, "value") if "value" in condition else (*where, "values")
+            if op == "matches":
+                # Each pattern at its own place, with what to write instead.
+                for index, pattern in enumerate(values):
+                    problem = check_pattern(pattern) if isinstance(pattern, str) else None
+                    if problem is not None:
+                        here = at if "value" in condition else (*at, index)
+                        self.add(doc, here, problem.message, RULE_INVALID_REGEX, hint=problem.hint)
+                        return
             why = check_clause_values(op, values)
             if why is not None:
-                at: PathKey = (*where, "value") if "value" in condition else (*where, "values")
                 self.add(doc, at, why, _clause_rule(op))
 
     def check_segment(self, segment: Segment) -> None:

@@ -237,14 +237,13 @@ def matches(value: Logic, values: Sequence[Any]) -> Logic:
                     "expressions (only plain text with ^, $ and | can be translated)"
                 )
             start, text, end = parsed
-            # Python's $ also matches before a final newline.
-            endings = [text, text + "\n"]
+            # RE2's $ is the end of the text (not also before a final newline, as in Python).
             if start and end:
-                parts.append({"in": [value, endings]})
+                parts.append({"in": [value, [text]]})
             elif start:
                 parts.append({"starts_with": [value, text]})
             elif end:
-                parts.extend({"ends_with": [value, ending]} for ending in endings)
+                parts.append({"ends_with": [value, text]})
             else:
                 parts.append({"in": [text, value]})
     return and_(is_string(value), or_(*parts))

@@ -1,0 +1,310 @@
+"""Regular expressions for ``matches``: RE2, the linear-time dialect.
+
+A pattern is compiled by RE2 (the ``google-re2`` package), the engine LaunchDarkly's
+evaluators and Go's ``regexp`` follow: no back-references and no lookaround, and in
+exchange a match takes time linear in the input whatever the pattern (``^(a+)+$`` on a
+long run of ``a`` followed by ``b`` answers at once; a backtracking engine takes
+seconds). ``matches`` is a search: the pattern may match anywhere unless anchored.
+What differs from Python's ``re`` is listed in docs/readme/validate.md ("Regular
+expressions").
+
+Calling RE2 costs about a microsecond in Python, several times a Python ``re`` search,
+so ``compile_search`` first reads the pattern for text every match must contain (a
+required literal, an anchored prefix or suffix): a value without it cannot match and is
+rejected with a string operation. A pattern that is nothing but text (``admin``,
+``^beta-``, ``@acme\\.com$``) is answered by string operations alone.
+
+Standard library plus ``re2``: the SDK imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import re2
+
+# Options shared by every pattern: no capture groups are read (a yes/no answer), and a
+# pattern RE2 refuses is reported by check_pattern, not logged by RE2 to stderr.
+_OPTIONS = re2.Options()
+_OPTIONS.never_capture = True
+_OPTIONS.log_errors = False
+_UNANCHORED = re2._Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+
+# Hints for what RE2 leaves out on purpose, keyed by the start of RE2's error message.
+_BACK_REFERENCE_HINT = (
+    "RE2 has no back-references (they need backtracking); "
+    "list the alternatives explicitly or test with several clauses"
+)
+_HINTS = (
+    (
+        "invalid perl operator: (?=",
+        "RE2 has no lookahead; combine clauses with all/not instead",
+    ),
+    ("invalid perl operator: (?!", "RE2 has no lookahead; combine clauses with all/not instead"),
+    (
+        "invalid perl operator: (?<",
+        "RE2 has no lookbehind; combine clauses with all/not instead",
+    ),
+    (
+        "invalid perl operator: (?>",
+        "RE2 has no atomic groups; it never backtracks, so a plain group (?:…) does the same",
+    ),
+    (
+        "bad repetition operator: ",
+        "RE2 has no possessive quantifiers (*+, ++, ?+); it never backtracks, "
+        "so the plain quantifier does the same",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class PatternProblem:
+    """Why RE2 cannot run a pattern (one line) and, when there is one, what to do."""
+
+    message: str
+    hint: str | None
+
+
+def check_pattern(pattern: str) -> PatternProblem | None:
+    """Why ``pattern`` is not an RE2 regular expression, or None if it is."""
+    try:
+        encoded = pattern.encode("utf-8")
+    except UnicodeEncodeError:
+        return PatternProblem(
+            f"{pattern!r} is not valid text (it holds a lone surrogate)", None
+        )
+    compiled = re2._re2.RE2(encoded, _OPTIONS)
+    if compiled.ok():
+        return None
+    error = compiled.error()
+    reason = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
+    hint = None
+    if reason.startswith("invalid escape sequence: \\") and reason[-1:].isdigit():
+        hint = _BACK_REFERENCE_HINT
+    for start, text in _HINTS:
+        if hint is None and reason.startswith(start):
+            hint = text
+    return PatternProblem(
+        f"{pattern!r} is not a valid regular expression (RE2): {reason}",
+        hint or "matches uses the RE2 dialect (docs/readme/validate.md, 'Regular expressions')",
+    )
+
+
+# ---------------------------------------------------------------------------
+# What every match must contain, read conservatively from the pattern's text.
+
+# Outside a class, these characters stand for themselves.
+_META = frozenset("\\.+*?()[]{}|^$")
+_QUANTIFIERS = frozenset("?*+{")
+# Escapes that stand for one position or one character class: a break in the text.
+_CLASS_ESCAPES = frozenset("dDsSwWbBAzntrfv")
+
+
+@dataclass(frozen=True)
+class RequiredText:
+    """Text every match of a pattern contains.
+
+    ``literals`` occur somewhere in any matching value; ``prefix``/``suffix`` begin or end
+    it (from ``^text``/``text$``); ``exact`` says the pattern is nothing but that text,
+    so these tests alone decide.
+    """
+
+    literals: tuple[str, ...] = ()
+    prefix: str = ""
+    suffix: str = ""
+    exact: bool = False
+
+
+def _skip_class(pattern: str, start: int) -> int | None:
+    """The index after the character class opening at ``start`` (``[``), or None."""
+    i = start + 1
+    if i < len(pattern) and pattern[i] == "^":
+        i += 1
+    if i < len(pattern) and pattern[i] == "]":
+        i += 1  # a leading ] is a member
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+        elif pattern.startswith("[:", i):
+            end = pattern.find(":]", i + 2)
+            if end < 0:
+                return None
+            i = end + 2
+        elif char == "]":
+            return i + 1
+        else:
+            i += 1
+    return None
+
+
+def _skip_group(pattern: str, start: int) -> int | None:
+    """The index after the group opening at ``start`` (``(``), or None."""
+    depth, i = 0, start
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            after = _skip_class(pattern, i)
+            if after is None:
+                return None
+            i = after
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
+def required_text(pattern: str) -> RequiredText:
+    """Text every match of ``pattern`` (a valid RE2 pattern) must contain.
+
+    Conservative: anything it does not understand (flags, ``\\Q``, top-level ``|``, hex
+    and Unicode escapes) yields no requirement, which only costs speed. Dropping a
+    character from the text it finds is always safe; adding one never is.
+    """
+    nothing = RequiredText()
+    if "(?" in pattern.replace("(?:", "").replace("(?P<", ""):
+        return nothing  # flags such as (?i) or (?m) change what text and anchors mean
+    runs: list[str] = []
+    current: list[str] = []
+    first_run_at = -1  # where the first run begins in the pattern
+    ends_at_dollar = False  # the last run is followed by the final $
+    exact = True
+    length = len(pattern)
+    i = 1 if pattern.startswith("^") else 0
+
+    def end_run() -> None:
+        if current:
+            runs.append("".join(current))
+            current.clear()
+
+    while i < length:
+        char = pattern[i]
+        if char == "|":
+            return nothing
+        if char == "\\":
+            if i + 1 >= length:
+                return nothing
+            escaped = pattern[i + 1]
+            if escaped.isalnum() or escaped == "_":
+                if escaped not in _CLASS_ESCAPES:
+                    return nothing  # \Q, \x41, \pL, \C, octal…: not read here
+                exact = False
+                end_run()
+                i += 2
+                continue
+            token, after = escaped, i + 2
+        elif char in _META:
+            if char == "$" and i == length - 1:
+                ends_at_dollar = bool(current)
+                end_run()
+                i += 1
+                continue
+            exact = False
+            end_run()
+            if char == "[":
+                after_class = _skip_class(pattern, i)
+                if after_class is None:
+                    return nothing
+                i = after_class
+            elif char == "(":
+                after_group = _skip_group(pattern, i)
+                if after_group is None:
+                    return nothing
+                i = after_group
+            elif char == "{":
+                close = pattern.find("}", i)
+                if close < 0:
+                    return nothing
+                i = close + 1
+            else:
+                i += 1
+            continue
+        else:
+            token, after = char, i + 1
+        if after < length and pattern[after] in _QUANTIFIERS:
+            # The quantifier applies to this character alone: it may be absent.
+            exact = False
+            end_run()
+            i = after
+            continue
+        if not current and not runs:
+            first_run_at = i
+        current.append(token)
+        i = after
+    end_run()
+    if not runs:
+        return nothing
+    prefix = runs[0] if pattern.startswith("^") and first_run_at == 1 else ""
+    suffix = runs[-1] if ends_at_dollar else ""
+    return RequiredText(tuple(runs), prefix, suffix, exact and len(runs) == 1)
+
+
+# ---------------------------------------------------------------------------
+# Searching.
+
+StringTest = Callable[[str], bool]
+
+
+def compile_search(pattern: str) -> StringTest:
+    """A test of a string: does ``pattern`` (valid RE2, see check_pattern) match in it?"""
+    need = required_text(pattern)
+    if need.exact:
+        return _text_test(need)
+    match = re2._re2.RE2(pattern.encode("utf-8"), _OPTIONS).Match
+    anchor, no_match = _UNANCHORED, _NO_MATCH
+    literals, prefix, suffix = need.literals, need.prefix, need.suffix
+
+    if not literals:
+
+        def search(value: str) -> bool:
+            data = value.encode("utf-8", "surrogatepass")
+            return match(anchor, data, 0, len(data))[0] != no_match
+
+        return search
+
+    def prefiltered_search(value: str) -> bool:
+        if prefix and not value.startswith(prefix):
+            return False
+        if suffix and not value.endswith(suffix):
+            return False
+        for literal in literals:
+            if literal not in value:
+                return False
+        data = value.encode("utf-8", "surrogatepass")
+        return match(anchor, data, 0, len(data))[0] != no_match
+
+    return prefiltered_search
+
+
+def _text_test(need: RequiredText) -> StringTest:
+    """The test of a pattern that is nothing but text, with optional ^ and $."""
+    (text,) = need.literals
+    if need.prefix and need.suffix:
+        return text.__eq__
+    if need.prefix:
+
+        def starts(value: str) -> bool:
+            return value.startswith(text)
+
+        return starts
+    if need.suffix:
+
+        def ends(value: str) -> bool:
+            return value.endswith(text)
+
+        return ends
+
+    def contains(value: str) -> bool:
+        return text in value
+
+    return contains
