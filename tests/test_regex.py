@@ -28,7 +28,11 @@ def _snapshot(pattern: str) -> Snapshot:
                     "rules": [
                         {
                             "name": "r",
-                            "condition": {"attribute": "name", "op": "matches", "values": [pattern]},
+                            "condition": {
+                                "attribute": "name",
+                                "op": "matches",
+                                "values": [pattern],
+                            },
                             "serve": {"variation": "on"},
                         }
                     ],

@@ -30,7 +30,7 @@ _OPTIONS = re2.Options()
 _OPTIONS.never_capture = True
 _OPTIONS.log_errors = False
 _UNANCHORED = re2._Anchor.UNANCHORED
-_NO_MATCH = (-1, -1)
+_NO_MATCH: tuple[int, int] = (-1, -1)
 
 # Hints for what RE2 leaves out on purpose, keyed by the start of RE2's error message.
 _BACK_REFERENCE_HINT = (
@@ -72,9 +72,7 @@ def check_pattern(pattern: str) -> PatternProblem | None:
     try:
         encoded = pattern.encode("utf-8")
     except UnicodeEncodeError:
-        return PatternProblem(
-            f"{pattern!r} is not valid text (it holds a lone surrogate)", None
-        )
+        return PatternProblem(f"{pattern!r} is not valid text (it holds a lone surrogate)", None)
     compiled = re2._re2.RE2(encoded, _OPTIONS)
     if compiled.ok():
         return None
@@ -260,6 +258,7 @@ def compile_search(pattern: str) -> StringTest:
     need = required_text(pattern)
     if need.exact:
         return _text_test(need)
+    match: Callable[[object, bytes, int, int], list[tuple[int, int]]]
     match = re2._re2.RE2(pattern.encode("utf-8"), _OPTIONS).Match
     anchor, no_match = _UNANCHORED, _NO_MATCH
     literals, prefix, suffix = need.literals, need.prefix, need.suffix
