@@ -132,7 +132,10 @@ _SEMVER = re.compile(
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 
 
-@lru_cache(maxsize=4096)
+# Sized for traffic carrying 10,000+ distinct versions: an LRU cache smaller than the
+# population a cycle of contexts visits misses every time (eval_bench case (e): 3.3 µs
+# per evaluation at 4,096 entries, 1.4 µs at 16,384).
+@lru_cache(maxsize=16_384)
 def parse_semver(text: str) -> SemverKey | None:
     """A SemVer 2.0.0 version as a key ordered by precedence (build metadata ignored),
     or None when ``text`` is not a strict semantic version (no ``v`` prefix, no padding)."""
