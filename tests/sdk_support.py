@@ -150,6 +150,7 @@ class _ServerState:
     omit_length: bool = False
     gzip: bool = False  # compress bodies for clients that accept gzip
     send_etag: bool = True
+    slow_body: float = 0.0  # when set, the body trickles: one byte every this many seconds
     requests: list[tuple[str, str | None, int]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -209,6 +210,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if state.slow_body:
+            # One byte at a time until the client gives up (the write then fails) or
+            # the server closes.
+            for byte in data:
+                if state.release.wait(state.slow_body):
+                    break
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            self.close_connection = True
+            return
         self.wfile.write(data)
 
     def _record(self, status: int, if_none_match: str | None) -> None:

@@ -158,7 +158,19 @@ class SnapshotStore:
                 raise StoreError(
                     f"{self.location(path)} is {size} bytes, over the {max_bytes} byte limit"
                 )
-            data = bytes(result.bytes())
+            if max_bytes is None:
+                data = bytes(result.bytes())
+            else:
+                # Streamed, and stopped past the cap: the size in the metadata is what
+                # the server claims, not a bound on what it sends.
+                received = bytearray()
+                for chunk in result.stream(min_chunk_size=256 * 1024):
+                    received += chunk
+                    if len(received) > max_bytes:
+                        raise StoreError(
+                            f"{self.location(path)} is over the {max_bytes} byte limit"
+                        )
+                data = bytes(received)
         except obstore_errors.NotModifiedError:
             return GetResult(None, if_none_match)
         except StoreError:

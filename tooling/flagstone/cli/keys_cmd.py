@@ -19,7 +19,13 @@ from flagstone.envelope import (
     sign_payload,
     verify_envelope,
 )
-from flagstone.errors import EnvelopeError, RepositoryError, UsageError
+from flagstone.errors import (
+    EnvelopeError,
+    NotFoundError,
+    RepositoryError,
+    StoreError,
+    UsageError,
+)
 from flagstone.keys import (
     DEV_KEY_PATH,
     configured_keyring,
@@ -33,6 +39,7 @@ from flagstone.keys import (
     write_private_key,
 )
 from flagstone.model import find_root, read_project
+from flagstone.sdk.sources import DEFAULT_MAX_BYTES, read_object
 
 
 @click.command()
@@ -180,19 +187,21 @@ def verify(
 
 
 def _read_input(name: str, base_dir: Path | None = None) -> bytes:
-    """Bytes of a file, stdin (``-``) or an object at a storage URL."""
+    """Bytes of a file, stdin (``-``) or an object at a storage URL: at most the SDK's
+    size cap of them, read under the SDK's deadline, the way the SDK would read them."""
     if name == "-":
-        return sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
+        if len(data) > DEFAULT_MAX_BYTES:
+            raise UsageError(f"standard input is over the {DEFAULT_MAX_BYTES} byte cap")
+        return data
     if "://" in name:
-        from flagstone.store import open_store
-
-        parent, _, object_name = name.rpartition("/")
-        data = open_store(parent, base_dir=base_dir).get(object_name).data
-        return data or b""
+        return read_object(name, base_dir=base_dir)
     try:
-        return Path(name).read_bytes()
-    except OSError as error:
-        raise UsageError(f"cannot read {name}: {error.strerror}") from None
+        return read_object(name)
+    except NotFoundError:
+        raise UsageError(f"cannot read {name}: No such file or directory") from None
+    except StoreError as error:
+        raise UsageError(error.message) from None
 
 
 def _signed_by(envelope: bytes, key: TrustedKey) -> bool:

@@ -55,6 +55,7 @@ from flagstone.sdk.changes import changed_flags
 from flagstone.sdk.sources import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
+    DeadlineFetcher,
     Fetched,
     Source,
     check_environment,
@@ -211,6 +212,8 @@ class Client:
             if isinstance(source, str | os.PathLike)
             else source
         )
+        # Every fetch runs under one deadline, whatever the source does (see sources.py).
+        self._fetcher = DeadlineFetcher(self._source, timeout)
         self._trusted = keys
         self._threshold = threshold
         self._project: str = project
@@ -243,6 +246,10 @@ class Client:
         self._attempted = False
         self._last_error: str | None = None  # why the last attempt failed, if it did
         self._reported_status = Status.NOT_READY
+        # For the watchdog (see _stuck_poller): when the poller last finished a poll and
+        # how long it then meant to wait.
+        self._poll_finished_at = time.monotonic()
+        self._poll_delay = 0.0
         self._change_listeners: list[ChangeListener] = []
         self._status_listeners: list[StatusListener] = []
 
@@ -272,6 +279,7 @@ class Client:
         self._listeners_lock = threading.Lock()
         self._ready = _event(self._ready.is_set())
         self._closed = _event(self._closed.is_set())
+        self._poll_finished_at = time.monotonic()
         if not self._closed.is_set():
             self._start_polling()
 
@@ -414,6 +422,8 @@ class Client:
 
     @property
     def status(self) -> Status:
+        if self._stuck_poller() is not None:
+            return Status.ERROR
         active = self._active
         if active is None:
             return Status.ERROR if self._attempted and self.last_error else Status.NOT_READY
@@ -427,8 +437,31 @@ class Client:
     @property
     def last_error(self) -> str | None:
         """Why the source could not be read, or what was wrong with what it holds; None
-        once a fetch succeeds again."""
-        return self._last_error
+        once a fetch succeeds again. Also says so when the poller has stopped finishing
+        polls (a watchdog: see ``status``)."""
+        return self._stuck_poller() or self._last_error
+
+    def _stuck_poller(self) -> str | None:
+        """Why the polling thread looks stuck, or None.
+
+        Every fetch ends by its deadline, so a poller that has not finished a poll for
+        twice its interval (or its current back-off) plus the timeout is stuck in
+        something else (a callback that never returns, a bug); ``status`` then reports
+        ERROR, so a stale kill switch is visible instead of a quiet READY.
+        """
+        thread = self._thread
+        if thread is None or self._closed.is_set():
+            return None
+        interval = self._poll_interval or DEFAULT_POLL_INTERVAL
+        allowed = 2 * max(interval, self._poll_delay) + self._timeout
+        silent = time.monotonic() - self._poll_finished_at
+        if silent <= allowed and thread.is_alive():
+            return None
+        state = "has died" if not thread.is_alive() else "is stuck"
+        return (
+            f"the poller {state}: no poll finished for {silent:.1f}s "
+            f"(expected one every {allowed:.1f}s at most); flags may be out of date"
+        )
 
     @property
     def version(self) -> int | None:
@@ -493,11 +526,14 @@ class Client:
     def refresh(self) -> bool:
         """Fetch now, on this thread; True if the snapshot in use is current (a new one
         was accepted or the source has not changed)."""
-        with self._update_lock:
-            try:
-                return self._attempt()
-            finally:
-                self._report_status()
+        # Bounded like a fetch: a poll stuck elsewhere must not hold the caller forever.
+        if not self._update_lock.acquire(timeout=self._timeout):
+            return False
+        try:
+            return self._attempt()
+        finally:
+            self._update_lock.release()
+            self._report_status()
 
     def _poll_forever(self) -> None:
         failures = 0
@@ -508,7 +544,10 @@ class Client:
                 logger.exception("unexpected error while polling")
                 current = False
             failures = 0 if current else failures + 1
-            if self._closed.wait(self._next_delay(failures)):
+            delay = self._next_delay(failures)
+            self._poll_delay = delay
+            self._poll_finished_at = time.monotonic()
+            if self._closed.wait(delay):
                 return
 
     def _next_delay(self, failures: int) -> float:
@@ -524,7 +563,7 @@ class Client:
         self._source_stats.fetches += 1
         where = self._source.describe()
         try:
-            fetched = self._source.fetch(self._seen_etag)
+            fetched = self._fetcher.fetch(self._seen_etag)
         except EnvelopeError as error:  # refused unread (over the size cap)
             self._seen_etag = None
             self._reject(str(error), hashlib.sha256(error.message.encode()).digest())

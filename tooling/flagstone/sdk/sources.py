@@ -23,8 +23,12 @@ second as a rejection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
+import stat
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -49,6 +53,9 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
 _ENVIRONMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# After the deadline, how long an aborted fetch gets to notice and end on its own.
+_ABORT_GRACE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +101,13 @@ class FileSource:
 
     def fetch(self, if_none_match: str | None) -> Fetched:
         try:
-            with self.path.open("rb") as handle:
+            # O_NONBLOCK: opening a FIFO put where the snapshot should be must not wait
+            # for a writer; anything but a regular file is then refused.
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | _O_CLOEXEC)
+            with os.fdopen(descriptor, "rb") as handle:
                 status = os.fstat(handle.fileno())
+                if not stat.S_ISREG(status.st_mode):
+                    raise StoreError(f"cannot read {self.path}: not a regular file")
                 etag = (
                     f'"{status.st_dev}-{status.st_ino}-{status.st_size}-'
                     f'{status.st_mtime_ns}-{status.st_ctime_ns}"'
@@ -132,12 +144,37 @@ class HttpSource:
 
         self._http = http.client
         self._tls = ssl.create_default_context()
+        # The socket of the fetch in progress, for abort(). Kept here because the
+        # connection hands it over to the response (and forgets it) on Connection: close.
+        self._socket: socket.socket | None = None
+        self._aborted = False
 
     def describe(self) -> str:
         return self.url
 
+    def abort(self) -> None:
+        """Cut the connection of a fetch in progress (called from another thread at the
+        deadline): a read blocked on it returns at once."""
+        self._aborted = True
+        sock = self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def fetch(self, if_none_match: str | None) -> Fetched:
         deadline = time.monotonic() + self.timeout
+        self._aborted = False
+        # The socket timeout bounds each receive, not a trickle of them (headers are
+        # read line by line inside http.client): at the deadline the socket is cut.
+        cutter = threading.Timer(self.timeout, self.abort)
+        cutter.daemon = True
+        cutter.start()
+        try:
+            return self._fetch_until(deadline, if_none_match)
+        finally:
+            cutter.cancel()
+
+    def _fetch_until(self, deadline: float, if_none_match: str | None) -> Fetched:
         url = self.url
         for _ in range(_MAX_REDIRECTS + 1):
             try:
@@ -145,6 +182,10 @@ class HttpSource:
             except TimeoutError:
                 raise StoreError(f"cannot read {url}: timed out after {self.timeout:g}s") from None
             except (OSError, self._http.HTTPException) as error:
+                if self._aborted:
+                    raise StoreError(
+                        f"cannot read {url}: timed out after {self.timeout:g}s"
+                    ) from None
                 reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
                 raise StoreError(f"cannot read {url}: {reason}") from None
             if isinstance(result, str):
@@ -171,9 +212,16 @@ class HttpSource:
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         if if_none_match is not None:
             headers["If-None-Match"] = if_none_match
+        response: http.client.HTTPResponse | None = None
         try:
+            connection.connect()
+            sock = connection.sock
+            self._socket = sock
+            if self._aborted:  # the deadline passed while connecting
+                raise TimeoutError
+            _set_timeout(sock, deadline)
             connection.request("GET", target, headers=headers)
-            _set_timeout(connection, deadline)
+            _set_timeout(sock, deadline)
             response = connection.getresponse()
             if response.status == 304:
                 return Fetched(None, response.getheader("ETag") or if_none_match)
@@ -191,13 +239,24 @@ class HttpSource:
                 raise _too_large(url, int(length), self.max_bytes)
             body = _CappedBody(url, self.max_bytes, gzipped=encoding == "gzip")
             while True:
-                _set_timeout(connection, deadline)
-                chunk = response.read(_CHUNK)
+                _set_timeout(sock, deadline)
+                # read1: at most one receive per call, so the timeout set just above is
+                # checked against the deadline between every two receives (read() would
+                # keep receiving a trickle until it had the whole chunk).
+                chunk = response.read1(_CHUNK)
                 if not chunk:
                     break
                 body.add(chunk)
+            if self._aborted:
+                raise TimeoutError
+            if response.length not in (None, 0):
+                raise StoreError(f"cannot read {url}: the body ended before its Content-Length")
             return Fetched(body.finish(), response.getheader("ETag"))
         finally:
+            self._socket = None
+            # The response holds the socket once the connection handed it over.
+            if response is not None:
+                response.close()
             connection.close()
 
 
@@ -243,11 +302,10 @@ def _remaining(deadline: float) -> float:
     return remaining
 
 
-def _set_timeout(connection: http.client.HTTPConnection, deadline: float) -> None:
+def _set_timeout(sock: socket.socket, deadline: float) -> None:
     # The socket timeout applies per operation; shrinking it before each one turns the
     # per-operation timeout into one deadline for the whole exchange.
-    if connection.sock is not None:
-        connection.sock.settimeout(_remaining(deadline))
+    sock.settimeout(_remaining(deadline))
 
 
 class StoreSource:
@@ -285,6 +343,59 @@ class StoreSource:
         return Fetched(result.data, result.etag)
 
 
+class DeadlineFetcher:
+    """Runs ``source.fetch`` under one deadline that holds whatever the source does.
+
+    Each fetch runs on a short-lived daemon thread; the caller waits at most
+    ``timeout`` seconds for it. At the deadline the source's ``abort()`` (if it has
+    one: ``HttpSource`` cuts its socket) is called and the fetch gets a moment to end;
+    one that still has not ended is abandoned and reported as timed out. While an
+    abandoned fetch is still running, further fetches fail at once instead of piling
+    up threads on a source that does not answer (a DNS lookup, a hung NFS mount, a
+    custom ``Source`` that blocks).
+    """
+
+    def __init__(self, source: Source, timeout: float) -> None:
+        self.source = source
+        self.timeout = timeout
+        self._stuck: threading.Thread | None = None
+
+    def fetch(self, if_none_match: str | None) -> Fetched:
+        where = self.source.describe()
+        stuck = self._stuck
+        if stuck is not None:
+            if stuck.is_alive():
+                raise StoreError(
+                    f"cannot read {where}: an earlier fetch is still stuck past its "
+                    f"{self.timeout:g}s deadline"
+                )
+            self._stuck = None
+        outcome: list[Fetched | BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(self.source.fetch(if_none_match))
+            except BaseException as error:  # handed to the waiting thread below
+                outcome.append(error)
+
+        worker = threading.Thread(target=run, name="flagstone-fetch", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            abort = getattr(self.source, "abort", None)
+            if callable(abort):
+                with contextlib.suppress(Exception):
+                    abort()
+            worker.join(_ABORT_GRACE)
+        if worker.is_alive() or not outcome:
+            self._stuck = worker
+            raise StoreError(f"cannot read {where}: timed out after {self.timeout:g}s")
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
 def open_source(
     location: str | os.PathLike[str],
     *,
@@ -320,6 +431,52 @@ def open_source(
         f"unsupported snapshot source {text!r}",
         hint="use a path, file://, http(s)://, s3://, gs://, az:// or memory://",
     )
+
+
+def open_object(
+    location: str,
+    *,
+    base_dir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Source:
+    """A :class:`Source` for exactly the object at ``location`` (a path, ``file://``,
+    ``http(s)://``, ``s3://``, ``gs://``, ``az://`` or ``memory://`` URL), as
+    ``flagstone verify`` reads one; relative paths are taken from ``base_dir``."""
+    scheme = urlsplit(location).scheme.lower() if "://" in location else ""
+    if scheme in ("", "file"):
+        path = Path(location[len("file://") :] if scheme else location)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        return FileSource(path, max_bytes=max_bytes)
+    if scheme in _HTTP_SCHEMES:
+        return HttpSource(location, timeout=timeout, max_bytes=max_bytes)
+    if scheme in _STORE_SCHEMES:
+        parts = urlsplit(location)
+        return StoreSource(
+            f"{scheme}://{parts.netloc}",
+            parts.path.strip("/"),
+            timeout=timeout,
+            max_bytes=max_bytes,
+        )
+    raise UsageError(
+        f"unsupported location {location!r}",
+        hint="use a path, file://, http(s)://, s3://, gs://, az:// or memory://",
+    )
+
+
+def read_object(
+    location: str,
+    *,
+    base_dir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> bytes:
+    """The bytes at ``location`` (see :func:`open_object`), read under one deadline and
+    at most ``max_bytes`` of them (``EnvelopeError`` past that, ``StoreError`` when it
+    cannot be read)."""
+    source = open_object(location, base_dir=base_dir, timeout=timeout, max_bytes=max_bytes)
+    return DeadlineFetcher(source, timeout).fetch(None).data or b""
 
 
 def check_environment(environment: str) -> None:
