@@ -30,18 +30,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from misbehaving_http import MisbehavingServer, NeverAcceptingServer  # noqa: E402
-from sdk_support import (  # noqa: E402
+from flagstone.errors import StoreError
+from flagstone.sdk import Client
+from flagstone.sdk.sources import DeadlineFetcher, open_source
+from misbehaving_http import MisbehavingServer, NeverAcceptingServer
+from sdk_support import (
     ENVIRONMENT,
     PROJECT,
     SnapshotHttpServer,
     new_key,
     version_envelope,
 )
-
-from flagstone.errors import StoreError  # noqa: E402
-from flagstone.sdk import Client  # noqa: E402
-from flagstone.sdk.sources import DeadlineFetcher, open_source  # noqa: E402
 
 TIMEOUT = 1.0
 INTERVAL = 1.0
@@ -75,9 +74,7 @@ def fetch_table(rounds: int) -> None:
             finally:
                 server.stop()
         median = statistics.median(times)
-        print(
-            f"  {behaviour:<22} {median * 1000:12.0f} ms {(median - TIMEOUT) * 1000:10.1f} ms"
-        )
+        print(f"  {behaviour:<22} {median * 1000:12.0f} ms {(median - TIMEOUT) * 1000:10.1f} ms")
 
 
 def notice_time(rounds: int) -> None:
