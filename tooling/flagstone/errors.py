@@ -17,6 +17,8 @@ values — and are never raised. Exceptions are for work that cannot go on::
     ├── GitError                    git failed or a revision is unknown          (exit 1)
     ├── EditError                   an edit would leave the repository invalid   (exit 1)
     ├── ExportError                 a flag cannot be expressed in an export format (exit 1)
+    ├── GateConfigError             metric sources, metrics or gates cannot be used (exit 1)
+    ├── MetricQueryError            a metric source failed or answered nonsense   (exit 1)
     └── FileAccessError             a file cannot be read or written safely       (exit 2)
         ├── SymlinkRefusedError     a symbolic link where a real file/folder must be (exit 2)
         ├── NotRegularFileError     a folder, FIFO or device where a file must be (exit 2)
@@ -135,3 +137,11 @@ class FileTooLargeError(FileAccessError):
 
 class DestinationExistsError(FileAccessError):
     """A writer that must never overwrite found its destination already there."""
+
+
+class GateConfigError(FlagstoneError):
+    """Metric sources, metrics or gates are declared in a way that cannot be used."""
+
+
+class MetricQueryError(FlagstoneError):
+    """A metric source could not be queried, or answered something that is not a number."""

@@ -38,6 +38,7 @@ import fastjsonschema
 from flagstone.engine import SEMVER_OPS, TIME_OPS, check_clause_values, parse_timestamp
 from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
+from flagstone.gates.checks import gate_problems
 from flagstone.loader import Document, PathKey, cyclic_gc_paused
 from flagstone.model import (
     FLAG_FILE,
@@ -403,6 +404,8 @@ class _Checker:
             self.check_segment(segment)
         self.check_prerequisite_cycles()
         self.check_segment_cycles()
+        if self.config_ok:
+            self.problems.extend(gate_problems(self.project))
         stray = {**self.project.stray_files, **_misnamed_root_entries(self.project.root)}
         for rel, why in sorted(stray.items()):
             self.add_file(

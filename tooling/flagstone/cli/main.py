@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "archive": "edit_cmd:archive",
     "export": "export_cmd:export",
     "overrides": "overrides_cmd:overrides",
+    "progress": "progress_cmd:progress",
 }
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3

@@ -34,6 +34,7 @@ from flagstone.lint.rules import (
     experiment_without_split,
     expiry_too_far,
     fully_rolled_out,
+    gate_few_samples,
     key_naming,
     large_target_list,
     missing_description,
@@ -72,6 +73,7 @@ _RULE_MODULES: tuple[Rule, ...] = (
     large_target_list,
     prerequisite_unavailable,
     self_delegation,
+    gate_few_samples,
 )
 RULES: dict[str, Rule] = {rule.ID: rule for rule in sorted(_RULE_MODULES, key=lambda r: r.ID)}
 
