@@ -19,8 +19,15 @@ from flagstone.gates.statistics import (
 ALPHA = 0.05
 
 
-def _rollout(rng: np.random.Generator, p_treatment: float, p_baseline: float, *, stages: int,
-             looks: int, per_look: int) -> bool:
+def _rollout(
+    rng: np.random.Generator,
+    p_treatment: float,
+    p_baseline: float,
+    *,
+    stages: int,
+    looks: int,
+    per_look: int,
+) -> bool:
     """One simulated rollout: ``stages`` stages, each judged afresh at every one of
     ``looks`` runs as traffic accumulates; True when any look declares a regression."""
     alpha = split_alpha(ALPHA, stages, 1)
@@ -30,8 +37,13 @@ def _rollout(rng: np.random.Generator, p_treatment: float, p_baseline: float, *,
             events_t += int(rng.binomial(per_look, p_treatment))
             events_b += int(rng.binomial(per_look, p_baseline))
             trials += per_look
-            verdict = msprt_ratio((events_t, trials), (events_b, trials),
-                                  higher_is_better=False, tolerance=Tolerance(), alpha=alpha)
+            verdict = msprt_ratio(
+                (events_t, trials),
+                (events_b, trials),
+                higher_is_better=False,
+                tolerance=Tolerance(),
+                alpha=alpha,
+            )
             if verdict.significant:
                 return True
     return False
@@ -43,7 +55,9 @@ def test_false_rollback_rate_stays_below_alpha_when_looking_at_every_run() -> No
     # three binomial standard errors.
     rng = np.random.default_rng(20261204)
     rollouts = 1000
-    false = sum(_rollout(rng, 0.01, 0.01, stages=5, looks=12, per_look=1500) for _ in range(rollouts))
+    false = sum(
+        _rollout(rng, 0.01, 0.01, stages=5, looks=12, per_look=1500) for _ in range(rollouts)
+    )
     tolerance = 3 * math.sqrt(ALPHA * (1 - ALPHA) / rollouts)
     assert false / rollouts <= ALPHA + tolerance
 
@@ -81,8 +95,13 @@ def test_a_doubled_error_rate_is_caught_within_a_stated_number_of_samples() -> N
             events_t += int(rng.binomial(500, 0.02))
             events_b += int(rng.binomial(500, 0.01))
             trials += 500
-            verdict = msprt_ratio((events_t, trials), (events_b, trials),
-                                  higher_is_better=False, tolerance=Tolerance(), alpha=alpha)
+            verdict = msprt_ratio(
+                (events_t, trials),
+                (events_b, trials),
+                higher_is_better=False,
+                tolerance=Tolerance(),
+                alpha=alpha,
+            )
             if verdict.significant:
                 found = trials
                 break
@@ -92,21 +111,28 @@ def test_a_doubled_error_rate_is_caught_within_a_stated_number_of_samples() -> N
 
 def test_tolerance_absorbs_a_regression_within_it() -> None:
     # 1.0% vs 1.1% on a lot of traffic: a significant difference, but within 20% relative.
-    within = msprt_ratio((11_000, 1_000_000), (10_000, 1_000_000), higher_is_better=False,
-                         tolerance=Tolerance(relative=0.2))
+    within = msprt_ratio(
+        (11_000, 1_000_000),
+        (10_000, 1_000_000),
+        higher_is_better=False,
+        tolerance=Tolerance(relative=0.2),
+    )
     assert not within.significant and within.excess < 0
-    strict = msprt_ratio((11_000, 1_000_000), (10_000, 1_000_000), higher_is_better=False,
-                         tolerance=Tolerance())
+    strict = msprt_ratio(
+        (11_000, 1_000_000), (10_000, 1_000_000), higher_is_better=False, tolerance=Tolerance()
+    )
     assert strict.significant and strict.lower > 0
     assert within.regression == pytest.approx(0.001)
 
 
 def test_direction_higher_is_better_flips_what_counts_as_a_regression() -> None:
-    fewer_conversions = msprt_ratio((800, 10_000), (1_000, 10_000), higher_is_better=True,
-                                    tolerance=Tolerance())
+    fewer_conversions = msprt_ratio(
+        (800, 10_000), (1_000, 10_000), higher_is_better=True, tolerance=Tolerance()
+    )
     assert fewer_conversions.significant and fewer_conversions.regression == pytest.approx(0.02)
-    more_conversions = msprt_ratio((1_200, 10_000), (1_000, 10_000), higher_is_better=True,
-                                   tolerance=Tolerance())
+    more_conversions = msprt_ratio(
+        (1_200, 10_000), (1_000, 10_000), higher_is_better=True, tolerance=Tolerance()
+    )
     assert not more_conversions.significant and more_conversions.regression < 0
 
 
@@ -122,11 +148,15 @@ def test_impossible_counts_are_refused(arm: tuple[float, float]) -> None:
 
 
 def test_value_threshold_is_a_plain_comparison_beyond_the_tolerance() -> None:
-    slower = value_threshold(0.330, 0.300, higher_is_better=False, tolerance=Tolerance(relative=0.05))
+    slower = value_threshold(
+        0.330, 0.300, higher_is_better=False, tolerance=Tolerance(relative=0.05)
+    )
     assert slower.significant and slower.regression == pytest.approx(0.03)
     near = value_threshold(0.310, 0.300, higher_is_better=False, tolerance=Tolerance(relative=0.05))
     assert not near.significant
-    absolute = value_threshold(0.36, 0.30, higher_is_better=False, tolerance=Tolerance(absolute=0.05))
+    absolute = value_threshold(
+        0.36, 0.30, higher_is_better=False, tolerance=Tolerance(absolute=0.05)
+    )
     assert absolute.significant and absolute.excess == pytest.approx(0.01)
 
 

@@ -101,7 +101,7 @@ class CheckoutService:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 body = service.exposition().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -132,7 +132,10 @@ class CheckoutService:
 
     def exposition(self) -> str:
         with self.lock:
-            lines = ["# TYPE checkout_requests_total counter", "# TYPE checkout_errors_total counter"]
+            lines = [
+                "# TYPE checkout_requests_total counter",
+                "# TYPE checkout_errors_total counter",
+            ]
             for variant in ("on", "off"):
                 labels = f'flag="new-checkout",variant="{variant}"'
                 lines.append(f"checkout_requests_total{{{labels}}} {self.requests[variant]}")
@@ -165,12 +168,18 @@ def _make_repo(path: Path, job: str) -> GitRepo:
 
 def _client_for(root: Path, tmp: Path) -> Client:
     key = new_key()
-    payload = compile_environment(read_project(root), "production", version=1,
-                                  published_at=time.time(), expires=time.time() + 86400)
+    payload = compile_environment(
+        read_project(root),
+        "production",
+        version=1,
+        published_at=time.time(),
+        expires=time.time() + 86400,
+    )
     path = tmp / "latest.json"
     path.write_bytes(sign_payload(canonical_json(payload), [key.private]))
-    return Client.from_file(path, environment="production", project="acme-shop",
-                            trusted_keys=[key.trusted])
+    return Client.from_file(
+        path, environment="production", project="acme-shop", trusted_keys=[key.trusted]
+    )
 
 
 def _query(server: PrometheusServer, expression: str) -> float | None:
@@ -207,8 +216,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
             service.client.close()
 
 
-def _progress(world: dict[str, object], name: str, *args: str,
-              monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+def _progress(
+    world: dict[str, object], name: str, *args: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
     prometheus = world["prometheus"]
     assert isinstance(prometheus, PrometheusServer)
     monkeypatch.setenv("FLAGSTONE_PROMETHEUS_URL", prometheus.url)
@@ -216,8 +226,9 @@ def _progress(world: dict[str, object], name: str, *args: str,
     return run_cli(["progress", *args], repo.path)
 
 
-def test_healthy_traffic_advances_after_the_bake(world: dict[str, object],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_healthy_traffic_advances_after_the_bake(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, err = _progress(world, "healthy", "--format", "json", monkeypatch=monkeypatch)
     assert code == 0, err
     [decision] = json.loads(out)
@@ -236,8 +247,9 @@ def test_healthy_traffic_advances_after_the_bake(world: dict[str, object],
     assert 4000 < served["on"] < 6000  # the 50% stage really split the traffic
 
 
-def test_a_doubled_error_rate_rolls_back(world: dict[str, object],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_doubled_error_rate_rolls_back(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, err = _progress(world, "doubled", "--format", "markdown", monkeypatch=monkeypatch)
     assert code == 0, err
     assert "`new-checkout` in production: **ROLL BACK**" in out
@@ -251,8 +263,9 @@ def test_a_doubled_error_rate_rolls_back(world: dict[str, object],
     assert gate["verdict"]["lower"] > 0
 
 
-def test_too_little_traffic_holds_and_says_what_is_missing(world: dict[str, object],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_little_traffic_holds_and_says_what_is_missing(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, err = _progress(world, "sparse", monkeypatch=monkeypatch)
     assert code == 0, err
     assert "new-checkout [production] hold" in out
@@ -269,7 +282,8 @@ def test_apply_opens_one_pull_request_and_reruns_reuse_it(
     repo.git("push", "-q", "origin", "main")
     gh_log = tmp_path / "gh.log"
     gh = tmp_path / "gh"
-    gh.write_text(textwrap.dedent(f"""\
+    gh.write_text(
+        textwrap.dedent(f"""\
         #!/usr/bin/env python3
         # Stand-in GitHub CLI: records each call; a PR exists once `pr create` ran.
         import json, sys
@@ -283,31 +297,56 @@ def test_apply_opens_one_pull_request_and_reruns_reuse_it(
             print(json.dumps([{{"number": 41, "url": "https://example.invalid/pull/41"}}] if made else []))
         elif sys.argv[1:3] == ["pr", "create"]:
             print("https://example.invalid/pull/41")
-        """))
+        """)
+    )
     gh.chmod(gh.stat().st_mode | stat.S_IXUSR)
-    env = {"GIT_AUTHOR_NAME": "Flagstone Bot", "GIT_AUTHOR_EMAIL": "bot@flagstone.invalid",
-           "GIT_COMMITTER_NAME": "Flagstone Bot", "GIT_COMMITTER_EMAIL": "bot@flagstone.invalid"}
+    env = {
+        "GIT_AUTHOR_NAME": "Flagstone Bot",
+        "GIT_AUTHOR_EMAIL": "bot@flagstone.invalid",
+        "GIT_COMMITTER_NAME": "Flagstone Bot",
+        "GIT_COMMITTER_EMAIL": "bot@flagstone.invalid",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for _ in range(2):
-        code, _, err = _progress(world, "healthy", "--apply", "--gh", str(gh), monkeypatch=monkeypatch)
+        code, _, err = _progress(
+            world, "healthy", "--apply", "--gh", str(gh), monkeypatch=monkeypatch
+        )
         assert code == 0, err
     calls = [json.loads(line) for line in gh_log.read_text().splitlines()]
     creates = [c for c in calls if c[:2] == ["pr", "create"]]
     assert len(creates) == 1
-    assert creates[0][creates[0].index("--head") + 1] == "flagstone/progress/new-checkout-production"
+    assert (
+        creates[0][creates[0].index("--head") + 1] == "flagstone/progress/new-checkout-production"
+    )
     assert any(c[:2] == ["pr", "edit"] and c[2] == "41" for c in calls)  # the rerun updated it
     assert "updated pull request #41" in err
     branch = subprocess.run(
-        ["git", "--git-dir", str(origin), "show",
-         "flagstone/progress/new-checkout-production:flags/new-checkout/production.yaml"],
-        capture_output=True, text=True, check=True,
+        [
+            "git",
+            "--git-dir",
+            str(origin),
+            "show",
+            "flagstone/progress/new-checkout-production:flags/new-checkout/production.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "current: ga" in branch
     body = subprocess.run(
-        ["git", "--git-dir", str(origin), "log", "-1", "--format=%B",
-         "flagstone/progress/new-checkout-production"],
-        capture_output=True, text=True, check=True,
+        [
+            "git",
+            "--git-dir",
+            str(origin),
+            "log",
+            "-1",
+            "--format=%B",
+            "flagstone/progress/new-checkout-production",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert body.startswith("progress: advance new-checkout in production to ga")
     assert "| error-rate (lower is better) |" in body

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,9 @@ class _Judge:
             self._providers[name] = provider_for(source, self.environ)
         return self._providers[name]
 
-    def decide(self, flag: Flag, env: str, release: ReleaseConfig, progression: Mapping[str, Any]) -> Decision:
+    def decide(
+        self, flag: Flag, env: str, release: ReleaseConfig, progression: Mapping[str, Any]
+    ) -> Decision:
         reaches = stage_reaches(progression)
         active, scheduled_at = active_reach(progression, self.now)
         stages = progression.get("stages") or []
@@ -142,7 +144,9 @@ class _Judge:
             stage_started=started,
             window_seconds=window,
             bake_seconds=bake_seconds,
-            bake_remaining=max(0, int(bake_seconds - window)) if started is not None else bake_seconds,
+            bake_remaining=max(0, int(bake_seconds - window))
+            if started is not None
+            else bake_seconds,
         )
         if started is None:
             decision.reasons.append(
@@ -158,33 +162,38 @@ class _Judge:
 
     def judge_gate(self, gate: gate_config.Gate, decision: Decision, alpha: float) -> GateResult:
         metric = self.metrics.get(gate.metric)
-        result = {
-            "metric": gate.metric,
-            "kind": metric.kind if metric else "?",
-            "better": ("higher" if metric.higher_is_better else "lower") if metric else "?",
-            "tolerance": gate.tolerance.describe(),
-            "min_samples": gate.min_samples,
-            "alpha": alpha if metric and metric.kind == "ratio" else None,
-        }
+        result = GateResult(
+            metric=gate.metric,
+            kind=metric.kind if metric else "?",
+            better=("higher" if metric.higher_is_better else "lower") if metric else "?",
+            tolerance=gate.tolerance.describe(),
+            min_samples=gate.min_samples,
+            alpha=alpha if metric and metric.kind == "ratio" else None,
+            treatment=None,
+            baseline=None,
+            verdict=None,
+            status="error",
+            message=f"unknown metric {gate.metric!r}",
+        )
         if metric is None:
-            return GateResult(**result, treatment=None, baseline=None, verdict=None, status="error",
-                              message=f"unknown metric {gate.metric!r}")
+            return result
         try:
             treatment = self.measure(metric, decision, decision.variation)
             baseline = self.measure(metric, decision, decision.baseline)
         except (MetricQueryError, GateConfigError) as error:
-            return GateResult(**result, treatment=None, baseline=None, verdict=None, status="error",
-                              message=str(error))
+            return replace(result, message=str(error))
+        result = replace(result, treatment=treatment, baseline=baseline)
         short = [
-            arm for arm in (treatment, baseline)
+            arm
+            for arm in (treatment, baseline)
             if arm.value is None or arm.samples is None or arm.samples < max(1, gate.min_samples)
         ]
         if short:
             missing = ", ".join(
-                f"`{arm.variation}` has {_count(arm.samples)} of {gate.min_samples}" for arm in short
+                f"`{arm.variation}` has {_count(arm.samples)} of {gate.min_samples}"
+                for arm in short
             )
-            return GateResult(**result, treatment=treatment, baseline=baseline, verdict=None,
-                              status="insufficient", message=f"too few samples: {missing}")
+            return replace(result, status="insufficient", message=f"too few samples: {missing}")
         assert treatment.value is not None and baseline.value is not None
         if metric.kind == "ratio":
             assert treatment.events is not None and baseline.events is not None
@@ -199,17 +208,19 @@ class _Judge:
             )
         else:
             verdict = value_threshold(
-                treatment.value, baseline.value,
-                higher_is_better=metric.higher_is_better, tolerance=gate.tolerance,
+                treatment.value,
+                baseline.value,
+                higher_is_better=metric.higher_is_better,
+                tolerance=gate.tolerance,
             )
-        status = "regression" if verdict.significant else "passed"
-        message = (
-            f"`{decision.variation}` is worse than `{decision.baseline}` beyond the tolerance"
-            if verdict.significant
-            else "no regression beyond the tolerance"
+        if verdict.significant:
+            message = (
+                f"`{decision.variation}` is worse than `{decision.baseline}` beyond the tolerance"
+            )
+            return replace(result, verdict=verdict, status="regression", message=message)
+        return replace(
+            result, verdict=verdict, status="passed", message="no regression beyond the tolerance"
         )
-        return GateResult(**result, treatment=treatment, baseline=baseline, verdict=verdict,
-                          status=status, message=message)
 
     def measure(self, metric: gate_config.Metric, decision: Decision, variation: str) -> Arm:
         provider = self.provider(metric.source)
@@ -332,4 +343,3 @@ def decide(
 
 def has_errors(decisions: Sequence[Decision]) -> bool:
     return any(d.error for d in decisions)
-

@@ -106,8 +106,10 @@ def render_text(decisions: Sequence[Decision]) -> str:
         return "no gated progression is in flight\n"
     lines = []
     for d in decisions:
-        lines.append(f"{d.flag} [{d.environment}] {_VERBS[d.action]}: {d.stage_label}"
-                     + (f" -> {d.next_label}" if d.action == "advance" else ""))
+        lines.append(
+            f"{d.flag} [{d.environment}] {_VERBS[d.action]}: {d.stage_label}"
+            + (f" -> {d.next_label}" if d.action == "advance" else "")
+        )
         for reason in d.reasons:
             lines.append(f"  {' '.join(reason.split())}")
         for g in d.gates:

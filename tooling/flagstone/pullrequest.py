@@ -11,6 +11,7 @@ and the commands that would finish the job are returned for a person to run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -85,8 +86,10 @@ def propose(
     top = Path(gitops.git_text(root, "rev-parse", "--show-toplevel"))
     prefix = gitops.repo_prefix(root)
     base_ref = gitops.default_branch(root) or "HEAD"
-    base = base_ref.removeprefix("origin/") if base_ref != "HEAD" else gitops.git_text(
-        top, "rev-parse", "--abbrev-ref", "HEAD"
+    base = (
+        base_ref.removeprefix("origin/")
+        if base_ref != "HEAD"
+        else gitops.git_text(top, "rev-parse", "--abbrev-ref", "HEAD")
     )
     proposal = Proposal(branch=branch, base=base, title=title)
     scratch = Path(tempfile.mkdtemp(prefix="flagstone-propose-"))
@@ -119,7 +122,9 @@ def propose(
             )
         if not same:
             lease = f"--force-with-lease=refs/heads/{branch}:{remote_sha or ''}"
-            gitops.git(top, "push", "--quiet", lease, "origin", f"{proposal.commit}:refs/heads/{branch}")
+            gitops.git(
+                top, "push", "--quiet", lease, "origin", f"{proposal.commit}:refs/heads/{branch}"
+            )
             proposal.pushed = True
         if shutil.which(gh) is None:
             proposal.commands = [
@@ -132,8 +137,18 @@ def propose(
             _gh(["pr", "edit", str(proposal.number), "--body-file", str(body_file)], top, gh)
         else:
             out = _gh(
-                ["pr", "create", "--base", base, "--head", branch, "--title", title,
-                 "--body-file", str(body_file)],
+                [
+                    "pr",
+                    "create",
+                    "--base",
+                    base,
+                    "--head",
+                    branch,
+                    "--title",
+                    title,
+                    "--body-file",
+                    str(body_file),
+                ],
                 top,
                 gh,
             )
@@ -147,8 +162,6 @@ def propose(
             proposal.auto_merge = True
         return proposal
     finally:
-        try:
+        with contextlib.suppress(GitError):
             gitops.git(top, "worktree", "remove", "--force", str(work))
-        except GitError:
-            pass
         shutil.rmtree(scratch, ignore_errors=True)

@@ -51,27 +51,39 @@ def gate_problems(project: Project) -> list[Problem]:
         source = spec.get("source")
         if isinstance(source, str) and source not in source_names:
             problems.append(
-                doc.problem(("metrics", name, "source"), f"unknown metric source '{source}'",
-                            rule=RULE_METRIC, hint=_hint(source, source_names))
+                doc.problem(
+                    ("metrics", name, "source"),
+                    f"unknown metric source '{source}'",
+                    rule=RULE_METRIC,
+                    hint=_hint(source, source_names),
+                )
             )
         kind = spec.get("kind")
         for role in _NEEDS.get(kind, ()) if isinstance(kind, str) else ():
             if role not in spec:
                 problems.append(
-                    doc.problem(("metrics", name), f"a {kind} metric needs a `{role}` query",
-                                rule=RULE_METRIC, key=True)
+                    doc.problem(
+                        ("metrics", name),
+                        f"a {kind} metric needs a `{role}` query",
+                        rule=RULE_METRIC,
+                        key=True,
+                    )
                 )
         for role in ("numerator", "denominator", "query", "samples"):
             template = spec.get(role)
             if not isinstance(template, str):
                 continue
-            if kind == "ratio" and role in ("query", "samples") or kind == "value" and role in (
-                "numerator", "denominator"
+            if (kind == "ratio" and role in ("query", "samples")) or (
+                kind == "value" and role in ("numerator", "denominator")
             ):
                 problems.append(
-                    doc.problem(("metrics", name, role), f"a {kind} metric has no `{role}` query",
-                                rule=RULE_METRIC, key=True,
-                                hint="ratio: numerator + denominator; value: query (+ samples)")
+                    doc.problem(
+                        ("metrics", name, role),
+                        f"a {kind} metric has no `{role}` query",
+                        rule=RULE_METRIC,
+                        key=True,
+                        hint="ratio: numerator + denominator; value: query (+ samples)",
+                    )
                 )
             for message in _template_problems(template):
                 problems.append(doc.problem(("metrics", name, role), message, rule=RULE_METRIC))
@@ -95,13 +107,20 @@ def _release_gate_problems(doc: Any, default: Any, metrics: Mapping[str, Any]) -
         spec = metrics.get(metric)
         if spec is None:
             problems.append(
-                doc.problem(where, f"unknown metric '{metric}'", rule=RULE_UNKNOWN_METRIC,
-                            hint=_hint(metric, list(metrics)))
+                doc.problem(
+                    where,
+                    f"unknown metric '{metric}'",
+                    rule=RULE_UNKNOWN_METRIC,
+                    hint=_hint(metric, list(metrics)),
+                )
             )
         elif isinstance(spec, Mapping) and spec.get("kind") == "value" and "samples" not in spec:
             problems.append(
-                doc.problem(where, f"metric '{metric}' has no `samples` query, so min_samples "
-                            "cannot be checked", rule=RULE_METRIC,
-                            hint=f"add metrics.{metric}.samples to flagstone.yaml")
+                doc.problem(
+                    where,
+                    f"metric '{metric}' has no `samples` query, so min_samples cannot be checked",
+                    rule=RULE_METRIC,
+                    hint=f"add metrics.{metric}.samples to flagstone.yaml",
+                )
             )
     return problems

@@ -141,7 +141,10 @@ def metric_sources(config: Mapping[str, Any]) -> dict[str, MetricSource]:
             raise GateConfigError(f"flagstone.yaml: metric_sources.{name} has no known provider")
         url, url_env = spec.get("url"), spec.get("url_env")
         sources[str(name)] = MetricSource(
-            str(name), str(spec["provider"]), str(url) if url else None, str(url_env) if url_env else None
+            str(name),
+            str(spec["provider"]),
+            str(url) if url else None,
+            str(url_env) if url_env else None,
         )
     return sources
 

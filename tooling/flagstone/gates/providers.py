@@ -65,7 +65,9 @@ class PrometheusProvider:
         worker.start()
         worker.join(self.timeout)
         if not outcome:
-            raise MetricQueryError(f"Prometheus at {self.url} did not answer within {self.timeout:g}s")
+            raise MetricQueryError(
+                f"Prometheus at {self.url} did not answer within {self.timeout:g}s"
+            )
         result = outcome[0]
         if isinstance(result, BaseException):
             raise result
@@ -74,7 +76,7 @@ class PrometheusProvider:
     def _read(self, request: urllib.request.Request, expression: str) -> bytes:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read(MAX_RESPONSE_BYTES + 1)
+                body: bytes = response.read(MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as error:
             detail = _error_text(error.read(MAX_RESPONSE_BYTES))
             raise MetricQueryError(
@@ -148,5 +150,7 @@ def provider_for(source: MetricSource, environ: Mapping[str, str] | None = None)
     try:
         make = PROVIDERS[source.provider]
     except KeyError:
-        raise GateConfigError(f"metric source {source.name!r}: unknown provider {source.provider!r}") from None
+        raise GateConfigError(
+            f"metric source {source.name!r}: unknown provider {source.provider!r}"
+        ) from None
     return make(url)

@@ -116,19 +116,26 @@ def msprt_ratio(
     (events_t, trials_t), (events_b, trials_b) = treatment, baseline
     for events, trials in (treatment, baseline):
         if trials <= 0 or events < 0 or events > trials or not math.isfinite(events + trials):
-            raise ValueError(f"an arm needs 0 <= events <= trials and trials > 0: {events}/{trials}")
+            raise ValueError(
+                f"an arm needs 0 <= events <= trials and trials > 0: {events}/{trials}"
+            )
     sign, scale, absolute = _coefficients(higher_is_better, tolerance)
     rate_t, rate_b = events_t / trials_t, events_b / trials_b
     regression = sign * (rate_t - rate_b)
     excess = sign * (rate_t - scale * rate_b) - absolute
     smooth_t, smooth_b = _smoothed_rate(events_t, trials_t), _smoothed_rate(events_b, trials_b)
-    variance = smooth_t * (1 - smooth_t) / trials_t + scale**2 * smooth_b * (1 - smooth_b) / trials_b
+    variance = (
+        smooth_t * (1 - smooth_t) / trials_t + scale**2 * smooth_b * (1 - smooth_b) / trials_b
+    )
     tau2 = mixing_sd**2
     log_statistic = 0.5 * math.log(variance / (variance + tau2)) + tau2 * excess**2 / (
         2 * variance * (variance + tau2)
     )
     half_width = math.sqrt(
-        variance * (variance + tau2) / tau2 * (2 * math.log(1 / alpha) + math.log((variance + tau2) / variance))
+        variance
+        * (variance + tau2)
+        / tau2
+        * (2 * math.log(1 / alpha) + math.log((variance + tau2) / variance))
     )
     significant = excess > 0 and log_statistic >= math.log(1 / alpha)
     return Verdict(
