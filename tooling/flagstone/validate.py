@@ -38,6 +38,8 @@ import fastjsonschema
 from flagstone.engine import SEMVER_OPS, TIME_OPS, check_clause_values, parse_timestamp
 from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
+from flagstone.gates.checks import RULE_METRIC as RULE_METRIC  # rule ids validate reports
+from flagstone.gates.checks import RULE_UNKNOWN_METRIC as RULE_UNKNOWN_METRIC
 from flagstone.gates.checks import gate_problems
 from flagstone.loader import Document, PathKey, cyclic_gc_paused
 from flagstone.model import (
@@ -256,6 +258,8 @@ class _SchemaExplainer:
                     meant = hint.split("'")[1]
                     suggested = self.suggested.setdefault(where, set())
                     suggested.update(("attribute", "op") if meant in _CONDITION_FORMS else (meant,))
+                elif extra == "gates":
+                    hint = "gates belong to a progression: default.progression.gates"
                 else:
                     hint = f"allowed keys: {', '.join(allowed)}"
                 yield self.key_problem(where, extra, f"unknown key '{extra}'", hint=hint)
