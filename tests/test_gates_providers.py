@@ -57,7 +57,7 @@ def serve() -> Iterator[Callable[[Behaviour], str]]:
 
     def start(behaviour: Behaviour) -> str:
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 behaviour(self)
 
