@@ -13,6 +13,7 @@ difference is the job their metric queries read:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -32,10 +33,12 @@ import pytest
 from flagstone.canonical import canonical_json
 from flagstone.compile import compile_environment
 from flagstone.envelope import sign_payload
+from flagstone.keys import private_key_pem, public_key_entry
 from flagstone.model import read_project
 from flagstone.sdk import Client
 from gitrepo import GitRepo, run_cli
 from prometheus_support import PrometheusServer, start_prometheus
+from publish_helpers import fixed_key
 from sdk_support import new_key
 
 STAGE_ENTERED = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -58,6 +61,13 @@ metrics:
     denominator: 'sum(increase(checkout_requests_total{job="JOB",flag="{flag}",variant="{variation}"}[{window}]))'
 progress:
   alpha: 0.05
+signing:
+  emergency:
+    threshold: 1
+    keys:
+      - {keyid: KEYID, public: PUBLIC}
+publish:
+  target: TARGET
 """
 
 FLAG_YAML = """\
@@ -155,10 +165,18 @@ SCENARIOS = {
 }
 
 
+EMERGENCY = fixed_key(31)
+
+
 def _make_repo(path: Path, job: str) -> GitRepo:
     repo = GitRepo(path)
     repo.clock = STAGE_ENTERED
-    repo.write("flagstone.yaml", PROJECT_YAML.replace("JOB", job))
+    entry = public_key_entry(EMERGENCY)
+    text = PROJECT_YAML.replace("JOB", job).replace("KEYID", entry["keyid"])
+    text = text.replace("PUBLIC", entry["public"]).replace(
+        "TARGET", (path.parent / f"{job}-store").as_uri()
+    )
+    repo.write("flagstone.yaml", text)
     repo.write("flags/new-checkout/flag.yaml", FLAG_YAML)
     repo.write("flags/new-checkout/production.yaml", RELEASE_YAML)
     repo.write("flags/new-checkout/staging.yaml", "enabled: false\n")
@@ -354,3 +372,29 @@ def test_apply_opens_one_pull_request_and_reruns_reuse_it(
     assert "current: half" in (repo.path / "flags/new-checkout/production.yaml").read_text()
     worktrees = repo.path / ".git" / "worktrees"
     assert not worktrees.exists() or os.listdir(worktrees) == []
+
+
+def test_apply_rolls_back_through_the_emergency_kill_once(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = world["repos"]["doubled"]  # type: ignore[index]
+    code, _, err = _progress(world, "doubled", "--apply", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert "no emergency key: run `flagstone kill new-checkout --env production --emergency" in err
+    assert not (repo.path.parent / "doubled-store" / "production" / "overrides.json").exists()
+
+    monkeypatch.setenv("FLAGSTONE_EMERGENCY_KEY", private_key_pem(EMERGENCY).decode())
+    code, out, err = _progress(world, "doubled", "--apply", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert "emergency kill published" in err
+    envelope = json.loads(
+        (repo.path.parent / "doubled-store" / "production" / "overrides.json").read_bytes()
+    )
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    entry = payload["overrides"]["new-checkout"]
+    assert "significant regression on error-rate" in entry["reason"]
+    assert "flagstone progress" in entry["by"]
+    # A rerun sees the override in force and does not kill again.
+    code, _, err = _progress(world, "doubled", "--apply", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert "already killed by emergency override (overrides version 1)" in err

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import click
 
+from flagstone import emergency, progress_apply
 from flagstone import progress as progressions
-from flagstone import progress_apply
 from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.overrides_cmd import emergency_kill
 from flagstone.engine import parse_timestamp
 from flagstone.errors import MetricQueryError, UsageError
+from flagstone.model import read_project
 from flagstone.progress_report import RENDERERS
+from flagstone.publish import open_target
 from flagstone.validate import load_valid_project
 
 
@@ -35,6 +39,9 @@ def _instant(text: str | None) -> float | None:
 )
 @click.option("--apply", "apply_", is_flag=True, help="Act: pull requests and emergency kills.")
 @click.option("--now", default=None, help="Judge as of this RFC 3339 time (default: now).")
+@click.option(
+    "--to", "to", default=None, help="Publish target for roll-backs (default: publish.target)."
+)
 @click.option("--gh", default="gh", show_default=True, help="The GitHub CLI to open pull requests.")
 @click.option(
     "--key",
@@ -50,6 +57,7 @@ def progress(
     fmt: str,
     apply_: bool,
     now: str | None,
+    to: str | None,
     gh: str,
     key_file: Path | None,
     repo: Path | None,
@@ -66,7 +74,7 @@ def progress(
         with open(summary, "a", encoding="utf-8") as out:
             out.write(RENDERERS["markdown"](decisions))
     if apply_:
-        kill = _emergency_kill(root, key_file)
+        kill = _emergency_kill(root, key_file, to)
         outcomes = progress_apply.apply(root, project, decisions, kill=kill, gh=gh)
         if fmt == "json":
             click.echo(json.dumps(progress_apply.outcome_json(outcomes), indent=2), err=True)
@@ -80,6 +88,34 @@ def progress(
         )
 
 
-def _emergency_kill(root: Path, key_file: Path | None) -> progress_apply.KillAction | None:
-    """The roll-back action: the emergency kill, when an emergency key is at hand."""
-    return None
+def _emergency_kill(
+    root: Path, key_file: Path | None, to: str | None
+) -> progress_apply.KillAction | None:
+    """The roll-back action: ``flagstone kill --emergency`` (signed override, reconcile
+    pull request), unless an override already holds the flag; None without a key."""
+    if key_file is None and not os.environ.get(emergency.EMERGENCY_KEY_ENV_VARIABLE, "").strip():
+        return None
+
+    def kill(decision: progressions.Decision, reason: str) -> str:
+        project = read_project(root)
+        keyring = emergency.emergency_keyring(project)
+        name = project.config.name if project.config else ""
+        store = open_target(project, to)
+        current = emergency.read_overrides(store, decision.environment, keyring, name)
+        if current.overrides and decision.flag in current.overrides.live(time.time()):
+            return f"already killed by emergency override (overrides version {current.version})"
+        emergency_kill(
+            flag=decision.flag,
+            environment=decision.environment,
+            reason=reason,
+            key_files=(key_file,) if key_file else (),
+            undo=False,
+            expires="7d",
+            by="flagstone progress",
+            to=to,
+            reconcile=True,
+            repo=root,
+        )
+        return "emergency kill published; the reconcile pull request records it in git"
+
+    return kill
