@@ -384,9 +384,12 @@ def test_apply_rolls_back_through_the_emergency_kill_once(
     assert not (repo.path.parent / "doubled-store" / "production" / "overrides.json").exists()
 
     monkeypatch.setenv("FLAGSTONE_EMERGENCY_KEY", private_key_pem(EMERGENCY).decode())
-    code, out, err = _progress(world, "doubled", "--apply", monkeypatch=monkeypatch)
+    code, out, err = _progress(
+        world, "doubled", "--apply", "--format", "json", monkeypatch=monkeypatch
+    )
     assert code == 0, err
-    assert "emergency kill published" in err
+    assert json.loads(out)[0]["action"] == "rollback"  # the kill's own lines go to stderr
+    assert "emergency kill published" in err and "killed new-checkout in production" in err
     envelope = json.loads(
         (repo.path.parent / "doubled-store" / "production" / "overrides.json").read_bytes()
     )

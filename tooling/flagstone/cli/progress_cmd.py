@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -104,18 +106,19 @@ def _emergency_kill(
         current = emergency.read_overrides(store, decision.environment, keyring, name)
         if current.overrides and decision.flag in current.overrides.live(time.time()):
             return f"already killed by emergency override (overrides version {current.version})"
-        emergency_kill(
-            flag=decision.flag,
-            environment=decision.environment,
-            reason=reason,
-            key_files=(key_file,) if key_file else (),
-            undo=False,
-            expires="7d",
-            by="flagstone progress",
-            to=to,
-            reconcile=True,
-            repo=root,
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the report alone
+            emergency_kill(
+                flag=decision.flag,
+                environment=decision.environment,
+                reason=reason,
+                key_files=(key_file,) if key_file else (),
+                undo=False,
+                expires="7d",
+                by="flagstone progress",
+                to=to,
+                reconcile=True,
+                repo=root,
+            )
         return "emergency kill published; the reconcile pull request records it in git"
 
     return kill
