@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 FLAGS_WORKFLOW = ROOT / ".github" / "workflows" / "flags.yml"
 ACTION = ROOT / "action.yml"
-ACTION_COMMANDS = ("validate", "lint", "codeowners", "check-change", "diff", "publish")
+ACTION_COMMANDS = ("validate", "lint", "codeowners", "check-change", "diff", "publish", "progress")
 
 
 def load(path: Path) -> Any:
@@ -153,6 +153,23 @@ def test_action_inputs_reach_the_shell_only_through_env() -> None:
 def test_repository_workflow_is_the_init_template_with_the_local_action() -> None:
     """One source for both: the repository dogfoods the workflow new teams get."""
     assert FLAGS_WORKFLOW.read_text(encoding="utf-8") == render_workflow("./")
+
+
+def test_repository_progress_workflow_is_the_init_template_with_the_local_action() -> None:
+    path = ROOT / ".github" / "workflows" / "progress.yml"
+    assert path.read_text(encoding="utf-8") == render_workflow("./", "progress.yml")
+
+
+def test_progress_workflow_runs_every_15_minutes_and_never_overlaps() -> None:
+    workflow = load(ROOT / ".github" / "workflows" / "progress.yml")
+    assert workflow["on"]["schedule"] == [{"cron": "*/15 * * * *"}]
+    assert workflow["permissions"] == {}
+    job = workflow["jobs"]["progress"]
+    assert job["concurrency"]["cancel-in-progress"] is False
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write", "id-token": "write"}
+    step = next(s for s in job["steps"] if s.get("with", {}).get("command") == "progress")
+    assert step["with"]["apply"] == "true"
+    assert step["with"]["emergency-key"] == "${{ secrets.FLAGSTONE_EMERGENCY_KEY }}"
 
 
 def test_flags_workflow_triggers() -> None:

@@ -29,6 +29,7 @@ from flagstone.validate import validate_project
 EXPECTED_FILES = [
     ".github/CODEOWNERS",
     ".github/workflows/flags.yml",
+    ".github/workflows/progress.yml",
     ".gitignore",
     ".pre-commit-config.yaml",
     "flags/example-flag/flag.yaml",

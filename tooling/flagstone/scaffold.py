@@ -37,7 +37,6 @@ from flagstone.ownership import CODEOWNERS_PATH, codeowners_report, is_valid_own
 from flagstone.validate import validate_project
 
 EXAMPLE_FLAG = "example-flag"
-WORKFLOW_PATH = ".github/workflows/flags.yml"
 GITIGNORE_PATH = ".gitignore"
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 # Where other repositories get the composite action and the pre-commit hooks from.
@@ -147,11 +146,12 @@ def _values(options: ScaffoldOptions) -> dict[str, str]:
     }
 
 
-def render_workflow(action: str) -> str:
-    """The flags workflow with its steps using ``action`` (``./`` in Flagstone's own
-    repository, ``OWNER/REPOSITORY@REF`` elsewhere)."""
-    template = _templates().joinpath("repository", "dot-github", "workflows", "flags.yml")
-    return _render(template.read_text(encoding="utf-8"), {"ACTION": action}, WORKFLOW_PATH)
+def render_workflow(action: str, name: str = "flags.yml") -> str:
+    """A scaffolded workflow (``flags.yml``, ``progress.yml``) with its steps using
+    ``action`` (``./`` in Flagstone's own repository, ``OWNER/REPOSITORY@REF`` elsewhere)."""
+    template = _templates().joinpath("repository", "dot-github", "workflows", name)
+    path = f".github/workflows/{name}"
+    return _render(template.read_text(encoding="utf-8"), {"ACTION": action}, path)
 
 
 def _schema_files() -> dict[str, str]:
