@@ -166,7 +166,11 @@ def test_progress_workflow_runs_every_15_minutes_and_never_overlaps() -> None:
     assert workflow["permissions"] == {}
     job = workflow["jobs"]["progress"]
     assert job["concurrency"]["cancel-in-progress"] is False
-    assert job["permissions"] == {"contents": "write", "pull-requests": "write", "id-token": "write"}
+    assert job["permissions"] == {
+        "contents": "write",
+        "pull-requests": "write",
+        "id-token": "write",
+    }
     step = next(s for s in job["steps"] if s.get("with", {}).get("command") == "progress")
     assert step["with"]["apply"] == "true"
     assert step["with"]["emergency-key"] == "${{ secrets.FLAGSTONE_EMERGENCY_KEY }}"

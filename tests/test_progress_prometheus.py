@@ -1,6 +1,6 @@
 """``flagstone progress`` end to end against a real Prometheus server.
 
-Three loopback services evaluate ``new-checkout`` through the SDK for bounded synthetic
+Three loopback services (one Prometheus job) evaluate ``new-checkout`` through the SDK for bounded synthetic
 traffic and count requests and errors labelled with the variation each request got;
 the test sets each variation's error rate. A real Prometheus (Debian's ``prometheus``)
 scrapes them every second. Then ``progress`` judges three repositories whose only
@@ -21,11 +21,8 @@ import subprocess
 import textwrap
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -37,7 +34,7 @@ from flagstone.keys import private_key_pem, public_key_entry
 from flagstone.model import read_project
 from flagstone.sdk import Client
 from gitrepo import GitRepo, run_cli
-from prometheus_support import PrometheusServer, start_prometheus
+from prometheus_support import MetricsService, PrometheusServer, prometheus_binary, start_prometheus
 from publish_helpers import fixed_key
 from sdk_support import new_key
 
@@ -57,8 +54,8 @@ metrics:
     source: prom
     kind: ratio
     better: lower
-    numerator: 'sum(increase(checkout_errors_total{job="JOB",flag="{flag}",variant="{variation}"}[{window}]))'
-    denominator: 'sum(increase(checkout_requests_total{job="JOB",flag="{flag}",variant="{variation}"}[{window}]))'
+    numerator: 'sum(increase(checkout_errors_total{service="JOB",flag="{flag}",variant="{variation}"}[{window}]))'
+    denominator: 'sum(increase(checkout_requests_total{service="JOB",flag="{flag}",variant="{variation}"}[{window}]))'
 progress:
   alpha: 0.05
 signing:
@@ -100,35 +97,17 @@ default:
 class CheckoutService:
     """A loopback service: each synthetic request is evaluated through the SDK and
     counted by variation; errors follow the error rate the test set for the variation
-    (exactly: every 1/rate-th request of that variation fails)."""
+    (exactly: every 1/rate-th request of that variation fails). Its ``/metrics`` labels
+    every series with the service's name, so one Prometheus job scrapes all scenarios."""
 
-    def __init__(self, client: Client, error_rates: dict[str, float]) -> None:
+    def __init__(self, name: str, client: Client, error_rates: dict[str, float]) -> None:
+        self.name = name
         self.client = client
         self.error_rates = error_rates
         self.requests = {"on": 0, "off": 0}
         self.errors = {"on": 0, "off": 0}
         self.lock = threading.Lock()
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = service.exposition().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
+        self.http = MetricsService(self.exposition)
 
     def serve(self, user: str) -> None:
         details = self.client.evaluate("new-checkout", {"key": user}, False)
@@ -140,21 +119,21 @@ class CheckoutService:
             if int((count + 1) * rate) > int(count * rate):
                 self.errors[variation] += 1
 
-    def exposition(self) -> str:
+    def exposition(self) -> bytes:
         with self.lock:
             lines = [
                 "# TYPE checkout_requests_total counter",
                 "# TYPE checkout_errors_total counter",
             ]
             for variant in ("on", "off"):
-                labels = f'flag="new-checkout",variant="{variant}"'
+                labels = f'service="{self.name}",flag="new-checkout",variant="{variant}"'
                 lines.append(f"checkout_requests_total{{{labels}}} {self.requests[variant]}")
                 lines.append(f"checkout_errors_total{{{labels}}} {self.errors[variant]}")
-        return "\n".join(lines) + "\n"
+        return ("\n".join(lines) + "\n").encode()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
+        self.client.close()
 
 
 SCENARIOS = {
@@ -200,15 +179,14 @@ def _client_for(root: Path, tmp: Path) -> Client:
     )
 
 
-def _query(server: PrometheusServer, expression: str) -> float | None:
-    url = f"{server.url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
-    with urllib.request.urlopen(url, timeout=5) as response:
-        result = json.load(response)["data"]["result"]
+def _value(server: PrometheusServer, expression: str) -> float | None:
+    result = server.query(expression)
     return float(result[0]["value"][1]) if result else None
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    binary = prometheus_binary()
     base = tmp_path_factory.mktemp("progress-world")
     repos, services = {}, {}
     try:
@@ -216,22 +194,23 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
             repos[name] = _make_repo(base / name, name)
             (base / f"{name}-snapshot").mkdir()
             client = _client_for(repos[name].path, base / f"{name}-snapshot")
-            services[name] = CheckoutService(client, {"on": on_rate, "off": off_rate})
-        targets = {name: [service.target] for name, service in services.items()}
-        with start_prometheus(base / "prometheus", targets) as prometheus:
+            services[name] = CheckoutService(name, client, {"on": on_rate, "off": off_rate})
+        targets = [service.http.target for service in services.values()]
+        with start_prometheus(binary, targets, base / "prometheus") as prometheus:
             # Counters at zero are scraped first, so increase() counts all the traffic.
-            prometheus.wait_for(lambda: _query(prometheus, "count(checkout_requests_total)") == 6.0)
+            assert prometheus.wait_for(
+                lambda: _value(prometheus, "count(checkout_requests_total)") == 6.0
+            )
             for name, (_, _, count) in SCENARIOS.items():
                 for index in range(count):
                     services[name].serve(f"user-{index}")
             for name, (_, _, count) in SCENARIOS.items():
-                expression = f'sum(checkout_requests_total{{job="{name}"}})'
-                prometheus.wait_for(lambda e=expression, c=count: _query(prometheus, e) == c)
+                expression = f'sum(checkout_requests_total{{service="{name}"}})'
+                assert prometheus.wait_for(lambda e=expression, c=count: _value(prometheus, e) == c)
             yield {"repos": repos, "services": services, "prometheus": prometheus}
     finally:
         for service in services.values():
             service.close()
-            service.client.close()
 
 
 def _progress(
