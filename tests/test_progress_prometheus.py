@@ -54,8 +54,8 @@ metrics:
     source: prom
     kind: ratio
     better: lower
-    numerator: 'sum(increase(checkout_errors_total{service="JOB",flag="{flag}",variant="{variation}"}[{window}]))'
-    denominator: 'sum(increase(checkout_requests_total{service="JOB",flag="{flag}",variant="{variation}"}[{window}]))'
+    numerator: 'sum(increase(checkout_errors_total{service="JOB",feature_flag_key="{flag}",feature_flag_variant="{variation}"}[{window}]))'
+    denominator: 'sum(increase(checkout_requests_total{service="JOB",feature_flag_key="{flag}",feature_flag_variant="{variation}"}[{window}]))'
 progress:
   alpha: 0.05
 signing:
@@ -110,8 +110,11 @@ class CheckoutService:
         self.http = MetricsService(self.exposition)
 
     def serve(self, user: str) -> None:
-        details = self.client.evaluate("new-checkout", {"key": user}, False)
-        variation = details.variation or "off"
+        # The labels the SDK gives a service for its own request metrics: the same
+        # ones a gate's query selects with {flag} and {variation}.
+        [labels] = self.client.variation_labels({"key": user}, flags=["new-checkout"])
+        assert labels["feature_flag_key"] == "new-checkout"
+        variation = labels["feature_flag_variant"]
         with self.lock:
             count = self.requests[variation]
             self.requests[variation] = count + 1
@@ -126,7 +129,10 @@ class CheckoutService:
                 "# TYPE checkout_errors_total counter",
             ]
             for variant in ("on", "off"):
-                labels = f'service="{self.name}",flag="new-checkout",variant="{variant}"'
+                labels = (
+                    f'service="{self.name}",feature_flag_key="new-checkout",'
+                    f'feature_flag_variant="{variant}"'
+                )
                 lines.append(f"checkout_requests_total{{{labels}}} {self.requests[variant]}")
                 lines.append(f"checkout_errors_total{{{labels}}} {self.errors[variant]}")
         return ("\n".join(lines) + "\n").encode()
