@@ -33,6 +33,7 @@ from openfeature.exception import OpenFeatureError
 from flagstone.compile import compile_environment
 from flagstone.engine import Snapshot, parse_timestamp
 from flagstone.flagd_export import export_flagd
+from flagstone.operators import OPERATORS as REGISTRY
 from flagstone.validate import load_valid_project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,11 @@ REASONS = {
 }
 # Flags may be left out only for these documented reasons: flagd has no regular
 # expressions and no array-valued object flags (tested in test_flagd_export.py).
-ACCEPTED_REFUSALS = ("flagd has no regular expressions", "is a JSON list")
+ACCEPTED_REFUSALS = (
+    "flagd has no regular expressions",
+    "is a JSON list",
+    *(o.flagd_refusal for o in REGISTRY.values() if o.flagd_refusal is not None),
+)
 
 
 class FixedClock:
@@ -239,8 +244,11 @@ def random_text(rng: random.Random) -> str:
 
 def attribute_value(rng: random.Random, candidates: list[Any]) -> Any:
     roll = rng.random()
-    if candidates and roll < 0.7:
+    if candidates and roll < 0.55:
         return rng.choice(candidates)
+    if candidates and roll < 0.7:
+        # A list-valued attribute: any element may match (LaunchDarkly's rule).
+        return [rng.choice([*candidates, *WRONG_TYPES]) for _ in range(rng.randint(0, 3))]
     if roll < 0.85:
         return rng.choice(WRONG_TYPES)
     return random_text(rng) if rng.random() < 0.5 else rng.randint(-(10**6), 10**6)
@@ -381,6 +389,7 @@ def find_differences(
 DIFFERENTIAL_CASES = [
     ("example:staging", 600),
     ("example:production", 300),
+    ("conformance:lists", 300),
     ("conformance:operators", 600),
     ("conformance:progressions", 300),
     ("conformance:segments", 600),

@@ -13,29 +13,32 @@ individual targets (TARGETING_MATCH); rules in order, first match (TARGETING_MAT
 SPLIT); the default (DEFAULT, SPLIT, or a progression).
 
 Conditions: a missing attribute (absent or JSON null) or a value of the wrong type makes
-a clause false, never an error. The context's ``key`` is its targeting key and must be a
-string when present.
+a clause false, never an error; a list-valued attribute matches when any element does.
+Each clause is compiled from its operator's entry in the registry
+(``flagstone.operators``), which also holds the literal parsers re-exported here. The
+context's ``key`` is its targeting key and must be a string when present.
 
-Standard library plus ``mmh3``: the SDK imports this module.
+Standard library plus ``mmh3`` and ``re2``: the SDK imports this module.
 """
 
 from __future__ import annotations
 
 import copy
 import marshal
-import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from flagstone.bucketing import attribute_reader, make_bucketer
 from flagstone.errors import SnapshotFormatError
-from flagstone.regex import check_pattern, compile_search
+from flagstone.operators import OPERATOR_NAMES, check_values, clause_test, inlined_clause, json_kind
+from flagstone.operators import SemverKey as SemverKey
+from flagstone.operators import json_equal as json_equal
+from flagstone.operators import parse_semver as parse_semver
+from flagstone.operators import parse_timestamp as parse_timestamp
+from flagstone.operators import timestamp_of as timestamp_of
 
 FORMAT = "flagstone.snapshot/1"
 
@@ -55,12 +58,8 @@ GENERAL = "GENERAL"
 FLAG_TYPES = ("boolean", "string", "number", "json")
 TOTAL_WEIGHT = 100_000
 
-EQUALITY_OPS = ("eq", "neq", "in", "not_in")
-STRING_OPS = ("starts_with", "ends_with", "matches")
-NUMBER_OPS = ("lt", "lte", "gt", "gte")
-SEMVER_OPS = ("semver_eq", "semver_lt", "semver_lte", "semver_gt", "semver_gte")
-TIME_OPS = ("before", "after")
-OPERATORS = (*EQUALITY_OPS, "contains", *STRING_OPS, *NUMBER_OPS, *SEMVER_OPS, *TIME_OPS, "exists")
+# The clause operators' names, in the registry's order (flagstone.operators).
+OPERATORS = OPERATOR_NAMES
 
 
 @dataclass(frozen=True)
@@ -119,332 +118,26 @@ Predicate = Callable[[Context], bool]
 FlagRunner = Callable[[Context, "float | None"], Details]
 
 
-# ---------------------------------------------------------------------------
-# Literal parsers shared by the compiler's checks and the engine.
-
-_SEMVER = re.compile(
-    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
-    re.ASCII,
-)
-
-SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
-
-
-# Sized for traffic carrying 10,000+ distinct versions: an LRU cache smaller than the
-# population a cycle of contexts visits misses every time (eval_bench case (e): 3.3 µs
-# per evaluation at 4,096 entries, 1.4 µs at 16,384).
-@lru_cache(maxsize=16_384)
-def parse_semver(text: str) -> SemverKey | None:
-    """A SemVer 2.0.0 version as a key ordered by precedence (build metadata ignored),
-    or None when ``text`` is not a strict semantic version (no ``v`` prefix, no padding)."""
-    match = _SEMVER.fullmatch(text)
-    if match is None:
-        return None
-    major, minor, patch, pre = match.group(1, 2, 3, 4)
-    if pre is None:
-        # A release ranks above all of its pre-releases.
-        return (int(major), int(minor), int(patch), 1, ())
-    identifiers = tuple((0, int(part)) if part.isdigit() else (1, part) for part in pre.split("."))
-    return (int(major), int(minor), int(patch), 0, identifiers)
-
-
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
-
-
-@lru_cache(maxsize=4096)
-def parse_timestamp(text: str) -> float | None:
-    """Seconds since the epoch of an RFC 3339 date-time with a zone (``Z`` or ±hh:mm),
-    or None when ``text`` is not one."""
-    if _RFC3339.fullmatch(text) is None:
-        return None
-    normalized = text.upper()
-    if "." in normalized:
-        # datetime accepts at most 6 fractional digits.
-        head, _, rest = normalized.partition(".")
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        normalized = head + "." + rest[: min(digits, 6)] + rest[digits:]
-    try:
-        return datetime.fromisoformat(normalized.replace("Z", "+00:00")).timestamp()
-    except (ValueError, OverflowError):  # e.g. month 13 or hour 25
-        return None
-
-
-def timestamp_of(value: Any) -> float | None:
-    """A context value as epoch seconds: an RFC 3339 string or a finite number."""
-    if isinstance(value, str):
-        return parse_timestamp(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:  # an int beyond any float: no instant, so the clause is false
-            return None
-        return number if math.isfinite(number) else None
-    return None
-
-
 def check_clause_values(op: str, values: Sequence[Any]) -> str | None:
     """Why ``values`` cannot be used with ``op`` (a one-line message), or None if they can.
 
-    The compiler and the validator use this so that every snapshot the engine is given
-    already has usable literals.
+    The compiler and the validator use this (through the operator registry,
+    ``flagstone.operators``) so that every snapshot the engine is given already has
+    usable literals.
     """
-    if op not in OPERATORS:
-        return f"unknown operator {op!r} (one of: {', '.join(OPERATORS)})"
-    if op == "exists":
-        return None if not values else "'exists' takes no value"
-    if not values:
-        return f"{op!r} needs a value"
-    for value in values:
-        if value is None:
-            return "null matches nothing (a null attribute is missing); test presence with 'exists'"
-        if op in STRING_OPS and not isinstance(value, str):
-            return f"{op!r} compares text; {value!r} is not a string"
-        if op in NUMBER_OPS and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return f"{op!r} compares numbers; {value!r} is not a number"
-        if op in SEMVER_OPS and (not isinstance(value, str) or parse_semver(value) is None):
-            return f"{value!r} is not a semantic version (MAJOR.MINOR.PATCH[-pre][+build])"
-        if op in TIME_OPS and (not isinstance(value, str) or parse_timestamp(value) is None):
-            return f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-12-03T09:00:00Z)"
-        if op == "matches":
-            problem = check_pattern(value)
-            if problem is not None:
-                return problem.message
-    return None
-
-
-# ---------------------------------------------------------------------------
-# Clause predicates. Each operator is a test of the attribute's value (None when
-# missing); the clause wraps it with the attribute read. The hottest operators also get
-# a version with the read of a top-level attribute inlined: one Python call less per
-# clause is a measurable share of a microsecond-scale evaluation.
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return "null" if value is None else "other"
-
-
-def json_equal(left: Any, right: Any) -> bool:
-    """Equality of JSON values: ``true`` is not ``1``; ``1`` equals ``1.0``."""
-    kind = _json_kind(left)
-    if kind != _json_kind(right):
-        return False
-    if kind == "object":
-        return left.keys() == right.keys() and all(json_equal(left[k], right[k]) for k in left)
-    if kind == "array":
-        return len(left) == len(right) and all(
-            json_equal(a, b) for a, b in zip(left, right, strict=True)
-        )
-    return bool(left == right)
-
-
-ValueTest = Callable[[Any], bool]
-
-
-def _equality_test(values: Sequence[Any]) -> ValueTest:
-    """Does a value equal any of ``values`` (JSON equality)?"""
-    strings = frozenset(v for v in values if isinstance(v, str))
-    numbers = frozenset(v for v in values if _json_kind(v) == "number" and not math.isnan(v))
-    booleans = frozenset(v for v in values if isinstance(v, bool))
-    composites = tuple(v for v in values if _json_kind(v) in ("object", "array"))
-
-    def equals_any(value: Any) -> bool:
-        if isinstance(value, str):
-            return value in strings
-        if isinstance(value, bool):
-            return value in booleans
-        if isinstance(value, (int, float)):
-            return value in numbers
-        return any(json_equal(value, c) for c in composites)
-
-    return equals_any
-
-
-def _value_test(op: str, values: Sequence[Any]) -> ValueTest:
-    """The test of an attribute value for ``op``; None (missing) never passes."""
-    if op == "exists":
-        return _is_present
-    if op in ("eq", "in"):
-        return _equality_test(values)
-    if op in ("neq", "not_in"):
-        equals = _equality_test(values)
-        kinds = frozenset(_json_kind(v) for v in values)
-
-        def differs(value: Any) -> bool:
-            # Missing, or of a type none of the values has: false, like every clause.
-            return value is not None and _json_kind(value) in kinds and not equals(value)
-
-        return differs
-    if op == "contains":
-        substrings = tuple(v for v in values if isinstance(v, str))
-
-        def contains(value: Any) -> bool:
-            if isinstance(value, str):
-                return any(s in value for s in substrings)
-            if isinstance(value, (list, tuple)):
-                return any(json_equal(item, v) for item in value for v in values)
-            return False
-
-        return contains
-    if op in ("starts_with", "ends_with"):
-        affixes = tuple(values)
-        method = str.startswith if op == "starts_with" else str.endswith
-
-        def has_affix(value: Any) -> bool:
-            return isinstance(value, str) and method(value, affixes)
-
-        return has_affix
-    if op == "matches":
-        searches = tuple(compile_search(v) for v in values)
-
-        def matches(value: Any) -> bool:
-            if not isinstance(value, str):
-                return False
-            for search in searches:  # noqa: SIM110 - a plain loop is cheaper than any()
-                if search(value):
-                    return True
-            return False
-
-        return matches
-    if op in NUMBER_OPS:
-        return _number_test(op, values)
-    if op in SEMVER_OPS:
-        return _semver_test(op, values)
-    if op in TIME_OPS:
-        return _time_test(op, values)
-    raise SnapshotFormatError(f"unknown operator {op!r}")  # pragma: no cover - checked before
-
-
-def _is_present(value: Any) -> bool:
-    return value is not None
-
-
-def _number_test(op: str, values: Sequence[Any]) -> ValueTest:
-    # "any of the values" collapses to one bound: x < any(v) <=> x < max(v), etc.
-    numbers = [float(v) for v in values]
-    bound = max(numbers) if op in ("lt", "lte") else min(numbers)
-    compare: Callable[[float, float], bool] = {
-        "lt": float.__lt__,
-        "lte": float.__le__,
-        "gt": float.__gt__,
-        "gte": float.__ge__,
-    }[op]
-    above_when_huge = op in ("gt", "gte")
-
-    def number_compare(value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        try:
-            return compare(float(value), bound)
-        except OverflowError:  # an int too large for a float
-            return (value > 0) == above_when_huge
-
-    return number_compare
-
-
-_SEMVER_ORDERS = {
-    "semver_eq": (0,),
-    "semver_lt": (-1,),
-    "semver_lte": (-1, 0),
-    "semver_gt": (1,),
-    "semver_gte": (1, 0),
-}
-
-
-def _semver_test(op: str, values: Sequence[Any]) -> ValueTest:
-    keys = tuple(parse_semver(v) for v in values)
-    wanted = _SEMVER_ORDERS[op]
-
-    def semver_compare(value: Any) -> bool:
-        if value.__class__ is not str and not isinstance(value, str):
-            return False
-        version = parse_semver(value)
-        if version is None:
-            return False
-        for key in keys:  # noqa: SIM110 - a plain loop is cheaper than any() here
-            if ((version > key) - (version < key)) in wanted:  # type: ignore[operator]
-                return True
-        return False
-
-    return semver_compare
-
-
-def _time_test(op: str, values: Sequence[Any]) -> ValueTest:
-    instants = [parse_timestamp(v) or 0.0 for v in values]
-    before = op == "before"
-    bound = max(instants) if before else min(instants)
-
-    def time_compare(value: Any) -> bool:
-        instant = timestamp_of(value)
-        if instant is None:
-            return False
-        return instant < bound if before else instant > bound
-
-    return time_compare
-
-
-def _inlined_clause(name: str, op: str, values: Sequence[Any]) -> Predicate | None:
-    """A hot operator on a top-level attribute with the read inlined; None otherwise."""
-    if op in ("eq", "in") and all(isinstance(v, str) for v in values):
-        strings = frozenset(values)
-
-        def in_strings(context: Context) -> bool:
-            value = context.get(name)
-            return isinstance(value, str) and value in strings
-
-        return in_strings
-    if op == "starts_with":
-        prefixes = tuple(values)
-
-        def starts_with(context: Context) -> bool:
-            value = context.get(name)
-            return isinstance(value, str) and value.startswith(prefixes)
-
-        return starts_with
-    if op == "matches" and len(values) == 1:
-        search = compile_search(values[0])
-
-        def matches(context: Context) -> bool:
-            value = context.get(name)
-            return isinstance(value, str) and search(value)
-
-        return matches
-    if op in SEMVER_OPS and len(values) == 1:
-        key = parse_semver(values[0])
-        wanted = _SEMVER_ORDERS[op]
-
-        def semver_compare(context: Context) -> bool:
-            value = context.get(name)
-            if not isinstance(value, str):
-                return False
-            version = parse_semver(value)
-            if version is None:
-                return False
-            return ((version > key) - (version < key)) in wanted  # type: ignore[operator]
-
-        return semver_compare
-    return None
+    problem = check_values(op, values)
+    return None if problem is None else problem.message
 
 
 def _clause(attribute: str, op: str, values: Sequence[Any]) -> Predicate:
+    """A checked clause as a predicate, from the operator registry: the operator's
+    inlined closure for a top-level attribute where it has one, else its value test
+    (which walks a list-valued attribute) behind the attribute read."""
     if "." not in attribute:
-        inlined = _inlined_clause(attribute, op, values)
+        inlined = inlined_clause(attribute, op, values)
         if inlined is not None:
             return inlined
-    test = _value_test(op, values)
+    test = clause_test(op, values)
     read = attribute_reader(attribute)
 
     def clause(context: Context) -> bool:
@@ -468,19 +161,19 @@ def _fail(where: str, message: str) -> SnapshotFormatError:
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     if value.__class__ is not dict and not isinstance(value, Mapping):
-        raise _fail(where, f"expected an object, got {_json_kind(value)}")
+        raise _fail(where, f"expected an object, got {json_kind(value)}")
     return value
 
 
 def _list(value: Any, where: str) -> Sequence[Any]:
     if value.__class__ is not list and not isinstance(value, (list, tuple)):
-        raise _fail(where, f"expected an array, got {_json_kind(value)}")
+        raise _fail(where, f"expected an array, got {json_kind(value)}")
     return value
 
 
 def _text(value: Any, where: str) -> str:
     if value.__class__ is not str and not isinstance(value, str):
-        raise _fail(where, f"expected a string, got {_json_kind(value)}")
+        raise _fail(where, f"expected a string, got {json_kind(value)}")
     return value
 
 

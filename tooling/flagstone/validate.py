@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 
-from flagstone.engine import SEMVER_OPS, TIME_OPS, check_clause_values, parse_timestamp
+from flagstone.engine import parse_timestamp
 from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
 from flagstone.gates.checks import RULE_METRIC as RULE_METRIC  # rule ids validate reports
@@ -56,8 +56,12 @@ from flagstone.model import (
     read_project,
     value_type,
 )
+from flagstone.operators import OPERATORS, check_values
+from flagstone.operators import RULE_CLAUSE_VALUE as RULE_CLAUSE_VALUE
+from flagstone.operators import RULE_INVALID_REGEX as RULE_INVALID_REGEX
+from flagstone.operators import RULE_INVALID_SEMVER as RULE_INVALID_SEMVER
+from flagstone.operators import RULE_INVALID_TIME as RULE_INVALID_TIME
 from flagstone.problems import Problem, sort_problems
-from flagstone.regex import check_pattern
 
 if TYPE_CHECKING:
     from jsonschema import Draft7Validator
@@ -83,10 +87,8 @@ RULE_STAGE_ORDER = "stage-order"
 RULE_STAGE_SCHEDULE = "stage-schedule"
 RULE_MIXED_TYPES = "mixed-types"
 RULE_VARIATION_TYPE = "variation-type"
-RULE_INVALID_REGEX = "invalid-regex"
-RULE_INVALID_SEMVER = "invalid-semver"
-RULE_INVALID_TIME = "invalid-time"
-RULE_CLAUSE_VALUE = "clause-value"
+# RULE_INVALID_REGEX, RULE_INVALID_SEMVER, RULE_INVALID_TIME and RULE_CLAUSE_VALUE come
+# from the operator registry: each operator names the rule its bad values break.
 RULE_SIGNING_KEY = "signing-key"
 
 SCHEMA_KINDS = ("project", "flag", "release", "segment")
@@ -754,18 +756,15 @@ class _Checker:
                 if "value" in condition
                 else list(condition.get("values") or [])
             )
-            at: PathKey = (*where, "value") if "value" in condition else (*where, "values")
-            if op == "matches":
-                # Each pattern at its own place, with what to write instead.
-                for index, pattern in enumerate(values):
-                    problem = check_pattern(pattern) if isinstance(pattern, str) else None
-                    if problem is not None:
-                        here = at if "value" in condition else (*at, index)
-                        self.add(doc, here, problem.message, RULE_INVALID_REGEX, hint=problem.hint)
-                        return
-            why = check_clause_values(op, values)
-            if why is not None:
-                self.add(doc, at, why, _clause_rule(op))
+            problem = check_values(op, values)
+            if problem is not None:
+                # The value at fault at its own place, with what to write instead.
+                at: PathKey = (*where, "value") if "value" in condition else (*where, "values")
+                if "values" in condition and problem.index is not None:
+                    at = (*at, problem.index)
+                operator = OPERATORS.get(op)
+                rule = RULE_CLAUSE_VALUE if operator is None else operator.finding
+                self.add(doc, at, problem.message, rule, hint=problem.hint)
 
     def check_segment(self, segment: Segment) -> None:
         self.check_key_name(segment.doc.rel, "segment key", segment.key)
@@ -833,16 +832,6 @@ def _is_real_date(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _clause_rule(op: str) -> str:
-    if op == "matches":
-        return RULE_INVALID_REGEX
-    if op in SEMVER_OPS:
-        return RULE_INVALID_SEMVER
-    if op in TIME_OPS:
-        return RULE_INVALID_TIME
-    return RULE_CLAUSE_VALUE
 
 
 def _format_percent(value: float) -> str:

@@ -8,12 +8,12 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flagstone.engine import parse_semver, parse_timestamp
 from flagstone.flagd_export.jsonlogic import (
     Logic,
     and_,
     is_boolean,
     is_finite,
+    is_list,
     is_number,
     is_string,
     not_,
@@ -21,6 +21,7 @@ from flagstone.flagd_export.jsonlogic import (
 )
 from flagstone.flagd_export.refusal import Unsupported
 from flagstone.flagd_export.rfc3339 import rfc3339_compare
+from flagstone.operators import OPERATORS, parse_semver, parse_timestamp
 
 # JSON numbers beyond ±(2^53 - 1) do not survive every flagd implementation's parser.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -31,27 +32,26 @@ _LITERAL_CHARS = re.compile(r"[^.^$*+?{}\[\]\\|()]")
 
 def translate_clause(value: Logic, op: str, values: Sequence[Any]) -> Logic:
     """The test ``op`` over ``values`` of the attribute read by the ``var`` expression
-    ``value`` (without the attribute's path guard)."""
-    path = value["var"]
-    if op == "exists":
-        return {"!==": [value, None]}
-    if op in ("eq", "in"):
-        return equals_any(value, values)
-    if op in ("neq", "not_in"):
-        return equals_none(value, values)
-    if op == "contains":
-        return contains(value, values)
-    if op in ("starts_with", "ends_with"):
-        return and_(is_string(value), or_(*({op: [value, v]} for v in strings(op, values))))
-    if op == "matches":
-        return matches(value, values)
-    if op in ("lt", "lte", "gt", "gte"):
-        return compare_numbers(value, op, values)
-    if op in SEMVER_SYMBOL:
-        return compare_semver(value, path, op, values)
-    if op in ("before", "after"):
-        return compare_time(value, path, op, values)
-    raise Unsupported(f"unknown operator {op!r}")
+    ``value`` (without the attribute's path guard), from the operator registry: the
+    operator's translator, or its refusal. A list-valued attribute is tested element by
+    element (``some``), as the engine does."""
+    operator = OPERATORS.get(op)
+    if operator is None:
+        raise Unsupported(f"unknown operator {op!r}")
+    if operator.flagd_refusal is not None:
+        raise Unsupported(f"{op!r}: {operator.flagd_refusal}")
+    translate = TRANSLATORS[op]
+    scalar = translate(value, op, values)
+    if not operator.elementwise:
+        return scalar
+    element = ELEMENT_TRANSLATORS.get(op, translate)({"var": ""}, op, values)
+    return {"if": [is_list(value), {"some": [value, element]}, scalar]}
+
+
+def path_part(path: str, part: str | int) -> str:
+    """The ``var`` path of ``part`` under ``path`` ("" is the data itself, as inside
+    ``some``)."""
+    return f"{path}.{part}" if path else str(part)
 
 
 KIND_TESTS: dict[str, Callable[[Logic], Logic]] = {
@@ -162,11 +162,11 @@ def semver_core_has_two_dots(path: str) -> Logic:
     }
 
     def scan(count: int) -> Logic:
-        characters = [{"var": f"{path}.{i}"} for i in range(count)]
+        characters = [{"var": path_part(path, i)} for i in range(count)]
         return {"===": [{"reduce": [characters, step, 0]}, 2]}
 
     # Most versions are short: read 16 characters for them, 64 for the rest.
-    return {"if": [{"<=": [{"var": f"{path}.length"}, 16]}, scan(16), scan(SEMVER_SCAN)]}
+    return {"if": [{"<=": [{"var": path_part(path, "length")}, 16]}, scan(16), scan(SEMVER_SCAN)]}
 
 
 def compare_semver(value: Logic, path: str, op: str, values: Sequence[Any]) -> Logic:
@@ -268,3 +268,51 @@ def strings(op: str, values: Sequence[Any]) -> list[str]:
         if not isinstance(value, str):
             raise Unsupported(f"{op!r} compares text; {value!r} is not a string")
     return list(values)
+
+
+Translator = Callable[[Logic, str, Sequence[Any]], Logic]
+
+
+def _affixes(value: Logic, op: str, values: Sequence[Any]) -> Logic:
+    return and_(is_string(value), or_(*({op: [value, v]} for v in strings(op, values))))
+
+
+def _element_contains(element: Logic, op: str, values: Sequence[Any]) -> Logic:
+    """``contains`` on one element of a list attribute: a string element containing a
+    (string) value, or an element equal to one of the values."""
+    parts: list[Logic] = []
+    for kind, members in _by_kind(values).items():
+        if kind == "string":
+            parts.extend(and_(is_string(element), {"in": [m, element]}) for m in members)
+        else:
+            parts.append(and_(KIND_TESTS[kind](element), {"in": [element, members]}))
+    return or_(*parts)
+
+
+# One translator per operator the registry does not refuse (tests/test_operators.py
+# checks the two agree).
+TRANSLATORS: dict[str, Translator] = {
+    "exists": lambda value, op, values: {"!==": [value, None]},
+    "eq": lambda value, op, values: equals_any(value, values),
+    "in": lambda value, op, values: equals_any(value, values),
+    "neq": lambda value, op, values: equals_none(value, values),
+    "not_in": lambda value, op, values: equals_none(value, values),
+    "contains": lambda value, op, values: contains(value, values),
+    "starts_with": _affixes,
+    "ends_with": _affixes,
+    "matches": lambda value, op, values: matches(value, values),
+    **{
+        op: (lambda value, op, values: compare_numbers(value, op, values))
+        for op in ("lt", "lte", "gt", "gte")
+    },
+    **{
+        op: (lambda value, op, values: compare_semver(value, value["var"], op, values))
+        for op in SEMVER_SYMBOL
+    },
+    **{
+        op: (lambda value, op, values: compare_time(value, value["var"], op, values))
+        for op in ("before", "after")
+    },
+}
+# Where an element of a list attribute is tested otherwise than a plain value.
+ELEMENT_TRANSLATORS: dict[str, Translator] = {"contains": _element_contains}

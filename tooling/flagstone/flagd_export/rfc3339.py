@@ -59,7 +59,8 @@ def _text_number(text: Logic, start: int, length: int) -> Logic:
 
 def _character(text: Logic, index: int) -> Logic:
     """The character at ``index`` of the string that the ``var`` expression ``text`` reads."""
-    return {"var": f"{text['var']}.{index}"}
+    path = text["var"]
+    return {"var": f"{path}.{index}" if path else str(index)}
 
 
 def _all_digits(text: Logic, indexes: Sequence[int]) -> Logic:
@@ -188,11 +189,17 @@ def rfc3339_compare(path: str, symbol: str, bound: float) -> Logic:
         _text_number(text, 11, 2),
         _text_number(text, 14, 2),
         _text_number(text, 17, 2),
-        {"var": f"{path}.length"},
+        {"var": f"{path}.length" if path else "length"},
         {"substr": [text, 5, 2]},
     ]
     # The length test first: shorter strings never reach the arithmetic.
     return and_(
-        {"<=": [19 + 1, {"var": f"{path}.length"}, 19 + 1 + _MAX_FRACTION_DIGITS + 6]},
+        {
+            "<=": [
+                19 + 1,
+                {"var": f"{path}.length" if path else "length"},
+                19 + 1 + _MAX_FRACTION_DIGITS + 6,
+            ]
+        },
         let(fields, with_fields),
     )
