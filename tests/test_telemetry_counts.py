@@ -157,10 +157,16 @@ def test_distinct_keys_are_capped_and_odd_keys_never_raise() -> None:
     for index in range(10):
         counted(f"typo-{index}", {}, None)
     counted(["not", "hashable"], {}, None)  # type: ignore[arg-type]
+
+    class Hostile(str):
+        def __hash__(self) -> int:
+            raise ValueError("no hashing today")
+
+    counted(Hostile("beta"), {}, None)
     totals = counts.collect()
     assert len(totals) == 4  # three keys, then the overflow key
-    assert totals[(OVERFLOW_FLAG, None, "ERROR")] == 8
-    assert sum(totals.values()) == 11
+    assert totals[(OVERFLOW_FLAG, None, "ERROR")] == 9
+    assert sum(totals.values()) == 12
 
 
 def test_telemetry_off_leaves_no_trace(tmp_path: Path) -> None:
@@ -201,3 +207,47 @@ def test_a_forked_child_counts_from_zero(tmp_path: Path) -> None:
     os.waitpid(pid, 0)
     assert child_counts == repr({("dark-mode", "v", "DEFAULT"): 1})
     assert client.telemetry.evaluation_counts() == {("dark-mode", "v", "DEFAULT"): 5}
+
+
+def test_variation_labels_and_the_openfeature_variant_recorder(tmp_path: Path) -> None:
+    from flagstone.sdk.telemetry import recorded_labels, recording_variants
+    from flagstone.sdk.telemetry_openfeature import VariantRecorder
+
+    client = client_for(tmp_path, telemetry=True)
+    assert client.variation_labels({"key": "user-1"}, flags=["beta", "missing"]) == [
+        {"feature_flag_key": "beta", "feature_flag_variant": "on"},
+        {"feature_flag_key": "missing", "feature_flag_variant": ""},
+    ]
+    api.set_provider_and_wait(FlagstoneProvider(client), domain="telemetry-labels")
+    api.add_hooks([VariantRecorder()])
+    try:
+        of_client = api.get_client("telemetry-labels")
+        labels: dict[str, list[dict[str, str]]] = {}
+
+        def request(user: str) -> None:  # one request per thread, evaluated concurrently
+            with recording_variants():
+                of_client.get_boolean_value("beta", False, EvaluationContext(user))
+                of_client.get_boolean_value("missing", False, EvaluationContext(user))
+                labels[user] = recorded_labels(["beta", "missing", "dark-mode"])
+
+        threads = [threading.Thread(target=request, args=(u,)) for u in ("user-1", "user-2")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # Outside a recording block nothing is kept.
+        of_client.get_boolean_value("beta", False, EvaluationContext("user-1"))
+        assert recorded_labels() == []
+    finally:
+        api.clear_hooks()
+        api.shutdown()
+    assert labels == {
+        "user-1": [
+            {"feature_flag_key": "beta", "feature_flag_variant": "on"},
+            {"feature_flag_key": "missing", "feature_flag_variant": ""},
+        ],
+        "user-2": [
+            {"feature_flag_key": "beta", "feature_flag_variant": "off"},
+            {"feature_flag_key": "missing", "feature_flag_variant": ""},
+        ],
+    }

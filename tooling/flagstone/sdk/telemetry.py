@@ -107,7 +107,7 @@ class EvaluationCounts:
             details = run(flag_key, context, default)
             try:
                 next(counters[flag_key][details.reason][details.variation])
-            except (KeyError, TypeError):  # a new key (TypeError: an unhashable flag key)
+            except Exception:  # a new key; or an unhashable or misbehaving flag key
                 add(flag_key, details)
             return details
 
@@ -115,10 +115,10 @@ class EvaluationCounts:
 
     def _add(self, flag_key: Any, details: Details) -> None:
         reason, variation = details.reason, details.variation
+        if flag_key.__class__ is not str:  # only plain strings are hashed safely here
+            flag_key = OVERFLOW_FLAG
         with self._lock:
             counters = self._counters
-            if flag_key.__class__ is not str:
-                flag_key = OVERFLOW_FLAG
             by_reason = counters.get(flag_key)
             by_variation = by_reason.get(reason) if by_reason is not None else None
             counter = by_variation.get(variation) if by_variation is not None else None
