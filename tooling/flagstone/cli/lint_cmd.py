@@ -15,6 +15,7 @@ from flagstone.lint import lint_project, rule_catalog
 from flagstone.lint.context import LintContext, RepositoryChangeTimes
 from flagstone.model import Project, read_project
 from flagstone.problems import report, resolve_format
+from flagstone.usage import UsageReport, read_usage_report
 from flagstone.validate import validate_project
 
 
@@ -26,6 +27,15 @@ def _parse_now(value: str | None) -> datetime:
     except ValueError:
         raise UsageError(f"--now: '{value}' is not an ISO 8601 date or time") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _read_usage(path: Path) -> UsageReport:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UsageError(f"--usage: cannot read {path}: {reason}") from None
+    return read_usage_report(text, str(path))
 
 
 def _list_rules(project: Project | None, fmt: str) -> None:
@@ -54,9 +64,19 @@ def _list_rules(project: Project | None, fmt: str) -> None:
     default=None,
     help="Judge time-based rules as of this ISO 8601 date or time (default: now).",
 )
+@click.option(
+    "--usage",
+    "usage_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A report saved by `flagstone usage --format json`, for unevaluated-flag.",
+)
 @findings_format_option
 @repo_option
-def lint(list_rules: bool, now_text: str | None, fmt: str, repo: Path | None) -> int:
+def lint(
+    list_rules: bool, now_text: str | None, usage_file: Path | None, fmt: str, repo: Path | None
+) -> int:
     """Check the repository against the lint rules; exit 1 on any error-level finding.
 
     Levels and options are set in flagstone.yaml under lint.rules.<rule-id>. Suppress
@@ -74,7 +94,10 @@ def lint(list_rules: bool, now_text: str | None, fmt: str, repo: Path | None) ->
     problems = validate_project(project)
     if any(p.level == "error" for p in problems):
         raise ValidationFailed(problems)
-    context = LintContext(now=_parse_now(now_text), history=RepositoryChangeTimes(project.root))
+    usage = _read_usage(usage_file) if usage_file is not None else None
+    context = LintContext(
+        now=_parse_now(now_text), history=RepositoryChangeTimes(project.root), usage=usage
+    )
     result = lint_project(project, context)
     report(result.problems, fmt=fmt, checked="lint", out=sys.stdout)
     return 1 if result.failed else 0

@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "export": "export_cmd:export",
     "overrides": "overrides_cmd:overrides",
     "progress": "progress_cmd:progress",
+    "usage": "usage_cmd:usage",
 }
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3

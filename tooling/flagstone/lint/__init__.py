@@ -46,6 +46,7 @@ from flagstone.lint.rules import (
     split_bucket_attribute,
     stale_temporary_flag,
     temporary_without_expires,
+    unevaluated_flag,
     unreachable_rule,
     unused_segment,
     unused_variation,
@@ -74,6 +75,7 @@ _RULE_MODULES: tuple[Rule, ...] = (
     prerequisite_unavailable,
     self_delegation,
     gate_few_samples,
+    unevaluated_flag,
 )
 RULES: dict[str, Rule] = {rule.ID: rule for rule in sorted(_RULE_MODULES, key=lambda r: r.ID)}
 

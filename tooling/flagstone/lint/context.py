@@ -13,10 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flagstone.model import Project
 from flagstone.problems import Level, Problem
+
+if TYPE_CHECKING:
+    from flagstone.usage import UsageReport
 
 
 class ChangeTimes(Protocol):
@@ -71,6 +74,8 @@ class FixedChangeTimes:
 class LintContext:
     now: datetime
     history: ChangeTimes
+    # A saved `flagstone usage` report (`lint --usage FILE`), for rules about live traffic.
+    usage: UsageReport | None = None
 
 
 class Rule(Protocol):
