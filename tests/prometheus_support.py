@@ -10,9 +10,19 @@ Generic: it scrapes whatever loopback targets a test gives it. Usage::
         prometheus.wait_for(lambda: prometheus.query('up{job="flagstone"}'), timeout=20)
         prometheus.query("sum(flagstone_evaluations_total)")   # the HTTP API's result list
 
-Start one server per test module (a module-scoped fixture) and keep the scrape interval
-short (default 1 s): each start costs about a second. The process is stopped (SIGTERM,
-then SIGKILL after 10 s) when the ``with`` block ends, whatever happened inside.
+Or, from a test module, the module-scoped fixture ``prometheus_launcher``: a function
+``launch(targets)`` that starts a server and returns it; every server it started is
+stopped when the module ends::
+
+    pytest_plugins = ["prometheus_support"]
+
+    @pytest.fixture(scope="module")
+    def prometheus(prometheus_launcher, my_service):
+        return prometheus_launcher([my_service.target])
+
+Start one server per test module and keep the scrape interval short (default 1 s): each
+start costs about a second. The process is stopped (SIGTERM, then SIGKILL after 10 s)
+when the ``with`` block ends, whatever happened inside.
 
 :class:`MetricsService` is a loopback HTTP server whose ``/metrics`` answers with a
 prometheus-client registry, for the process under test to expose its metrics on.
@@ -33,7 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -179,6 +189,23 @@ def start_prometheus(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def prometheus_launcher(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., PrometheusServer]]:
+    """``launch(targets, **options)`` → a running :class:`PrometheusServer` (options as
+    :func:`start_prometheus` takes); all are stopped at the end of the module. Skips (or
+    fails where CI is set) when the binary is missing."""
+    binary = prometheus_binary()
+    with ExitStack() as stack:
+
+        def launch(targets: Sequence[str], **options: Any) -> PrometheusServer:
+            directory = tmp_path_factory.mktemp("prometheus")
+            return stack.enter_context(start_prometheus(binary, targets, directory, **options))
+
+        yield launch
 
 
 class MetricsService:

@@ -14,7 +14,7 @@ import importlib.util
 import json
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -26,8 +26,10 @@ from flagstone.cli.main import main
 from flagstone.compile import compile_environment
 from flagstone.sdk import Client
 from flagstone.validate import load_valid_project
-from prometheus_support import PrometheusServer, prometheus_binary, start_prometheus
+from prometheus_support import PrometheusServer
 from sdk_support import ENVIRONMENT, new_key, sign
+
+pytest_plugins = ["prometheus_support"]
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = new_key()
@@ -51,9 +53,11 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    binary = prometheus_binary()
-    directory = tmp_path_factory.mktemp("prometheus")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+    prometheus_launcher: Callable[..., PrometheusServer],
+) -> Iterator[Deployment]:
+    directory = tmp_path_factory.mktemp("service")
     project = load_valid_project(ROOT)
     payload = compile_environment(
         project,
@@ -91,13 +95,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             for labels in client.variation_labels(context, flags=examples.LABELLED_FLAGS):
                 key = (labels["feature_flag_key"], labels["feature_flag_variant"])
                 served[key] = served.get(key, 0) + 1
-        target = f"127.0.0.1:{server.server_address[1]}"
-        with start_prometheus(binary, [target], directory / "server") as prometheus:
-            scraped = prometheus.wait_for(
-                lambda: prometheus.query('up{job="flagstone"} == 1'), timeout=30
-            )
-            assert scraped, prometheus.log.read_text(errors="replace")[-2000:]
-            yield Deployment(client, prometheus, served)
+        prometheus = prometheus_launcher([f"127.0.0.1:{server.server_address[1]}"])
+        scraped = prometheus.wait_for(
+            lambda: prometheus.query('up{job="flagstone"} == 1'), timeout=30
+        )
+        assert scraped, prometheus.log.read_text(errors="replace")[-2000:]
+        yield Deployment(client, prometheus, served)
     finally:
         server.shutdown()
         server.server_close()
