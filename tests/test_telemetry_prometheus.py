@@ -78,7 +78,7 @@ def deployment(
     examples = example_service()
     service = examples.CheckoutService(client)
     server = examples.serve(service)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     served: dict[tuple[str, str], int] = {}

@@ -153,7 +153,7 @@ def misbehaving() -> Iterator[tuple[str, type[_Misbehaving]]]:
     handler = type("Handler", (_Misbehaving,), {"release": threading.Event()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", handler
