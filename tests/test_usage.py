@@ -112,6 +112,19 @@ def test_the_url_comes_from_the_option_then_the_environment_then_the_file(
     assert prometheus_url(project, "https://option") == "https://option"
     with pytest.raises(UsageError, match="http"):
         prometheus_url(project, "file:///etc/passwd")
+    # Without any of those: the one Prometheus the metric gates use.
+    monkeypatch.delenv("FLAGSTONE_PROMETHEUS_URL")
+    monkeypatch.delitem(project.config.data, "telemetry")
+    gates = {"main": {"provider": "prometheus", "url": "http://gates:9090", "url_env": "GATES"}}
+    monkeypatch.setitem(project.config.data, "metric_sources", gates)
+    monkeypatch.delenv("GATES", raising=False)
+    assert prometheus_url(project) == "http://gates:9090"
+    monkeypatch.setenv("GATES", "http://gates-env:9090")
+    assert prometheus_url(project) == "http://gates-env:9090"
+    two = {**gates, "other": {"provider": "prometheus", "url": "http://b:9090"}}
+    monkeypatch.setitem(project.config.data, "metric_sources", two)
+    with pytest.raises(UsageError, match="no Prometheus URL"):
+        prometheus_url(project)
 
 
 class _Misbehaving(BaseHTTPRequestHandler):

@@ -122,10 +122,14 @@ class UsageReport:
 
 def prometheus_url(project: Project, override: str | None = None) -> str:
     """The Prometheus base URL: ``override`` (--prometheus), else the environment variable
-    ``FLAGSTONE_PROMETHEUS_URL``, else ``telemetry.prometheus_url`` in flagstone.yaml."""
-    configured = project.config.data.get("telemetry") if project.config else None
+    ``FLAGSTONE_PROMETHEUS_URL``, else ``telemetry.prometheus_url`` in flagstone.yaml, else
+    the one ``prometheus`` entry of ``metric_sources`` (its ``url_env`` variable, then ``url``)."""
+    data = project.config.data if project.config else {}
+    configured = data.get("telemetry")
     from_file = configured.get("prometheus_url") if isinstance(configured, Mapping) else None
     url = override or os.environ.get(URL_ENVIRONMENT_VARIABLE) or from_file
+    if not url:
+        url = _metric_source_url(data.get("metric_sources"))
     if not url:
         raise UsageError(
             "no Prometheus URL: pass --prometheus URL, set FLAGSTONE_PROMETHEUS_URL, "
@@ -135,6 +139,25 @@ def prometheus_url(project: Project, override: str | None = None) -> str:
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise UsageError(f"the Prometheus URL must be http(s)://…, not {url!r}")
     return url.rstrip("/")
+
+
+def _metric_source_url(sources: Any) -> str | None:
+    """The URL of the only Prometheus metric source (the gates' configuration), if exactly
+    one is configured."""
+    if not isinstance(sources, Mapping):
+        return None
+    prometheus = [
+        source
+        for source in sources.values()
+        if isinstance(source, Mapping) and source.get("provider") == "prometheus"
+    ]
+    if len(prometheus) != 1:
+        return None
+    (source,) = prometheus
+    variable = source.get("url_env")
+    from_env = os.environ.get(variable) if isinstance(variable, str) else None
+    url = from_env or source.get("url")
+    return url if isinstance(url, str) and url else None
 
 
 def query(url: str, expression: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
