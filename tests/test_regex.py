@@ -190,7 +190,10 @@ def test_random_patterns_agree_with_python_re_up_to_the_documented_differences(
         assert ours(text) is expected, (re2_text, text)
 
 
-_LITERAL_HEAVY = st.text(alphabet="ab.^$|()[]*+?{}\\-@dwx1,", min_size=1, max_size=12)
+_LITERAL_HEAVY = st.text(alphabet="ab.^$|()[]*+?{}\\-@dwx1,:P<>", min_size=1, max_size=12)
+# Values for case-insensitive patterns: ASCII of both cases, and the non-ASCII letters
+# RE2 folds with ASCII ones (KELVIN SIGN with k, LONG S with s).
+_FOLDING_TEXTS = st.text(alphabet="abkKsSAB\u212a\u017f.-@x1", max_size=10)
 
 
 @settings(max_examples=300, deadline=None)
@@ -205,6 +208,38 @@ def test_the_literal_prefilter_never_changes_an_answer(pattern: str, texts: list
         assert ours(text) is (raw.search(text) is not None), (pattern, text, need)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet="abkKsS.^$|()*+?-@x", min_size=1, max_size=10),
+    st.lists(_FOLDING_TEXTS, max_size=8),
+)
+def test_the_case_insensitive_prefilter_never_changes_an_answer(
+    body: str, texts: list[str]
+) -> None:
+    pattern = "(?i)" + body
+    if check_pattern(pattern) is not None:
+        return
+    ours = compile_search(pattern)
+    raw = re2.compile(pattern)
+    need = required_text(pattern)
+    folded = [t.upper() for t in need.literals] + [t.swapcase() for t in need.literals]
+    for text in [*texts, *folded, *(t.replace("k", "\u212a") for t in folded)]:
+        assert ours(text) is (raw.search(text) is not None), (pattern, text, need)
+
+
+def test_alternatives_in_a_group_are_required_text() -> None:
+    need = required_text(r"@(acme|initech)\.com$")
+    assert need.choices == (("acme", "initech"),)
+    assert required_text("(?:a|b)c").choices == (("a", "b"),)
+    assert required_text("(?P<n>a|b)c").choices == (("a", "b"),)
+    assert required_text("(a|b)?c").choices == ()  # optional: not required
+    assert required_text("(a|)c").choices == ()  # an empty branch requires nothing
+    assert required_text(r"(a\.|b)c").choices == ()
+    search = compile_search(r"@(acme|initech)\.com$")
+    assert search("wile@initech.com") is True
+    assert search("wile@example.com") is False
+
+
 @pytest.mark.parametrize(
     ("pattern", "literals", "prefix", "suffix", "exact"),
     [
@@ -216,7 +251,10 @@ def test_the_literal_prefilter_never_changes_an_answer(pattern: str, texts: list
         ("^a*b", ("b",), "", "", False),
         ("ab?c", ("a", "c"), "", "", False),
         ("a|b", (), "", "", False),
-        ("(?i)abc", (), "", "", False),
+        ("(?i)abc", ("abc",), "", "", False),  # for a lower-cased ASCII value
+        ("(?i)ABC$", ("abc",), "", "abc", False),
+        ("(?i)(?m)^abc", (), "", "", False),
+        ("(?s)a.c", (), "", "", False),
         (r"\Qa.b\E", (), "", "", False),
     ],
 )

@@ -10,8 +10,9 @@ expressions").
 
 Calling RE2 costs about a microsecond in Python, several times a Python ``re`` search,
 so ``compile_search`` first reads the pattern for text every match must contain (a
-required literal, an anchored prefix or suffix): a value without it cannot match and is
-rejected with a string operation. A pattern that is nothing but text (``admin``,
+required literal, an anchored prefix or suffix, one of a group's plain alternatives;
+under a leading ``(?i)``, the same in lower case for an ASCII value): a value without it
+cannot match and is rejected with string operations. A pattern that is nothing but text (``admin``,
 ``^beta-``, ``@acme\\.com$``) is answered by string operations alone.
 
 Standard library plus ``re2``: the SDK imports this module.
@@ -113,6 +114,11 @@ class RequiredText:
     prefix: str = ""
     suffix: str = ""
     exact: bool = False
+    # Groups of alternatives (``(acme|initech)``): each group has one in any match.
+    choices: tuple[tuple[str, ...], ...] = ()
+    # From a leading (?i): the text above is lower case and holds for the lower-cased
+    # value, when the value is ASCII (where lower() is exactly RE2's case folding).
+    ignore_case: bool = False
 
 
 def _skip_class(pattern: str, start: int) -> int | None:
@@ -170,9 +176,13 @@ def required_text(pattern: str) -> RequiredText:
     character from the text it finds is always safe; adding one never is.
     """
     nothing = RequiredText()
+    ignore_case = pattern.startswith("(?i)")
+    if ignore_case:
+        pattern = pattern[4:]
     if "(?" in pattern.replace("(?:", "").replace("(?P<", ""):
-        return nothing  # flags such as (?i) or (?m) change what text and anchors mean
+        return nothing  # other flags, such as (?m) or (?s), change what text and anchors mean
     runs: list[str] = []
+    choices: list[tuple[str, ...]] = []
     current: list[str] = []
     first_run_at = -1  # where the first run begins in the pattern
     ends_at_dollar = False  # the last run is followed by the final $
@@ -218,6 +228,10 @@ def required_text(pattern: str) -> RequiredText:
                 after_group = _skip_group(pattern, i)
                 if after_group is None:
                     return nothing
+                alternatives = _literal_alternatives(pattern[i + 1 : after_group - 1])
+                quantified = after_group < length and pattern[after_group] in _QUANTIFIERS
+                if alternatives is not None and not quantified:
+                    choices.append(alternatives)
                 i = after_group
             elif char == "{":
                 close = pattern.find("}", i)
@@ -240,11 +254,36 @@ def required_text(pattern: str) -> RequiredText:
         current.append(token)
         i = after
     end_run()
-    if not runs:
+    if not runs and not choices:
         return nothing
-    prefix = runs[0] if pattern.startswith("^") and first_run_at == 1 else ""
-    suffix = runs[-1] if ends_at_dollar else ""
-    return RequiredText(tuple(runs), prefix, suffix, exact and len(runs) == 1)
+    prefix = runs[0] if runs and pattern.startswith("^") and first_run_at == 1 else ""
+    suffix = runs[-1] if runs and ends_at_dollar else ""
+    if ignore_case:
+        texts = [*runs, *(a for group in choices for a in group)]
+        if not all(text.isascii() for text in texts):
+            return nothing
+        return RequiredText(
+            tuple(r.lower() for r in runs),
+            prefix.lower(),
+            suffix.lower(),
+            False,
+            tuple(tuple(a.lower() for a in group) for group in choices),
+            True,
+        )
+    return RequiredText(tuple(runs), prefix, suffix, exact and len(runs) == 1, tuple(choices))
+
+
+def _literal_alternatives(group: str) -> tuple[str, ...] | None:
+    """The branches of a group's content that are all plain, non-empty text
+    (``acme|initech``, ``?:a|b``, ``?P<name>x|y``), or None."""
+    if group.startswith("?:"):
+        group = group[2:]
+    elif group.startswith("?P<"):
+        group = group[group.find(">") + 1 :]
+    branches = tuple(group.split("|"))
+    if all(branch and not any(c in _META for c in branch) for branch in branches):
+        return branches
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -261,9 +300,9 @@ def compile_search(pattern: str) -> StringTest:
     match: Callable[[object, bytes, int, int], list[tuple[int, int]]]
     match = re2._re2.RE2(pattern.encode("utf-8"), _OPTIONS).Match
     anchor, no_match = _UNANCHORED, _NO_MATCH
-    literals, prefix, suffix = need.literals, need.prefix, need.suffix
+    literals, prefix, suffix, choices = need.literals, need.prefix, need.suffix, need.choices
 
-    if not literals:
+    if not literals and not choices:
 
         def search(value: str) -> bool:
             data = value.encode("utf-8", "surrogatepass")
@@ -271,14 +310,36 @@ def compile_search(pattern: str) -> StringTest:
 
         return search
 
-    def prefiltered_search(value: str) -> bool:
-        if prefix and not value.startswith(prefix):
+    def may_match(text: str) -> bool:
+        """False when ``text`` lacks what every match contains."""
+        if prefix and not text.startswith(prefix):
             return False
-        if suffix and not value.endswith(suffix):
+        if suffix and not text.endswith(suffix):
             return False
         for literal in literals:
-            if literal not in value:
+            if literal not in text:
                 return False
+        for alternatives in choices:
+            for alternative in alternatives:
+                if alternative in text:
+                    break
+            else:
+                return False
+        return True
+
+    if need.ignore_case:
+
+        def folded_search(value: str) -> bool:
+            if value.isascii() and not may_match(value.lower()):
+                return False
+            data = value.encode("utf-8", "surrogatepass")
+            return match(anchor, data, 0, len(data))[0] != no_match
+
+        return folded_search
+
+    def prefiltered_search(value: str) -> bool:
+        if not may_match(value):
+            return False
         data = value.encode("utf-8", "surrogatepass")
         return match(anchor, data, 0, len(data))[0] != no_match
 
