@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -488,16 +487,6 @@ def test_no_change_summaries() -> None:
 def test_environment_order(environments: str, guardrails: str, expected: list[str]) -> None:
     files = {"flagstone.yaml": PROJECT.replace("[staging, production]", environments) + guardrails}
     assert diff.environment_order(project(files).config) == expected
-
-
-def test_active_reach_honours_schedules() -> None:
-    progression = project(BASE).flags["new-checkout"].releases["production"].default["progression"]
-    just_before = datetime(2026, 12, 3, 8, 59, 59, tzinfo=UTC).timestamp()
-    before_schedule, at = diff.active_reach(progression, just_before)
-    assert (before_schedule.name, at) == ("beta", None)
-    on_time = datetime(2026, 12, 3, 9, 0, 0, tzinfo=UTC).timestamp()
-    after_schedule, at = diff.active_reach(progression, on_time)
-    assert (after_schedule.name, at) == ("half", "2026-12-03T09:00:00Z")
 
 
 def test_every_change_kind_is_produced_by_some_edit() -> None:

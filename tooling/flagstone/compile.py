@@ -14,31 +14,24 @@ form rather than writing a snapshot an SDK would reject.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from flagstone.canonical import canonical_json, content_digest
-from flagstone.engine import (
-    FORMAT,
-    OPERATORS,
-    TOTAL_WEIGHT,
-    Snapshot,
-    check_clause_values,
-    parse_timestamp,
-)
+from flagstone.engine import FORMAT, OPERATORS, Snapshot, check_clause_values
 from flagstone.errors import RepositoryError, SnapshotFormatError, UsageError, ValidationFailed
 from flagstone.loader import Document, PathKey
 from flagstone.model import Flag, Project, ReleaseConfig
 from flagstone.problems import Problem
+from flagstone.rollout import TOTAL_WEIGHT, percent_weight, read_progression
+from flagstone.timestamps import duration_seconds as duration_seconds  # re-exported
+from flagstone.timestamps import parse_timestamp
 
 RULE = "compile"
-_DURATION = re.compile(r"([0-9]+)([smhdw])")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 Timestamp = str | datetime | float | int | None
 
@@ -121,25 +114,6 @@ def timestamp_text(value: Timestamp) -> str | None:
         except (ValueError, OverflowError, OSError):
             raise UsageError(f"timestamp {value!r} is out of range") from None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def duration_seconds(text: str) -> int | None:
-    """Seconds in a duration like ``24h`` or ``7d``; None when it is not one."""
-    match = _DURATION.fullmatch(text)
-    return int(match.group(1)) * _SECONDS[match.group(2)] if match else None
-
-
-def percent_weight(value: Any) -> int | None:
-    """A percent with at most 3 decimals as integer thousandths (``12.5`` → ``12500``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        thousandths = Decimal(str(value)) * 1000
-    except InvalidOperation:
-        return None
-    if thousandths != thousandths.to_integral_value() or not 0 <= thousandths <= TOTAL_WEIGHT:
-        return None
-    return int(thousandths)
 
 
 class _Refuse(Exception):
@@ -355,32 +329,24 @@ class _FlagCompiler:
         stages_spec = spec.get("stages")
         if not isinstance(stages_spec, list) or not stages_spec:
             raise self.refuse((*where, "stages"), "a progression needs at least one stage")
-        stages = []
-        weight = 0  # a stage without a percent keeps the reach of the stages before it
         for i, stage in enumerate(stages_spec):
             here = (*where, "stages", i)
             if not isinstance(stage, Mapping) or not isinstance(stage.get("name"), str):
                 raise self.refuse(here, "a stage needs a name")
-            segments = [str(s) for s in stage.get("segments") or []]
-            for j, segment in enumerate(segments):
-                if segment not in self.project.segments:
+            for j, segment in enumerate(stage.get("segments") or []):
+                if str(segment) not in self.project.segments:
                     raise self.refuse((*here, "segments", j), f"unknown segment {segment!r}")
-            if "percent" in stage:
-                stage_weight = percent_weight(stage["percent"])
-                if stage_weight is None:
-                    raise self.refuse(
-                        (*here, "percent"),
-                        f"{stage['percent']!r} is not a percent with at most 3 decimals",
-                    )
-                weight = stage_weight
+            if "percent" in stage and percent_weight(stage["percent"]) is None:
+                raise self.refuse(
+                    (*here, "percent"),
+                    f"{stage['percent']!r} is not a percent with at most 3 decimals",
+                )
             bake = stage.get("bake")
-            bake_seconds = duration_seconds(bake) if isinstance(bake, str) else None
-            if bake is not None and bake_seconds is None:
+            if bake is not None and (not isinstance(bake, str) or duration_seconds(bake) is None):
                 raise self.refuse(
                     (*here, "bake"), f"{bake!r} is not a duration like 30m, 24h or 7d"
                 )
             at = stage.get("at")
-            at_text = None
             if at is not None:
                 instant = parse_timestamp(at) if isinstance(at, str) else None
                 if instant is None:
@@ -391,17 +357,21 @@ class _FlagCompiler:
                 if instant != int(instant):
                     # The snapshot keeps whole seconds; rounding would move the switch.
                     raise self.refuse((*here, "at"), f"{at!r}: a stage starts on a whole second")
-                at_text = timestamp_text(instant)
-            stages.append(
-                {
-                    "name": stage["name"],
-                    "segments": segments,
-                    "weight": weight,
-                    "at": at_text,
-                    "bake": bake_seconds,
-                }
-            )
-        names = [s["name"] for s in stages]
+        # What each stage reaches (a stage without a percent keeps the one before it)
+        # is flagstone.rollout's rule, the same the engine and the toolchain read.
+        plan = read_progression(spec)
+        assert plan is not None and len(plan.stages) == len(stages_spec)
+        stages = [
+            {
+                "name": stage.name,
+                "segments": list(stage.segments),
+                "weight": stage.weight,
+                "at": timestamp_text(stage.at) if stage.at is not None else None,
+                "bake": stage.bake,
+            }
+            for stage in plan.stages
+        ]
+        names = [stage.name for stage in plan.stages]
         current = spec.get("current")
         if current is not None and current not in names:
             raise self.refuse(

@@ -29,8 +29,14 @@ from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from flagstone.engine import parse_timestamp
 from flagstone.model import Flag, Project, ProjectConfig, ReleaseConfig, Segment
+from flagstone.rollout import (
+    Stage,
+    exposure_step,
+    percent_text,
+    read_progression,
+    release_shares,
+)
 
 DIFF_FORMAT = "flagstone.diff/1"
 
@@ -119,13 +125,6 @@ def _number(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
-def percent_text(value: Decimal | float | int) -> str:
-    """``10``, ``12.5`` — no trailing zeros, no exponent."""
-    number = value if isinstance(value, Decimal) else Decimal(str(value))
-    text = format(number.normalize(), "f")
-    return text
-
-
 def _signed(value: Decimal) -> str:
     return ("+" if value > 0 else "−" if value < 0 else "±") + percent_text(abs(value))
 
@@ -167,65 +166,18 @@ def environment_order(config: ProjectConfig | None) -> list[str]:
 # --- progression and split exposure -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class StageReach:
-    name: str
-    index: int
-    percent: Decimal
-    segments: tuple[str, ...]
-
-    def label(self) -> str:
-        parts = [f"{percent_text(self.percent)}%"]
-        if self.segments:
-            parts.append(", ".join(self.segments))
-        return f"{self.name} ({' + '.join(parts)})"
+NO_STAGE = Stage("no stage", -1, 0, (), (), None, None, None)
 
 
-NO_STAGE = StageReach("no stage", -1, Decimal(0), ())
+def current_stage(progression: Mapping[str, Any]) -> Stage:
+    """The stage named by ``current`` (``NO_STAGE`` when unset or unknown)."""
+    plan = read_progression(progression)
+    return (plan.current_stage if plan else None) or NO_STAGE
 
 
-def stage_reaches(progression: Mapping[str, Any]) -> list[StageReach]:
-    """Cumulative reach of every stage of a progression, in order."""
-    reaches: list[StageReach] = []
-    percent = Decimal(0)
-    segments: list[str] = []
-    stages = progression.get("stages")
-    for index, stage in enumerate(stages if isinstance(stages, list) else []):
-        if not isinstance(stage, Mapping):
-            continue
-        stage_percent = _number(stage.get("percent"))
-        if stage_percent is not None:
-            percent = stage_percent
-        for segment in stage.get("segments") or []:
-            if str(segment) not in segments:
-                segments.append(str(segment))
-        reaches.append(StageReach(str(stage.get("name")), index, percent, tuple(segments)))
-    return reaches
-
-
-def current_reach(progression: Mapping[str, Any]) -> StageReach:
-    """The reach of the stage named by ``current`` (no stage when unset or unknown)."""
-    current = progression.get("current")
-    for reach in stage_reaches(progression):
-        if reach.name == current:
-            return reach
-    return NO_STAGE
-
-
-def active_reach(progression: Mapping[str, Any], instant: float) -> tuple[StageReach, str | None]:
-    """The stage in force at ``instant`` and its ``at`` when a schedule made it active:
-    the later of ``current`` and the last stage after it whose ``at`` has passed."""
-    active = current_reach(progression)
-    scheduled_at = None
-    stages = progression.get("stages")
-    stage_list = stages if isinstance(stages, list) else []
-    for reach in stage_reaches(progression):
-        stage = stage_list[reach.index]
-        at = stage.get("at") if isinstance(stage, Mapping) else None
-        moment = parse_timestamp(at) if isinstance(at, str) else None
-        if reach.index > active.index and moment is not None and moment <= instant:
-            active, scheduled_at = reach, at
-    return active, scheduled_at
+def stage_labels(progression: Mapping[str, Any]) -> str:
+    plan = read_progression(progression)
+    return ", ".join(stage.label() for stage in (plan.stages if plan else ()))
 
 
 def default_kind(default: Any) -> str:
@@ -245,7 +197,7 @@ def serve_text(serve: Any) -> str:
     if isinstance(serve, Mapping) and isinstance(serve.get("progression"), Mapping):
         progression = serve["progression"]
         return (
-            f"progression of {progression.get('variation')} at {current_reach(progression).label()}"
+            f"progression of {progression.get('variation')} at {current_stage(progression).label()}"
         )
     return "nothing (off variation)" if serve is None else _short(serve)
 
@@ -253,47 +205,8 @@ def serve_text(serve: Any) -> str:
 def served_shares(
     release: ReleaseConfig | None, off_variation: str | None, *, at: float | None = None
 ) -> dict[str, Decimal]:
-    """Percent of contexts reaching the default that get each variation (targets and
-    rules aside); a disabled or missing release serves the off variation to all. A
-    progression counts its ``current`` stage, or the stage active at ``at`` if given."""
-    off = off_variation or ""
-    if release is None or not release.enabled:
-        return {off: Decimal(100)}
-    default = release.default
-    kind = default_kind(default)
-    if kind == "split":
-        split = default["split"]
-        return (
-            {str(k): _number(v) or Decimal(0) for k, v in split.items()}
-            if isinstance(split, Mapping)
-            else {}
-        )
-    if kind == "progression":
-        progression = default["progression"]
-        if not isinstance(progression, Mapping):
-            return {}
-        reach = (
-            current_reach(progression) if at is None else active_reach(progression, at)[0]
-        ).percent
-        shares = {str(progression.get("baseline")): Decimal(100) - reach}
-        shares[str(progression.get("variation"))] = (
-            shares.get(str(progression.get("variation")), Decimal(0)) + reach
-        )
-        return shares
-    return {str(default) if default is not None else off: Decimal(100)}
-
-
-def exposure_step(
-    before: Mapping[str, Decimal], after: Mapping[str, Decimal], off_variation: str | None
-) -> Decimal:
-    """The largest increase, in percentage points, of any variation other than the off
-    variation: how many more contexts one change moves onto something new."""
-    step = Decimal(0)
-    for variation, share in after.items():
-        if variation == off_variation:
-            continue
-        step = max(step, share - before.get(variation, Decimal(0)))
-    return step
+    """``flagstone.rollout.release_shares`` of a release file of the model."""
+    return release_shares(release.data if release else None, off_variation, at=at)
 
 
 # --- the diff -------------------------------------------------------------------------------
@@ -764,15 +677,19 @@ class _Differ:
                 self.flag_change(
                     SCHEDULE_CHANGED, key, env, summary, path, before=before, after=after
                 )
-        old_reach, new_reach = current_reach(was), current_reach(now)
+        old_reach, new_reach = current_stage(was), current_stage(now)
         if was.get("current") != now.get("current"):
             delta = new_reach.percent - old_reach.percent
             forward = new_reach.index > old_reach.index
             kind = STAGE_ADVANCED if forward else STAGE_ROLLED_BACK
             verb = "advanced" if forward else "rolled back"
             text = f"stage {verb} {old_reach.label()} → {new_reach.label()}"
-            added_segments = [s for s in new_reach.segments if s not in old_reach.segments]
-            removed_segments = [s for s in old_reach.segments if s not in new_reach.segments]
+            added_segments = [
+                s for s in new_reach.reach_segments if s not in old_reach.reach_segments
+            ]
+            removed_segments = [
+                s for s in old_reach.reach_segments if s not in new_reach.reach_segments
+            ]
             effects = []
             if delta:
                 effects.append(f"about {_signed(delta)}% of contexts")
@@ -807,17 +724,14 @@ class _Differ:
         old_stages, new_stages = _stage_shapes(was), _stage_shapes(now)
         if old_stages == new_stages:
             return
-        old_reach, new_reach = current_reach(was), current_reach(now)
+        old_reach, new_reach = current_stage(was), current_stage(now)
         delta = (
             new_reach.percent - old_reach.percent
             if was.get("current") == now.get("current")
             else Decimal(0)
         )
         if [s.get("name") for s in old_stages] != [s.get("name") for s in new_stages]:
-            summary = (
-                f"stages {', '.join(r.label() for r in stage_reaches(was))} → "
-                f"{', '.join(r.label() for r in stage_reaches(now))}"
-            )
+            summary = f"stages {stage_labels(was)} → {stage_labels(now)}"
         else:
             parts = []
             for old_stage, new_stage in zip(old_stages, new_stages, strict=True):

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from flagstone.diff import Change, diff_projects, percent_text, stage_reaches
+from flagstone.diff import Change, diff_projects
 from flagstone.errors import EditError, UsageError
 from flagstone.loader import resolve_plain
 from flagstone.model import (
@@ -51,6 +51,7 @@ from flagstone.model import (
     read_project,
 )
 from flagstone.problems import Problem
+from flagstone.rollout import Progression, percent_text, read_progression
 from flagstone.validate import validate_project
 
 PathKey = tuple[str | int, ...]
@@ -328,24 +329,23 @@ def set_enabled(root: Path, flag_key: str, env: str, enabled: bool) -> EditResul
 
 def _progression(
     project: Project, flag: Flag, env: str, *, works_on: str
-) -> tuple[TextFile, Mapping[str, Any]]:
+) -> tuple[TextFile, Mapping[str, Any], Progression]:
     file = _release_file(project, flag, env)
     default = flag.releases[env].default
-    if not (isinstance(default, Mapping) and isinstance(default.get("progression"), Mapping)):
+    plan = read_progression(default.get("progression")) if isinstance(default, Mapping) else None
+    if plan is None:
         raise EditError(f"{file.rel}: default is not a progression", hint=works_on)
-    progression: Mapping[str, Any] = default["progression"]
-    return file, progression
+    return file, default["progression"], plan
 
 
 def advance(root: Path, flag_key: str, env: str, to: str | None = None) -> EditResult:
     """Move a progression's ``current`` to the next stage, or to stage ``to``."""
     project = read_project(root)
     flag = _flag(project, flag_key)
-    file, progression = _progression(
+    file, progression, plan = _progression(
         project, flag, env, works_on="advance moves `current` of a `default: {progression: …}`"
     )
-    reaches = stage_reaches(progression)
-    names = [r.name for r in reaches]
+    names = [stage.name for stage in plan.stages]
     current = progression.get("current")
     index = names.index(current) if current in names else -1
     if to is None:
@@ -374,26 +374,26 @@ def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
     default = release.default if release else None
     if isinstance(default, Mapping) and isinstance(default.get("split"), Mapping):
         return _rollout_split(root, project, flag, env, default["split"], wanted)
-    file, progression = _progression(
+    file, progression, plan = _progression(
         project,
         flag,
         env,
         works_on="rollout sets a progression or a two-way split default; edit the file for others",
     )
-    reaches = stage_reaches(progression)
-    for reach in reaches:
-        stages = progression["stages"]
-        if reach.percent == wanted and "percent" in stages[reach.index]:
-            file.set(("default", "progression", "current"), reach.name)
+    stages = progression["stages"]
+    for stage in plan.stages:
+        if stage.percent == wanted and "percent" in stages[stage.index]:
+            file.set(("default", "progression", "current"), stage.name)
             return _finish(root, project, [file])
-    current = next((r for r in reaches if r.name == progression.get("current")), None)
+    current = plan.current_stage
     if current is None:
         raise EditError(
             f"{file.rel}: no stage has {percent_text(wanted)}% and no stage is current",
             hint="set current first with `flagstone advance`",
         )
-    lower = reaches[current.index - 1].percent if current.index > 0 else Decimal(0)
-    upper = reaches[current.index + 1].percent if current.index + 1 < len(reaches) else Decimal(100)
+    position = plan.stages.index(current)
+    lower = plan.stages[position - 1].percent if position > 0 else Decimal(0)
+    upper = plan.stages[position + 1].percent if position + 1 < len(plan.stages) else Decimal(100)
     if not lower <= wanted <= upper:
         raise EditError(
             f"{file.rel}: {percent_text(wanted)}% for stage {current.name!r} would break the stage order "

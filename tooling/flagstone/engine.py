@@ -39,6 +39,7 @@ from flagstone.operators import json_equal as json_equal
 from flagstone.operators import parse_semver as parse_semver
 from flagstone.operators import parse_timestamp as parse_timestamp
 from flagstone.operators import timestamp_of as timestamp_of
+from flagstone.rollout import TOTAL_WEIGHT, compiled_progression
 
 FORMAT = "flagstone.snapshot/1"
 
@@ -56,7 +57,6 @@ INVALID_CONTEXT = "INVALID_CONTEXT"
 GENERAL = "GENERAL"
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
-TOTAL_WEIGHT = 100_000
 
 # The clause operators' names, in the registry's order (flagstone.operators).
 OPERATORS = OPERATOR_NAMES
@@ -607,54 +607,25 @@ class _FlagCompiler:
         return make_bucketer(seed, bucket_by)
 
     def progression(self, spec: Any, where: str) -> FlagRunner:
+        # Stages, the active stage at a time and what each stage reaches come from
+        # flagstone.rollout (the one home of those rules); this builds the evaluators.
         spec = _mapping(spec, where)
         variation = self.variation_key(spec.get("variation"), where, ".variation")
         baseline = self.variation_key(spec.get("baseline"), where, ".baseline")
+        plan = compiled_progression(spec, where)
         bucket_of = self.bucketer(spec, where)
-        names: list[str] = []
-        weights: list[int] = []
-        instants: list[float | None] = []
+        names = [stage.name for stage in plan.stages]
+        weights = [stage.weight for stage in plan.stages]
         rings: list[list[tuple[Predicate, Details]]] = []  # segment tests of stages 0..i
         ring: list[tuple[Predicate, Details]] = []
-        stages = spec.get("stages")
-        if stages.__class__ is not list:
-            stages = _list(stages, f"{where}.stages")
-        for i, stage in enumerate(stages):
-            # Location strings only when a check fails (see _FlagCompiler).
-            if stage.__class__ is not dict:
-                stage = _mapping(stage, f"{where}.stages[{i}]")
-            name = stage.get("name")
-            if name.__class__ is not str:
-                name = _text(name, f"{where}.stages[{i}].name")
-            names.append(name)
-            weight = stage.get("weight", 0)
-            if weight.__class__ is not int or not 0 <= weight <= TOTAL_WEIGHT:
-                weight = _integer(weight, f"{where}.stages[{i}].weight", 0, TOTAL_WEIGHT)
-            weights.append(weight)
-            at = stage.get("at")
-            instants.append(
-                None if at is None else _optional_instant(at, f"{where}.stages[{i}].at")
-            )
-            segment_keys = stage.get("segments", [])
-            if segment_keys.__class__ is not list or segment_keys:
-                here = f"{where}.stages[{i}]"
-                for segment_key in _list(segment_keys, f"{here}.segments"):
-                    test = self.compiler.segment(_text(segment_key, f"{here}.segments"), here)
-                    ring = [*ring, (test, self.fixed(variation, TARGETING_MATCH, name))]
+        for stage in plan.stages:
+            here = f"{where}.stages[{stage.index}]"
+            for segment_key in stage.segments:
+                test = self.compiler.segment(segment_key, here)
+                ring = [*ring, (test, self.fixed(variation, TARGETING_MATCH, stage.name))]
             rings.append(ring)
-        if not names:
-            raise _fail(f"{where}.stages", "a progression needs at least one stage")
-        current_name = _optional_text(spec.get("current"), f"{where}.current")
-        if current_name is not None and current_name not in names:
-            raise _fail(f"{where}.current", f"unknown stage {current_name!r}")
-        current = names.index(current_name) if current_name is not None else -1
-        # Scheduled stages after `current`, latest first: the first whose `at` has passed wins.
-        scheduled = [
-            (instant, i)
-            for i, instant in enumerate(instants)
-            if instant is not None and i > current
-        ]
-        scheduled.reverse()
+        current = plan.current
+        active_at = plan.active_index if plan.schedule else None
 
         value_on, value_off = self.variations[variation], self.variations[baseline]
         nobody = self.fixed(baseline, DEFAULT)
@@ -664,12 +635,8 @@ class _FlagCompiler:
 
         def run_progression(context: Context, at: float | None) -> Details:
             active = current
-            if scheduled:
-                now = time.time() if at is None else at
-                for instant, index in scheduled:
-                    if instant <= now:
-                        active = index
-                        break
+            if active_at is not None:
+                active = active_at(time.time() if at is None else at)
             if active < 0:
                 return nobody
             for in_segment, matched in rings[active]:

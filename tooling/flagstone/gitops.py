@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from flagstone.diff import active_reach, detect_flag_renames, diff_projects, serve_text
+from flagstone.diff import NO_STAGE, detect_flag_renames, diff_projects, serve_text
 from flagstone.engine import parse_timestamp
 from flagstone.errors import GitError, LoadError, UsageError
 from flagstone.loader import Document, loads
@@ -42,6 +42,7 @@ from flagstone.model import (
     Segment,
 )
 from flagstone.problems import Problem
+from flagstone.rollout import progression_spec, read_progression
 
 WORKING_TREE = "working tree"
 GIT_TIMEOUT = 120
@@ -714,15 +715,17 @@ class FlagAtTime:
 
     def active_stage(self) -> dict[str, str | None] | None:
         """The progression stage in force at ``instant`` (None without a progression)."""
-        default = self.release.default if self.release and self.release.enabled else None
-        progression = default.get("progression") if isinstance(default, dict) else None
-        if not isinstance(progression, dict):
+        release = self.release
+        live = release is not None and release.enabled
+        plan = read_progression(progression_spec(release.data)) if release and live else None
+        if plan is None:
             return None
-        reach, scheduled_at = active_reach(progression, self.instant)
+        stage = plan.active_stage(self.instant)
+        scheduled = stage is not None and stage.index > plan.current
         return {
-            "stage": None if reach.index < 0 else reach.name,
-            "reach": reach.label(),
-            "scheduled_at": scheduled_at,
+            "stage": stage.name if stage else None,
+            "reach": (stage or NO_STAGE).label(),
+            "scheduled_at": stage.at_text if stage and scheduled else None,
         }
 
     def document(self) -> dict[str, object]:

@@ -26,31 +26,35 @@ advancing more than one stage at once, a kill (disabling) in a protected environ
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from flagstone import gitops
-from flagstone.compile import duration_seconds, timestamp_text
+from flagstone.compile import timestamp_text
 from flagstone.diff import (
-    StageReach,
-    active_reach,
     detect_flag_renames,
-    exposure_step,
-    percent_text,
     protected_environments,
     served_shares,
     serving_variations,
-    stage_reaches,
 )
-from flagstone.engine import parse_timestamp
 from flagstone.errors import GitError, LoadError
 from flagstone.loader import loads
 from flagstone.model import Flag, Project, ReleaseConfig, read_project
 from flagstone.problems import Problem
+from flagstone.rollout import (
+    Progression,
+    Stage,
+    exposure_step,
+    percent_text,
+    progression_spec,
+    read_progression,
+    release_timeline,
+)
+from flagstone.timestamps import duration_seconds
 
 RULE_PREFIX = "guardrail"
 
@@ -77,11 +81,10 @@ class Policy:
         value = self.max_step.get(env, self.max_step.get("default"))
         return Decimal(str(value)) if value is not None else None
 
-    def bake_seconds(self, env: str, stage: Mapping[str, Any] | None) -> tuple[int, str] | None:
+    def bake_seconds(self, env: str, stage: Stage | None) -> tuple[int, str] | None:
         """Required bake and where it comes from: the stage's own ``bake``, else policy."""
-        own = stage.get("bake") if stage else None
-        if isinstance(own, str) and duration_seconds(own) is not None:
-            return duration_seconds(own) or 0, f"stage bake {own}"
+        if stage is not None and stage.bake is not None:
+            return stage.bake, f"stage bake {stage.bake_text or duration_text(stage.bake)}"
         policy = self.min_bake.get(env, self.min_bake.get("default"))
         if isinstance(policy, str) and duration_seconds(policy) is not None:
             key = env if env in self.min_bake else "default"
@@ -102,12 +105,8 @@ def _problem(
     )
 
 
-def _progression(release: ReleaseConfig | None) -> Mapping[str, Any] | None:
-    default = release.default if release else None
-    if isinstance(default, Mapping) and isinstance(default.get("progression"), Mapping):
-        progression: Mapping[str, Any] = default["progression"]
-        return progression
-    return None
+def _progression(release: ReleaseConfig | None) -> Progression | None:
+    return read_progression(progression_spec(release.data)) if release else None
 
 
 def _schedule_jumps(
@@ -115,24 +114,14 @@ def _schedule_jumps(
 ) -> list[tuple[int, str, Decimal, dict[str, Decimal]]]:
     """``(stage index, at, step, shares after)`` for each exposure jump the progression's
     schedule will make after ``now``, in time order, each from the stage in force before."""
-    progression = _progression(release)
-    stages = progression.get("stages") if progression else None
-    if release is None or not release.enabled or not isinstance(stages, list):
+    if release is None:
         return []
-    moments: dict[float, tuple[int, str]] = {}
-    for index, stage in enumerate(stages):
-        at = stage.get("at") if isinstance(stage, Mapping) else None
-        moment = parse_timestamp(at) if isinstance(at, str) else None
-        if moment is not None and moment > now:
-            moments.setdefault(moment, (index, str(at)))
+    timeline = release_timeline(release.data, off, now)
     jumps = []
-    shares = served_shares(release, off, at=now)
-    for moment in sorted(moments):
-        later = served_shares(release, off, at=moment)
-        step = exposure_step(shares, later, off)
-        if step > 0:
-            jumps.append((*moments[moment], step, later))
-        shares = later
+    for earlier, later in itertools.pairwise(timeline):
+        step = exposure_step(earlier.shares, later.shares, off)
+        if step > 0 and later.stage is not None and later.stage.at_text is not None:
+            jumps.append((later.stage.index, later.stage.at_text, step, dict(later.shares)))
     return jumps
 
 
@@ -292,30 +281,30 @@ class _Checker:
         old_progression, new_progression = _progression(old), _progression(new)
         if old is None or old_progression is None or new_progression is None:
             return
-        leaving, scheduled_at = active_reach(old_progression, self.now)
-        new_reaches = stage_reaches(new_progression)
-        target = next((r for r in new_reaches if r.name == new_progression.get("current")), None)
-        if target is None or leaving.index < 0 or target.name == leaving.name:
+        leaving = old_progression.active_stage(self.now)
+        target = new_progression.current_stage
+        if target is None or leaving is None or target.name == leaving.name:
             return
+        scheduled_at = leaving.at if leaving.index > old_progression.current else None
         # An advance is a new stage that reaches more than the one being left, however
         # the stages are named or reordered in the same change (so adding, removing or
         # renaming stages is no way around the bake); going back needs no bake.
-        if target.percent <= leaving.percent and set(target.segments) <= set(leaving.segments):
+        if target.weight <= leaving.weight and set(target.reach_segments) <= set(
+            leaving.reach_segments
+        ):
             return
-        leaving_now = next((r for r in new_reaches if r.name == leaving.name), None)
+        leaving_now = new_progression.stage(leaving.name)
         where = ("default", "progression", "current")
         if leaving_now is not None and target.index > leaving_now.index + 1:
-            skipped = [r.name for r in new_reaches if leaving_now.index < r.index < target.index]
+            skipped = [
+                s.name for s in new_progression.stages if leaving_now.index < s.index < target.index
+            ]
             self.problems.append(_problem(
                 new, where, "skip-stage", "warning",
                 f"{new.flag_key} in {env} advances {leaving.name} → {target.name}, skipping {', '.join(skipped)}",
                 "advance one stage per change so each ring bakes",
             ))  # fmt: skip
-        stages = old_progression.get("stages")
-        stage_spec = stages[leaving.index] if isinstance(stages, list) else None
-        required = self.policy.bake_seconds(
-            env, stage_spec if isinstance(stage_spec, Mapping) else None
-        )
+        required = self.policy.bake_seconds(env, leaving)
         if required is None:
             return
         seconds, source = required
@@ -337,9 +326,9 @@ class _Checker:
                 f"wait until {ready}, or keep current: {leaving.name}",
             ))  # fmt: skip
 
-    def _entered(self, leaving: StageReach, scheduled_at: str | None, path: str) -> float | None:
+    def _entered(self, leaving: Stage, scheduled_at: float | None, path: str) -> float | None:
         if scheduled_at is not None:
-            return parse_timestamp(scheduled_at)
+            return scheduled_at
         try:
             entered = stage_entry_time(self.root, self.base, path, leaving.name)
         except GitError:

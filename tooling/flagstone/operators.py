@@ -40,11 +40,11 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from flagstone.regex import check_pattern, compile_search
+from flagstone.timestamps import parse_timestamp as parse_timestamp  # re-exported
 
 Context = Mapping[str, Any]
 Predicate = Callable[[Context], bool]
@@ -86,29 +86,6 @@ def parse_semver(text: str) -> SemverKey | None:
         return (int(major), int(minor), int(patch), 1, ())
     identifiers = tuple((0, int(part)) if part.isdigit() else (1, part) for part in pre.split("."))
     return (int(major), int(minor), int(patch), 0, identifiers)
-
-
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
-
-
-@lru_cache(maxsize=4096)
-def parse_timestamp(text: str) -> float | None:
-    """Seconds since the epoch of an RFC 3339 date-time with a zone (``Z`` or ±hh:mm),
-    or None when ``text`` is not one."""
-    if _RFC3339.fullmatch(text) is None:
-        return None
-    normalized = text.upper()
-    if "." in normalized:
-        # datetime accepts at most 6 fractional digits.
-        head, _, rest = normalized.partition(".")
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        normalized = head + "." + rest[: min(digits, 6)] + rest[digits:]
-    try:
-        return datetime.fromisoformat(normalized.replace("Z", "+00:00")).timestamp()
-    except (ValueError, OverflowError):  # e.g. month 13 or hour 25
-        return None
 
 
 def timestamp_of(value: Any) -> float | None:

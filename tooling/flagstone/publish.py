@@ -48,7 +48,6 @@ from typing import Any, Literal
 
 from flagstone.compile import (
     compile_environment,
-    duration_seconds,
     git_source,
     snapshot_bytes,
     timestamp_text,
@@ -72,6 +71,7 @@ from flagstone.flagd_export import check_flagd_export, export_flagd, flagd_json
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, configured_keyring
 from flagstone.model import Project
 from flagstone.store import GetResult, IfMatch, SnapshotStore, WriteMode, open_store
+from flagstone.timestamps import duration_seconds
 
 DEFAULT_TARGET = "file://dist"
 DEFAULT_EXPIRES_AFTER = "30d"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flagstone.model import Flag, Project, ReleaseConfig
+from flagstone.rollout import TOTAL_WEIGHT, Progression, progression_spec, read_progression
 
 Where = tuple[str | int, ...]
 
@@ -35,11 +36,14 @@ def releases(flag: Flag) -> Iterator[ReleaseConfig]:
 
 
 def progression_of(release: ReleaseConfig) -> dict[str, Any] | None:
-    default = release.default
-    if isinstance(default, dict) and isinstance(default.get("progression"), dict):
-        progression: dict[str, Any] = default["progression"]
-        return progression
-    return None
+    """The raw progression mapping of a release file (see ``flagstone.rollout``)."""
+    spec = progression_spec(release.data)
+    return dict(spec) if spec is not None else None
+
+
+def plan_of(release: ReleaseConfig) -> Progression | None:
+    """The release file's progression, read by ``flagstone.rollout``."""
+    return read_progression(progression_spec(release.data))
 
 
 def split_of(serve: Any) -> dict[str, Any] | None:
@@ -98,24 +102,12 @@ def parse_time(value: Any) -> datetime | None:
     return parsed
 
 
-def active_stage_index(progression: Mapping[str, Any], now: datetime) -> int | None:
-    """The stage in force at ``now``: the later of ``current`` and the last stage whose
-    ``at`` has passed (DESIGN §4)."""
-    names = [stage.get("name") for stage in stages(progression)]
-    current = progression.get("current")
-    active = names.index(current) if current in names else None
-    for index, stage in enumerate(stages(progression)):
-        at = parse_time(stage.get("at"))
-        if at is not None and at <= now and (active is None or index > active):
-            active = index
-    return active
-
-
 def progression_reaches_everyone(progression: Mapping[str, Any], now: datetime) -> bool:
-    active = active_stage_index(progression, now)
-    if active is None:
-        return False
-    return _percent(stages(progression)[active].get("percent")) >= 100
+    """Whether the stage in force at ``now`` gives the variation to 100% (a stage
+    without a percent keeps the percent of the stage before it)."""
+    plan = read_progression(progression)
+    stage = plan.active_stage(now.timestamp()) if plan else None
+    return stage is not None and stage.weight >= TOTAL_WEIGHT
 
 
 def possible_variations(

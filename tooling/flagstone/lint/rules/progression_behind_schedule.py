@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flagstone.lint.context import LintContext
-from flagstone.lint.walk import active_stage_index, live_releases, progression_of, stages
+from flagstone.lint.walk import live_releases, plan_of
 from flagstone.model import Project
 from flagstone.problems import Level, Problem
 
@@ -36,20 +36,17 @@ OPTIONS: Mapping[str, Any] = {}
 
 def check(project: Project, options: Mapping[str, Any], context: LintContext) -> Iterator[Problem]:
     for release in live_releases(project):
-        progression = progression_of(release)
-        if progression is None:
+        plan = plan_of(release)
+        if plan is None or plan.current < 0:
             continue
-        names = [stage.get("name") for stage in stages(progression)]
-        current = progression.get("current")
-        active = active_stage_index(progression, context.now)
-        if current not in names or active is None or active <= names.index(current):
+        stage = plan.active_stage(context.now.timestamp())
+        if stage is None or stage.index <= plan.current:
             continue
-        stage = stages(progression)[active]
         yield release.doc.problem(
             ("default", "progression", "current"),
-            f"current stage '{current}' is behind stage '{stage.get('name')}', "
-            f"scheduled for {stage.get('at')}, which has passed",
+            f"current stage '{plan.stages[plan.current].name}' is behind stage '{stage.name}', "
+            f"scheduled for {stage.at_text}, which has passed",
             rule=ID,
             level=DEFAULT_LEVEL,
-            hint=f"set `current: {stage.get('name')}`: the engine already serves that stage",
+            hint=f"set `current: {stage.name}`: the engine already serves that stage",
         )
