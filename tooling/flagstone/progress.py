@@ -26,14 +26,14 @@ from typing import Any
 
 from flagstone import gitops
 from flagstone.compile import timestamp_text
-from flagstone.diff import active_reach, stage_reaches
-from flagstone.engine import parse_timestamp
+from flagstone.diff import NO_STAGE
 from flagstone.errors import GateConfigError, MetricQueryError, UsageError
 from flagstone.gates import config as gate_config
 from flagstone.gates.providers import MetricProvider, provider_for
 from flagstone.gates.statistics import Verdict, msprt_ratio, split_alpha, value_threshold
 from flagstone.guardrails import Policy, duration_text, stage_entry_time
 from flagstone.model import Flag, Project, ReleaseConfig
+from flagstone.rollout import progression_spec, read_progression
 
 ACTIONS = ("advance", "hold", "rollback")
 
@@ -115,19 +115,19 @@ class _Judge:
     def decide(
         self, flag: Flag, env: str, release: ReleaseConfig, progression: Mapping[str, Any]
     ) -> Decision:
-        reaches = stage_reaches(progression)
-        active, scheduled_at = active_reach(progression, self.now)
-        stages = progression.get("stages") or []
-        stage = stages[active.index] if active.index < len(stages) else {}
+        plan = read_progression(progression)
+        reaches = plan.stages if plan is not None else ()
+        in_force = plan.active_stage(self.now) if plan is not None else None
+        active = in_force or NO_STAGE
         following = reaches[active.index + 1] if active.index + 1 < len(reaches) else None
         rel = release.doc.rel
         started: float | None
-        if scheduled_at is not None:
-            started = parse_timestamp(scheduled_at)
+        if in_force is not None and plan is not None and in_force.index > plan.current:
+            started = in_force.at  # a schedule made it active
         else:
             entered = stage_entry_time(self.root, "HEAD", rel, active.name)
             started = float(entered) if entered is not None else None
-        bake = self.guardrails.bake_seconds(env, stage if isinstance(stage, Mapping) else None)
+        bake = self.guardrails.bake_seconds(env, in_force)
         bake_seconds = bake[0] if bake else 0
         window = int(self.now - started) if started is not None else 0
         decision = Decision(
@@ -316,9 +316,8 @@ def active_progressions(
             release = flag.releases.get(name)
             if (env is not None and name != env) or release is None or not release.enabled:
                 continue
-            default = release.default
-            progression = default.get("progression") if isinstance(default, Mapping) else None
-            if isinstance(progression, Mapping) and progression.get("gates"):
+            progression = progression_spec(release.data)
+            if progression is not None and progression.get("gates"):
                 found.append((flag, name, release, progression))
     return found
 
