@@ -414,3 +414,87 @@ def test_validate_checks_the_emergency_keyring(tmp_path: Path) -> None:
     assert "must not also be a snapshot signing key" in out
     lines = [line for line in out.splitlines() if "flagstone.yaml:" in line]
     assert all(line.split(":")[1].isdigit() for line in lines)  # file:line:col
+
+
+def test_a_published_kill_reaches_an_sdk_client_polling_s3(
+    s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    from flagstone.sdk import Client
+    from sdk_support import wait_for
+
+    root = with_emergency_keys(
+        make_repo(tmp_path / "repo", publish=f"target: {s3_bucket.url}/flags")
+    )
+    assert flagstone("publish", "--key", str(write_key_file(tmp_path)), cwd=root).returncode == 0
+    client = Client(
+        f"{s3_bucket.url}/flags",
+        environment="production",
+        project="demo-shop",
+        trusted_keys=[TrustedKey.from_public(public_key_raw(fixed_key()))],
+        emergency_keys=[TrustedKey.from_public(public_key_raw(EMERGENCY))],
+        override_poll_interval=0.1,
+    )
+    try:
+        assert client.wait_until_ready(30)
+        assert client.bool_value("checkout", {"key": "u"}) is True
+        done = flagstone(
+            "kill",
+            "checkout",
+            "--env",
+            "production",
+            "--emergency",
+            "--reason",
+            "incident 42",
+            "--no-pr",
+            cwd=root,
+            env=emergency_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        assert wait_for(lambda: client.bool_value("checkout", {"key": "u"}) is False, timeout=30)
+        details = client.evaluate("checkout", {"key": "u"})
+        assert getattr(details, "override_reason", None) == "incident 42"
+    finally:
+        client.close()
+
+
+def test_flagd_json_carries_the_overrides(tmp_path: Path) -> None:
+    root = with_emergency_keys(
+        make_repo(tmp_path / "repo", publish="target: file://dist\nflagd: true")
+    )
+    key = str(write_key_file(tmp_path))
+    assert flagstone("publish", "--key", key, cwd=root).returncode == 0
+    flagd = root / "dist/production/flagd.json"
+    assert json.loads(flagd.read_text())["flags"]["checkout"]["defaultVariant"] == "on"
+    done = flagstone(
+        "kill",
+        "checkout",
+        "--env",
+        "production",
+        "--emergency",
+        "--reason",
+        "x",
+        "--no-pr",
+        cwd=root,
+        env=emergency_env(),
+    )
+    assert done.returncode == 0 and "flagd export rewritten" in done.stdout, done.stderr
+    assert json.loads(flagd.read_text())["flags"]["checkout"]["defaultVariant"] == "off"
+    # A later publish of new content keeps the override in flagd.json.
+    (root / "flags/search/production.yaml").write_text("enabled: false\ndefault: on\n")
+    commit(root, "turn search off")
+    assert flagstone("publish", "--key", key, cwd=root).returncode == 0
+    document = json.loads(flagd.read_text())
+    assert document["metadata"]["version"] == "2"
+    assert document["flags"]["checkout"]["defaultVariant"] == "off"
+    undone = flagstone(
+        "kill",
+        "checkout",
+        "--env",
+        "production",
+        "--emergency",
+        "--undo",
+        cwd=root,
+        env=emergency_env(),
+    )
+    assert undone.returncode == 0, undone.stderr
+    assert json.loads(flagd.read_text())["flags"]["checkout"]["defaultVariant"] == "on"

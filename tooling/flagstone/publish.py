@@ -266,6 +266,16 @@ class Publisher:
         )
         return found, described
 
+    def _flagd_payload(self, environment: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload for flagd.json: with the emergency overrides in force applied
+        (flagd does not read overrides.json; see flagstone.emergency)."""
+        from flagstone.emergency import flagd_payload_with_overrides  # it imports us
+
+        applied, _version = flagd_payload_with_overrides(
+            self.project, self.store, environment, payload
+        )
+        return applied
+
     def publish(self, environment: str) -> PublishResult:
         unsigned = compile_environment(self.project, environment, source=self.source)
         digest: str = unsigned["digest"]
@@ -316,7 +326,9 @@ class Publisher:
         else:
             if flagd and not self.dry_run:
                 write_flagd_export(
-                    self.store, environment, dict(unsigned, version=previous.version)
+                    self.store,
+                    environment,
+                    self._flagd_payload(environment, dict(unsigned, version=previous.version)),
                 )
             return result(
                 "would-skip" if self.dry_run else "unchanged",
@@ -391,7 +403,11 @@ class Publisher:
                     version = current.version + 1
                     break
                 if flagd:
-                    write_flagd_export(self.store, environment, dict(unsigned, version=version))
+                    write_flagd_export(
+                        self.store,
+                        environment,
+                        self._flagd_payload(environment, dict(unsigned, version=version)),
+                    )
                 return result(
                     "published",
                     version,

@@ -50,8 +50,14 @@ from typing import Any, Protocol
 from flagstone.engine import ERROR, TYPE_MISMATCH, Details, Snapshot
 from flagstone.envelope import TrustedKey, check_snapshot, parse_payload, verify_envelope
 from flagstone.errors import EnvelopeError, SnapshotFormatError, StoreError, UsageError
+from flagstone.overrides import overridden_runner
 from flagstone.sdk.cache import SnapshotCache
 from flagstone.sdk.changes import changed_flags
+from flagstone.sdk.overrides import (
+    DEFAULT_OVERRIDE_POLL_INTERVAL,
+    OverrideWatcher,
+    open_override_watcher,
+)
 from flagstone.sdk.sources import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
@@ -176,6 +182,10 @@ class Client:
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] | None = None,
         telemetry: Telemetry | bool = False,
+        emergency_keys: Sequence[TrustedKey | Mapping[str, Any]] = (),
+        emergency_threshold: int = 1,
+        override_poll_interval: float | None = DEFAULT_OVERRIDE_POLL_INTERVAL,
+        overrides_source: str | os.PathLike[str] | Source | None = None,
     ) -> None:
         """Start serving ``environment`` from ``source``.
 
@@ -193,6 +203,12 @@ class Client:
         epoch seconds, for expiry and scheduled stages (default ``time.time``).
         ``telemetry``: True or a ``Telemetry`` counts evaluations (and more, see
         ``flagstone.sdk.telemetry``); False (the default) leaves the hot path untouched.
+        ``emergency_keys`` (flagstone.yaml's ``signing.emergency.keys``; none: overrides
+        are not read): the keys whose ``emergency_threshold`` signatures make an
+        emergency override count. The overrides object (``overrides_source``, default
+        ``<environment>/overrides.json`` next to the snapshot) is polled every
+        ``override_poll_interval`` seconds (None: only on ``refresh()``); see
+        ``flagstone.sdk.overrides``.
         """
         if not isinstance(project, str) or not project:
             raise UsageError(f"project must be the project's name, not {project!r}")
@@ -253,6 +269,24 @@ class Client:
         self._change_listeners: list[ChangeListener] = []
         self._status_listeners: list[StatusListener] = []
 
+        # Emergency overrides (flagstone.sdk.overrides): their own poller and keys.
+        self._swap_lock = threading.Lock()  # held while self._active is replaced
+        self._overrides: OverrideWatcher | None = None
+        if emergency_keys:
+            self._overrides = open_override_watcher(
+                source,
+                overrides_source,
+                environment=environment,
+                project=project,
+                emergency_keys=[_trusted_key(entry) for entry in emergency_keys],
+                emergency_threshold=emergency_threshold,
+                interval=override_poll_interval if poll_interval is not None else None,
+                cache_dir=cache_dir,
+                timeout=timeout,
+                on_change=self._overrides_changed,
+                clock=clock,
+            )
+
         if self._cache is not None:
             self._load_cache()
         self._thread: threading.Thread | None = None
@@ -260,6 +294,8 @@ class Client:
             self.refresh()
         else:
             self._start_polling()
+            if self._overrides is not None:
+                self._overrides.start()
             # A forked child (gunicorn --preload, multiprocessing) inherits the snapshot
             # but not the polling thread; start it again there. A weak reference, so the
             # hook, which cannot be unregistered, does not keep the client alive.
@@ -280,8 +316,11 @@ class Client:
         self._ready = _event(self._ready.is_set())
         self._closed = _event(self._closed.is_set())
         self._poll_finished_at = time.monotonic()
+        self._swap_lock = threading.Lock()
         if not self._closed.is_set():
             self._start_polling()
+        if self._overrides is not None:
+            self._overrides.restart_after_fork()
 
     @classmethod
     def from_file(
@@ -386,10 +425,9 @@ class Client:
             return {}
         if context.__class__ is not dict:
             context = context_mapping(context)
-        at = None if self._clock is None else self._clock()
         results = {}
         for key in sorted(active.snapshot.flags):
-            details = active.snapshot.evaluate(key, context, None, at=at)
+            details = active.run(key, context, None)
             results[key] = _served(details, active.cached)
         return results
 
@@ -438,8 +476,13 @@ class Client:
     def last_error(self) -> str | None:
         """Why the source could not be read, or what was wrong with what it holds; None
         once a fetch succeeds again. Also says so when the poller has stopped finishing
-        polls (a watchdog: see ``status``)."""
-        return self._stuck_poller() or self._last_error
+        polls (a watchdog: see ``status``).
+        Then, if the emergency overrides object could not be read or was refused, why
+        (the last good overrides stay applied)."""
+        error = self._stuck_poller() or self._last_error
+        if error is None and self._overrides is not None:
+            return self._overrides.last_error
+        return error
 
     def _stuck_poller(self) -> str | None:
         """Why the polling thread looks stuck, or None.
@@ -462,6 +505,11 @@ class Client:
             f"the poller {state}: no poll finished for {silent:.1f}s "
             f"(expected one every {allowed:.1f}s at most); flags may be out of date"
         )
+
+    @property
+    def overrides_version(self) -> int | None:
+        """The version of the emergency overrides applied, None when none was accepted."""
+        return self._overrides.version if self._overrides is not None else None
 
     @property
     def version(self) -> int | None:
@@ -505,6 +553,8 @@ class Client:
         self._closed.set()
         if self.telemetry is not None:
             self.telemetry.close()
+        if self._overrides is not None:
+            self._overrides.close(self._timeout + 5.0)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._timeout + 5.0)
@@ -526,6 +576,8 @@ class Client:
     def refresh(self) -> bool:
         """Fetch now, on this thread; True if the snapshot in use is current (a new one
         was accepted or the source has not changed)."""
+        if self._overrides is not None and self._thread is None:
+            self._overrides.poll()  # no background pollers: refresh() reads both
         # Bounded like a fetch: a poll stuck elsewhere must not hold the caller forever.
         if not self._update_lock.acquire(timeout=self._timeout):
             return False
@@ -596,7 +648,8 @@ class Client:
             self._rejected_digest = None
             self._last_error = None
             if active.cached:
-                self._active = self._activate(active.snapshot, body_digest, cached=False)
+                with self._swap_lock:
+                    self._active = self._activate(active.snapshot, body_digest, cached=False)
             return True
         if body_digest == self._rejected_digest:
             return False  # already rejected and logged
@@ -673,7 +726,8 @@ class Client:
                 )
         elif old is None:
             changed = frozenset(snapshot.flags)
-        self._active = self._activate(snapshot, envelope_sha256, cached=cached)
+        with self._swap_lock:
+            self._active = self._activate(snapshot, envelope_sha256, cached=cached)
         if not cached:
             self._rejected_digest = None
             self._last_error = None
@@ -697,19 +751,49 @@ class Client:
                     logger.exception("an on_change callback failed")
 
     def _activate(self, snapshot: Snapshot, envelope_sha256: bytes, *, cached: bool) -> _Active:
+        # With emergency overrides in force, evaluations run on the snapshot with those
+        # flags disabled; ``snapshot`` stays the verified one (versions, changes, cache).
+        evaluated, killed = snapshot, None
+        if self._overrides is not None:
+            applied = self._overrides.applied_to(snapshot)
+            evaluated, killed = applied.snapshot, applied.killed
         clock = self._clock
         if clock is None:
             # The bound method itself: no wrapper call on the hot path; the engine reads
             # the time only for flags whose answer depends on it.
-            run: Callable[[str, Any, Any], Details] = snapshot.evaluate
+            run: Callable[[str, Any, Any], Details] = evaluated.evaluate
         else:
 
             def run(flag_key: str, context: Any, default: Any) -> Details:
-                return snapshot.evaluate(flag_key, context, default, at=clock())
+                return evaluated.evaluate(flag_key, context, default, at=clock())
 
+        if killed:
+            run = overridden_runner(run, killed)
         if self.telemetry is not None:
             run = self.telemetry.wrap(run, snapshot)
         return _Active(snapshot, envelope_sha256, cached, run)
+
+    def _overrides_changed(self, flags: frozenset[str]) -> None:
+        """The emergency overrides in force changed (the override poller's thread):
+        swap in the snapshot in use with them applied, then tell the listeners."""
+        with self._swap_lock:
+            active = self._active
+            if active is None:
+                return
+            self._active = self._activate(
+                active.snapshot, active.envelope_sha256, cached=active.cached
+            )
+        changed = frozenset(flags & set(active.snapshot.flags))
+        logger.info("emergency overrides changed for %s", ", ".join(sorted(changed)) or "no flag")
+        if not changed:
+            return
+        with self._listeners_lock:
+            change_listeners = list(self._change_listeners)
+        for listener in change_listeners:
+            try:
+                listener(changed)
+            except Exception:
+                logger.exception("an on_change callback failed")
 
     def _reject(self, reason: str, body_digest: bytes) -> None:
         self._source_stats.rejections += 1

@@ -16,7 +16,8 @@ become RFC 3339 UTC text (which the ``before``/``after`` operators read). Reason
 error codes are the engine's, which already use OpenFeature's names
 (``PREREQUISITE_FAILED`` is Flagstone's own; ``CACHED`` while serving the on-disk
 snapshot); the variation key is the variant; the snapshot version and the deciding
-rule or stage are in ``flag_metadata``.
+rule or stage are in ``flag_metadata`` (an emergency override adds ``override_reason``
+and ``override_version``; its ``rule`` is ``emergency-override``).
 
 Events: ``initialize`` waits up to ``init_timeout`` for the first snapshot and raises
 ``ProviderNotReadyError`` if none came (the SDK then reports ``PROVIDER_ERROR``);
@@ -214,6 +215,10 @@ def _metadata(details: Details) -> dict[str, bool | int | float | str]:
     engine_reason = getattr(details, "engine_reason", None)
     if engine_reason:
         metadata["engine_reason"] = engine_reason
+    override_reason = getattr(details, "override_reason", None)
+    if override_reason:  # an emergency override (flagstone.overrides.OverriddenDetails)
+        metadata["override_reason"] = override_reason
+        metadata["override_version"] = getattr(details, "override_version", 0)
     return metadata
 
 
