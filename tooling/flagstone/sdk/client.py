@@ -152,6 +152,8 @@ class _Active:
     cached: bool  # loaded from cache_dir and not yet confirmed by a fresh fetch
     # snapshot.evaluate with the client's clock bound in: (flag_key, context, default).
     run: Callable[[str, Any, Any], Details]
+    # The same, with emergency overrides applied but not counted by telemetry (all_flags).
+    run_uncounted: Callable[[str, Any, Any], Details]
 
 
 def _trusted_key(entry: TrustedKey | Mapping[str, Any]) -> TrustedKey:
@@ -427,7 +429,7 @@ class Client:
             context = context_mapping(context)
         results = {}
         for key in sorted(active.snapshot.flags):
-            details = active.run(key, context, None)
+            details = active.run_uncounted(key, context, None)
             results[key] = _served(details, active.cached)
         return results
 
@@ -769,9 +771,10 @@ class Client:
 
         if killed:
             run = overridden_runner(run, killed)
+        uncounted = run
         if self.telemetry is not None:
             run = self.telemetry.wrap(run, snapshot)
-        return _Active(snapshot, envelope_sha256, cached, run)
+        return _Active(snapshot, envelope_sha256, cached, run, uncounted)
 
     def _overrides_changed(self, flags: frozenset[str]) -> None:
         """The emergency overrides in force changed (the override poller's thread):
