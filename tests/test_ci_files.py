@@ -25,7 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 FLAGS_WORKFLOW = ROOT / ".github" / "workflows" / "flags.yml"
 ACTION = ROOT / "action.yml"
-ACTION_COMMANDS = ("validate", "lint", "codeowners", "check-change", "diff", "publish", "progress")
+ACTION_COMMANDS = (
+    "validate",
+    "lint",
+    "codeowners",
+    "check-change",
+    "diff",
+    "publish",
+    "progress",
+    "kill",
+)
 
 
 def load(path: Path) -> Any:
@@ -158,6 +167,31 @@ def test_repository_workflow_is_the_init_template_with_the_local_action() -> Non
 def test_repository_progress_workflow_is_the_init_template_with_the_local_action() -> None:
     path = ROOT / ".github" / "workflows" / "progress.yml"
     assert path.read_text(encoding="utf-8") == render_workflow("./", "progress.yml")
+
+
+def test_repository_emergency_workflow_is_the_init_template_with_the_local_action() -> None:
+    path = ROOT / ".github" / "workflows" / "emergency-kill.yml"
+    assert path.read_text(encoding="utf-8") == render_workflow("./", "emergency-kill.yml")
+
+
+def test_emergency_workflow_is_dispatched_with_flag_environment_and_reason() -> None:
+    workflow = load(ROOT / ".github" / "workflows" / "emergency-kill.yml")
+    inputs = workflow["on"]["workflow_dispatch"]["inputs"]
+    assert {"flag", "environment", "reason"} <= set(inputs)
+    assert all(inputs[name]["required"] is True for name in ("flag", "environment", "reason"))
+    assert workflow["permissions"] == {}
+    job = workflow["jobs"]["kill"]
+    # The key lives in a GitHub environment, where who may run it is configured.
+    assert job["environment"] == "flagstone-emergency"
+    assert job["permissions"] == {
+        "contents": "write",
+        "pull-requests": "write",
+        "id-token": "write",
+    }
+    step = next(s for s in job["steps"] if s.get("with", {}).get("command") == "kill")
+    assert step["with"]["emergency-key"] == "${{ secrets.FLAGSTONE_EMERGENCY_KEY }}"
+    assert step["with"]["flag"] == "${{ inputs.flag }}"
+    assert step["with"]["reason"] == "${{ inputs.reason }}"
 
 
 def test_progress_workflow_runs_every_15_minutes_and_never_overlaps() -> None:

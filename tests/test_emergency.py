@@ -498,3 +498,44 @@ def test_flagd_json_carries_the_overrides(tmp_path: Path) -> None:
     )
     assert undone.returncode == 0, undone.stderr
     assert json.loads(flagd.read_text())["flags"]["checkout"]["defaultVariant"] == "on"
+
+
+def test_the_actions_kill_command_runs_the_emergency_kill(tmp_path: Path) -> None:
+    """The composite action's script, as the emergency-kill workflow runs it."""
+    import shutil
+
+    from flagstone.loader import load_file
+
+    if shutil.which("flagstone") is None:
+        pytest.skip("the flagstone console script is not installed")
+    action_path = Path(__file__).resolve().parent.parent / "action.yml"
+    action = load_file(action_path, root=action_path.parent).data
+    script = next(s["run"] for s in action["runs"]["steps"] if s.get("id") == "flagstone")
+    root = with_emergency_keys(make_repo(tmp_path / "repo"))
+    summary = tmp_path / "summary.md"
+    done = subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            **os.environ,
+            **emergency_env(),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "FLAGSTONE_COMMAND": "kill",
+            "FLAGSTONE_FLAG": "checkout",
+            "FLAGSTONE_ENVIRONMENT": "production",
+            "FLAGSTONE_REASON": "from the workflow",
+            "FLAGSTONE_UNDO": "false",
+            "GITHUB_ACTOR": "oncall-person",
+            "GITHUB_STEP_SUMMARY": str(summary),
+            "RUNNER_TEMP": str(tmp_path),
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    checkout = read_payload(root / "dist/production/overrides.json")["overrides"]["checkout"]
+    assert checkout["reason"] == "from the workflow"
+    assert checkout["by"] == "oncall-person (GitHub Actions)"
+    assert "killed checkout in production" in summary.read_text()

@@ -28,6 +28,7 @@ from flagstone.validate import validate_project
 
 EXPECTED_FILES = [
     ".github/CODEOWNERS",
+    ".github/workflows/emergency-kill.yml",
     ".github/workflows/flags.yml",
     ".github/workflows/progress.yml",
     ".gitignore",
