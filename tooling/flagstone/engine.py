@@ -39,7 +39,8 @@ from flagstone.operators import json_equal as json_equal
 from flagstone.operators import parse_semver as parse_semver
 from flagstone.operators import parse_timestamp as parse_timestamp
 from flagstone.operators import timestamp_of as timestamp_of
-from flagstone.rollout import TOTAL_WEIGHT, compiled_progression
+from flagstone.rollout import TOTAL_WEIGHT as TOTAL_WEIGHT  # re-exported
+from flagstone.rollout import compiled_progression
 
 FORMAT = "flagstone.snapshot/1"
 
