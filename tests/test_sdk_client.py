@@ -275,13 +275,13 @@ def test_unchanged_source_is_not_read_again(
     verified: list[bytes] = []
     import flagstone.sdk.client as client_module
 
-    real_verify = client_module.verify_envelope
+    real_verify = client_module.verify_envelope_signers
 
-    def counting_verify(envelope: bytes, *args: Any, **kwargs: Any) -> bytes:
+    def counting_verify(envelope: bytes, *args: Any, **kwargs: Any) -> Any:
         verified.append(envelope)
         return real_verify(envelope, *args, **kwargs)
 
-    monkeypatch.setattr(client_module, "verify_envelope", counting_verify)
+    monkeypatch.setattr(client_module, "verify_envelope_signers", counting_verify)
     assert client.refresh() is True
     assert client.snapshot is snapshot
     assert verified == []
@@ -319,6 +319,7 @@ def test_cache_dir_serves_the_last_good_snapshot_when_the_source_is_gone(
     assert first.version == 4
     assert sorted(p.name for p in cache.iterdir()) == [
         f"{ENVIRONMENT}.envelope.json",
+        f"{ENVIRONMENT}.lock",
         f"{ENVIRONMENT}.state.json",
     ]
     latest.unlink()

@@ -254,6 +254,18 @@ def verify_envelope(
     (DSSE makes it optional) against every trusted key. Each key counts once, however
     many signatures it made. Raises ``EnvelopeError`` saying why it was rejected.
     """
+    return verify_envelope_signers(envelope, trusted, threshold, payload_type=payload_type)[0]
+
+
+def verify_envelope_signers(
+    envelope: bytes,
+    trusted: Sequence[TrustedKey],
+    threshold: int,
+    *,
+    payload_type: str = PAYLOAD_TYPE,
+) -> tuple[bytes, frozenset[str]]:
+    """``verify_envelope``, and the key ids of the trusted keys whose signatures verified
+    (what vouches for the snapshot's version: see the SDK cache's version floor)."""
     distinct_keys = {key.public: key for key in trusted}
     if threshold < 1:
         raise EnvelopeError(f"signature threshold must be at least 1, not {threshold}")
@@ -288,7 +300,8 @@ def verify_envelope(
             f"{threshold} required{signed_by}",
             hint="is the snapshot signed by a key listed under signing.keys in flagstone.yaml?",
         )
-    return payload
+    keyids = frozenset(key.keyid for key in distinct_keys.values() if key.public in verified)
+    return payload, keyids
 
 
 def parse_payload(payload: bytes) -> dict[str, Any]:

@@ -48,10 +48,16 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from flagstone.engine import ERROR, TYPE_MISMATCH, Details, Snapshot
-from flagstone.envelope import TrustedKey, check_snapshot, parse_payload, verify_envelope
-from flagstone.errors import EnvelopeError, SnapshotFormatError, StoreError, UsageError
+from flagstone.envelope import TrustedKey, check_snapshot, parse_payload, verify_envelope_signers
+from flagstone.errors import (
+    EnvelopeError,
+    FlagstoneError,
+    SnapshotFormatError,
+    StoreError,
+    UsageError,
+)
 from flagstone.overrides import overridden_runner
-from flagstone.sdk.cache import SnapshotCache
+from flagstone.sdk.cache import SnapshotCache, VersionFloor
 from flagstone.sdk.changes import changed_flags
 from flagstone.sdk.overrides import (
     DEFAULT_OVERRIDE_POLL_INTERVAL,
@@ -657,7 +663,7 @@ class Client:
             return False  # already rejected and logged
         try:
             with _cyclic_gc_paused():
-                snapshot = self._open(data, active)
+                snapshot, signers = self._open(data, active)
         except (EnvelopeError, SnapshotFormatError) as error:
             self._reject(str(error), body_digest)
             return False
@@ -665,14 +671,14 @@ class Client:
             logger.exception("unexpected error while loading a snapshot")
             self._reject(f"{type(error).__name__}: {error}", body_digest)
             return False
-        self._install(snapshot, data, cached=False, envelope_sha256=body_digest)
+        self._install(snapshot, data, cached=False, envelope_sha256=body_digest, signers=signers)
         self._source_stats.accepted += 1
         return True
 
-    def _open(self, data: bytes, active: _Active | None) -> Snapshot:
-        """Verify, check and precompile an envelope; raises EnvelopeError or
-        SnapshotFormatError saying why it is refused."""
-        signed = verify_envelope(data, self._trusted, self._threshold)
+    def _open(self, data: bytes, active: _Active | None) -> tuple[Snapshot, frozenset[str]]:
+        """Verify, check and precompile an envelope (and say which keys signed it);
+        raises EnvelopeError or SnapshotFormatError saying why it is refused."""
+        signed, signers = verify_envelope_signers(data, self._trusted, self._threshold)
         payload = parse_payload(signed)
         check_snapshot(
             payload,
@@ -697,7 +703,7 @@ class Client:
                 f"snapshot version {version} was already accepted with different content"
             )
         # The payload was parsed just above and nothing else holds it: no private copy.
-        return Snapshot.from_payload(payload, owned=True)
+        return Snapshot.from_payload(payload, owned=True), signers
 
     def _install(
         self,
@@ -706,6 +712,7 @@ class Client:
         *,
         cached: bool,
         envelope_sha256: bytes | None = None,
+        signers: frozenset[str] = frozenset(),
     ) -> None:
         if envelope_sha256 is None:
             envelope_sha256 = hashlib.sha256(envelope).digest()
@@ -713,8 +720,14 @@ class Client:
         self._highest_version = max(self._highest_version, snapshot.version)
         if self._cache is not None and not cached:
             try:
-                self._cache.save(envelope, snapshot.version, snapshot.project)
-            except OSError as error:
+                self._cache.save(
+                    envelope,
+                    snapshot.version,
+                    snapshot.project,
+                    signers,
+                    floor_counts=self._floor_counts,
+                )
+            except (OSError, FlagstoneError) as error:
                 logger.warning(
                     "cannot write the snapshot cache in %s: %s",
                     self._cache.directory,
@@ -840,24 +853,36 @@ class Client:
                 logger.exception("an on_status_change callback failed")
 
     def _load_cache(self) -> None:
+        """Start from ``cache_dir``: the version floor, and the cached envelope if it
+        still verifies and is not below the floor. Never raises: anything unusable is
+        logged once and ignored."""
         assert self._cache is not None
-        state = self._cache.load(max_bytes=self._max_bytes)
+        try:
+            self._load_cache_unguarded(self._cache)
+        except Exception as error:  # a bug or an odd file system must not stop the start
+            logger.warning("ignoring the cache in %s: %s", self._cache.directory, error)
+
+    def _load_cache_unguarded(self, cache: SnapshotCache) -> None:
+        state = cache.load(max_bytes=self._max_bytes)
         for problem in state.problems:
             logger.warning("ignoring the cache: %s", problem)
         if state.project not in (None, self._project):
             logger.warning(
                 "ignoring the cache in %s: it is for project %r, not %r",
-                self._cache.directory,
+                cache.directory,
                 state.project,
                 self._project,
             )
             return
-        self._highest_version = state.highest_version
+        floor = self._trusted_floor(state.floor)
+        self._highest_version = floor.version
         if state.envelope is None:
             return
         try:
             with _cyclic_gc_paused():
-                signed = verify_envelope(state.envelope, self._trusted, self._threshold)
+                signed, signers = verify_envelope_signers(
+                    state.envelope, self._trusted, self._threshold
+                )
                 payload = parse_payload(signed)
                 # Expiry is not a reason to refuse our own last known good snapshot when
                 # storage is down: it is served and the status says STALE. Every other
@@ -869,15 +894,51 @@ class Client:
                     now=float("-inf"),
                     signed_payload=signed,
                 )
+                version: int = payload["version"]
+                if version < floor.version:
+                    raise EnvelopeError(
+                        f"its version {version} is below version {floor.version}, already "
+                        "accepted: a rolled-back cache"
+                    )
                 snapshot = Snapshot.from_payload(payload, owned=True)
         except (EnvelopeError, SnapshotFormatError) as error:
-            logger.warning(
-                "ignoring the cached snapshot %s: %s",
-                self._cache.envelope_path,
-                error,
-            )
+            logger.warning("ignoring the cached snapshot %s: %s", cache.envelope_path, error)
             return
+        if not state.state_found or floor != state.floor:
+            # A lost (or no longer trusted) state file is written again from what verified.
+            try:
+                cache.save(
+                    None,
+                    snapshot.version,
+                    snapshot.project,
+                    signers,
+                    floor_counts=self._floor_counts,
+                )
+            except (OSError, FlagstoneError) as error:
+                logger.warning("cannot write the snapshot cache in %s: %s", cache.directory, error)
         self._install(snapshot, state.envelope, cached=True)
+
+    def _floor_counts(self, floor: VersionFloor) -> bool:
+        """Whether ``threshold`` of the keys that vouched for ``floor`` are still trusted
+        (a floor recorded without key ids, by an older cache, always counts)."""
+        if not floor.keyids or floor.version == 0:
+            return True
+        trusted = {key.keyid for key in self._trusted}
+        return len(floor.keyids & trusted) >= self._threshold
+
+    def _trusted_floor(self, floor: VersionFloor) -> VersionFloor:
+        """``floor`` if enough of the keys that vouched for it are still trusted, else
+        none: after a key is removed from ``trusted_keys`` (it signed a huge version, for
+        example), the floor it set stops pinning (TUF's fast-forward recovery)."""
+        if self._floor_counts(floor):
+            return floor
+        logger.warning(
+            "the cached version floor %d was vouched for by keys that are no longer trusted "
+            "(%s); it no longer pins the version (key rotation)",
+            floor.version,
+            ", ".join(sorted(keyid[:12] + "…" for keyid in floor.keyids)),
+        )
+        return VersionFloor()
 
 
 def _event(is_set: bool) -> threading.Event:
