@@ -498,6 +498,11 @@ def _with_exposures(run: Runner, snapshot: Snapshot, tracker: ExposureTracker) -
     bucket_by_flag: dict[str, str] = {}
     flags = snapshot.flags
     observe = tracker.observe
+    # The common case — this context already reported within the window — is checked
+    # here without calling into the tracker (its dict is never replaced, only changed).
+    seen_get = tracker._seen.get
+    clock = tracker._clock
+    window = tracker.window
 
     def exposed(flag_key: str, context: Any, default: Any) -> Details:
         details = run(flag_key, context, default)
@@ -511,8 +516,13 @@ def _with_exposures(run: Runner, snapshot: Snapshot, tracker: ExposureTracker) -
                 if spec is None:
                     return details
                 bucket_by = bucket_by_flag[flag_key] = bucket_attribute(spec)
-            value = _bucketing_text(context.get(bucket_by))
-            if value is not None:
+            value = context.get(bucket_by)
+            if value.__class__ is not str or len(value) > MAX_BUCKETING_VALUE_LENGTH:
+                value = _bucketing_text(value)
+                if value is None:
+                    return details
+            first_seen = seen_get((flag_key, variation, value))
+            if first_seen is None or clock() - first_seen >= window:
                 observe(flag_key, variation, value, bucket_by, snapshot)
         except Exception:  # telemetry must never break an evaluation
             logger.exception("recording an exposure failed")
