@@ -24,11 +24,14 @@ from flagstone.flagd_export.jsonlogic import (
     or_,
 )
 from flagstone.flagd_export.refusal import FlagdRefused, Place, Refusal, Unsupported
+from flagstone.gcpause import cyclic_gc_paused
 from flagstone.model import Project
 
 FLAGD_SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
 TOTAL_WEIGHT = 100_000
 SEGMENT_MODES = ("inline", "evaluators")
+# flagd has no prerequisites: each link of a chain is written into every dependent flag.
+MAX_PREREQUISITE_DEPTH = 32
 # Path parts flagd's var reads from a string or list (an index or .length).
 _INDEXING_PATH_PART = re.compile(r"length|0|[1-9][0-9]*")
 
@@ -47,6 +50,7 @@ def export_flagd(
     *,
     segments: str = "inline",
     skip_unsupported: bool = False,
+    checked: bool = False,
 ) -> FlagdExport:
     """The flagd flag definition of one snapshot payload.
 
@@ -55,24 +59,27 @@ def export_flagd(
     ``ExportError`` naming the first flag that cannot be reproduced exactly, unless
     ``skip_unsupported`` is set, in which case such flags are left out and listed in
     ``FlagdExport.refused``. Raises ``SnapshotFormatError`` for a payload that does not
-    have the snapshot form.
+    have the snapshot form; ``checked=True`` says the engine has already loaded this
+    payload (``compile_environment`` does), so it is not compiled a second time.
     """
     if segments not in SEGMENT_MODES:
         raise ExportError(f"unknown segment mode {segments!r} (one of: {', '.join(SEGMENT_MODES)})")
     # Export only what the engine accepts (raises SnapshotFormatError naming the place),
     # so the translation below can rely on the snapshot form.
-    Snapshot.from_payload(payload)
-    translator = _Translator(payload, use_evaluators=segments == "evaluators")
-    flags: dict[str, Any] = {}
-    refused: list[Refusal] = []
-    for key in sorted(translator.flag_specs):
-        try:
-            flags[key] = translator.flag_definition(key)
-        except Unsupported as problem:
-            refusal = Refusal(key, str(problem), problem.place)
-            if not skip_unsupported:
-                raise FlagdRefused(refusal) from None
-            refused.append(refusal)
+    with cyclic_gc_paused():
+        if not checked:
+            Snapshot.from_payload(payload)
+        translator = _Translator(payload, use_evaluators=segments == "evaluators")
+        flags: dict[str, Any] = {}
+        refused: list[Refusal] = []
+        for key in sorted(translator.flag_specs):
+            try:
+                flags[key] = translator.flag_definition(key)
+            except Unsupported as problem:
+                refusal = Refusal(key, str(problem), problem.place)
+                if not skip_unsupported:
+                    raise FlagdRefused(refusal) from None
+                refused.append(refusal)
 
     document: dict[str, Any] = {"$schema": FLAGD_SCHEMA_URL}
     metadata = translator.metadata()
@@ -106,9 +113,10 @@ def located_refusal(project: Project, env: str, refusal: Refusal) -> str:
 
 def check_flagd_export(project: Project, env: str, payload: Mapping[str, Any]) -> None:
     """Raise ``ExportError`` (with ``file:line:col``) if any flag of ``payload``, compiled
-    from ``project``'s environment ``env``, cannot be exported to flagd."""
+    from ``project``'s environment ``env`` by ``compile_environment``, cannot be exported
+    to flagd."""
     try:
-        export_flagd(payload)
+        export_flagd(payload, checked=True)
     except FlagdRefused as error:
         raise ExportError(located_refusal(project, env, error.refusal), hint=error.hint) from None
 
@@ -151,6 +159,9 @@ class _Translator:
     segment_specs: Mapping[str, Any] = field(init=False)
     evaluators: dict[str, Logic] = field(default_factory=dict)
     _segments_in_progress: list[str] = field(default_factory=list)
+    # flag key -> (its served-variation expression, its chain depth) or why it cannot be
+    # exported
+    _served: dict[str, tuple[Logic, int] | Unsupported] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         flags = self.payload.get("flags")
@@ -218,17 +229,59 @@ class _Translator:
         return spec
 
     def served_variation(self, key: str, stack: list[str]) -> Logic:
-        """An expression giving the variation key flag ``key`` serves (never null)."""
+        """An expression giving the variation key flag ``key`` serves (never null).
+
+        flagd has no prerequisites, so a prerequisite's logic is written into each flag
+        that needs it. Each flag's expression is translated once and shared (a chain of
+        prerequisites costs each link once, not once per dependent), and a flag whose
+        chain of prerequisites is longer than ``MAX_PREREQUISITE_DEPTH`` is refused: its
+        logic would nest that deep, and the export would grow with the square of the
+        chain's length."""
         if key in stack:
             raise Unsupported(f"prerequisite cycle {' -> '.join([*stack, key])}")
+        known = self._served.get(key)
+        if isinstance(known, Unsupported):
+            raise Unsupported(str(known))
+        if known is not None:
+            return known[0]
+        if len(stack) > MAX_PREREQUISITE_DEPTH:  # the chain below is deeper still
+            raise Unsupported(self._too_deep(key))
         spec = self._flag(key)
-        if not spec.get("enabled"):
-            return spec["off_variation"]
         try:
-            branches = self._branches(key, spec, stack=[*stack, key])
-            return if_chain(branches, self._default(key, spec))
+            if not spec.get("enabled"):
+                served: Logic = spec["off_variation"]
+                depth = 1
+            else:
+                branches = self._branches(key, spec, stack=[*stack, key])
+                served = if_chain(branches, self._default(key, spec))
+                depth = 1 + max(
+                    (self._depth(p["flag"]) for p in spec.get("prerequisites", [])), default=0
+                )
+                if depth > MAX_PREREQUISITE_DEPTH:
+                    raise Unsupported(self._too_deep(key))
         except Unsupported as problem:
-            raise Unsupported(f"prerequisite {key!r}: {problem}") from None  # placed by caller
+            # Name the first prerequisite and the cause, not every link in between.
+            cause = str(problem)
+            while cause.startswith("prerequisite '"):
+                cause = cause.split(": ", 1)[-1]
+            refused = Unsupported(f"prerequisite {key!r}: {cause}")
+            if "cycle" not in cause:
+                self._served[key] = refused  # the same answer for every dependent
+            raise refused from None  # placed by caller
+        self._served[key] = (served, depth)
+        return served
+
+    def _depth(self, key: str) -> int:
+        known = self._served.get(key)
+        return known[1] if isinstance(known, tuple) else MAX_PREREQUISITE_DEPTH + 1
+
+    @staticmethod
+    def _too_deep(key: str) -> str:
+        return (
+            f"a prerequisite chain longer than {MAX_PREREQUISITE_DEPTH} flags (at {key!r}): "
+            "flagd has no prerequisites, and writing each link into every dependent flag "
+            "nests that deep and grows the export with the square of the chain's length"
+        )
 
     def _branches(
         self, key: str, spec: Mapping[str, Any], stack: list[str]
