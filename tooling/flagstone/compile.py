@@ -24,6 +24,7 @@ from typing import Any
 from flagstone.canonical import canonical_json, content_digest
 from flagstone.engine import FORMAT, OPERATORS, Snapshot, check_clause_values
 from flagstone.errors import RepositoryError, SnapshotFormatError, UsageError, ValidationFailed
+from flagstone.gcpause import cyclic_gc_paused
 from flagstone.loader import Document, PathKey
 from flagstone.model import Flag, Project, ReleaseConfig
 from flagstone.problems import Problem
@@ -45,7 +46,25 @@ def compile_environment(
     expires: Timestamp = None,
     source: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """The snapshot payload of environment ``env`` (a plain dict, ready for ``snapshot_bytes``).
+    """The snapshot payload of environment ``env``; see ``compile_and_load``."""
+    payload, _ = compile_and_load(
+        project, env, version=version, published_at=published_at, expires=expires, source=source
+    )
+    return payload
+
+
+def compile_and_load(
+    project: Project,
+    env: str,
+    *,
+    version: int = 0,
+    published_at: Timestamp = None,
+    expires: Timestamp = None,
+    source: Mapping[str, str | None] | None = None,
+) -> tuple[dict[str, Any], Snapshot]:
+    """The snapshot payload of environment ``env`` (a plain dict, ready for ``snapshot_bytes``)
+    and the engine's ``Snapshot`` of it (a private copy: changing the payload changes
+    nothing in it).
 
     ``published_at``/``expires`` may be aware datetimes, RFC 3339 strings or epoch
     seconds; they are written as ``YYYY-MM-DDTHH:MM:SSZ``. ``source`` is
@@ -54,6 +73,22 @@ def compile_environment(
     Raises ``UsageError`` for an unknown environment and ``ValidationFailed`` for content
     that has no snapshot form.
     """
+    with cyclic_gc_paused():
+        return _compile_and_load(
+            project, env, version=version, published_at=published_at, expires=expires, source=source
+        )
+
+
+def _compile_and_load(
+    project: Project,
+    env: str,
+    *,
+    version: int,
+    published_at: Timestamp,
+    expires: Timestamp,
+    source: Mapping[str, str | None] | None,
+) -> tuple[dict[str, Any], Snapshot]:
+
     if project.config is None:
         raise RepositoryError("flagstone.yaml could not be read; run `flagstone validate`")
     if env not in project.environments:
@@ -84,10 +119,12 @@ def compile_environment(
     }
     try:
         # The engine is the judge of the snapshot form: what it cannot load is not shipped.
-        Snapshot.from_payload(payload)
+        # The snapshot it builds is returned too, so a caller that evaluates (eval) does
+        # not compile the same payload a second time.
+        snapshot = Snapshot.from_payload(payload)
     except SnapshotFormatError as error:
         raise ValidationFailed([Problem("flags", 0, 0, RULE, "error", error.message)]) from None
-    return payload
+    return payload, snapshot
 
 
 def snapshot_bytes(payload: Mapping[str, Any]) -> bytes:

@@ -19,10 +19,8 @@ the exact line.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import yaml
 
 from flagstone.errors import LoadError
+from flagstone.gcpause import cyclic_gc_paused as cyclic_gc_paused  # re-exported
 from flagstone.problems import Problem
 
 try:  # libyaml is the fast path; the pure-Python parser gives the same events.
@@ -292,24 +291,6 @@ def loads(
     finally:
         parser.dispose()
     return Document(path or Path(rel), rel, data, builder.marks, builder.key_marks)
-
-
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while many files are loaded.
-
-    Loaded documents hold no reference cycles, so the collector has nothing to find in
-    them; left on, it keeps rescanning the growing set of loaded values, which costs
-    about a third of the load time of a 10,000-flag repository. Reference counting
-    still frees everything; the collector's previous state is restored on exit.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def load_file(path: Path, *, root: Path | None = None, max_bytes: int = MAX_BYTES) -> Document:

@@ -547,7 +547,7 @@ def write_flagd_export(store: SnapshotStore, environment: str, payload: Mapping[
     ``check_flagd_export``, before publishing anything).
     """
     version = int(payload.get("version") or 0)
-    data = flagd_json(export_flagd(payload).document)
+    data = flagd_json(export_flagd(payload, checked=True).document)
     path = f"{environment}/{FLAGD_OBJECT}"
     for _attempt in range(_MAX_WRITE_ATTEMPTS):
         found = store.get_optional(path)

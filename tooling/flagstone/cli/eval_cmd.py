@@ -19,8 +19,8 @@ from typing import Any, TextIO
 import click
 
 from flagstone.cli.common import repo_option, resolve_repo
-from flagstone.compile import compile_environment
-from flagstone.engine import ERROR, Details, Snapshot, explain, parse_timestamp
+from flagstone.compile import compile_and_load
+from flagstone.engine import ERROR, Details, explain, parse_timestamp
 from flagstone.errors import UsageError
 from flagstone.validate import load_valid_project
 
@@ -149,7 +149,7 @@ def eval_(
         raise UsageError("give exactly one of --context JSON or --contexts FILE")
     at = _parse_at(at_text)
     project = load_valid_project(resolve_repo(repo))
-    snapshot = Snapshot.from_payload(compile_environment(project, env))
+    _, snapshot = compile_and_load(project, env)
     if flag not in snapshot.flags:
         archived = project.flags.get(flag)
         why = "it is archived" if archived is not None else "no such flag"

@@ -63,7 +63,9 @@ def export(
     project = load_valid_project(root)
     payload = compile_environment(project, env, source=git_source(root))
     try:
-        result = export_flagd(payload, segments=segments, skip_unsupported=skip_unsupported)
+        result = export_flagd(
+            payload, segments=segments, skip_unsupported=skip_unsupported, checked=True
+        )
     except FlagdRefused as error:
         raise ExportError(located_refusal(project, env, error.refusal), hint=error.hint) from None
     for refusal in result.refused:

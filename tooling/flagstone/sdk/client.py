@@ -32,9 +32,7 @@ the engine's own reason kept in ``engine_reason``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import gc
 import hashlib
 import logging
 import os
@@ -42,7 +40,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -56,6 +54,7 @@ from flagstone.errors import (
     StoreError,
     UsageError,
 )
+from flagstone.gcpause import cyclic_gc_paused
 from flagstone.overrides import overridden_runner
 from flagstone.sdk.cache import SnapshotCache, VersionFloor
 from flagstone.sdk.changes import changed_flags
@@ -662,7 +661,7 @@ class Client:
         if body_digest == self._rejected_digest:
             return False  # already rejected and logged
         try:
-            with _cyclic_gc_paused():
+            with cyclic_gc_paused():
                 snapshot, signers = self._open(data, active)
         except (EnvelopeError, SnapshotFormatError) as error:
             self._reject(str(error), body_digest)
@@ -735,7 +734,7 @@ class Client:
                 )
         changed: frozenset[str] = frozenset()
         if old is not None and old.snapshot.digest != snapshot.digest:
-            with _cyclic_gc_paused():
+            with cyclic_gc_paused():
                 changed = changed_flags(
                     old.snapshot.flags, old.snapshot.segments, snapshot.flags, snapshot.segments
                 )
@@ -879,7 +878,7 @@ class Client:
         if state.envelope is None:
             return
         try:
-            with _cyclic_gc_paused():
+            with cyclic_gc_paused():
                 signed, signers = verify_envelope_signers(
                     state.envelope, self._trusted, self._threshold
                 )
@@ -952,61 +951,6 @@ def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
     bound = method()
     if bound is not None:
         bound()
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a snapshot is parsed and compiled.
-
-    Loading a 10,000-flag snapshot allocates millions of container objects; each
-    allocation burst triggers full collections that rescan everything already alive,
-    which made loading several times slower (measured in benchmarks/sdk_bench.py).
-    Reference counting still frees memory meanwhile; the pause is process-wide, so it
-    is nested safely across clients and always lifted afterwards.
-
-    When the pause is lifted, the hundreds of thousands of objects of the snapshot are
-    all still in the youngest generation, and the next two collections would scan every
-    one of them (about as long as the compilation itself) only to find them alive. So
-    they go straight to the oldest generation, where full collections, rare and
-    amortized, consider them: ``gc.freeze()`` then ``gc.unfreeze()`` moves every tracked
-    object there without scanning any. It is skipped when the application keeps
-    objects frozen itself (``gc.get_freeze_count()``), which unfreezing would undo.
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                if gc.get_freeze_count() == 0:
-                    gc.freeze()
-                    gc.unfreeze()
-                gc.enable()
-
-
-def _reset_gc_pause_after_fork() -> None:
-    # A fork during a load leaves the child with the collector paused by a thread it
-    # does not have.
-    global _gc_lock, _gc_pauses
-    _gc_lock = threading.Lock()
-    if _gc_pauses:
-        _gc_pauses = 0
-        if _gc_was_enabled:
-            gc.enable()
-
-
-os.register_at_fork(after_in_child=_reset_gc_pause_after_fork)
 
 
 def _typed(
