@@ -159,14 +159,19 @@ def test_schedule_added_changed_and_removed() -> None:
     moved = only(changed(path, '"2026-12-03T09:00:00Z"', '"2026-12-04T09:00:00Z"'))
     assert moved.kind == diff.SCHEDULE_CHANGED
     assert moved.summary == "stage half rescheduled 2026-12-03T09:00:00Z → 2026-12-04T09:00:00Z"
+    assert moved.risk == "lower"  # later: less exposure in between
+    sooner = only(changed(path, '"2026-12-03T09:00:00Z"', '"2026-12-02T09:00:00Z"'))
+    assert sooner.risk == "raise"
     added = only(
         changed(
             path, "{name: ga, percent: 100}", '{name: ga, percent: 100, at: "2027-01-01T00:00:00Z"}'
         )
     )
     assert added.summary == "stage ga scheduled at 2027-01-01T00:00:00Z"
+    assert added.risk == "raise"
     removed = only(changed(path, ', at: "2026-12-03T09:00:00Z"', ""))
     assert removed.summary == "stage half schedule removed (was 2026-12-03T09:00:00Z)"
+    assert removed.risk == "lower"
 
 
 def test_enabled_and_disabled() -> None:

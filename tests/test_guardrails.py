@@ -88,7 +88,9 @@ def test_split_and_enable_steps(repo: GitRepo) -> None:
     repo.replace("flags/search-ranking/staging.yaml", "enabled: true", "enabled: false")
     repo.commit("Disable search-ranking in staging", date="2026-11-02T00:00:00Z")
     repo.replace("flags/search-ranking/staging.yaml", "enabled: false", "enabled: true")
-    problems = findings(repo, "2026-11-10T00:00:00Z")
+    # Within the restore window (14 days) re-enabling restores a recent exposure.
+    assert rules(findings(repo, "2026-11-10T00:00:00Z")) == [("info", "guardrail-restore")]
+    problems = findings(repo, "2026-11-20T00:00:00Z")
     assert rules(problems) == [("error", "guardrail-max-step")]
     assert "search-ranking reaches 100% more contexts in staging" in problems[0][2]
     assert "the limit is 50 points" in problems[0][2]  # staging falls back to default

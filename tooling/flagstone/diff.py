@@ -31,12 +31,14 @@ from typing import Any
 
 from flagstone.model import Flag, Project, ProjectConfig, ReleaseConfig, Segment
 from flagstone.rollout import (
+    Progression,
     Stage,
     exposure_step,
     percent_text,
     read_progression,
     release_shares,
 )
+from flagstone.timestamps import parse_timestamp
 
 DIFF_FORMAT = "flagstone.diff/1"
 
@@ -674,8 +676,9 @@ class _Differ:
                     f"stage {name} schedule removed (was {before})" if after is None else
                     f"stage {name} rescheduled {before} → {after}"
                 )  # fmt: skip
+                risk = _schedule_risk(was, now, before, after)
                 self.flag_change(
-                    SCHEDULE_CHANGED, key, env, summary, path, before=before, after=after
+                    SCHEDULE_CHANGED, key, env, summary, path, risk=risk, before=before, after=after
                 )
         old_reach, new_reach = current_stage(was), current_stage(now)
         if was.get("current") != now.get("current"):
@@ -868,6 +871,30 @@ def _stage_shapes(progression: Mapping[str, Any]) -> list[dict[str, Any]]:
         else {"name": stage}
         for stage in (stages if isinstance(stages, list) else [])
     ]
+
+
+def _schedule_risk(was: Mapping[str, Any], now: Mapping[str, Any], before: Any, after: Any) -> str:
+    """``raise`` when the new schedule reaches more at its time than the old one did
+    (scheduled sooner, or anew), ``lower`` when the old schedule reached more at its
+    time (later, or removed), else ``change``."""
+    old_plan, new_plan = read_progression(was), read_progression(now)
+    if old_plan is None or new_plan is None:
+        return "change"
+
+    def reaches_more(more: Progression, less: Progression, at: Any) -> bool:
+        instant = parse_timestamp(at) if isinstance(at, str) else None
+        if instant is None:
+            return False
+        high, low = more.active_stage(instant), less.active_stage(instant)
+        rings = set(high.reach_segments if high else ()) - set(low.reach_segments if low else ())
+        step = exposure_step(less.shares(instant), more.shares(instant), more.baseline)
+        return step > 0 or bool(rings)
+
+    if reaches_more(new_plan, old_plan, after):
+        return "raise"
+    if reaches_more(old_plan, new_plan, before):
+        return "lower"
+    return "change"
 
 
 def _stage_schedules(progression: Mapping[str, Any]) -> list[tuple[str, Any]]:

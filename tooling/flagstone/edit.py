@@ -11,8 +11,11 @@ Before anything is written, the edited text is read back with ruamel.yaml's
 round-trip loader (a second, independent YAML 1.2 parser) to check it carries the new
 value at the edited place, and the whole would-be repository (a temporary copy) is
 validated with ``flagstone.validate.validate_project``; an edit that adds an error is
-refused with ``EditError``. Files are then replaced atomically (write + rename), and
-the semantic diff of the edit is returned for printing.
+refused with ``EditError``. The rollout guardrails then judge the would-be repository
+as ``check-change`` will (``flagstone.guardrails.edit_findings``): an edit that adds a
+guardrail error (a step over ``max_step``, an increase before the bake, …) is refused
+with the fix named, unless ``force``. Files are then replaced atomically (write +
+rename), and the semantic diff of the edit is returned for printing.
 
 ``rollout --percent N`` on a progression moves ``current`` to the first stage whose
 percent is N; when no stage has N, it sets the percent of the current stage (kept
@@ -36,6 +39,7 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from flagstone import guardrails
 from flagstone.diff import Change, diff_projects
 from flagstone.errors import EditError, UsageError
 from flagstone.loader import resolve_plain
@@ -216,6 +220,9 @@ class EditResult:
     written: list[str]
     changes: list[Change]
     note: str | None = None
+    # Guardrail notices for the person editing: restores allowed within the window,
+    # and with --force the errors written past.
+    notices: list[str] = field(default_factory=list)
 
 
 def _copy_project(root: Path, target: Path) -> None:
@@ -246,10 +253,19 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def apply_texts(
-    root: Path, project: Project, texts: Mapping[str, str], *, note: str | None = None
+    root: Path,
+    project: Project,
+    texts: Mapping[str, str],
+    *,
+    note: str | None = None,
+    force: bool = False,
+    now: float | None = None,
+    check_guardrails: bool = True,
 ) -> EditResult:
     """Validate the repository with ``texts`` (path -> new content) in place of its
-    files, then write them atomically; refuse with ``EditError`` if errors appear."""
+    files and run the rollout guardrails on it (as ``check-change`` will, at ``now``),
+    then write them atomically. Refuse with ``EditError`` if validation errors appear,
+    or guardrail errors unless ``force``."""
     before_errors = {_problem_key(p) for p in validate_project(project) if p.level == "error"}
     with tempfile.TemporaryDirectory(prefix="flagstone-edit-") as scratch:
         copy = Path(scratch)
@@ -269,10 +285,24 @@ def apply_texts(
             raise EditError(
                 f"edit refused, the result would be invalid: {new_errors[0].format_line()}{more}"
             )
+        findings = (
+            guardrails.edit_findings(root, project, after, now=now) if check_guardrails else []
+        )
+        refusals = [p for p in findings if p.level == "error"]
+        if refusals and not force:
+            first = refusals[0]
+            more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
+            fix = f"{first.hint}; " if first.hint else ""
+            raise EditError(
+                f"edit refused by guardrails: {first.format_line()}{more}",
+                hint=f"{fix}--force writes anyway (CI still checks)",
+            )
+        notices = [f"notice: {p.message}" for p in findings if p.level == "info"]
+        notices += [f"forced past guardrails: {p.format_line()}" for p in refusals]
         changes = diff_projects(project, after)
     for rel, text in texts.items():
         _write_atomically(root / rel, text)
-    return EditResult(sorted(texts), changes, note)
+    return EditResult(sorted(texts), changes, note, notices)
 
 
 def _unreadable(project: Project, rel: str) -> None:
@@ -305,26 +335,57 @@ def _release_file(project: Project, flag: Flag, env: str) -> TextFile:
     return TextFile(release.doc.rel, release.doc.path.read_bytes().decode("utf-8"))
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """How an edit meets the guardrails: ``force`` writes past their errors; ``now``
+    is the time they judge at (the current time when None)."""
+
+    force: bool = False
+    now: float | None = None
+    check: bool = True  # False for edits that only lower exposure (a kill)
+
+
 def _finish(
-    root: Path, project: Project, files: Sequence[TextFile], note: str | None = None
+    root: Path,
+    project: Project,
+    files: Sequence[TextFile],
+    note: str | None = None,
+    guard: Guard = Guard(),
 ) -> EditResult:
     for file in files:
         file.verify()
     changed = {f.rel: f.text for f in files if f.text != f.original}
     if not changed:
         return EditResult([], [], note or "nothing to change")
-    return apply_texts(root, project, changed, note=note)
+    return apply_texts(
+        root,
+        project,
+        changed,
+        note=note,
+        force=guard.force,
+        now=guard.now,
+        check_guardrails=guard.check,
+    )
 
 
 # --- the edits --------------------------------------------------------------------------------
 
 
-def set_enabled(root: Path, flag_key: str, env: str, enabled: bool) -> EditResult:
+def set_enabled(
+    root: Path,
+    flag_key: str,
+    env: str,
+    enabled: bool,
+    *,
+    force: bool = False,
+    now: float | None = None,
+) -> EditResult:
     """``kill`` (False) or ``enable`` (True) a flag in one environment."""
     project = read_project(root)
     file = _release_file(project, _flag(project, flag_key), env)
     file.set(("enabled",), enabled)
-    return _finish(root, project, [file])
+    # A kill only lowers exposure: it is never refused, so it does not wait on a check.
+    return _finish(root, project, [file], guard=Guard(force, now, check=enabled))
 
 
 def _progression(
@@ -338,7 +399,15 @@ def _progression(
     return file, default["progression"], plan
 
 
-def advance(root: Path, flag_key: str, env: str, to: str | None = None) -> EditResult:
+def advance(
+    root: Path,
+    flag_key: str,
+    env: str,
+    to: str | None = None,
+    *,
+    force: bool = False,
+    now: float | None = None,
+) -> EditResult:
     """Move a progression's ``current`` to the next stage, or to stage ``to``."""
     project = read_project(root)
     flag = _flag(project, flag_key)
@@ -358,10 +427,18 @@ def advance(root: Path, flag_key: str, env: str, to: str | None = None) -> EditR
         target = to
     file.set(("default", "progression", "current"), target)
     note = f"rolled back to {target}" if names.index(target) < index else None
-    return _finish(root, project, [file], note)
+    return _finish(root, project, [file], note, Guard(force, now))
 
 
-def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
+def rollout(
+    root: Path,
+    flag_key: str,
+    env: str,
+    percent: float,
+    *,
+    force: bool = False,
+    now: float | None = None,
+) -> EditResult:
     """Set the share of the rolled-out variation (see the module docstring)."""
     if not 0 <= percent <= 100:
         raise UsageError(f"--percent {percent} is not between 0 and 100")
@@ -373,7 +450,7 @@ def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
     release = flag.releases.get(env)
     default = release.default if release else None
     if isinstance(default, Mapping) and isinstance(default.get("split"), Mapping):
-        return _rollout_split(root, project, flag, env, default["split"], wanted)
+        return _rollout_split(root, project, flag, env, default["split"], wanted, Guard(force, now))
     file, progression, plan = _progression(
         project,
         flag,
@@ -384,7 +461,7 @@ def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
     for stage in plan.stages:
         if stage.percent == wanted and "percent" in stages[stage.index]:
             file.set(("default", "progression", "current"), stage.name)
-            return _finish(root, project, [file])
+            return _finish(root, project, [file], guard=Guard(force, now))
     current = plan.current_stage
     if current is None:
         raise EditError(
@@ -401,11 +478,17 @@ def rollout(root: Path, flag_key: str, env: str, percent: float) -> EditResult:
             hint="advance to another stage instead",
         )
     file.set(("default", "progression", "stages", current.index, "percent"), wanted)
-    return _finish(root, project, [file])
+    return _finish(root, project, [file], guard=Guard(force, now))
 
 
 def _rollout_split(
-    root: Path, project: Project, flag: Flag, env: str, split: Mapping[str, Any], wanted: Decimal
+    root: Path,
+    project: Project,
+    flag: Flag,
+    env: str,
+    split: Mapping[str, Any],
+    wanted: Decimal,
+    guard: Guard,
 ) -> EditResult:
     file = _release_file(project, flag, env)
     variations = list(split)
@@ -417,7 +500,7 @@ def _rollout_split(
     other = next(v for v in variations if v != rolled)
     file.set(("default", "split", rolled), wanted)
     file.set(("default", "split", other), Decimal(100) - wanted)
-    return _finish(root, project, [file])
+    return _finish(root, project, [file], guard=guard)
 
 
 def archive(root: Path, flag_key: str) -> EditResult:

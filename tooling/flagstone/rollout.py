@@ -130,7 +130,11 @@ class Progression:
     def shares(self, at: float | None = None) -> dict[str, Decimal]:
         """Percent of the (non-segment) contexts reaching the default that get each
         variation, at ``at`` (``current`` when None)."""
-        stage = self.active_stage(at)
+        return self.shares_of(self.active_stage(at))
+
+    def shares_of(self, stage: Stage | None) -> dict[str, Decimal]:
+        """Percent of the (non-segment) contexts that get each variation while ``stage``
+        (None: no stage yet) is in force."""
         reach = stage.percent if stage is not None else Decimal(0)
         shares = {self.baseline: HUNDRED - reach}
         shares[self.variation] = shares.get(self.variation, Decimal(0)) + reach

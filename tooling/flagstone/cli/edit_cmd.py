@@ -17,6 +17,8 @@ from flagstone.model import FLAG_KINDS
 def _print(result: edits.EditResult) -> None:
     if result.note:
         click.echo(result.note)
+    for notice in result.notices:
+        click.echo(notice)
     for path in result.written:
         click.echo(f"wrote {path}")
     for change in result.changes:
@@ -25,6 +27,12 @@ def _print(result: edits.EditResult) -> None:
 
 env_option = click.option(
     "--env", "env", required=True, help="Environment whose release file to edit."
+)
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    default=False,
+    help="Write even when the rollout guardrails refuse the edit (CI still checks).",
 )
 
 
@@ -71,10 +79,11 @@ def new(
 @click.argument("flag")
 @env_option
 @click.option("--to", "to", default=None, help="Stage to move to (default: the next one).")
+@force_option
 @repo_option
-def advance(flag: str, env: str, to: str | None, repo: Path | None) -> None:
+def advance(flag: str, env: str, to: str | None, force: bool, repo: Path | None) -> None:
     """Move a progression's current stage forward (or to --to STAGE)."""
-    _print(edits.advance(resolve_repo(repo), flag, env, to))
+    _print(edits.advance(resolve_repo(repo), flag, env, to, force=force))
 
 
 @click.command("rollout")
@@ -83,21 +92,23 @@ def advance(flag: str, env: str, to: str | None, repo: Path | None) -> None:
 @click.option(
     "--percent", type=float, required=True, help="Share of contexts, 0-100, up to 3 decimals."
 )
+@force_option
 @repo_option
-def rollout(flag: str, env: str, percent: float, repo: Path | None) -> None:
+def rollout(flag: str, env: str, percent: float, force: bool, repo: Path | None) -> None:
     """Set the rolled-out share: move a progression to the stage with that percent (or
     set the current stage's percent), or set a two-way split."""
-    _print(edits.rollout(resolve_repo(repo), flag, env, percent))
+    _print(edits.rollout(resolve_repo(repo), flag, env, percent, force=force))
 
 
 def _switch(name: str, enabled: bool, summary: str) -> click.Command:
     """``kill`` and ``enable``: the same edit of ``enabled`` with opposite values."""
 
-    def run(flag: str, env: str, repo: Path | None) -> None:
-        _print(edits.set_enabled(resolve_repo(repo), flag, env, enabled))
+    def run(flag: str, env: str, force: bool, repo: Path | None) -> None:
+        _print(edits.set_enabled(resolve_repo(repo), flag, env, enabled, force=force))
 
     run.__doc__ = summary
-    return click.command(name)(click.argument("flag")(env_option(repo_option(run))))
+    command = env_option(force_option(repo_option(run)))
+    return click.command(name)(click.argument("flag")(command))
 
 
 @click.command("kill")
