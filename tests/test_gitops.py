@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flagstone import gitops
+from flagstone import auditlog, gitops
 from flagstone.errors import GitError
 from flagstone.problems import Problem
 from gitrepo import BOB, GitRepo, run_cli
@@ -210,7 +210,7 @@ def test_audit_log_sees_a_rename_with_an_edit_and_a_broken_then_fixed_file(tmp_p
     broken = repo.commit("Oops", author=BOB, date="2026-11-03T09:00:00Z")
     repo.write("flags/night-mode/production.yaml", "enabled: true\ndefault: off\n")
     fixed = repo.commit("Fix and enable (#4)", author=BOB, date="2026-11-04T09:00:00Z")
-    entries = gitops.audit_log(repo.path)
+    entries = auditlog.audit_log(repo.path)
     later = [
         (e.commit, e.kind, e.key, e.summary)
         for e in entries
@@ -227,7 +227,7 @@ def test_audit_log_sees_a_rename_with_an_edit_and_a_broken_then_fixed_file(tmp_p
     assert [k for c, k, _, _ in later[3:]] == ["file-invalid", "release-added"]
     assert later[4][3] == "release added: enabled, default off"
     assert later[3][3].startswith("file invalid at its parent (fixed since): ")
-    selected = gitops.select_entries(entries, flag="night-mode")
+    selected = auditlog.select_entries(entries, flag="night-mode")
     assert selected[0].kind == "flag-added" and selected[0].key == "dark-mode"
 
 
@@ -248,7 +248,7 @@ def test_history_walk_parses_only_the_files_each_commit_changed(
         return original(rel, data, problems)
 
     monkeypatch.setattr(gitops, "load_document", counting)
-    entries = gitops.audit_log(repo.path)
+    entries = auditlog.audit_log(repo.path)
     assert len(parsed) == 3 + 5
     assert parsed[3:] == ["flags/dark-mode/production.yaml"] * 5
     later = [(e.kind, e.summary) for e in entries if e.date > "2026-11-02"]

@@ -183,7 +183,7 @@ def test_bad_input_is_one_line_with_exit_code(history: tuple[Path, dict[str, str
 
 
 def test_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas() -> None:
-    from flagstone.gitops import LogEntry, render_log_csv
+    from flagstone.auditlog import LogEntry, render_log_csv
 
     entry = LogEntry(
         commit="a" * 40,

@@ -28,6 +28,8 @@ TOOLCHAIN_MODULES = (
     "flagstone.ownership",
     "flagstone.compile",
     "flagstone.gitops",
+    "flagstone.auditlog",
+    "flagstone.flag_at",
     "flagstone.diff",
     "flagstone.edit",
     "flagstone.guardrails",

@@ -29,7 +29,9 @@ from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from flagstone import escape
 from flagstone.model import Flag, Project, ProjectConfig, ReleaseConfig, Segment
+from flagstone.render import View
 from flagstone.rollout import (
     Progression,
     Stage,
@@ -1125,9 +1127,14 @@ def make_report(
     )
 
 
+DIFF_VIEW: View[DiffReport] = View("diff")
+
+
+@DIFF_VIEW.format("text")
 def render_text(report: DiffReport) -> str:
+    """Changes grouped by environment, one line each, escaped for a terminal."""
     if not report.changes:
-        return f"{report.base}..{report.head}: no flag changes\n"
+        return escape.terminal(f"{report.base}..{report.head}: no flag changes") + "\n"
     lines = [
         f"{report.base}..{report.head}: {len(report.changes)} change{'s' if len(report.changes) != 1 else ''}",
         report.risk_summary(),
@@ -1137,13 +1144,13 @@ def render_text(report: DiffReport) -> str:
         for change in items:
             what = f"{change.key}: " if change.key else ""
             lines.append(f"  {what}{change.summary}")
-    return "\n".join(lines) + "\n"
+    return "".join(escape.terminal(line) + "\n" for line in lines)
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+_md = escape.markdown
 
 
+@DIFF_VIEW.format("markdown")
 def render_markdown(report: DiffReport) -> str:
     """A pull-request comment: risk line, then one collapsible section per group
     (protected environments open)."""
@@ -1152,9 +1159,9 @@ def render_markdown(report: DiffReport) -> str:
         "",
     ]
     lines += [
-        f"**{report.risk_summary()}**",
+        f"**{_md(report.risk_summary())}**",
         "",
-        f"<sub>`{report.base}` → `{report.head}`</sub>",
+        f"<sub>{escape.markdown_code(report.base)} → {escape.markdown_code(report.head)}</sub>",
         "",
     ]
     for title, items in report.groups():
@@ -1165,7 +1172,7 @@ def render_markdown(report: DiffReport) -> str:
         lines += ["", "| | what | change |", "|---|---|---|"]
         for change in items:
             mark = {"raise": "⬆", "lower": "⬇", "change": "✎", "none": "·"}.get(change.risk, "")
-            what = f"`{change.key}`" if change.key else f"`{change.path}`"
+            what = escape.markdown_code(change.key or change.path)
             name = report.titles.get((change.subject, change.key))
             if name and name != change.key:
                 what += f" {_md(name)}"
@@ -1186,8 +1193,6 @@ def report_document(report: DiffReport) -> dict[str, Any]:
     }
 
 
+@DIFF_VIEW.format("json")
 def render_json(report: DiffReport) -> str:
     return json.dumps(report_document(report), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-
-
-RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}

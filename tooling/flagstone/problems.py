@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, TextIO
 
+from flagstone import escape
+
 Level = Literal["error", "warning", "info"]
 LEVELS: tuple[Level, ...] = ("error", "warning", "info")
 
@@ -73,12 +75,15 @@ Reporter = Callable[[Sequence[Problem], str, TextIO], None]
 
 
 def report_text(problems: Sequence[Problem], checked: str, out: TextIO) -> None:
-    """``file:line:col: level: message [rule]`` lines, then hints, then a summary."""
+    """``file:line:col: level: message [rule]`` lines, then hints, then a summary; each
+    line escaped for a terminal (paths, messages and hints quote repository text)."""
+    lines = []
     for p in problems:
-        out.write(f"{p.location()}: {p.level}: {p.message} [{p.rule}]\n")
+        lines.append(f"{p.location()}: {p.level}: {p.message} [{p.rule}]")
         if p.hint:
-            out.write(f"    hint: {p.hint}\n")
-    out.write(summary_line(problems, checked=checked) + "\n")
+            lines.append(f"    hint: {p.hint}")
+    lines.append(summary_line(problems, checked=checked))
+    out.write(escape.guard_lines("".join(escape.terminal(line) + "\n" for line in lines)))
 
 
 def report_json(problems: Sequence[Problem], checked: str, out: TextIO) -> None:
@@ -91,33 +96,25 @@ def report_json(problems: Sequence[Problem], checked: str, out: TextIO) -> None:
     out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
-def _escape_data(value: str) -> str:
-    # GitHub workflow-command escaping (actions/toolkit command.ts).
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(value: str) -> str:
-    return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
-
-
 def github_annotation(p: Problem) -> str:
     command = {"error": "error", "warning": "warning", "info": "notice"}[p.level]
-    props = [f"file={_escape_property(p.path)}"]
+    props = [f"file={escape.workflow_property(p.path)}"]
     if p.line:
         props += [f"line={p.line}", f"col={p.col}"]
-    props.append(f"title={_escape_property(p.rule)}")
+    props.append(f"title={escape.workflow_property(p.rule)}")
     message = p.message + (f" (hint: {p.hint})" if p.hint else "")
-    return f"::{command} {','.join(props)}::{_escape_data(message)}"
+    return f"::{command} {','.join(props)}::{escape.workflow_data(message)}"
 
 
 def markdown_summary(problems: Sequence[Problem], checked: str) -> str:
-    """A Markdown table for ``GITHUB_STEP_SUMMARY``."""
-    lines = [f"### {summary_line(problems, checked=checked)}", ""]
+    """A Markdown table for ``GITHUB_STEP_SUMMARY`` (every cell ``escape.markdown``)."""
+    lines = [f"### {escape.markdown(summary_line(problems, checked=checked))}", ""]
     if problems:
         lines += ["| level | location | rule | message |", "|---|---|---|---|"]
         for p in problems:
-            message = p.message.replace("|", "\\|") + (f" — {p.hint}" if p.hint else "")
-            lines.append(f"| {p.level} | `{p.location()}` | `{p.rule}` | {message} |")
+            message = p.message + (f" — {p.hint}" if p.hint else "")
+            location, rule = escape.markdown_code(p.location()), escape.markdown_code(p.rule)
+            lines.append(f"| {p.level} | {location} | {rule} | {escape.markdown(message)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +122,7 @@ def report_github(problems: Sequence[Problem], checked: str, out: TextIO) -> Non
     """Workflow-command annotations on stdout; a Markdown table in the job summary."""
     for p in problems:
         out.write(github_annotation(p) + "\n")
-    out.write(summary_line(problems, checked=checked) + "\n")
+    out.write(escape.terminal(summary_line(problems, checked=checked)) + "\n")
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path:
         with open(summary_path, "a", encoding="utf-8") as summary:

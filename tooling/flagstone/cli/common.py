@@ -13,6 +13,7 @@ import click
 from flagstone.errors import UsageError
 from flagstone.model import find_root
 from flagstone.problems import FORMAT_CHOICES
+from flagstone.render import View
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +39,23 @@ def findings_format_option(func: F) -> F:
         show_default=True,
         help="Output format; auto picks github inside GitHub Actions.",
     )(func)
+
+
+def view_format_option(view: View[Any], help: str | None = None) -> Callable[[F], F]:
+    """``--format`` with the formats registered for ``view`` (``flagstone.render``)."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(view.formats()),
+        default=view.default,
+        show_default=True,
+        help=help,
+    )
+
+
+def echo_view(view: View[Any], fmt: str, data: Any) -> None:
+    """Print ``data`` rendered in ``fmt`` (the renderer ends its own lines)."""
+    click.echo(view.render(fmt, data), nl=False)
 
 
 def resolve_repo(repo: Path | None) -> Path:

@@ -19,8 +19,9 @@ from typing import Any, TextIO
 import click
 
 from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.explain import explain
 from flagstone.compile import compile_and_load
-from flagstone.engine import ERROR, Details, explain, parse_timestamp
+from flagstone.engine import ERROR, Details, parse_timestamp
 from flagstone.errors import UsageError
 from flagstone.validate import load_valid_project
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from flagstone import gitops
-from flagstone.cli.common import findings_format_option, repo_option, resolve_repo
-from flagstone.diff import RENDERERS, diff_projects, make_report
+from flagstone.auditlog import LOG_VIEW, audit_log, parse_bound, select_entries
+from flagstone.cli.common import (
+    echo_view,
+    findings_format_option,
+    repo_option,
+    resolve_repo,
+    view_format_option,
+)
+from flagstone.diff import DIFF_VIEW, diff_projects, make_report
+from flagstone.flag_at import SHOW_VIEW, flag_at
 from flagstone.guardrails import check_change as guardrail_findings
 from flagstone.model import read_project
 from flagstone.problems import report
@@ -19,14 +26,7 @@ from flagstone.problems import report
 @click.command("diff")
 @click.argument("base", required=False)
 @click.argument("head", required=False)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(sorted(RENDERERS)),
-    default="text",
-    show_default=True,
-    help="markdown is a pull-request comment.",
-)
+@view_format_option(DIFF_VIEW, help="markdown is a pull-request comment.")
 @repo_option
 def diff(base: str | None, head: str | None, fmt: str, repo: Path | None) -> None:
     """Semantic diff of flags and segments between BASE and HEAD.
@@ -44,10 +44,8 @@ def diff(base: str | None, head: str | None, fmt: str, repo: Path | None) -> Non
         after, head_label = gitops.project_at(root, gitops.resolve_revision(root, head)), head
     base_label = base or gitops.short_revision(base_commit)
     changes = diff_projects(before, after, labels=(base_label, head_label))
-    click.echo(
-        RENDERERS[fmt](make_report(before, after, changes, base=base_label, head=head_label)),
-        nl=False,
-    )
+    report = make_report(before, after, changes, base=base_label, head=head_label)
+    echo_view(DIFF_VIEW, fmt, report)
 
 
 @click.command("log")
@@ -60,9 +58,7 @@ def diff(base: str | None, head: str | None, fmt: str, repo: Path | None) -> Non
 @click.option(
     "--ref", default=None, help="Branch to read (default: the default branch, else HEAD)."
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
-)
+@view_format_option(LOG_VIEW)
 @repo_option
 def log(
     flag: str | None,
@@ -76,15 +72,15 @@ def log(
     """Audit history: every semantic change on the default branch's first-parent history,
     with commit, author, date and pull-request number; follows renamed flags."""
     root = resolve_repo(repo)
-    entries = gitops.select_entries(
-        gitops.audit_log(root, ref or gitops.default_branch(root) or "HEAD"),
+    entries = select_entries(
+        audit_log(root, ref or gitops.default_branch(root) or "HEAD"),
         flag=flag,
         environment=env,
-        since=gitops.parse_bound(since, "--since", end_of_day=False),
-        until=gitops.parse_bound(until, "--until", end_of_day=True),
+        since=parse_bound(since, "--since", end_of_day=False),
+        until=parse_bound(until, "--until", end_of_day=True),
         known_environments=read_project(root).environments,
     )
-    click.echo(gitops.LOG_RENDERERS[fmt](entries), nl=False)
+    echo_view(LOG_VIEW, fmt, entries)
 
 
 @click.command("show")
@@ -97,18 +93,12 @@ def log(
     show_default=True,
     help="A revision, a date (YYYY-MM-DD, midnight UTC) or an RFC 3339 date-time.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@view_format_option(SHOW_VIEW)
 @repo_option
 def show(flag: str, env: str, when: str, fmt: str, repo: Path | None) -> None:
     """A flag's configuration in one environment at a point in time, and the
     progression stage active then (scheduled stages counted at that instant)."""
-    state = gitops.flag_at(resolve_repo(repo), flag, env, when)
-    if fmt == "json":
-        click.echo(json.dumps(state.document(), indent=2, ensure_ascii=False, sort_keys=True))
-    else:
-        click.echo(state.text(), nl=False)
+    echo_view(SHOW_VIEW, fmt, flag_at(resolve_repo(repo), flag, env, when))
 
 
 @click.command("check-change")
