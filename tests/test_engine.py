@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from flagstone.cli.explain import explain
 from flagstone.engine import (
     Details,
     Snapshot,
     check_clause_values,
-    explain,
     parse_semver,
     parse_timestamp,
 )

@@ -24,6 +24,9 @@ by where the text goes:
 ``workflow_property``   a property value of a workflow command (also ``:`` and ``,``).
 ``spreadsheet_cell``    a CSV cell: line breaks and control characters escaped, and a
                         cell a spreadsheet would run as a formula prefixed with ``'``.
+``json_text``           a whole JSON document: the same data, with control, bidi and
+                        separator characters and the ``[`` of ``##[`` written as
+                        ``\\uXXXX`` escapes (JSON text can only hold them in strings).
 ``guard_lines``         a whole rendered text: no line can start a workflow command
                         (the runner trims leading whitespace, then looks for ``::``) or
                         hold a legacy ``##[command]``.
@@ -90,7 +93,7 @@ def markdown_code(text: str) -> str:
 def workflow_data(text: str) -> str:
     """The data part of a workflow command (after ``::command …::``)."""
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return terminal(text)
+    return terminal(text).replace(_LEGACY_COMMAND, "##\\x5b")
 
 
 def workflow_property(text: str) -> str:
@@ -132,3 +135,13 @@ def guard_lines(text: str) -> str:
             line = line.replace(_LEGACY_COMMAND, "##\\x5b")
         lines[i] = line
     return "\n".join(lines)
+
+
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{_BIDI}]")
+
+
+def json_text(document: str) -> str:
+    """A JSON text (from ``json.dumps(..., ensure_ascii=False)``) that decodes to the same
+    data but shows no raw control or bidi character and no legacy ``##[`` command."""
+    document = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", document)
+    return document.replace("##[", "##\\u005b")

@@ -93,7 +93,7 @@ def report_json(problems: Sequence[Problem], checked: str, out: TextIO) -> None:
         "counts": count_levels(problems),
         "problems": [asdict(p) for p in problems],
     }
-    out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    out.write(escape.json_text(json.dumps(document, indent=2, ensure_ascii=False)) + "\n")
 
 
 def github_annotation(p: Problem) -> str:

@@ -19,8 +19,9 @@ A renderer must escape every user-controlled string for where it goes: terminal 
 through ``flagstone.escape.terminal``, Markdown/HTML through ``escape.markdown``, GitHub
 workflow commands through ``escape.workflow_data``/``workflow_property``. ``render``
 then checks the whole text once more so that no line of a text or Markdown rendering
-can start a GitHub workflow command (``escape.guard_lines``); JSON renderings are data
-and are left exact (JSON quoting already keeps user text off the start of a line).
+can start a GitHub workflow command (``escape.guard_lines``); JSON renderings decode to
+exactly the data, with control and bidi characters and ``##[`` written as ``\\u``
+escapes (``escape.json_text``; JSON quoting keeps user text off the start of a line).
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ class View(Generic[T]):
         return sorted(self._renderers, key=lambda name: (name != self.default, name))
 
     def render(self, fmt: str, data: T) -> str:
-        """``data`` in format ``fmt``; text formats pass ``escape.guard_lines``."""
+        """``data`` in format ``fmt``, through ``escape.json_text`` (JSON) or
+        ``escape.guard_lines`` (every other format)."""
         try:
             renderer = self._renderers[fmt]
         except KeyError:
             known = ", ".join(self.formats())
             raise ValueError(f"view {self.name!r} has no format {fmt!r} ({known})") from None
         text = renderer(data)
-        return text if fmt in DATA_FORMATS else escape.guard_lines(text)
+        return escape.json_text(text) if fmt in DATA_FORMATS else escape.guard_lines(text)

@@ -18,6 +18,7 @@ import click
 
 from flagstone import __version__
 from flagstone.errors import FlagstoneError
+from flagstone.escape import guard_lines, terminal
 
 # command name -> "module:attribute" (modules under flagstone.cli)
 COMMANDS: dict[str, str] = {
@@ -73,9 +74,10 @@ def cli() -> None:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    click.echo(f"error: {message}", err=True)
+    # Messages quote repository text (names, values, paths): one escaped line each.
+    click.echo(guard_lines(terminal(f"error: {message}")), err=True)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        click.echo(guard_lines(terminal(f"hint: {hint}")), err=True)
 
 
 def main(argv: list[str] | None = None) -> Any:
