@@ -17,6 +17,7 @@ values — and are never raised. Exceptions are for work that cannot go on::
     ├── GitError                    git failed or a revision is unknown          (exit 1)
     ├── EditError                   an edit would leave the repository invalid   (exit 1)
     ├── ExportError                 a flag cannot be expressed in an export format (exit 1)
+    │   └── FlagdRefused            one flag flagd cannot evaluate exactly; names it (exit 1)
     ├── GateConfigError             metric sources, metrics or gates cannot be used (exit 1)
     ├── MetricQueryError            a metric source failed or answered nonsense   (exit 1)
     └── FileAccessError             a file cannot be read or written safely       (exit 2)
