@@ -35,11 +35,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from openfeature.evaluation_context import EvaluationContext
-from openfeature.event import ProviderEventDetails
-from openfeature.exception import ErrorCode, ProviderNotReadyError
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
-from openfeature.provider import AbstractProvider, Metadata
+from flagstone.sdk.extras import require_extra
+
+with require_extra("openfeature", "openfeature"):
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.event import ProviderEventDetails
+    from openfeature.exception import ErrorCode, ProviderNotReadyError
+    from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
+    from openfeature.provider import AbstractProvider, Metadata
 
 from flagstone.engine import ERROR, TYPE_MISMATCH, Details
 from flagstone.sdk.client import Client, Status
