@@ -47,9 +47,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from opentelemetry import metrics
-from opentelemetry._logs import LoggerProvider, get_logger
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from flagstone.sdk.extras import require_extra
+
+with require_extra("otel", "opentelemetry"):
+    from opentelemetry import metrics
+    from opentelemetry._logs import LoggerProvider, get_logger
+    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from flagstone.engine import ERROR, Details, Snapshot
 from flagstone.errors import UsageError

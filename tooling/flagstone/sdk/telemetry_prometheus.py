@@ -31,8 +31,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from flagstone.sdk.extras import require_extra
+
+with require_extra("prometheus", "prometheus_client"):
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
 
 from flagstone.errors import UsageError
 from flagstone.sdk.client import Client, Status
