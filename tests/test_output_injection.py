@@ -238,3 +238,13 @@ def test_validate_in_every_format_and_its_error_line(
     assert code != 0
     assert_safe_for_a_log(out + err)
     assert len(err.strip().splitlines()) <= 2  # "error: …" and at most a hint
+
+
+def test_eval_text_shows_a_hostile_rule_name_escaped(committed_clone: Path) -> None:
+    context = '{"key": "u-1", "platform": "android", "app_version": "4.0.0"}'
+    args = ["eval", "new-checkout", "--env", "production", "--context", context]
+    code, text, err = run_cli(args, committed_clone)
+    assert code == 0, err
+    assert_safe_for_a_log(text)
+    assert "  rule:      x\\x0a::error::pwned\\x0d\\x1b[2K" in text  # one line, shown escaped
+    assert "\\u202e" in text and "\\x1b[2K" in text

@@ -11,6 +11,7 @@ import click
 from flagstone import edit as edits
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.errors import UsageError
+from flagstone.escape import guard_lines, terminal
 from flagstone.model import FLAG_KINDS
 
 
@@ -21,8 +22,8 @@ def _print(result: edits.EditResult) -> None:
         click.echo(notice)
     for path in result.written:
         click.echo(f"wrote {path}")
-    for change in result.changes:
-        click.echo(f"  {change.line()}")
+    for change in result.changes:  # summaries quote names contributors wrote
+        click.echo(guard_lines(terminal(f"  {change.line()}")))
 
 
 env_option = click.option(

@@ -23,6 +23,7 @@ from flagstone.cli.explain import explain
 from flagstone.compile import compile_and_load
 from flagstone.engine import ERROR, Details, parse_timestamp
 from flagstone.errors import UsageError
+from flagstone.escape import guard_lines, terminal
 from flagstone.validate import load_valid_project
 
 
@@ -165,14 +166,18 @@ def eval_(
                 json.dumps({"flag": flag, **_record(details), "why": why}, ensure_ascii=False)
             )
         else:
-            click.echo(f"{flag} = {json.dumps(details.value, ensure_ascii=False)}")
-            click.echo(f"  variation: {details.variation}")
-            click.echo(f"  reason:    {details.reason}")
+            shown = [
+                f"{flag} = {json.dumps(details.value, ensure_ascii=False)}",
+                f"  variation: {details.variation}",
+                f"  reason:    {details.reason}",
+            ]
             if details.rule is not None:
-                click.echo(f"  rule:      {details.rule}")
+                shown.append(f"  rule:      {details.rule}")
             if details.bucket is not None:
-                click.echo(f"  bucket:    {details.bucket} of 100000")
-            click.echo(f"  why:       {why}")
+                shown.append(f"  bucket:    {details.bucket} of 100000")
+            shown.append(f"  why:       {why}")
+            # Values, variation and rule names are contributors' text: one escaped line each.
+            click.echo(guard_lines("\n".join(terminal(line) for line in shown)))
         if details.reason == ERROR:
             raise click.exceptions.Exit(1)
         return
