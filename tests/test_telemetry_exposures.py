@@ -132,6 +132,22 @@ def test_one_event_per_context_variation_and_window(tmp_path: Path) -> None:
         client.close()
 
 
+def test_bucketing_values_that_are_numbers_or_too_long(tmp_path: Path) -> None:
+    sink = Collected()
+    tracker = ExposureTracker(sink)
+    client = client_for(tmp_path, tracker)
+    try:
+        client.evaluate("pricing", {"key": "u", "account_id": 42})  # an integer id
+        client.evaluate("pricing", {"key": "u", "account_id": True})  # not bucketable
+        client.evaluate("pricing", {"key": "u", "account_id": "a" * 257})  # too long
+        client.evaluate("pricing", {"key": "u", "account_id": "a" * 256})
+        assert tracker.flush()
+    finally:
+        client.close()
+    assert sorted(len(event.bucketing_value) for event in sink.events) == [2, 256]
+    assert "42" in {event.bucketing_value for event in sink.events}
+
+
 def test_sampling_is_by_bucketing_value_and_repeatable() -> None:
     from flagstone.engine import Snapshot
 
