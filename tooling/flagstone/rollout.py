@@ -31,7 +31,8 @@ Both forms give the same ``Progression`` for the same stages:
 ``release_shares`` and ``release_timeline`` extend the share and the timeline to a whole
 release file's default (disabled, a variation, a split or a progression).
 
-Standard library only: the engine (and so the SDK) imports this module.
+No toolchain imports (standard library, errors, operators, timestamps): the engine, and
+so the SDK, imports this module.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flagstone.errors import SnapshotFormatError
+from flagstone.operators import json_kind
 from flagstone.timestamps import duration_seconds, parse_timestamp
 
 TOTAL_WEIGHT = 100_000  # a percent in thousandths: 100% == 100000 buckets
@@ -247,30 +249,15 @@ def _fail(where: str, message: str) -> SnapshotFormatError:
     return SnapshotFormatError(f"snapshot {where}: {message}")
 
 
-def _kind(value: Any) -> str:
-    """The JSON type name of ``value``, as the engine's messages say it."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return "null" if value is None else "other"
-
-
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise _fail(where, f"expected a string, got {_kind(value)}")
+        raise _fail(where, f"expected a string, got {json_kind(value)}")
     return value
 
 
 def _array(value: Any, where: str) -> Sequence[Any]:
     if not isinstance(value, (list, tuple)):
-        raise _fail(where, f"expected an array, got {_kind(value)}")
+        raise _fail(where, f"expected an array, got {json_kind(value)}")
     return value
 
 
@@ -279,7 +266,7 @@ def compiled_progression(spec: Any, where: str) -> Progression:
     raises ``SnapshotFormatError`` naming the place under ``where`` that is wrong.
     Whether the flag has ``variation`` and ``baseline`` is the caller's check."""
     if not isinstance(spec, Mapping):
-        raise _fail(where, f"expected an object, got {_kind(spec)}")
+        raise _fail(where, f"expected an object, got {json_kind(spec)}")
     listed = spec.get("stages")
     if listed.__class__ is not list:
         listed = _array(listed, f"{where}.stages")
@@ -288,7 +275,7 @@ def compiled_progression(spec: Any, where: str) -> Progression:
     for i, stage in enumerate(listed):
         # Location strings only when a check fails: this runs for every flag at load.
         if stage.__class__ is not dict and not isinstance(stage, Mapping):
-            raise _fail(f"{where}.stages[{i}]", f"expected an object, got {_kind(stage)}")
+            raise _fail(f"{where}.stages[{i}]", f"expected an object, got {json_kind(stage)}")
         name = stage.get("name")
         if name.__class__ is not str:
             name = _text(name, f"{where}.stages[{i}].name")
