@@ -19,7 +19,7 @@ def _print(result: edits.EditResult) -> None:
     if result.note:
         click.echo(result.note)
     for notice in result.notices:
-        click.echo(notice)
+        click.echo(guard_lines(terminal(notice)))  # they quote rule names too
     for path in result.written:
         click.echo(f"wrote {path}")
     for change in result.changes:  # summaries quote names contributors wrote
