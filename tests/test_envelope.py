@@ -401,8 +401,14 @@ def test_integers_beyond_2_53_are_left_to_the_full_check() -> None:
     ).encode()
     payload["digest"] = "sha256:" + hashlib.sha256(content).hexdigest()
     signed = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    with pytest.raises(EnvelopeError, match="cannot be digested"):
+    # Reading those bytes (as the SDK and verify do) refuses them before any check...
+    with pytest.raises(EnvelopeError, match="not a canonical double"):
         _check_signed(payload, signed)
+    # ...and the digest check alone, given the parsed value, refuses it too.
+    with pytest.raises(EnvelopeError, match="cannot be digested"):
+        check_snapshot(
+            payload, project="acme-shop", environment="production", now=NOW, signed_payload=signed
+        )
 
 
 def test_escaped_surrogates_are_left_to_the_full_check() -> None:

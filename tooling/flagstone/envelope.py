@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import re
@@ -54,6 +55,107 @@ MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
 _KEYID_PATTERN = re.compile(r"[0-9a-f]{64}")
 _PUBLIC_KEY_BYTES = 32
 _SIGNATURE_BYTES = 64
+
+
+# Deeper than any snapshot or envelope needs (a snapshot nests about 10 levels), far
+# below where the recursive parsers and serializers would fail.
+MAX_JSON_DEPTH = 64
+_SAFE_INTEGER = 2**53 - 1
+_EMPTY_CONTAINER = re.compile(rb"\[\]|\{\}")
+_LONG_DIGITS = re.compile(rb"[0-9]{16,}")
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')
+
+
+def read_json(data: bytes, what: str) -> Any:
+    """``data`` as JSON, the one way ``flagstone verify`` and the SDK read envelopes,
+    payloads and cache files: UTF-8; no duplicate object keys; no NaN or Infinity;
+    no number that is not a finite double (``1e400``) and no integer beyond
+    ±(2**53 - 1), which canonical JSON cannot carry; no lone surrogate (``"\\ud800"``);
+    nesting at most ``MAX_JSON_DEPTH`` deep, checked before parsing, so no recursion
+    can fail. Raises ``EnvelopeError`` naming ``what``.
+    """
+    if _nesting_exceeds(data, MAX_JSON_DEPTH):
+        raise EnvelopeError(
+            f"{what} is not JSON this reader accepts: its brackets nest more than "
+            f"{MAX_JSON_DEPTH} levels deep or do not balance"
+        )
+
+    def reject_constant(name: str) -> Any:
+        raise EnvelopeError(f"{what} contains {name}, which is not JSON")
+
+    def unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            raise EnvelopeError(f"{what} has a duplicate object key")
+        return result
+
+    def finite_float(text: str) -> float:
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise EnvelopeError(f"{what} contains the number {text[:40]}, beyond a double")
+        return value
+
+    def safe_integer(text: str) -> int | float:
+        # Canonical JSON numbers are doubles: a larger integer is accepted only when it
+        # is the canonical text of a double (canonical JSON writes the double 2.0**53
+        # as 9007199254740992, and 1e16 + 2 as 10000000000000002), and is read as it.
+        if len(text) <= 400:
+            value = int(text)
+            if abs(value) <= _SAFE_INTEGER:
+                return value
+            with contextlib.suppress(OverflowError, SnapshotFormatError):
+                as_double = float(value)
+                if canonical_json(as_double) == text.encode():
+                    return as_double
+        raise EnvelopeError(
+            f"{what} contains the integer {text[:40]}, which is not a canonical double"
+        )
+
+    try:
+        document = json.loads(
+            data,
+            parse_constant=reject_constant,
+            object_pairs_hook=unique_object,
+            parse_float=finite_float,
+            # Checking every integer costs a call each; only text with a run of 16+
+            # digits (anywhere, even in a string) can hold one too large.
+            parse_int=safe_integer if _LONG_DIGITS.search(data) else None,
+        )
+    except (UnicodeDecodeError, ValueError) as error:
+        raise EnvelopeError(f"{what} is not JSON: {error}") from None
+    if _ESCAPED_SURROGATE.search(data) and _has_lone_surrogate(document):
+        raise EnvelopeError(f"{what} contains a lone surrogate, which is not Unicode text")
+    return document
+
+
+def _nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Whether the brackets of ``data`` (outside strings) nest deeper than ``limit``.
+
+    C-speed passes only: drop escaped backslashes and quotes, keep quotes and brackets,
+    drop string contents (every other piece between quotes), then remove innermost
+    ``[]``/``{}`` pairs ``limit`` times; anything left is deeper, or does not balance
+    (refused here too: the parser would recurse into it before finding out).
+    """
+    structure = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _STRUCTURE)
+    if b'"' in structure:
+        structure = b"".join(structure.split(b'"')[::2])
+    for _ in range(limit):
+        if not structure:
+            return False
+        reduced = _EMPTY_CONTAINER.sub(b"", structure)
+        if reduced == structure:
+            return True  # brackets that do not balance
+        structure = reduced
+    return bool(structure)
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -215,10 +317,7 @@ def _parse_envelope(envelope: bytes) -> tuple[str, bytes, list[_Signature]]:
         raise EnvelopeError(
             f"envelope is {len(envelope)} bytes, over the {MAX_ENVELOPE_BYTES} byte limit"
         )
-    try:
-        document = json.loads(envelope)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise EnvelopeError(f"envelope is not JSON: {error}") from None
+    document = read_json(envelope, "envelope")
     if not isinstance(document, dict):
         raise EnvelopeError("envelope is not a JSON object")
     missing = [name for name in ("payload", "payloadType", "signatures") if name not in document]
@@ -305,23 +404,8 @@ def verify_envelope_signers(
 
 
 def parse_payload(payload: bytes) -> dict[str, Any]:
-    """The snapshot payload as a JSON object (rejects NaN/Infinity and duplicate keys)."""
-
-    def reject_constant(name: str) -> Any:
-        raise EnvelopeError(f"snapshot payload contains {name}, which is not JSON")
-
-    def unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result = dict(pairs)
-        if len(result) != len(pairs):
-            raise EnvelopeError("snapshot payload has a duplicate object key")
-        return result
-
-    try:
-        document = json.loads(
-            payload, parse_constant=reject_constant, object_pairs_hook=unique_object
-        )
-    except (UnicodeDecodeError, ValueError) as error:
-        raise EnvelopeError(f"snapshot payload is not JSON: {error}") from None
+    """The snapshot payload as a JSON object, read with ``read_json``."""
+    document = read_json(payload, "snapshot payload")
     if not isinstance(document, dict):
         raise EnvelopeError("snapshot payload is not a JSON object")
     return document
@@ -475,7 +559,11 @@ def open_snapshot(
     environment: str | None,
     now: float,
 ) -> dict[str, Any]:
-    """``verify_envelope`` + ``parse_payload`` + ``check_snapshot``: the usable payload."""
-    payload = parse_payload(verify_envelope(envelope, trusted, threshold))
-    check_snapshot(payload, project=project, environment=environment, now=now)
+    """``verify_envelope`` + ``parse_payload`` + ``check_snapshot``: the usable payload,
+    read and checked exactly as the SDK reads and checks it."""
+    signed = verify_envelope(envelope, trusted, threshold)
+    payload = parse_payload(signed)
+    check_snapshot(
+        payload, project=project, environment=environment, now=now, signed_payload=signed
+    )
     return payload

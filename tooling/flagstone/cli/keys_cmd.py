@@ -13,8 +13,7 @@ import click
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.envelope import (
     TrustedKey,
-    check_snapshot,
-    parse_payload,
+    open_snapshot,
     parse_timestamp,
     sign_payload,
     verify_envelope,
@@ -150,8 +149,16 @@ def verify(
     now = parse_timestamp(at, "--at") if at else time.time()
     envelope = _read_input(envelope_file, root)
     try:
-        payload = parse_payload(verify_envelope(envelope, trusted, threshold))
-        check_snapshot(payload, project=project.config.name, environment=environment, now=now)
+        # The SDK's own reading and checks (flagstone.envelope), so what verify accepts
+        # is exactly what a client accepts.
+        payload = open_snapshot(
+            envelope,
+            trusted,
+            threshold,
+            project=project.config.name,
+            environment=environment,
+            now=now,
+        )
         if payload.get("environment") not in project.environments:
             raise EnvelopeError(
                 f"snapshot is for environment {payload.get('environment')!r}, which "

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flagstone.errors import FlagstoneError
+from flagstone.envelope import read_json
+from flagstone.errors import EnvelopeError, FlagstoneError
 from flagstone.safefiles import read_regular_file, write_file_atomically
 
 try:
@@ -211,8 +212,8 @@ def _parse_state(
 ) -> tuple[VersionFloor, str | None, int] | None:
     not_ours = f"{where} is not a Flagstone SDK cache state file"
     try:
-        document: Any = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        document: Any = read_json(raw, where)
+    except EnvelopeError:
         problems.append(not_ours)
         return None
     if not isinstance(document, dict):
