@@ -154,14 +154,6 @@ class Progression:
                 points.append(StageChange(instant, self.stages[index], self.shares(instant)))
         return points
 
-    def stage_start(self, index: int) -> float | None:
-        """When stage ``index`` becomes active by its schedule, if it ever does: its
-        ``at``, unless a later stage is due no later (then it is skipped)."""
-        stage = self.stages[index]
-        if stage.at is None or index <= self.current:
-            return None
-        return stage.at if self.active_index(stage.at) == index else None
-
 
 # --- reading -------------------------------------------------------------------------------
 
