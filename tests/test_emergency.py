@@ -539,3 +539,40 @@ def test_the_actions_kill_command_runs_the_emergency_kill(tmp_path: Path) -> Non
     assert checkout["reason"] == "from the workflow"
     assert checkout["by"] == "oncall-person (GitHub Actions)"
     assert "killed checkout in production" in summary.read_text()
+
+
+def test_log_shows_override_events_beside_git_history(tmp_path: Path) -> None:
+    from gitrepo import run_cli
+
+    root = with_emergency_keys(make_repo(tmp_path / "repo"))
+    for args in (["--reason", "card errors"], ["--undo"]):
+        done = flagstone(
+            "kill",
+            "checkout",
+            "--env",
+            "production",
+            "--emergency",
+            *args,
+            "--no-pr",
+            "--by",
+            "oncall@example.com",
+            cwd=root,
+            env=emergency_env(),
+        )
+        assert done.returncode == 0, done.stderr
+    code, out, err = run_cli(["log", "--overrides"], root)
+    assert code == 0, err
+    assert "emergency overrides (signed history in the store):" in out
+    assert "production  v1  kill checkout by oncall@example.com — card errors" in out
+    assert "production  v2  undo checkout by oncall@example.com" in out
+    code, out, err = run_cli(["log", "search", "--overrides", "--format", "json"], root)
+    assert code == 0, err
+    assert json.loads(out)["overrides"] == []
+    # A history object that does not verify is shown, marked, not hidden.
+    history = root / "dist/production/overrides/1.json"
+    document = json.loads(history.read_bytes())
+    document["signatures"] = []
+    history.write_text(json.dumps(document))
+    code, out, _err = run_cli(["log", "checkout", "--overrides"], root)
+    assert "[UNVERIFIED" in out
+    assert run_cli(["log", "--overrides", "--format", "csv"], root)[0] == 2

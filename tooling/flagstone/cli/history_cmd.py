@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from flagstone.cli.common import (
     view_format_option,
 )
 from flagstone.diff import DIFF_VIEW, diff_projects, make_report
+from flagstone.errors import UsageError
 from flagstone.flag_at import SHOW_VIEW, flag_at
 from flagstone.guardrails import check_change as guardrail_findings
 from flagstone.model import read_project
@@ -59,6 +61,14 @@ def diff(base: str | None, head: str | None, fmt: str, repo: Path | None) -> Non
     "--ref", default=None, help="Branch to read (default: the default branch, else HEAD)."
 )
 @view_format_option(LOG_VIEW)
+@click.option(
+    "--overrides",
+    "with_overrides",
+    is_flag=True,
+    help="Also the emergency override events, from the store's signed history "
+    "(<target>/<env>/overrides/); text and json only.",
+)
+@click.option("--to", "to", default=None, help="With --overrides: the target URL.")
 @repo_option
 def log(
     flag: str | None,
@@ -67,20 +77,38 @@ def log(
     until: str | None,
     ref: str | None,
     fmt: str,
+    with_overrides: bool,
+    to: str | None,
     repo: Path | None,
 ) -> None:
     """Audit history: every semantic change on the default branch's first-parent history,
     with commit, author, date and pull-request number; follows renamed flags."""
     root = resolve_repo(repo)
+    if with_overrides and fmt == "csv":
+        raise UsageError("--overrides works with --format text or json")
+    start = parse_bound(since, "--since", end_of_day=False)
+    end = parse_bound(until, "--until", end_of_day=True)
     entries = select_entries(
         audit_log(root, ref or gitops.default_branch(root) or "HEAD"),
         flag=flag,
         environment=env,
-        since=parse_bound(since, "--since", end_of_day=False),
-        until=parse_bound(until, "--until", end_of_day=True),
+        since=start,
+        until=end,
         known_environments=read_project(root).environments,
     )
-    echo_view(LOG_VIEW, fmt, entries)
+    if not with_overrides:
+        echo_view(LOG_VIEW, fmt, entries)
+        return
+    from flagstone.cli.overrides_cmd import override_events, render_override_events
+
+    rendered = LOG_VIEW.render(fmt, entries)
+    events = override_events(root, flag=flag, environment=env, since=start, until=end, to=to)
+    if fmt == "json":
+        document = {"commits": json.loads(rendered), "overrides": [e.to_json() for e in events]}
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True))
+        return
+    click.echo(rendered, nl=False)
+    click.echo(render_override_events(events), nl=False)
 
 
 @click.command("show")

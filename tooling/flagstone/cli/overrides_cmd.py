@@ -13,7 +13,8 @@ import click
 from flagstone import emergency
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.compile import compile_environment
-from flagstone.errors import FlagstoneError, GitError, RepositoryError, UsageError
+from flagstone.envelope import parse_timestamp
+from flagstone.errors import EnvelopeError, FlagstoneError, GitError, RepositoryError, UsageError
 from flagstone.model import Project, read_project
 from flagstone.overrides import OverrideEntry
 from flagstone.publish import (
@@ -337,3 +338,57 @@ def retire_reconciled_overrides(
                 f"{environment}: git now disables {flags}, which an emergency override also "
                 f"holds off; retire it with the emergency key: {outcome.command}"
             )
+
+
+def override_events(
+    root: Path,
+    *,
+    flag: str | None,
+    environment: str | None,
+    since: float | None,
+    until: float | None,
+    to: str | None,
+) -> list[emergency.OverrideEvent]:
+    """The emergency override events of the store's history, for ``flagstone log``."""
+    project = read_project(root)
+    if project.config is None:
+        raise RepositoryError(f"{root}/flagstone.yaml cannot be read")
+    try:
+        keyring: emergency.EmergencyKeyring | None = emergency.emergency_keyring(project)
+    except UsageError:
+        keyring = None  # listed, marked unverified
+    store = open_target(project, to)
+    events = []
+    for name in [environment] if environment else project.environments:
+        for event in emergency.override_history(store, name, keyring, project.config.name):
+            if flag is not None and flag not in event.flags:
+                continue
+            moment = _instant(event.at)
+            if since is not None and (moment is None or moment < since):
+                continue
+            if until is not None and (moment is None or moment > until):
+                continue
+            events.append(event)
+    return sorted(events, key=lambda event: (event.at, event.environment, event.version))
+
+
+def _instant(text: str) -> float | None:
+    try:
+        return parse_timestamp(text, "time")
+    except EnvelopeError:
+        return None
+
+
+def render_override_events(events: list[emergency.OverrideEvent]) -> str:
+    lines = ["", "emergency overrides (signed history in the store):"]
+    if not events:
+        lines.append("  none")
+    for event in events:
+        mark = "" if event.verified else "  [UNVERIFIED: signature does not check]"
+        flags = ", ".join(event.flags) or "every flag"
+        reason = f" — {event.reason}" if event.reason else ""
+        lines.append(
+            f"  {event.at}  {event.environment}  v{event.version}  {event.action} {flags} "
+            f"by {event.by}{reason}{mark}"
+        )
+    return "\n".join(lines) + "\n"
