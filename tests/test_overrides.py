@@ -123,7 +123,7 @@ def test_an_entry_carrying_a_variation_cannot_choose_it() -> None:
     snapshot = Snapshot.from_payload(snapshot_payload({"f": spec}))
     overrides = parse_overrides(overrides_payload({"f": entry() | {"variation": "on"}}))
     applied = apply_overrides(snapshot, overrides.live(0.0), overrides.version)
-    run = overridden_runner(lambda k, c, d: applied.snapshot.evaluate(k, c, d), applied.killed)
+    run = overridden_runner(applied.snapshot.evaluate, applied, snapshot.evaluate)
     details = run("f", {"key": "u"}, None)
     assert isinstance(details, OverriddenDetails)
     assert (details.value, details.variation, details.reason) == (False, "off", DISABLED)
@@ -135,7 +135,7 @@ def test_no_override_changes_nothing_and_costs_nothing() -> None:
     applied = apply_overrides(snapshot, {}, 1)
     assert applied.snapshot is snapshot and not applied.killed
     run = snapshot.evaluate
-    assert overridden_runner(run, applied.killed) is run
+    assert overridden_runner(run, applied, run) is run
 
 
 # --- the property: an override never raises exposure --------------------------------
@@ -236,7 +236,9 @@ def test_every_evaluation_is_unchanged_or_the_flags_off_variation(
     overrides = parse_overrides(overrides_payload({key: entry() for key in killed}, version=3))
     applied = apply_overrides(snapshot, overrides.live(0.0), overrides.version)
     run = overridden_runner(
-        lambda k, c, d: applied.snapshot.evaluate(k, c, d, at=1.8e9), applied.killed
+        lambda k, c, d: applied.snapshot.evaluate(k, c, d, at=1.8e9),
+        applied,
+        lambda k, c, d: snapshot.evaluate(k, c, d, at=1.8e9),
     )
     for context in sample:
         for key in keys:
@@ -252,3 +254,26 @@ def test_every_evaluation_is_unchanged_or_the_flags_off_variation(
                 # A flag requiring a killed flag's variation: its own off variation.
                 assert after.variation == off and after.value == spec["variations"][off]
                 assert after.reason == PREREQUISITE_FAILED
+
+
+def test_killing_a_flag_never_switches_on_a_flag_requiring_its_off_variation() -> None:
+    # Found by the property test: "upsell" requires checkout's OFF variation, so a plain
+    # kill of checkout would satisfy the prerequisite and expose upsell.
+    checkout = flag_spec()
+    upsell = flag_spec(prerequisites=[{"flag": "checkout", "variation": "off"}])
+    snapshot = Snapshot.from_payload(snapshot_payload({"checkout": checkout, "upsell": upsell}))
+    assert snapshot.evaluate("upsell", {"key": "u"}).value is False  # prerequisite fails
+    overrides = parse_overrides(overrides_payload({"checkout": entry()}))
+    applied = apply_overrides(snapshot, overrides.live(0.0), overrides.version)
+    run = overridden_runner(applied.snapshot.evaluate, applied, snapshot.evaluate)
+    details = run("upsell", {"key": "u"}, None)
+    assert (details.value, details.reason, details.rule) == (False, PREREQUISITE_FAILED, "checkout")
+    # The flagd export, which cannot compare, disables the dependent outright.
+    from flagstone.overrides import killed_payload
+
+    exported = killed_payload(
+        snapshot_payload({"checkout": checkout, "upsell": upsell}),
+        {"checkout": 1},
+        with_dependents=True,
+    )
+    assert exported["flags"]["upsell"]["enabled"] is False

@@ -500,7 +500,7 @@ def flagd_payload_with_overrides(
     if current.overrides is None:
         return dict(payload), None
     live = current.overrides.live(time.time())
-    return killed_payload(payload, live), current.version
+    return killed_payload(payload, live, with_dependents=True), current.version
 
 
 def rewrite_flagd(
@@ -531,7 +531,7 @@ def rewrite_flagd(
             "flagd.json not rewritten"
         ) from None
     live = {key: entry for key, entry in entries.items() if entry.live(time.time())}
-    data = flagd_json(export_flagd(killed_payload(payload, live)).document)
+    data = flagd_json(export_flagd(killed_payload(payload, live, with_dependents=True)).document)
     path = f"{environment}/{FLAGD_OBJECT}"
     for _attempt in range(MAX_ATTEMPTS):
         current = store.get_optional(path)

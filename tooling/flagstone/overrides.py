@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from flagstone.engine import DISABLED, Details, Snapshot
+from flagstone.engine import DISABLED, PREREQUISITE_FAILED, Details, Snapshot
 from flagstone.envelope import TrustedKey, parse_payload, parse_timestamp, verify_envelope
 from flagstone.errors import EnvelopeError
 
@@ -216,14 +216,20 @@ def verify_overrides(
     return overrides
 
 
-def killed_payload(payload: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+def killed_payload(
+    payload: Mapping[str, Any], flags: Mapping[str, Any], *, with_dependents: bool = False
+) -> dict[str, Any]:
     """A copy of a snapshot payload with ``flags`` (keys) disabled, as ``enabled: false``
     in git would; flags the payload does not have are ignored. Shallow: untouched
-    flag specs are shared."""
+    flag specs are shared. ``with_dependents``: also disable every flag requiring a
+    killed one (for exports that cannot compare with the unkilled answer, like flagd:
+    a flag requiring the killed flag's off variation must not switch on)."""
     specs = payload.get("flags")
     if not isinstance(specs, Mapping):
         return dict(payload)
     new_specs = dict(specs)
+    if with_dependents:
+        flags = {**flags, **_dependents(specs, flags)}
     for key in flags:
         spec = new_specs.get(key)
         if isinstance(spec, Mapping):
@@ -237,10 +243,15 @@ Runner = Callable[[str, Any, Any], Details]
 @dataclass(frozen=True, slots=True)
 class AppliedOverrides:
     """A snapshot with overrides applied: evaluate ``snapshot`` and pass the result
-    through ``details_for`` (see ``overridden_runner``)."""
+    through ``overridden_runner``. ``killed``: the outcome of each killed flag.
+    ``dependents``: for each flag requiring (transitively) a killed flag, its off
+    variation as PREREQUISITE_FAILED, served whenever the kill would change its answer
+    (so that killing a flag can never switch a dependent ON, e.g. one requiring the
+    killed flag's off variation)."""
 
     snapshot: Snapshot
     killed: Mapping[str, OverriddenDetails]
+    dependents: Mapping[str, Details] = field(default_factory=dict)
 
 
 def apply_overrides(
@@ -251,6 +262,7 @@ def apply_overrides(
     present = {key: entry for key, entry in entries.items() if key in snapshot.flags}
     if not present:
         return AppliedOverrides(snapshot, {})
+    dependents = _dependents(snapshot.flags, present)
     payload = {
         "format": "flagstone.snapshot/1",
         "project": snapshot.project,
@@ -274,20 +286,70 @@ def apply_overrides(
         killed[key] = OverriddenDetails(
             **values, override_reason=entry.reason, override_version=version
         )
-    return AppliedOverrides(overridden, killed)
+    fallbacks = {}
+    for key, cause in dependents.items():
+        spec = snapshot.flags[key]
+        off = spec["off_variation"]
+        fallbacks[key] = Details(
+            value=spec["variations"][off],
+            variation=off,
+            reason=PREREQUISITE_FAILED,
+            rule=cause,
+            version=snapshot.version,
+        )
+    return AppliedOverrides(overridden, killed, fallbacks)
 
 
-def overridden_runner(run: Runner, killed: Mapping[str, OverriddenDetails]) -> Runner:
-    """``run`` (flag, context, default) -> Details, with killed flags' DISABLED outcome
-    replaced by their ``OverriddenDetails`` (errors such as TYPE_MISMATCH pass through)."""
+def _dependents(flag_specs: Mapping[str, Any], killed: Mapping[str, Any]) -> dict[str, str]:
+    """Flags whose prerequisites lead (transitively) to a killed flag, each with the
+    killed flag it depends on."""
+    requires: dict[str, list[str]] = {}
+    for key, spec in flag_specs.items():
+        items = (spec.get("prerequisites") or []) if isinstance(spec, Mapping) else []
+        requires[key] = [item["flag"] for item in items if isinstance(item, Mapping)]
+    found: dict[str, str] = {}
+
+    def cause(key: str, seen: frozenset[str]) -> str | None:
+        if key in killed:
+            return key
+        if key in found:
+            return found[key]
+        for other in requires.get(key, []):
+            if other in seen:
+                continue
+            reason = cause(other, seen | {key})
+            if reason is not None:
+                return reason
+        return None
+
+    for key in flag_specs:
+        if key not in killed:
+            reason = cause(key, frozenset())
+            if reason is not None:
+                found[key] = reason
+    return found
+
+
+def overridden_runner(run: Runner, applied: AppliedOverrides, original: Runner) -> Runner:
+    """``run`` (evaluating ``applied.snapshot``: flag, context, default) -> Details, with
+    killed flags' DISABLED outcome replaced by their ``OverriddenDetails`` (errors such
+    as TYPE_MISMATCH pass through), and a dependent of a killed flag served its off
+    variation whenever its answer differs from ``original`` (the snapshot without
+    overrides): an override never changes an evaluation into anything but off."""
+    killed, dependents = applied.killed, applied.dependents
     if not killed:
         return run
 
     def run_with_overrides(flag_key: str, context: Any, default: Any) -> Details:
         details = run(flag_key, context, default)
         override = killed.get(flag_key)
-        if override is not None and details.reason == DISABLED:
-            return override
+        if override is not None:
+            return override if details.reason == DISABLED else details
+        fallback = dependents.get(flag_key)
+        if fallback is not None and details.error_code is None:
+            before = original(flag_key, context, default)
+            if before.variation != details.variation or before.reason != details.reason:
+                return fallback
         return details
 
     return run_with_overrides

@@ -767,22 +767,26 @@ class Client:
     def _activate(self, snapshot: Snapshot, envelope_sha256: bytes, *, cached: bool) -> _Active:
         # With emergency overrides in force, evaluations run on the snapshot with those
         # flags disabled; ``snapshot`` stays the verified one (versions, changes, cache).
-        evaluated, killed = snapshot, None
+        evaluated, applied = snapshot, None
         if self._overrides is not None:
             applied = self._overrides.applied_to(snapshot)
-            evaluated, killed = applied.snapshot, applied.killed
+            evaluated = applied.snapshot
         clock = self._clock
-        if clock is None:
-            # The bound method itself: no wrapper call on the hot path; the engine reads
-            # the time only for flags whose answer depends on it.
-            run: Callable[[str, Any, Any], Details] = evaluated.evaluate
-        else:
 
-            def run(flag_key: str, context: Any, default: Any) -> Details:
-                return evaluated.evaluate(flag_key, context, default, at=clock())
+        def bound(target: Snapshot) -> Callable[[str, Any, Any], Details]:
+            if clock is None:
+                # The bound method itself: no wrapper call on the hot path; the engine
+                # reads the time only for flags whose answer depends on it.
+                return target.evaluate
 
-        if killed:
-            run = overridden_runner(run, killed)
+            def run_at_clock(flag_key: str, context: Any, default: Any) -> Details:
+                return target.evaluate(flag_key, context, default, at=clock())
+
+            return run_at_clock
+
+        run = bound(evaluated)
+        if applied is not None and applied.killed:
+            run = overridden_runner(run, applied, bound(snapshot))
         uncounted = run
         if self.telemetry is not None:
             run = self.telemetry.wrap(run, snapshot)
