@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from flagstone.compile import timestamp_text
 from flagstone.guardrails import duration_text
 from flagstone.progress import Arm, Decision, GateResult
+from flagstone.render import View
 
 _VERBS = {"advance": "advance", "hold": "hold", "rollback": "ROLL BACK"}
 
@@ -60,6 +61,10 @@ def _cell(text: str) -> str:
     return flat.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
+PROGRESS_VIEW: View[Sequence[Decision]] = View("progress")
+
+
+@PROGRESS_VIEW.format("markdown")
 def render_markdown(decisions: Sequence[Decision]) -> str:
     if not decisions:
         return "## Flagstone progress\n\nNo gated progression is in flight.\n"
@@ -101,6 +106,7 @@ def render_markdown(decisions: Sequence[Decision]) -> str:
     return "\n".join(out) + "\n"
 
 
+@PROGRESS_VIEW.format("text")
 def render_text(decisions: Sequence[Decision]) -> str:
     if not decisions:
         return "no gated progression is in flight\n"
@@ -121,8 +127,6 @@ def render_text(decisions: Sequence[Decision]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@PROGRESS_VIEW.format("json")
 def render_json(decisions: Sequence[Decision]) -> str:
     return json.dumps([d.as_json() for d in decisions], indent=2, sort_keys=True) + "\n"
-
-
-RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}

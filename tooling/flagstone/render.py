@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from flagstone import escape
+from flagstone.errors import UsageError
 
 T = TypeVar("T")
 Renderer = Callable[[T], str]
@@ -74,6 +75,6 @@ class View(Generic[T]):
             renderer = self._renderers[fmt]
         except KeyError:
             known = ", ".join(self.formats())
-            raise ValueError(f"view {self.name!r} has no format {fmt!r} ({known})") from None
+            raise UsageError(f"unknown format {fmt!r} (one of {known})") from None
         text = renderer(data)
         return escape.json_text(text) if fmt in DATA_FORMATS else escape.guard_lines(text)

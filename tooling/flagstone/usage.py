@@ -38,6 +38,7 @@ from flagstone.compile import compile_environment
 from flagstone.engine import DEFAULT, SPLIT, TOTAL_WEIGHT, parse_timestamp
 from flagstone.errors import StoreError, UsageError
 from flagstone.model import Project
+from flagstone.render import View
 
 FORMAT = "flagstone.usage/1"
 URL_ENVIRONMENT_VARIABLE = "FLAGSTONE_PROMETHEUS_URL"
@@ -528,6 +529,10 @@ def _shares(usage: FlagUsage) -> str:
     return ", ".join(parts)
 
 
+USAGE_VIEW: View[UsageReport] = View("usage")
+
+
+@USAGE_VIEW.format("text")
 def render_text(report: UsageReport) -> str:
     lines = [f"usage over the last {report.days} days from {_plain(report.source)}"]
     for usage in report.flags:
@@ -546,10 +551,12 @@ def render_text(report: UsageReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+@USAGE_VIEW.format("json")
 def render_json(report: UsageReport) -> str:
     return json.dumps(report.as_json(), indent=2, ensure_ascii=False) + "\n"
 
 
+@USAGE_VIEW.format("markdown")
 def render_markdown(report: UsageReport) -> str:
     lines = [
         f"### Flag usage, last {report.days} days",
@@ -571,15 +578,8 @@ def render_markdown(report: UsageReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown}
-
-
 def render(report: UsageReport, fmt: str) -> str:
-    try:
-        renderer = RENDERERS[fmt]
-    except KeyError:
-        raise UsageError(f"unknown format {fmt!r} (one of {', '.join(RENDERERS)})") from None
-    return renderer(report)
+    return USAGE_VIEW.render(fmt, report)
 
 
 def stale_flags(reports: Iterable[UsageReport]) -> set[tuple[str, str]]:

@@ -19,7 +19,7 @@ from flagstone.cli.overrides_cmd import emergency_kill
 from flagstone.engine import parse_timestamp
 from flagstone.errors import MetricQueryError, UsageError
 from flagstone.model import read_project
-from flagstone.progress_report import RENDERERS
+from flagstone.progress_report import PROGRESS_VIEW
 from flagstone.publish import open_target
 from flagstone.validate import load_valid_project
 
@@ -37,7 +37,7 @@ def _instant(text: str | None) -> float | None:
 @click.option("--env", "env", default=None, help="Only this environment.")
 @click.option("--flag", "flag", default=None, help="Only this flag.")
 @click.option(
-    "--format", "fmt", type=click.Choice(sorted(RENDERERS)), default="text", show_default=True
+    "--format", "fmt", type=click.Choice(PROGRESS_VIEW.formats()), default="text", show_default=True
 )
 @click.option("--apply", "apply_", is_flag=True, help="Act: pull requests and emergency kills.")
 @click.option("--now", default=None, help="Judge as of this RFC 3339 time (default: now).")
@@ -70,11 +70,11 @@ def progress(
     root = resolve_repo(repo)
     project = load_valid_project(root)
     decisions = progressions.decide(root, project, env=env, flag=flag, now=_instant(now))
-    click.echo(RENDERERS[fmt](decisions), nl=False)
+    click.echo(PROGRESS_VIEW.render(fmt, decisions), nl=False)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary and os.environ.get("GITHUB_ACTIONS") == "true":
         with open(summary, "a", encoding="utf-8") as out:
-            out.write(RENDERERS["markdown"](decisions))
+            out.write(PROGRESS_VIEW.render("markdown", decisions))
     if apply_:
         kill = _emergency_kill(root, key_file, to)
         outcomes = progress_apply.apply(root, project, decisions, kill=kill, gh=gh)

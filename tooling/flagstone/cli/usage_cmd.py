@@ -12,7 +12,7 @@ from flagstone.errors import UsageError
 from flagstone.usage import (
     DEFAULT_DAYS,
     DEFAULT_TIMEOUT,
-    RENDERERS,
+    USAGE_VIEW,
     evaluation_counts,
     prometheus_url,
     render,
@@ -47,7 +47,7 @@ from flagstone.validate import load_valid_project
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(sorted(RENDERERS)),
+    type=click.Choice(USAGE_VIEW.formats()),
     default="text",
     show_default=True,
     help="Report format; save json for `flagstone lint --usage FILE`.",
