@@ -94,7 +94,7 @@ def test_names_from_prometheus_are_escaped_in_text_and_markdown() -> None:
     text = render_text(report)
     assert "\x1b" not in text and "\\x1b[31m" in text
     markdown = render_markdown(report)
-    assert "\\|\\<b\\>\\*\\*y\\*\\*" in markdown and "|<b>" not in markdown
+    assert "\\|&lt;b&gt;\\*\\*y\\*\\*" in markdown and "|<b>" not in markdown
 
 
 def test_the_url_comes_from_the_option_then_the_environment_then_the_file(

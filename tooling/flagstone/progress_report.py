@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from flagstone import escape
 from flagstone.compile import timestamp_text
 from flagstone.guardrails import duration_text
 from flagstone.progress import Arm, Decision, GateResult
@@ -56,9 +57,8 @@ def _next_step(decision: Decision) -> str:
 
 
 def _cell(text: str) -> str:
-    """A Markdown table cell: no line breaks, no pipes, no HTML."""
-    flat = " ".join(text.split())
-    return flat.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """A Markdown table cell: one line, inert (``escape.markdown``)."""
+    return escape.markdown(" ".join(text.split()))
 
 
 PROGRESS_VIEW: View[Sequence[Decision]] = View("progress")
@@ -124,7 +124,7 @@ def render_text(decisions: Sequence[Decision]) -> str:
                 f"baseline {_rate(g.baseline, g.kind)}, worse by {_worse_by(g)}, "
                 f"tolerated {g.tolerance}"
             )
-    return "\n".join(lines) + "\n"
+    return "".join(escape.terminal(line) + "\n" for line in lines)
 
 
 @PROGRESS_VIEW.format("json")

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flagstone import escape
 from flagstone.compile import compile_environment
 from flagstone.engine import DEFAULT, SPLIT, TOTAL_WEIGHT, parse_timestamp
 from flagstone.errors import StoreError, UsageError
@@ -503,21 +504,6 @@ def read_usage_report(text: str, where: str) -> UsageReport:
 # --------------------------------------------------------------------------- rendering
 
 
-def _plain(text: str) -> str:
-    """``text`` safe for a terminal: control characters shown escaped."""
-    return "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
-
-
-_MARKDOWN_SPECIAL = set("\\`*_[]<>|~&")
-
-
-def _markdown(text: str) -> str:
-    return "".join(f"\\{ch}" if ch in _MARKDOWN_SPECIAL else ch for ch in _plain(text))
-
-
 def _shares(usage: FlagUsage) -> str:
     if usage.intended is None:
         return ""
@@ -534,18 +520,20 @@ USAGE_VIEW: View[UsageReport] = View("usage")
 
 @USAGE_VIEW.format("text")
 def render_text(report: UsageReport) -> str:
-    lines = [f"usage over the last {report.days} days from {_plain(report.source)}"]
+    lines = [f"usage over the last {report.days} days from {escape.terminal(report.source)}"]
     for usage in report.flags:
         served = ", ".join(
-            f"{_plain(v or '(error)')} {n}" for v, n in sorted(usage.by_variation.items())
+            f"{escape.terminal(v or '(error)')} {n}" for v, n in sorted(usage.by_variation.items())
         )
         lines.append(
-            f"{_plain(usage.environment)}  {_plain(usage.flag)}: {usage.evaluations} evaluations"
+            f"{escape.terminal(usage.environment)}  {escape.terminal(usage.flag)}: {usage.evaluations} evaluations"
             + (f" ({served})" if served else "")
         )
         if usage.intended is not None:
-            lines.append(f"    percentage: {_plain(_shares(usage))}")
-        lines.extend(f"    {finding.kind}: {_plain(finding.message)}" for finding in usage.findings)
+            lines.append(f"    percentage: {escape.terminal(_shares(usage))}")
+        lines.extend(
+            f"    {finding.kind}: {escape.terminal(finding.message)}" for finding in usage.findings
+        )
     flagged = sum(1 for usage in report.flags if usage.findings)
     lines.append(f"{len(report.flags)} flag entries, {flagged} with findings")
     return "\n".join(lines) + "\n"
@@ -566,14 +554,14 @@ def render_markdown(report: UsageReport) -> str:
     ]
     for usage in report.flags:
         served = ", ".join(
-            f"{_markdown(v or '(error)')} {n}" for v, n in sorted(usage.by_variation.items())
+            f"{escape.markdown(v or '(error)')} {n}" for v, n in sorted(usage.by_variation.items())
         )
         findings = "<br>".join(
-            f"**{_markdown(f.kind)}**: {_markdown(f.message)}" for f in usage.findings
+            f"**{escape.markdown(f.kind)}**: {escape.markdown(f.message)}" for f in usage.findings
         )
         lines.append(
-            f"| {_markdown(usage.environment)} | {_markdown(usage.flag)} | {usage.evaluations} "
-            f"| {served} | {_markdown(_shares(usage))} | {findings} |"
+            f"| {escape.markdown(usage.environment)} | {escape.markdown(usage.flag)} | {usage.evaluations} "
+            f"| {served} | {escape.markdown(_shares(usage))} | {findings} |"
         )
     return "\n".join(lines) + "\n"
 
