@@ -56,7 +56,11 @@ def start_moto() -> tuple[subprocess.Popen[str], S3Server]:
         "server.stop()\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # its request log
+        text=True,
     )
     assert process.stdout is not None
     port = int(process.stdout.readline())
