@@ -42,7 +42,7 @@ from ruamel.yaml import YAML
 from flagstone import guardrails
 from flagstone.diff import Change, diff_projects
 from flagstone.errors import EditError, UsageError
-from flagstone.loader import resolve_plain
+from flagstone.loader import RepositoryBounds, resolve_plain
 from flagstone.model import (
     FLAG_FILE,
     FLAG_KINDS,
@@ -56,6 +56,7 @@ from flagstone.model import (
 )
 from flagstone.problems import Problem
 from flagstone.rollout import Progression, percent_text, read_progression
+from flagstone.safefiles import write_file_atomically
 from flagstone.validate import validate_project
 
 PathKey = tuple[str | int, ...]
@@ -226,30 +227,40 @@ class EditResult:
 
 
 def _copy_project(root: Path, target: Path) -> None:
+    # Links that lead out of the repository are recreated as links to the same place, so
+    # the copy is read with the same refusals as the original (nothing outside is copied
+    # in); links that stay inside are copied as what they point at.
+    bounds = RepositoryBounds(root)
+
+    def outside_links(folder: str, names: list[str]) -> set[str]:
+        return {name for name in names if bounds.leads_outside(Path(folder) / name)}
+
     for name in (PROJECT_FILE, FLAGS_DIR, SEGMENTS_DIR, "schemas"):
         source = root / name
-        if source.is_dir():
-            shutil.copytree(source, target / name)
+        if bounds.leads_outside(source):
+            os.symlink(os.path.realpath(source), target / name)
+        elif source.is_dir():
+            shutil.copytree(source, target / name, ignore=outside_links)
+            for link in _outside_links_below(source, bounds):
+                copy = target / link.relative_to(root)
+                if copy.parent.is_dir():
+                    os.symlink(os.path.realpath(link), copy)
         elif source.is_file():
             shutil.copy2(source, target / name)
 
 
+def _outside_links_below(folder: Path, bounds: RepositoryBounds) -> list[Path]:
+    found = []
+    for directory, subfolders, files in os.walk(folder):
+        for name in (*subfolders, *files):
+            if bounds.leads_outside(Path(directory) / name):
+                found.append(Path(directory) / name)
+        subfolders[:] = [n for n in subfolders if not bounds.leads_outside(Path(directory) / n)]
+    return found
+
+
 def _problem_key(problem: Problem) -> tuple[str, str, str]:
     return (problem.path, problem.rule, problem.message)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        if path.exists():
-            os.chmod(temporary, path.stat().st_mode & 0o7777)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def apply_texts(
@@ -301,7 +312,11 @@ def apply_texts(
         notices += [f"forced past guardrails: {p.format_line()}" for p in refusals]
         changes = diff_projects(project, after)
     for rel, text in texts.items():
-        _write_atomically(root / rel, text)
+        # Never through a link planted in the repository (a flags/<key> folder that
+        # leads elsewhere): folders below the root are walked without following links.
+        write_file_atomically(
+            root / rel, text.encode("utf-8"), mode=None, expected_dir=root, create_dirs=True
+        )
     return EditResult(sorted(texts), changes, note, notices)
 
 

@@ -33,11 +33,19 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from flagstone.envelope import TrustedKey, compute_keyid, public_key_raw
-from flagstone.errors import EnvelopeError, UsageError
+from flagstone.errors import (
+    DestinationExistsError,
+    EnvelopeError,
+    FileAccessError,
+    SymlinkRefusedError,
+    UsageError,
+)
+from flagstone.safefiles import read_regular_file, write_file_atomically
 
 KEY_ENV_VARIABLE = "FLAGSTONE_SIGNING_KEY"
 DEV_KEY_PATH = Path(".flagstone") / "dev-signing-key.pem"
 KEY_DIRECTORY = DEV_KEY_PATH.parent
+_MAX_KEY_FILE_BYTES = 64 * 1024
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
 )
@@ -86,34 +94,58 @@ def key_entry_yaml(entry: Mapping[str, str]) -> str:
 
 def key_directory(root: Path) -> Path:
     """``root/.flagstone``, created if missing, with a ``.gitignore`` that ignores
-    everything in it (itself included): `git add -A` never picks up a key kept there."""
+    everything in it (itself included): `git add -A` never picks up a key kept there.
+
+    A ``.flagstone`` that is a symbolic link (committed by someone else, say) is refused:
+    a key must not be written, or read, wherever that link leads."""
     directory = root / KEY_DIRECTORY
+    _refuse_linked_key_directory(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        ignore = directory / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# Written by flagstone: signing keys never go into git.\n*\n")
-    except OSError as error:
-        raise UsageError(f"cannot create {directory}: {error.strerror or error}") from None
+        write_file_atomically(
+            directory / ".gitignore",
+            b"# Written by flagstone: signing keys never go into git.\n*\n",
+            expected_dir=root,
+            create_dirs=True,
+            replace=False,
+        )
+    except DestinationExistsError:
+        pass
+    except FileAccessError as error:
+        raise UsageError(f"cannot create {directory}: {error.message}", hint=error.hint) from None
     return directory
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    """Write ``key`` to a new file readable only by its owner; refuses to overwrite."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _refuse_linked_key_directory(directory: Path) -> None:
+    if directory.is_symlink():
+        raise SymlinkRefusedError(
+            f"{directory} is a symbolic link; refusing to keep or read signing keys through it",
+            hint="delete the link; flagstone creates the folder itself",
+        )
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey, *, root: Path | None = None) -> None:
+    """Write ``key`` to a new file readable only by its owner; refuses to overwrite.
+
+    With ``root`` (a key kept in the repository), no folder below it may be a link."""
+    if root is None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cannot create {path.parent}: {error.strerror}") from None
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+        write_file_atomically(
+            path,
+            private_key_pem(key),
+            mode=0o600,  # set on the open file: the umask cannot widen it
+            expected_dir=root,
+            create_dirs=root is not None,
+            replace=False,
+        )
+    except DestinationExistsError:
         raise UsageError(
             f"{path} already exists; refusing to overwrite a private key",
             hint="choose another --out path, or delete the old key deliberately",
         ) from None
-    except OSError as error:
-        raise UsageError(f"cannot create {path}: {error.strerror}") from None
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(private_key_pem(key))
-    # The umask cannot widen 0600, but a pre-set ACL or odd filesystem might: be explicit.
-    os.chmod(path, 0o600)
 
 
 def load_private_keys(pem: bytes, source: str) -> tuple[Ed25519PrivateKey, ...]:
@@ -141,6 +173,18 @@ def load_key_file(path: Path) -> tuple[Ed25519PrivateKey, ...]:
         pem = path.read_bytes()
     except OSError as error:
         raise UsageError(f"cannot read key file {path}: {error.strerror}") from None
+    return load_private_keys(pem, f"key file {path}")
+
+
+def _load_development_key(path: Path) -> tuple[Ed25519PrivateKey, ...]:
+    """The repository's development key: a regular file, never a link (a committed link
+    to a real key elsewhere would make a dry run sign with that key)."""
+    try:
+        pem = read_regular_file(path, _MAX_KEY_FILE_BYTES)
+    except FileNotFoundError:
+        raise UsageError(f"cannot read key file {path}: it does not exist") from None
+    except FileAccessError as error:
+        raise UsageError(error.message, hint=error.hint) from None
     return load_private_keys(pem, f"key file {path}")
 
 
@@ -174,19 +218,21 @@ def resolve_signing_keys(
         return SigningKeys(
             (generate_key(),), "a throwaway key (nothing is signed)", development=True
         )
-    if not path.exists():
+    _refuse_linked_key_directory(path.parent)
+    if not path.exists() and not path.is_symlink():
         key_directory(root)
-        write_private_key(path, generate_key())
+        write_private_key(path, generate_key(), root=root)
         created = True
-    return SigningKeys(load_key_file(path), str(path), development=True, created=created)
+    return SigningKeys(_load_development_key(path), str(path), development=True, created=created)
 
 
 def development_trusted_key(root: Path) -> TrustedKey | None:
     """The public half of the repository's development key, if one exists."""
     path = root / DEV_KEY_PATH
-    if not path.is_file():
+    _refuse_linked_key_directory(path.parent)
+    if not path.is_file() and not path.is_symlink():
         return None
-    (key,) = load_key_file(path)[:1]
+    (key,) = _load_development_key(path)[:1]
     return TrustedKey.from_public(public_key_raw(key))
 
 

@@ -19,6 +19,7 @@ the exact line.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ from typing import Any
 
 import yaml
 
-from flagstone.errors import LoadError
+from flagstone.errors import FileAccessError, FileTooLargeError, LoadError, NotRegularFileError
 from flagstone.gcpause import cyclic_gc_paused as cyclic_gc_paused  # re-exported
 from flagstone.problems import Problem
+from flagstone.safefiles import read_regular_file
 
 try:  # libyaml is the fast path; the pure-Python parser gives the same events.
     from yaml import CSafeLoader as _EventLoader
@@ -293,15 +295,73 @@ def loads(
     return Document(path or Path(rel), rel, data, builder.marks, builder.key_marks)
 
 
+class RepositoryBounds:
+    """Tells whether a path is a symbolic link leading outside the repository root.
+
+    Links that stay inside the repository are allowed (a shared ``segments/`` folder,
+    say); a link leading out is refused wherever it is, so a hostile repository cannot
+    make a command print or publish a file of the machine it runs on.
+    """
+
+    RULE = "symlink"
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self._prefix = self.root.rstrip(os.sep) + os.sep
+
+    def leads_outside(self, path: Path) -> bool:
+        """Whether ``path`` itself is a link whose final target is outside the root
+        (the caller has checked the folders above it)."""
+        if not os.path.islink(path):
+            return False
+        real = os.path.realpath(path)
+        return real != self.root and not real.startswith(self._prefix)
+
+    def problem(self, path: Path) -> Problem:
+        """The located finding for a link that leads outside (the target is not named:
+        it says something about the machine, not about the repository)."""
+        rel = os.path.relpath(path, self.root) if os.path.isabs(path) else str(path)
+        return Problem(
+            Path(rel).as_posix(),
+            0,
+            0,
+            self.RULE,
+            "error",
+            "symbolic link leading outside the repository; not read",
+            "replace the link with the file or folder itself",
+        )
+
+
 def load_file(path: Path, *, root: Path | None = None, max_bytes: int = MAX_BYTES) -> Document:
-    """Load ``path``; positions and messages name it relative to ``root``."""
+    """Load ``path``; positions and messages name it relative to ``root``.
+
+    Only a regular file is read (a FIFO or device is refused, never waited on); with
+    ``root``, a symbolic link leading outside it is refused (``RepositoryBounds``)."""
     rel = path.relative_to(root).as_posix() if root else path.as_posix()
+    if root is not None:
+        bounds = RepositoryBounds(root)
+        if bounds.leads_outside(path) or any(
+            bounds.leads_outside(folder) for folder in _folders_below(path, root)
+        ):
+            raise LoadError(bounds.problem(path))
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
+        raw = read_regular_file(path, max_bytes, follow_symlinks=True)
+    except FileTooLargeError:
+        size = path.stat().st_size
+        raise _fail(rel, 0, 0, f"file is {size} bytes, over the {max_bytes}-byte limit") from None
+    except NotRegularFileError:
+        raise _fail(rel, 0, 0, "not a regular file") from None
+    except FileAccessError as exc:
+        raise _fail(rel, 0, 0, exc.message.replace(f"{path}", "file", 1)) from None
     except OSError as exc:
         raise _fail(rel, 0, 0, f"cannot read file: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        size = path.stat().st_size
-        raise _fail(rel, 0, 0, f"file is {size} bytes, over the {max_bytes}-byte limit")
     return loads(raw, rel=rel, path=path, max_bytes=max_bytes)
+
+
+def _folders_below(path: Path, root: Path) -> list[Path]:
+    """The folders between ``root`` and ``path`` (``flags/``, ``flags/x/``)."""
+    try:
+        parts = path.parent.relative_to(root).parts
+    except ValueError:
+        return []
+    return [root.joinpath(*parts[: index + 1]) for index in range(len(parts))]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flagstone.errors import LoadError, RepositoryError
-from flagstone.loader import Document, load_file
+from flagstone.loader import Document, RepositoryBounds, load_file
 from flagstone.problems import Problem
 
 PROJECT_FILE = "flagstone.yaml"
@@ -301,27 +301,52 @@ def _load(path: Path, root: Path, problems: list[Problem]) -> Document | None:
         return None
 
 
+def _leaves(path: Path, inside: RepositoryBounds, problems: list[Problem]) -> bool:
+    """Whether ``path`` is a symbolic link leading out of the repository (then reported).
+
+    Only links are resolved: a real file in a folder that is inside is inside too, so the
+    walk below checks each entry it steps into and nothing else (cheap at 10,000 flags)."""
+    if not inside.leads_outside(path):
+        return False
+    problems.append(inside.problem(path))
+    return True
+
+
 def read_project(root: Path) -> Project:
-    """Load every file of the repository at ``root`` (in sorted, deterministic order)."""
+    """Load every file of the repository at ``root`` (in sorted, deterministic order).
+
+    A file or folder that is a symbolic link leading outside the repository is reported
+    and not read: nothing outside the repository reaches the output. Links that stay
+    inside are followed."""
     root = root.resolve()
+    inside = RepositoryBounds(root)
     problems: list[Problem] = []
     stray: dict[str, str] = {}
-    config_doc = _load(root / PROJECT_FILE, root, problems)
+    config_path = root / PROJECT_FILE
+    config_doc = (
+        None if _leaves(config_path, inside, problems) else _load(config_path, root, problems)
+    )
     config = ProjectConfig(config_doc) if config_doc is not None else None
 
     flags: dict[str, Flag] = {}
     unreadable_flags: set[str] = set()
     unreadable_segments: set[str] = set()
     flags_dir = root / FLAGS_DIR
-    if flags_dir.is_dir():
+    if not _leaves(flags_dir, inside, problems) and flags_dir.is_dir():
         for entry in sorted(flags_dir.iterdir()):
             rel = entry.relative_to(root).as_posix()
             if entry.name.startswith("."):
+                continue
+            if _leaves(entry, inside, problems):
+                unreadable_flags.add(entry.name)
                 continue
             if not entry.is_dir():
                 stray[rel] = "flags live in flags/<key>/flag.yaml"
                 continue
             definition = entry / FLAG_FILE
+            if _leaves(definition, inside, problems):
+                unreadable_flags.add(entry.name)
+                continue
             if not definition.is_file():
                 stray[rel] = f"flag directory has no {FLAG_FILE}"
                 continue
@@ -334,6 +359,8 @@ def read_project(root: Path) -> Project:
                 if release_path.name == FLAG_FILE or release_path.name.startswith("."):
                     continue
                 release_rel = release_path.relative_to(root).as_posix()
+                if _leaves(release_path, inside, problems):
+                    continue
                 if release_path.suffix != ".yaml" or not release_path.is_file():
                     stray[release_rel] = "release files are named <environment>.yaml"
                     continue
@@ -346,10 +373,13 @@ def read_project(root: Path) -> Project:
 
     segments: dict[str, Segment] = {}
     segments_dir = root / SEGMENTS_DIR
-    if segments_dir.is_dir():
+    if not _leaves(segments_dir, inside, problems) and segments_dir.is_dir():
         for entry in sorted(segments_dir.iterdir()):
             rel = entry.relative_to(root).as_posix()
             if entry.name.startswith("."):
+                continue
+            if _leaves(entry, inside, problems):
+                unreadable_segments.add(entry.stem)
                 continue
             if entry.suffix != ".yaml" or not entry.is_file():
                 stray[rel] = "segments live in segments/<key>.yaml"

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from flagstone.errors import LoadError, ValidationFailed
-from flagstone.loader import Document
+from flagstone.errors import FileTooLargeError, LoadError, ValidationFailed
+from flagstone.loader import Document, RepositoryBounds
 from flagstone.model import FLAG_FILE, FLAGS_DIR, PROJECT_FILE, SEGMENTS_DIR, Project
 from flagstone.problems import Problem
+from flagstone.safefiles import read_regular_file, write_file_atomically
 
 CODEOWNERS_PATH = ".github/CODEOWNERS"
 BEGIN_MARKER = "# BEGIN flagstone generated — do not edit; run `flagstone codeowners`"
@@ -42,6 +43,7 @@ END_MARKER = "# END flagstone generated"
 # GitHub reads the first of .github/CODEOWNERS, CODEOWNERS, docs/CODEOWNERS.
 IGNORED_CODEOWNERS_PATHS = ("CODEOWNERS", "docs/CODEOWNERS")
 MAX_CODEOWNERS_BYTES = 3 * 1024 * 1024  # GitHub ignores larger files
+_MAX_READ_BYTES = 4 * MAX_CODEOWNERS_BYTES  # larger ones are not even read (a finding)
 RULE = "codeowners"
 
 # GitHub owner syntax: @user, @org/team, or an e-mail address.
@@ -504,9 +506,24 @@ class CodeownersReport:
 
 def read_codeowners(root: Path) -> str | None:
     path = root / CODEOWNERS_PATH
+    bounds = RepositoryBounds(root)
+    if bounds.leads_outside(path.parent) or bounds.leads_outside(path):
+        raise LoadError(bounds.problem(path))
     if not path.is_file():
         return None
-    raw = path.read_bytes()
+    try:
+        raw = read_regular_file(path, _MAX_READ_BYTES, follow_symlinks=True)
+    except FileTooLargeError:
+        raise LoadError(
+            Problem(
+                CODEOWNERS_PATH,
+                0,
+                0,
+                RULE,
+                "error",
+                f"file is over {_MAX_READ_BYTES} bytes; GitHub ignores CODEOWNERS files of 3 MB or more",
+            )
+        ) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -549,8 +566,11 @@ def write_codeowners(report: CodeownersReport) -> bool:
         raise ValidationFailed(list(report.unmapped))
     if report.up_to_date:
         return False
-    report.path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = report.path.with_name(report.path.name + ".tmp")
-    temporary.write_bytes(report.expected.encode("utf-8"))
-    temporary.replace(report.path)
+    write_file_atomically(
+        report.path,
+        report.expected.encode("utf-8"),
+        mode=None,
+        expected_dir=report.path.parent.parent,  # the repository root
+        create_dirs=True,
+    )
     return True

@@ -60,24 +60,27 @@ def _relative_parts(folder: Path, expected_dir: Path) -> tuple[str, ...]:
     try:
         relative = folder.relative_to(expected_dir)
     except ValueError:
-        raise FileAccessError(f"{folder} is not inside {expected_dir}") from None
+        raise FileAccessError(f"cannot write in {folder}: not inside {expected_dir}") from None
     parts = relative.parts
     if any(part in ("..", "") for part in parts):
-        raise FileAccessError(f"{folder} leaves {expected_dir}")
+        raise FileAccessError(f"cannot write in {folder}: it leaves {expected_dir}")
     return parts
 
 
 @contextlib.contextmanager
-def _open_folder(folder: Path, expected_dir: Path | None, *, create: bool) -> Iterator[int]:
+def _open_folder(destination: Path, expected_dir: Path | None, *, create: bool) -> Iterator[int]:
     """A descriptor of ``folder``, reached from ``expected_dir`` without following any
     symbolic link below it (``expected_dir`` itself may be one: the caller trusts it).
     With ``create``, missing folders are made on the way."""
+    folder = destination.parent
     start = expected_dir if expected_dir is not None else folder
     parts = _relative_parts(folder, expected_dir) if expected_dir is not None else ()
     try:
         descriptor = os.open(start, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
     except OSError as error:
-        raise FileAccessError(f"cannot open folder {start}: {_describe(error)}") from None
+        raise FileAccessError(
+            f"cannot write {destination}: folder {start}: {_describe(error)}"
+        ) from None
     reached = start
     try:
         for part in parts:
@@ -92,10 +95,13 @@ def _open_folder(folder: Path, expected_dir: Path | None, *, create: bool) -> It
             except OSError as error:
                 if error.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink_at(part, descriptor):
                     raise SymlinkRefusedError(
-                        f"{reached} is a symbolic link; refusing to write through it",
+                        f"cannot write {destination}: {reached} is a symbolic link; "
+                        "refusing to write through it",
                         hint="replace the link with a real folder, or write somewhere else",
                     ) from None
-                raise FileAccessError(f"cannot open folder {reached}: {_describe(error)}") from None
+                raise FileAccessError(
+                    f"cannot write {destination}: folder {reached}: {_describe(error)}"
+                ) from None
             os.close(descriptor)
             descriptor = child
         yield descriptor
@@ -137,10 +143,10 @@ def write_file_atomically(
     if not name or name in (".", ".."):
         raise FileAccessError(f"cannot write {path}: not a file name")
     trusted = Path(expected_dir) if expected_dir is not None else None
-    with _open_folder(path.parent, trusted, create=create_dirs) as folder:
+    with _open_folder(path, trusted, create=create_dirs) as folder:
         existing = _existing_destination(path, name, folder)
         if existing is not None and not replace:
-            raise DestinationExistsError(f"{path} already exists; refusing to overwrite it")
+            raise DestinationExistsError(f"cannot write {path}: it already exists")
         if mode is None:
             mode = stat.S_IMODE(existing.st_mode) if existing is not None else DEFAULT_MODE
         temporary, handle = _create_temporary(path, name, folder)
@@ -177,11 +183,11 @@ def _existing_destination(path: Path, name: str, folder: int) -> os.stat_result 
         raise FileAccessError(f"cannot write {path}: {_describe(error)}") from None
     if stat.S_ISLNK(existing.st_mode):
         raise SymlinkRefusedError(
-            f"{path} is a symbolic link; refusing to replace it",
+            f"cannot write {path}: it is a symbolic link; refusing to replace it",
             hint="delete the link (or write to the file it points at) and run again",
         )
     if not stat.S_ISREG(existing.st_mode):
-        raise NotRegularFileError(f"{path} exists and is not a regular file")
+        raise NotRegularFileError(f"cannot write {path}: it exists and is not a regular file")
     return existing
 
 
@@ -202,22 +208,26 @@ def _link_without_replacing(path: Path, temporary: str, name: str, folder: int) 
     try:
         os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
     except FileExistsError:
-        raise DestinationExistsError(f"{path} already exists; refusing to overwrite it") from None
+        raise DestinationExistsError(f"cannot write {path}: it already exists") from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temporary, dir_fd=folder)
 
 
-def open_regular_file_for_read(path: Path | str, max_bytes: int) -> BinaryIO:
+def open_regular_file_for_read(
+    path: Path | str, max_bytes: int, *, follow_symlinks: bool = False
+) -> BinaryIO:
     """Open ``path`` for reading if it is a regular file of at most ``max_bytes``.
 
-    Never follows a symbolic link at ``path`` and never waits on a FIFO. Raises
+    Never follows a symbolic link at ``path`` (unless ``follow_symlinks``: for a caller
+    that checked where the link leads) and never waits on a FIFO. Raises
     ``FileNotFoundError`` if nothing is there, ``SymlinkRefusedError``,
     ``NotRegularFileError``, ``FileTooLargeError`` or ``FileAccessError``.
     """
     path = Path(path)
     try:
-        descriptor = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+        nofollow = 0 if follow_symlinks else _NOFOLLOW
+        descriptor = os.open(path, os.O_RDONLY | nofollow | _NONBLOCK | _CLOEXEC)
     except FileNotFoundError:
         raise
     except OSError as error:
@@ -242,10 +252,10 @@ def open_regular_file_for_read(path: Path | str, max_bytes: int) -> BinaryIO:
         raise
 
 
-def read_regular_file(path: Path | str, max_bytes: int) -> bytes:
+def read_regular_file(path: Path | str, max_bytes: int, *, follow_symlinks: bool = False) -> bytes:
     """The bytes of the regular file ``path`` (see ``open_regular_file_for_read``); a file
     that grows past ``max_bytes`` while it is read is refused too."""
-    with open_regular_file_for_read(path, max_bytes) as handle:
+    with open_regular_file_for_read(path, max_bytes, follow_symlinks=follow_symlinks) as handle:
         try:
             data = handle.read(max_bytes + 1)
         except OSError as error:

@@ -30,10 +30,17 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from flagstone import __version__
-from flagstone.errors import FlagstoneError, RepositoryError, UsageError, ValidationFailed
+from flagstone.errors import (
+    FileAccessError,
+    FlagstoneError,
+    RepositoryError,
+    UsageError,
+    ValidationFailed,
+)
 from flagstone.loader import resolve_plain
 from flagstone.model import FLAGS_DIR, KEY_PATTERN, read_project
 from flagstone.ownership import CODEOWNERS_PATH, codeowners_report, is_valid_owner
+from flagstone.safefiles import write_file_atomically
 from flagstone.validate import validate_project
 
 EXAMPLE_FLAG = "example-flag"
@@ -202,16 +209,21 @@ def render_scaffold(options: ScaffoldOptions) -> dict[str, str]:
 
 
 def _write_files(root: Path, files: Mapping[str, str]) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepositoryError(f"cannot create {root}: {exc.strerror or exc}") from None
     for written, (rel, text) in enumerate(files.items()):
         path = root / rel
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # "x": never replace a file, even one that appeared after the check.
-            with path.open("x", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
-        except OSError as exc:
+            # replace=False: never replace a file, even one that appeared after the check;
+            # folders below the root are never links (a planted one is refused).
+            write_file_atomically(
+                path, text.encode("utf-8"), expected_dir=root, create_dirs=True, replace=False
+            )
+        except FileAccessError as exc:
             done = f"; {written} file(s) were written before it" if written else ""
-            raise RepositoryError(f"cannot write {path}: {exc.strerror or exc}{done}") from None
+            raise RepositoryError(f"{exc.message}{done}", hint=exc.hint) from None
 
 
 def existing_paths(target: Path, paths: Sequence[str]) -> list[str]:
@@ -224,8 +236,9 @@ def existing_paths(target: Path, paths: Sequence[str]) -> list[str]:
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth])
             path = target / folder
-            if (path.exists() or path.is_symlink()) and not path.is_dir():
-                blocked = f"{folder} (a file where a folder is needed)"
+            if path.is_symlink() or (path.exists() and not path.is_dir()):
+                what = "a symbolic link" if path.is_symlink() else "a file"
+                blocked = f"{folder} ({what} where a folder is needed)"
                 if blocked not in clashes:
                     clashes.append(blocked)
                 break
@@ -284,6 +297,8 @@ def scaffold_repository(target: Path, options: ScaffoldOptions) -> ScaffoldResul
         )
     _write_files(target, files)
     if appended:
-        with gitignore.open("a", encoding="utf-8", newline="\n") as handle:
-            handle.write(appended)
+        existing = gitignore.read_bytes()
+        write_file_atomically(
+            gitignore, existing + appended.encode("utf-8"), mode=None, expected_dir=target
+        )
     return ScaffoldResult(list(files), [GITIGNORE_PATH] if appended else [])

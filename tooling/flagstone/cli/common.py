@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from flagstone.errors import UsageError
+from flagstone.errors import FileAccessError, UsageError
 from flagstone.model import find_root
 from flagstone.problems import FORMAT_CHOICES
 from flagstone.render import View
+from flagstone.safefiles import write_file_atomically
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,17 +75,10 @@ def output_file_option(what: str) -> Callable[[F], F]:
 
 
 def write_output_file(path: Path, data: bytes) -> None:
-    """Write ``-o FILE`` whole or not at all: a temporary file next to it, renamed over
-    it. A path that cannot be written is a one-line usage error (exit 2)."""
+    """Write ``-o FILE`` whole or not at all (``safefiles``: a temporary file next to it,
+    renamed over it; a destination that is a symbolic link is refused, not replaced).
+    A path that cannot be written is a one-line usage error (exit 2)."""
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as error:
-        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+        write_file_atomically(path, data)
+    except FileAccessError as error:
+        raise UsageError(error.message, hint=error.hint) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.common import repo_option, resolve_repo, write_output_file
 from flagstone.envelope import (
     TrustedKey,
     open_snapshot,
@@ -69,9 +69,10 @@ def keygen(out: str | None, note: str | None, repo: Path | None) -> None:
         except RepositoryError:
             base = Path.cwd()
         path = key_directory(base) / f"signing-key-{entry['keyid'][:12]}.pem"
+        write_private_key(path, key, root=base)
     else:
         path = Path(out)
-    write_private_key(path, key)
+        write_private_key(path, key)
     click.echo(
         f"# private key written to {path} (mode 0600): keep it secret, never commit it;", err=True
     )
@@ -99,10 +100,7 @@ def sign(payload_file: str, key_files: tuple[Path, ...], output: str) -> None:
     if output == "-":
         click.echo(envelope.decode())
     else:
-        try:
-            Path(output).write_bytes(envelope + b"\n")
-        except OSError as error:
-            raise UsageError(f"cannot write {output}: {error.strerror or error}") from None
+        write_output_file(Path(output), envelope + b"\n")
         click.echo(
             f"signed {payload_file} with {', '.join(k[:12] for k in signing.keyids)} → {output}",
             err=True,
