@@ -12,7 +12,10 @@ thousandths of a percent and always sum to 100 000, so
 and a variation with cumulative upper bound ``u`` is served when ``bucket < u``.
 
 Only strings and integers (written in decimal, as flagd's ``cat`` writes them) are
-bucketable; any other value gives ``None`` (not bucketed).
+bucketable; any other value (a float, a list, a string with a lone surrogate, an integer
+too long to write out: over Python's 4,300-digit limit) gives ``None`` (not bucketed),
+which the engine treats as a missing attribute: the first variation of a split, the
+baseline of a progression.
 
 Standard library plus ``mmh3`` only: the SDK imports this module.
 """
@@ -94,7 +97,10 @@ def make_bucketer(seed: str, attribute: str) -> Callable[[Mapping[str, Any]], in
             except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form
                 return None
         elif isinstance(value, int) and not isinstance(value, bool):
-            data = prefix + str(value).encode("ascii")
+            try:
+                data = prefix + str(value).encode("ascii")
+            except ValueError:  # over Python's int-to-text digit limit: not bucketable
+                return None
         else:
             return None
         size = len(data)

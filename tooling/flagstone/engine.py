@@ -799,7 +799,7 @@ class Snapshot:
     def evaluate(
         self,
         flag_key: str,
-        context: Mapping[str, Any] | None,
+        context: Any,  # a mapping or None; anything else is checked and refused
         default: Any = None,
         *,
         at: float | None = None,
@@ -807,8 +807,9 @@ class Snapshot:
         """Evaluate ``flag_key`` for ``context`` at time ``at`` (epoch seconds; now if None).
 
         Never raises. A non-None ``default`` whose type the flag cannot serve gives
-        TYPE_MISMATCH; a context that is not a mapping, or whose ``key`` is not a string,
-        gives INVALID_CONTEXT.
+        TYPE_MISMATCH; a context that is not a mapping (a list, a string, an
+        ``InvalidContext``), cannot be read, has a ``key`` that is not a string, or holds a
+        value that made the evaluation fail and is not a JSON value gives INVALID_CONTEXT.
         """
         try:
             run = self._runners.get(flag_key)
@@ -824,14 +825,90 @@ class Snapshot:
                 )
             if context is None:
                 context = {}
-            elif context.__class__ is not dict and not isinstance(context, Mapping):
-                return self._error(default, INVALID_CONTEXT, "the context must be a mapping")
+            elif context.__class__ is not dict:
+                # Anything but a plain dict (the hot path) is read once into one, so a
+                # mapping whose reads raise or change between reads is caught here.
+                readable = plain_context(context)
+                if isinstance(readable, InvalidContext):
+                    return self._error(default, INVALID_CONTEXT, readable.reason)
+                context = readable
             key = context.get("key")
             if key is not None and key.__class__ is not str and not isinstance(key, str):
                 return self._error(default, INVALID_CONTEXT, "the context's key must be a string")
             return run(context, at)
         except Exception as error:  # evaluation must never raise into the caller
-            return self._error(default, GENERAL, f"{type(error).__name__}: {error}")
+            defect = context_defect(context)
+            if defect is not None:
+                return self._error(default, INVALID_CONTEXT, defect)
+            return self._error(default, GENERAL, _error_text(error))
 
     def _error(self, default: Any, code: str, message: str) -> Details:
         return Details(default, None, ERROR, code, message, None, self.version, None)
+
+
+class InvalidContext:
+    """A context that cannot be evaluated, with why; ``evaluate`` answers INVALID_CONTEXT.
+
+    ``plain_context`` returns one; the SDK's context adaptation does too, so an
+    OpenFeature-like object whose ``attributes`` raise is reported, not raised."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"InvalidContext({self.reason!r})"
+
+
+def plain_context(context: Any) -> dict[str, Any] | InvalidContext:
+    """``context`` as a plain dict (None is the empty context), or ``InvalidContext``
+    when it is not a mapping (a list, a string …) or cannot be read."""
+    if context is None:
+        return {}
+    if isinstance(context, InvalidContext):
+        return context
+    if not isinstance(context, Mapping):
+        return InvalidContext(f"the context must be a mapping, not {type(context).__name__}")
+    try:
+        return dict(context)
+    except Exception as error:  # a hostile or broken mapping: its reads raise
+        return InvalidContext(f"the context cannot be read ({type(error).__name__})")
+
+
+def _error_text(error: BaseException) -> str:
+    """``Name: message`` of an exception, even one whose ``__str__`` raises."""
+    try:
+        return f"{type(error).__name__}: {error}"
+    except Exception:
+        return type(error).__name__
+
+
+_JSON_LEAVES = (str, int, float, bool, type(None))
+_DEFECT_SCAN_LIMIT = 10_000  # values looked at before giving up (bounded, no recursion)
+
+
+def context_defect(context: Any) -> str | None:
+    """Why ``context`` is not a JSON-like context (a value of another type, a key that is
+    not text), or None. Only called after an evaluation failed, to tell a bad context
+    (INVALID_CONTEXT) from a bug (GENERAL); the hot path never pays for it."""
+    if context.__class__ is not dict:
+        return None if context is None else "the context must be a plain mapping"
+    pending: list[tuple[str, Any]] = [("", context)]
+    seen = 0
+    while pending and seen < _DEFECT_SCAN_LIMIT:
+        where, value = pending.pop()
+        seen += 1
+        kind = value.__class__
+        if kind in _JSON_LEAVES:
+            continue
+        if kind is dict:
+            for name, inner in value.items():
+                if name.__class__ is not str:
+                    return f"the context has a key that is not text at {where or 'the top'}"
+                pending.append((f"{where}.{name}" if where else name, inner))
+        elif kind is list or kind is tuple:
+            pending.extend((f"{where}[{i}]", inner) for i, inner in enumerate(value))
+        else:
+            return f"the context's attribute {where!r} is a {kind.__name__}, not a JSON value"
+    return None

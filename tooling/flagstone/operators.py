@@ -70,13 +70,28 @@ _SEMVER = re.compile(
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 
 
+# Context values reach the parse cache below: it is bounded in entries *and* in the
+# length of the text it keeps (at most 16,384 × 256 characters), so a stream of huge
+# strings cannot make it hold gigabytes. Longer text is no version Flagstone compares
+# (the clause is false). Timestamps: flagstone.timestamps, bounded the same way.
+MAX_SEMVER_LENGTH = 256
 # Sized for traffic carrying 10,000+ distinct versions: an LRU cache smaller than the
 # population a cycle of contexts visits misses every time (eval_bench case (e): 3.3 µs
 # per evaluation at 4,096 entries, 1.4 µs at 16,384).
-@lru_cache(maxsize=16_384)
+PARSE_CACHE_ENTRIES = 16_384
+
+
 def parse_semver(text: str) -> SemverKey | None:
     """A SemVer 2.0.0 version as a key ordered by precedence (build metadata ignored),
-    or None when ``text`` is not a strict semantic version (no ``v`` prefix, no padding)."""
+    or None when ``text`` is not a strict semantic version (no ``v`` prefix, no padding)
+    or is longer than ``MAX_SEMVER_LENGTH``."""
+    if len(text) > MAX_SEMVER_LENGTH:
+        return None
+    return _parse_semver(text)
+
+
+@lru_cache(maxsize=PARSE_CACHE_ENTRIES)
+def _parse_semver(text: str) -> SemverKey | None:
     match = _SEMVER.fullmatch(text)
     if match is None:
         return None
@@ -325,7 +340,8 @@ def _semver_test(op: str) -> Callable[[Sequence[Any]], ValueTest]:
         def semver_compare(value: Any) -> bool:
             if value.__class__ is not str and not isinstance(value, str):
                 return False
-            version = parse_semver(value)
+            # parse_semver inlined (the length bound, then the cache): a hot clause.
+            version = _parse_semver(value) if len(value) <= MAX_SEMVER_LENGTH else None
             if version is None:
                 return False
             for key in keys:  # noqa: SIM110 - a plain loop is cheaper than any() here
@@ -452,7 +468,7 @@ def _inline_semver(op: str) -> Callable[[str, Sequence[Any]], Predicate | None]:
         def semver_compare(context: Context) -> bool:
             value = context.get(name)
             if isinstance(value, str):
-                version = parse_semver(value)
+                version = _parse_semver(value) if len(value) <= MAX_SEMVER_LENGTH else None
                 if version is None:
                     return False
                 return ((version > key) - (version < key)) in wanted  # type: ignore[operator]

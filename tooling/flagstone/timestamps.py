@@ -17,10 +17,22 @@ _DURATION = re.compile(r"([0-9]+)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-@lru_cache(maxsize=4096)
+# Context values reach this cache: it is bounded in entries and in the length of the
+# text it keeps, so huge strings cannot make it hold gigabytes. The longest RFC 3339
+# form read here is 35 characters.
+MAX_TIMESTAMP_LENGTH = 64
+
+
 def parse_timestamp(text: str) -> float | None:
     """Seconds since the epoch of an RFC 3339 date-time with a zone (``Z`` or ±hh:mm),
-    or None when ``text`` is not one."""
+    or None when ``text`` is not one (or is longer than ``MAX_TIMESTAMP_LENGTH``)."""
+    if len(text) > MAX_TIMESTAMP_LENGTH:
+        return None
+    return _parse_timestamp(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_timestamp(text: str) -> float | None:
     if _RFC3339.fullmatch(text) is None:
         return None
     normalized = text.upper()

@@ -60,10 +60,32 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_MAX_INTEGER_DIGITS = 4300  # Python's int-to-text limit: longer ones cannot even be shown
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        raise _StrictJSONError(f"an integer of {len(text.lstrip('-'))} digits is too long")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _StrictJSONError(f"{text[:40]} is out of the range of a double")
+    return number
+
+
 def _parse_context(text: str, source: str, line: int = 1) -> dict[str, Any]:
     """One JSON object; errors name ``source:line:col`` (``line`` is where ``text`` starts)."""
     try:
-        context = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        context = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except json.JSONDecodeError as error:
         where = f"{source}:{line + error.lineno - 1}:{error.colno}"
         raise UsageError(f"{where}: invalid JSON: {error.msg}") from None

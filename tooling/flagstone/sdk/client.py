@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from flagstone.engine import ERROR, TYPE_MISMATCH, Details, Snapshot
+from flagstone.engine import ERROR, TYPE_MISMATCH, Details, InvalidContext, Snapshot
 from flagstone.envelope import TrustedKey, check_snapshot, parse_payload, verify_envelope_signers
 from flagstone.errors import (
     EnvelopeError,
@@ -130,19 +130,31 @@ class OpenFeatureLikeContext(Protocol):
     def attributes(self) -> Mapping[str, Any]: ...
 
 
-ContextLike = Mapping[str, Any] | OpenFeatureLikeContext | None
+ContextLike = Mapping[str, Any] | OpenFeatureLikeContext | InvalidContext | None
 ChangeListener = Callable[[frozenset[str]], None]
 StatusListener = Callable[[Status, str | None], None]
 
 
-def context_mapping(context: ContextLike) -> Mapping[str, Any] | None:
+def context_mapping(context: ContextLike) -> Mapping[str, Any] | InvalidContext | None:
     """The engine's context (a mapping with ``key``) for a dict or an OpenFeature-like
-    object, whose ``targeting_key`` becomes ``key``."""
-    if context is None or isinstance(context, Mapping):
+    object, whose ``targeting_key`` becomes ``key``. Never raises: anything else (a list,
+    a string), or an object whose attributes cannot be read, becomes an
+    ``InvalidContext`` that the engine answers with INVALID_CONTEXT."""
+    if context is None or isinstance(context, (Mapping, InvalidContext)):
         return context
-    attributes = getattr(context, "attributes", None)
-    merged = dict(attributes) if isinstance(attributes, Mapping) else {}
-    targeting_key = getattr(context, "targeting_key", None)
+    try:
+        attributes = getattr(context, "attributes", None)
+        targeting_key = getattr(context, "targeting_key", None)
+        if attributes is None and targeting_key is None:
+            return InvalidContext(
+                "the context must be a mapping or an OpenFeature-like object "
+                f"(targeting_key, attributes), not {type(context).__name__}"
+            )
+        if attributes is not None and not isinstance(attributes, Mapping):
+            return InvalidContext("the context's attributes must be a mapping")
+        merged = dict(attributes) if attributes is not None else {}
+    except Exception as error:  # a property that raises: report it, never raise it
+        return InvalidContext(f"the context cannot be read ({type(error).__name__})")
     if targeting_key is not None:
         merged["key"] = targeting_key
     return merged

@@ -44,7 +44,7 @@ with require_extra("openfeature", "openfeature"):
     from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
     from openfeature.provider import AbstractProvider, Metadata
 
-from flagstone.engine import ERROR, TYPE_MISMATCH, Details
+from flagstone.engine import ERROR, TYPE_MISMATCH, Details, InvalidContext
 from flagstone.sdk.client import Client, Status
 
 DEFAULT_INIT_TIMEOUT = 10.0
@@ -225,15 +225,19 @@ def _metadata(details: Details) -> dict[str, bool | int | float | str]:
     return metadata
 
 
-def _context(evaluation_context: EvaluationContext | None) -> dict[str, Any]:
+def _context(evaluation_context: EvaluationContext | None) -> dict[str, Any] | InvalidContext:
     if evaluation_context is None:
         return {}
-    context = {
-        name: (_rfc3339(value) if isinstance(value, datetime) else value)
-        for name, value in evaluation_context.attributes.items()
-    }
-    if evaluation_context.targeting_key is not None:
-        context["key"] = evaluation_context.targeting_key
+    try:
+        context = {
+            name: (_rfc3339(value) if isinstance(value, datetime) else value)
+            for name, value in evaluation_context.attributes.items()
+        }
+        targeting_key = evaluation_context.targeting_key
+    except Exception as error:  # attributes that cannot be read: INVALID_CONTEXT, not a raise
+        return InvalidContext(f"the context cannot be read ({type(error).__name__})")
+    if targeting_key is not None:
+        context["key"] = targeting_key
     return context
 
 
