@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flagstone.engine import Details, Snapshot, parse_timestamp
+from flagstone.engine import Details, InvalidContext, Snapshot, parse_timestamp
 from flagstone.errors import UsageError
 
 logger = logging.getLogger("flagstone.sdk.telemetry")
@@ -571,7 +571,9 @@ def labels_for(variations: Mapping[str, str | None]) -> list[dict[str, str]]:
 
 
 def variation_labels(
-    snapshot: Snapshot | None, context: Mapping[str, Any] | None, flags: list[str]
+    snapshot: Snapshot | None,
+    context: Mapping[str, Any] | InvalidContext | None,
+    flags: list[str],
 ) -> list[dict[str, str]]:
     """The label sets for ``flags`` as evaluated for ``context`` (not counted)."""
     if snapshot is None:
