@@ -78,9 +78,7 @@ def _open_folder(destination: Path, expected_dir: Path | None, *, create: bool) 
     try:
         descriptor = os.open(start, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
     except OSError as error:
-        raise FileAccessError(
-            f"cannot write {destination}: folder {start}: {_describe(error)}"
-        ) from None
+        raise FileAccessError(f"cannot write {destination}: {_describe(error)}") from None
     reached = start
     try:
         for part in parts:
