@@ -293,17 +293,69 @@ def test_hand_written_override_after_the_block_is_reported(tmp_path: Path) -> No
         + "/segments/\n"  # no owners: clears ownership
     )
     code, out, _ = run(root, "--check")
-    assert code == 0  # warnings only
+    assert code == 1  # an override is an error: it quietly takes review away
     assert out.splitlines() == [
-        f".github/CODEOWNERS:{lines_before + 3}:1: warning: hand-written line after the generated "
+        f".github/CODEOWNERS:{lines_before + 3}:1: error: hand-written line after the generated "
         "block overrides flags/a.b_c/production.yaml (@acme/pm -> @acme/release-managers) "
         "and 1 more generated path(s) [codeowners]",
         "    hint: GitHub applies the last matching line; move this line above the generated block",
-        f".github/CODEOWNERS:{lines_before + 4}:1: warning: hand-written line after the generated "
+        f".github/CODEOWNERS:{lines_before + 4}:1: error: hand-written line after the generated "
         "block overrides segments/staff.yaml (@acme/eng -> no owner) [codeowners]",
         "    hint: GitHub applies the last matching line; move this line above the generated block",
-        ".github/CODEOWNERS: 2 warnings",
+        ".github/CODEOWNERS: 2 errors",
     ]
+
+
+HAND_WRITTEN_LINES = [
+    "/docs/ @acme/docs",
+    "*.md @acme/docs",
+    "/flags/checkout/staging.yaml @acme/eng",
+    "/flags/*/production.yaml @acme/release-managers",
+    "/segments/",
+    "*.yaml @acme/intruder",
+    "flags/ @acme/intruder",
+    "/flags/** @acme/intruder",
+    "**/flag.yaml @acme/intruder",
+    "* @acme/intruder",
+    "/flags/a.b_c/ @acme/intruder",
+    "/flagstone.yaml @acme/intruder",
+    "schemas/*.json @acme/intruder",
+    "/.github/ @acme/intruder",
+    "/flags/checkout/flag.yaml @acme/eng",
+]
+
+
+@pytest.mark.parametrize("line", HAND_WRITTEN_LINES)
+def test_check_fails_exactly_when_a_line_after_the_block_changes_a_generated_owner(
+    tmp_path: Path, line: str
+) -> None:
+    """The `codeowners` library (last match wins, GitHub's rules) is the oracle."""
+    root = make_repo(tmp_path)
+    assert run(root)[0] == 0
+    path = root / CODEOWNERS_PATH
+    generated = path.read_text()
+    edited = generated + line + "\n"
+    path.write_text(edited)
+    # Files on disk, and the files the block names one by one (release files of every
+    # environment, whether or not they exist yet).
+    named = {
+        entry.split()[0].lstrip("/")
+        for entry in generated.split(BEGIN_MARKER)[1].splitlines()
+        if entry.startswith("/") and not entry.split()[0].endswith("/")
+    }
+    governed = [
+        rel
+        for rel in sorted(set(repository_files(root)) | named)
+        if oracle_owner(generated, rel) is not None
+    ]
+    changed = [
+        rel for rel in governed if CodeOwners(edited).of(rel) != CodeOwners(generated).of(rel)
+    ]
+    code, out, _ = run(root, "--check")
+    number = edited.count("\n")
+    flagged = f".github/CODEOWNERS:{number}:1: error: hand-written line after the generated block"
+    assert (code == 1) == bool(changed), (line, changed, out)
+    assert (flagged in out) == bool(changed), (line, changed, out)
 
 
 def test_lines_github_rejects_are_errors_with_line_numbers(tmp_path: Path) -> None:

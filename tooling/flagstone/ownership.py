@@ -12,10 +12,11 @@ Ownership lives in the flag repository itself: ``admins`` in ``flagstone.yaml``,
 
 Lines outside the block are kept byte for byte. GitHub applies the *last* matching
 line, so a new block is appended at the end of the file; hand-written lines that come
-after an existing block and would override a generated owner are reported, as are
-lines before it naming one file the block decides (they have no effect), and every
+after an existing block and would override a generated owner are errors (they would
+quietly take review away from the declared owners: ``codeowners --check`` exits 1);
+lines before it naming one file the block decides (they have no effect) and every
 line GitHub itself would reject (``!`` negation, ``[…]`` ranges, ``\\#`` escapes,
-malformed owners, a file of 3 MB or more).
+malformed owners, a file of 3 MB or more) are reported too.
 
 Whether owners and delegates are declared teams, whether delegated environments exist
 and whether handles are well formed is checked by ``flagstone validate``; generation
@@ -400,7 +401,9 @@ def _override_finding(
     message = (
         f"hand-written line after the generated block overrides {path} ({owner} -> {now}){more}"
     )
-    return Problem(CODEOWNERS_PATH, line.number, 1, RULE, "warning", message, _MOVE_ABOVE)
+    # An error, not a warning: GitHub applies the last matching line, so this line quietly
+    # takes review of generated paths away from the owners the repository declares.
+    return Problem(CODEOWNERS_PATH, line.number, 1, RULE, "error", message, _MOVE_ABOVE)
 
 
 def _shadowed_finding(line: CodeownersLine, plan: OwnershipPlan) -> Problem | None:
