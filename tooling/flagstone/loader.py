@@ -19,6 +19,7 @@ the exact line.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -46,6 +47,10 @@ _DocumentStart, _DocumentEnd = yaml.DocumentStartEvent, yaml.DocumentEndEvent
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32
+# Snapshots are canonical JSON (RFC 8785): integers beyond this are refused at publish,
+# so they are refused when the file is read, at their position.
+MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_INTEGER_TEXT = 400  # longer integer text resolves to ±inf (refused by the loader)
 
 PathKey = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -98,6 +103,11 @@ class Document:
         return Problem(self.rel, line, col, rule, level, message, hint)  # type: ignore[arg-type]
 
 
+def _shown(text: str) -> str:
+    """A number as written, shortened if long (a 5,000-digit integer is one line)."""
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
+
+
 def _fail(rel: str, line: int, col: int, message: str, hint: str | None = None) -> LoadError:
     return LoadError(Problem(rel, line, col, "yaml", "error", message, hint))
 
@@ -128,6 +138,10 @@ def _codepoint(character: int | str) -> int:
     return character if isinstance(character, int) else ord(character)
 
 
+def _is_integer_text(value: str) -> bool:
+    return bool(_INT.fullmatch(value) or _OCT.fullmatch(value) or _HEX.fullmatch(value))
+
+
 def resolve_plain(value: str) -> Any:
     """YAML 1.2 core-schema resolution of a plain scalar, minus the sloppy parts."""
     if value in _NULLS:
@@ -138,12 +152,12 @@ def resolve_plain(value: str) -> Any:
         return False
     if value[0] not in _NUMBER_STARTS:  # most scalars are words: skip the regexes
         return value
-    if _INT.fullmatch(value):
-        return int(value)
-    if _OCT.fullmatch(value):
-        return int(value[2:], 8)
-    if _HEX.fullmatch(value):
-        return int(value[2:], 16)
+    if _is_integer_text(value):
+        if len(value) > _MAX_INTEGER_TEXT:  # far beyond any double: and int() has a limit
+            return -math.inf if value.startswith("-") else math.inf
+        if value[-1:].isdigit() and _INT.fullmatch(value):
+            return int(value)
+        return int(value[2:], 8 if value[1] == "o" else 16)
     if _FLOAT.fullmatch(value):
         return float(value)
     return value
@@ -183,11 +197,31 @@ class _Builder:
         if event.style or event.tag == "!":
             return event.value
         value = resolve_plain(event.value)
-        if value is event.value and _SPECIAL_FLOAT.fullmatch(event.value):
+        kind = value.__class__
+        if kind is str:
+            if _SPECIAL_FLOAT.fullmatch(value):
+                raise self.fail_at(
+                    event, f"'{event.value}' is not a finite number", "quote it if you meant text"
+                )
+        elif kind is int:
+            if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                raise self._beyond_safe_integers(event)
+        elif kind is float and not math.isfinite(value):
+            if _is_integer_text(event.value):
+                raise self._beyond_safe_integers(event)
             raise self.fail_at(
-                event, f"'{event.value}' is not a finite number", "quote it if you meant text"
+                event,
+                f"{_shown(event.value)} is out of the range of a double",
+                "quote it if you meant text",
             )
         return value
+
+    def _beyond_safe_integers(self, event: Any) -> LoadError:
+        return self.fail_at(
+            event,
+            f"{_shown(event.value)} is beyond ±(2^53 - 1), the integers JSON keeps exactly",
+            "quote it if you meant text",
+        )
 
     def node(self, next_event: Callable[[], Any], event: Any, path: PathKey, depth: int) -> Any:
         # The hot loop of validation: exact type checks, and the hazard checks only for

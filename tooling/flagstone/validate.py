@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
 from functools import cache
@@ -113,12 +114,35 @@ def _fast_validator(kind: str) -> Callable[[Any], Any]:
     return validator
 
 
+# JSON Schema patterns are ECMAScript regular expressions, where `$` matches only at the
+# very end; Python's `$` also matches before a final newline, so "prod\n" would pass a
+# key pattern. Both validators read an unescaped `$` as `\Z` (fastjsonschema does this
+# itself; jsonschema is given the same pattern keyword below).
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+@cache
+def _end_anchored(pattern: str) -> re.Pattern[str]:
+    return re.compile(_UNESCAPED_DOLLAR.sub(r"\\Z", pattern))
+
+
+def _pattern_keyword(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    from jsonschema import ValidationError
+
+    if validator.is_type(instance, "string") and not _end_anchored(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 @cache
 def _explaining_validator(kind: str) -> Draft7Validator:
     # Imported here: jsonschema is slow to import and most runs never need it.
-    from jsonschema import Draft7Validator
+    from jsonschema import Draft7Validator, validators
 
-    return Draft7Validator(load_schema(kind))
+    strict = validators.extend(Draft7Validator, {"pattern": _pattern_keyword})
+    validator: Draft7Validator = strict(load_schema(kind))
+    return validator
 
 
 # What a `pattern` means, for messages ("'Bad Key' is not a valid key: …").
@@ -172,7 +196,19 @@ def label(where: Iterable[str | int]) -> str:
     text = ""
     for part in where:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
+    return _visible(text)
+
+
+# Control characters in a key or value are shown escaped (``'prod\n'``): a finding is
+# one line, whatever the file holds.
+_CONTROL_ESCAPES = {
+    code: {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(code, f"\\x{code:02x}")
+    for code in (*range(0x20), 0x7F)
+}
+
+
+def _visible(text: str) -> str:
+    return text.translate(_CONTROL_ESCAPES)
 
 
 def describe(value: Any) -> str:
@@ -244,7 +280,7 @@ class _SchemaExplainer:
         custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
         if "propertyNames" in list(error.absolute_schema_path)[-2:]:
             meaning = _pattern_meaning(value) if kind == "pattern" else "allowed"
-            yield self.key_problem(where, instance, f"key '{instance}' is not {meaning}")
+            yield self.key_problem(where, instance, f"key {_quote(instance)} is not {meaning}")
         elif custom and kind in ("oneOf", "anyOf", "not", "if"):
             if not self._missing_is_typo(where, error):
                 yield self.problem(where, str(custom))
@@ -335,7 +371,7 @@ class _SchemaExplainer:
 
 
 def _quote(value: Any) -> str:
-    return f"'{value}'" if isinstance(value, str) else json.dumps(value)
+    return f"'{_visible(value)}'" if isinstance(value, str) else json.dumps(value)
 
 
 # Below this many documents, compiling the fast validators costs more than it saves.
