@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flagstone import engine
+from flagstone import operators
 from flagstone.cli.main import main
 from flagstone.engine import INVALID_CONTEXT, Snapshot, plain_context
 from flagstone.sdk import Client
@@ -165,16 +165,16 @@ def test_a_value_that_cannot_be_bucketed_reads_as_a_missing_attribute(
 
 
 def test_parse_caches_keep_no_long_text() -> None:
-    engine._parse_semver.cache_clear()
-    engine._parse_timestamp.cache_clear()
+    operators._parse_semver.cache_clear()
+    operators._parse_timestamp.cache_clear()
     long_version = "1.2.3-" + "a" * 10_000
-    assert engine.parse_semver(long_version) is None
-    assert engine.parse_timestamp("2026-12-03T09:00:00" + "0" * 10_000 + "Z") is None
-    assert engine._parse_semver.cache_info().currsize == 0
-    assert engine._parse_timestamp.cache_info().currsize == 0
-    assert engine.parse_semver("1.2.3-" + "a" * 200) is not None  # long but allowed
-    assert engine.parse_timestamp("2026-12-03T09:00:00.123456789+01:00") is not None
-    assert engine._parse_semver.cache_info().maxsize == engine._PARSE_CACHE_ENTRIES
+    assert operators.parse_semver(long_version) is None
+    assert operators.parse_timestamp("2026-12-03T09:00:00" + "0" * 10_000 + "Z") is None
+    assert operators._parse_semver.cache_info().currsize == 0
+    assert operators._parse_timestamp.cache_info().currsize == 0
+    assert operators.parse_semver("1.2.3-" + "a" * 200) is not None  # long but allowed
+    assert operators.parse_timestamp("2026-12-03T09:00:00.123456789+01:00") is not None
+    assert operators._parse_semver.cache_info().maxsize == operators.PARSE_CACHE_ENTRIES
 
 
 def test_the_sdk_client_never_raises_on_a_hostile_context(tmp_path: Path) -> None:
