@@ -373,11 +373,12 @@ def load_file(path: Path, *, root: Path | None = None, max_bytes: int = MAX_BYTE
     ``root``, a symbolic link leading outside it is refused (``RepositoryBounds``)."""
     rel = path.relative_to(root).as_posix() if root else path.as_posix()
     if root is not None:
-        bounds = RepositoryBounds(root)
-        if bounds.leads_outside(path) or any(
-            bounds.leads_outside(folder) for folder in _folders_below(path, root)
-        ):
-            raise LoadError(bounds.problem(path))
+        # Resolving is slow (one lstat per component): only when a link is on the way.
+        folders = _folders_below(path, root)
+        if os.path.islink(path) or any(os.path.islink(folder) for folder in folders):
+            bounds = RepositoryBounds(root)
+            if bounds.leads_outside(path) or any(map(bounds.leads_outside, folders)):
+                raise LoadError(bounds.problem(path))
     try:
         raw = read_regular_file(path, max_bytes, follow_symlinks=True)
     except FileTooLargeError:
