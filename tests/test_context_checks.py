@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flagstone import operators
+from flagstone import operators, timestamps
 from flagstone.cli.main import main
 from flagstone.engine import INVALID_CONTEXT, Snapshot, plain_context
 from flagstone.sdk import Client
@@ -166,14 +166,14 @@ def test_a_value_that_cannot_be_bucketed_reads_as_a_missing_attribute(
 
 def test_parse_caches_keep_no_long_text() -> None:
     operators._parse_semver.cache_clear()
-    operators._parse_timestamp.cache_clear()
+    timestamps._parse_timestamp.cache_clear()
     long_version = "1.2.3-" + "a" * 10_000
     assert operators.parse_semver(long_version) is None
-    assert operators.parse_timestamp("2026-12-03T09:00:00" + "0" * 10_000 + "Z") is None
+    assert timestamps.parse_timestamp("2026-12-03T09:00:00" + "0" * 10_000 + "Z") is None
     assert operators._parse_semver.cache_info().currsize == 0
-    assert operators._parse_timestamp.cache_info().currsize == 0
+    assert timestamps._parse_timestamp.cache_info().currsize == 0
     assert operators.parse_semver("1.2.3-" + "a" * 200) is not None  # long but allowed
-    assert operators.parse_timestamp("2026-12-03T09:00:00.123456789+01:00") is not None
+    assert timestamps.parse_timestamp("2026-12-03T09:00:00.123456789+01:00") is not None
     assert operators._parse_semver.cache_info().maxsize == operators.PARSE_CACHE_ENTRIES
 
 
