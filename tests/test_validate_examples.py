@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flagstone import escape
 from flagstone.model import read_project
 from flagstone.validate import validate_project
 
@@ -31,7 +32,8 @@ def test_valid_case_has_no_findings(case: Path) -> None:
 def test_invalid_case_reports_expected_lines(case: Path) -> None:
     expected = (case / "expected.txt").read_text("utf-8").splitlines()
     problems = validate_project(read_project(case))
-    assert [p.format_line() for p in problems] == expected
+    # As the text report shows them: repository text with control characters escaped.
+    assert [escape.terminal(p.format_line()) for p in problems] == expected
     assert all(p.level == "error" for p in problems)
 
 

@@ -84,7 +84,8 @@ def test_validate_prints_one_line_per_finding_for_names_with_newlines(tmp_path: 
     findings = [line for line in output.splitlines() if ": error: " in line]
     assert len(findings) == 7
     assert (
-        "flagstone.yaml:3:25: error: environments[1]: 'production\\n' is not a valid key" in output
+        "flagstone.yaml:3:25: error: environments[1]: 'production\\x0a' is not a valid key"
+        in output
     )
 
 

@@ -196,19 +196,7 @@ def label(where: Iterable[str | int]) -> str:
     text = ""
     for part in where:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return _visible(text)
-
-
-# Control characters in a key or value are shown escaped (``'prod\n'``): a finding is
-# one line, whatever the file holds.
-_CONTROL_ESCAPES = {
-    code: {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(code, f"\\x{code:02x}")
-    for code in (*range(0x20), 0x7F)
-}
-
-
-def _visible(text: str) -> str:
-    return text.translate(_CONTROL_ESCAPES)
+    return text
 
 
 def describe(value: Any) -> str:
@@ -371,7 +359,7 @@ class _SchemaExplainer:
 
 
 def _quote(value: Any) -> str:
-    return f"'{_visible(value)}'" if isinstance(value, str) else json.dumps(value)
+    return f"'{value}'" if isinstance(value, str) else json.dumps(value)
 
 
 # Below this many documents, compiling the fast validators costs more than it saves.
