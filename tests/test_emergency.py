@@ -65,15 +65,21 @@ def emergency_env(**extra: str) -> dict[str, str]:
 def flagstone(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flagstone", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    """``flagstone ARGS`` in this process (the real CLI entry point, much cheaper than a
+    new interpreter), with ``env`` set in os.environ for the call."""
+    from gitrepo import run_cli
+
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        code, out, err = run_cli(list(args), cwd)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 def read_payload(path: Path) -> dict[str, Any]:
