@@ -122,7 +122,9 @@ def test_refresh_before_expiry(tmp_path: Path) -> None:
     assert payload["expires"] == "2026-12-14T08:00:00Z"
 
 
-def test_rotating_the_key_re_signs_unchanged_content(tmp_path: Path) -> None:
+def test_removing_the_old_key_at_once_re_signs_unchanged_content_after_the_repair(
+    tmp_path: Path,
+) -> None:
     old_key, new_key = fixed_key(1), fixed_key(2)
     root = make_repo(tmp_path / "repo", keys=(old_key,))
     project = load_valid_project(root)
@@ -130,10 +132,16 @@ def test_rotating_the_key_re_signs_unchanged_content(tmp_path: Path) -> None:
     # Rotate: flagstone.yaml now trusts only the new key (flag content is unchanged).
     make_repo(root, keys=(new_key,))
     project = load_valid_project(root)
-    results = publish_project(project, signing(new_key), now=lambda: NOW + DAY)
+    # latest.json, signed by the removed key, no longer verifies: publish stops and says
+    # how to repair (tests/test_publish_trust.py has the rotation that needs no repair).
+    with pytest.raises(EnvelopeError, match="does not verify"):
+        publish_project(project, signing(new_key), now=lambda: NOW + DAY)
+    results = publish_project(
+        project, signing(new_key), now=lambda: NOW + DAY, replace_unverified=True
+    )
     assert [(r.action, r.version) for r in results] == [("published", 2)] * 2
-    assert results[0].reason.startswith("re-signed")
-    assert results[0].digest == results[0].previous_digest
+    assert results[0].reason == "replacing an unverified latest.json"
+    assert results[0].previous_version is None  # nothing unverified is reported as "previous"
     latest = (root / "dist/staging/latest.json").read_bytes()
     open_snapshot(
         latest, [trusted(new_key)], 1, project="demo-shop", environment="staging", now=NOW
@@ -219,8 +227,12 @@ def test_a_source_commit_that_is_not_a_commit_id_is_never_passed_to_git(tmp_path
     payload["source"]["commit"] = "--output=/tmp/owned"
     envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
     latest.write_text(json.dumps(envelope))
-    with pytest.raises(ConflictError, match="does not have"):
+    # Changed without a trusted signature: refused before its commit is looked at...
+    with pytest.raises(EnvelopeError, match="does not verify"):
         publish(root, environments=["staging"], force=True)
+    # ...and replacing it never reads that commit either.
+    results = publish(root, environments=["staging"], replace_unverified=True)
+    assert [r.action for r in results] == ["published"]
     assert not Path("/tmp/owned").exists()
 
 

@@ -49,8 +49,9 @@ SNAPSHOT_FORMAT = "flagstone.snapshot/1"
 KEY_TYPE = "ed25519"
 SIGNATURE_SCHEME = "ed25519"
 
-# A snapshot of ten thousand flags is a few megabytes; anything far beyond that is not ours.
-MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+# The SDK's default size cap (flagstone.sdk.sources.DEFAULT_MAX_BYTES): about 500,000
+# realistic flags; anything beyond is not ours.
+MAX_ENVELOPE_BYTES = 256 * 1024 * 1024
 
 _KEYID_PATTERN = re.compile(r"[0-9a-f]{64}")
 _PUBLIC_KEY_BYTES = 32

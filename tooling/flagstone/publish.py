@@ -56,6 +56,7 @@ from flagstone.envelope import (
     PAYLOAD_TYPE,
     TrustedKey,
     parse_timestamp,
+    public_key_raw,
     sign_payload,
     verify_envelope,
 )
@@ -77,9 +78,14 @@ DEFAULT_TARGET = "file://dist"
 DEFAULT_EXPIRES_AFTER = "30d"
 DEFAULT_REFRESH_BEFORE = "7d"
 LATEST = "latest.json"
-MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
+# What publish reads back from storage, and the size SDKs accept by default (their
+# max_bytes): a snapshot above it is refused unless allow_oversized says otherwise.
+MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
+SDK_DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # Each lost race costs one round trip; this many in a row means something is wrong.
 MAX_ATTEMPTS = 50
+# The highest version canonical JSON (and so a snapshot) can carry exactly.
+MAX_VERSION = 2**53 - 1
 
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -238,6 +244,13 @@ class Publisher:
     force: bool = False
     dry_run: bool = False
     source: Mapping[str, str | None] = field(default_factory=dict)
+    # Replace a latest.json that does not verify (forged, or signed by a key removed
+    # from flagstone.yaml) instead of refusing; see ``_read_latest``.
+    replace_unverified: bool = False
+    # Publish a snapshot over the SDKs' default size cap (every client must then be
+    # given a larger max_bytes).
+    allow_oversized: bool = False
+    sdk_max_bytes: int = SDK_DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
         local = self.store.url.startswith(("file:", "memory:"))
@@ -257,14 +270,71 @@ class Publisher:
         return self.project.config.name if self.project.config else ""
 
     def _read_latest(self, environment: str) -> tuple[GetResult | None, PublishedSnapshot | None]:
+        """latest.json and what it says, once it verifies: storage is not trusted, so a
+        version number is taken from it only if keys this project trusts signed it.
+
+        A latest.json that does not verify is refused with the repair command; with
+        ``replace_unverified`` it is replaced (conditionally on its ETag), and the next
+        version follows the highest *verified* snapshot under ``snapshots/``, so a forged
+        version near 2**53 cannot block publishing."""
         path = f"{environment}/{LATEST}"
+        where = self.store.location(path)
         found = self.store.get_optional(path, max_bytes=MAX_SNAPSHOT_BYTES)
         if found is None or found.data is None:
             return None, None
         described = PublishedSnapshot.from_envelope(
-            found.data, self.store.location(path), self.project_name, environment
+            found.data, where, self.project_name, environment
         )
-        return found, described
+        problem = self._unverified(found.data)
+        if problem is None:
+            return found, described
+        if not self.replace_unverified:
+            raise EnvelopeError(
+                f"{where} (version {described.version}) does not verify with the keys of "
+                f"flagstone.yaml ({problem}); refusing to derive the next version from it",
+                hint="if it is forged or signed by a key you removed, replace it: "
+                f"flagstone publish --env {environment} --replace-unverified",
+            )
+        return found, None
+
+    def _unverified(self, envelope: bytes) -> str | None:
+        """Why ``envelope`` does not verify with flagstone.yaml's keyring, nor with all of
+        the keys this publish signs with (its own earlier publish, e.g. with the
+        development key); None when it verifies."""
+        own = [TrustedKey.from_public(public_key_raw(key)) for key in self.signing.keys]
+        attempts: list[tuple[list[TrustedKey], int]] = [(own, len(own))]
+        keys, threshold = self._keyring()
+        if len({key.public for key in keys}) >= threshold:
+            attempts.insert(0, (keys, threshold))
+        reason = "no trusted key"
+        for trusted, needed in attempts:
+            try:
+                verify_envelope(envelope, trusted, needed)
+            except EnvelopeError as error:
+                reason = error.message
+                continue
+            return None
+        return reason
+
+    def _after_verified_snapshots(self, environment: str) -> int:
+        """The version after the highest snapshot under ``snapshots/`` that verifies,
+        skipping every number already taken (for ``replace_unverified``)."""
+        prefix = f"{environment}/snapshots/"
+        taken: set[int] = set()
+        for name in self.store.list(prefix):
+            match = re.fullmatch(r"([1-9][0-9]{0,15})\.json", name[len(prefix) :])
+            if match and int(match.group(1)) <= MAX_VERSION:
+                taken.add(int(match.group(1)))
+        highest = 0
+        for version in sorted(taken, reverse=True)[:MAX_ATTEMPTS]:
+            found = self.store.get_optional(f"{prefix}{version}.json", max_bytes=MAX_SNAPSHOT_BYTES)
+            if found is not None and found.data and self._unverified(found.data) is None:
+                highest = version
+                break
+        version = highest + 1
+        while version in taken:
+            version += 1
+        return version
 
     def _flagd_payload(self, environment: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The payload for flagd.json: with the emergency overrides in force applied
@@ -288,6 +358,7 @@ class Publisher:
         latest_path = f"{environment}/{LATEST}"
         latest_url = self.store.location(latest_path)
         found, previous = self._read_latest(environment)
+        replacing = found is not None and previous is None  # an unverified latest.json
         now = self.now()
 
         def result(
@@ -312,7 +383,9 @@ class Publisher:
                 development_key=self.signing.development,
             )
 
-        if previous is None or previous.digest != digest:
+        if replacing:
+            reason = "replacing an unverified latest.json"
+        elif previous is None or previous.digest != digest:
             reason = "new content"
         elif self.force:
             reason = "forced republish"
@@ -341,7 +414,17 @@ class Publisher:
         # matter: the same content is never "older", whoever published it.
         if previous is not None:
             check_not_older(self.project.root, ours, previous, latest_url)
-        version = (previous.version if previous else 0) + 1
+        if replacing:
+            version = self._after_verified_snapshots(environment)
+        else:
+            version = (previous.version if previous else 0) + 1
+        if version > MAX_VERSION:
+            raise EnvelopeError(
+                f"{latest_url} is at version {version - 1}, the highest a snapshot can "
+                "carry; a signing key was probably misused",
+                hint="rotate the key out of flagstone.yaml (docs/security.md), then "
+                f"flagstone publish --env {environment} --replace-unverified",
+            )
         expires_text = timestamp_text(now + self.expires_after)
         if self.dry_run:
             return result(
@@ -429,6 +512,12 @@ class Publisher:
             expires=timestamp_text(now + self.expires_after),
         )
         envelope = sign_payload(snapshot_bytes(payload), self.signing.keys)
+        if len(envelope) > self.sdk_max_bytes and not self.allow_oversized:
+            raise UsageError(
+                f"refusing to publish a {len(envelope)}-byte snapshot: SDKs at their default "
+                f"max_bytes ({self.sdk_max_bytes}) would refuse it and serve code defaults",
+                hint="give every client a larger max_bytes, then publish with --allow-oversized",
+            )
         if not self.signing.development:
             self._check_keyring_accepts(envelope)
         return envelope
@@ -507,6 +596,8 @@ def publish_project(
     dry_run: bool = False,
     now: Callable[[], float] = time.time,
     source: Mapping[str, str | None] | None = None,
+    replace_unverified: bool = False,
+    allow_oversized: bool = False,
 ) -> list[PublishResult]:
     """Publish ``environments`` (default: all, in project order) and return what happened."""
     selected = selected_environments(project, environments)
@@ -518,6 +609,8 @@ def publish_project(
         force=force,
         dry_run=dry_run,
         source=source if source is not None else git_source(project.root),
+        replace_unverified=replace_unverified,
+        allow_oversized=allow_oversized,
     )
     return [publisher.publish(environment) for environment in selected]
 

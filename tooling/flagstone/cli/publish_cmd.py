@@ -40,6 +40,17 @@ from flagstone.validate import load_valid_project
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
 @click.option("--force", is_flag=True, help="Publish even if the content is unchanged.")
 @click.option(
+    "--replace-unverified",
+    is_flag=True,
+    help="Replace a latest.json that does not verify with flagstone.yaml's keys (forged, or "
+    "signed by a removed key); the version follows the highest verified snapshot.",
+)
+@click.option(
+    "--allow-oversized",
+    is_flag=True,
+    help="Publish a snapshot larger than the SDKs' default max_bytes (256 MB).",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @repo_option
@@ -49,6 +60,8 @@ def publish(
     key_files: tuple[Path, ...],
     dry_run: bool,
     force: bool,
+    replace_unverified: bool,
+    allow_oversized: bool,
     fmt: str,
     repo: Path | None,
 ) -> None:
@@ -72,6 +85,8 @@ def publish(
         force=force,
         dry_run=dry_run,
         source=git_source(root),
+        replace_unverified=replace_unverified,
+        allow_oversized=allow_oversized,
     )
     if signing.development and not dry_run:
         _warn_development_key(signing, root)

@@ -43,9 +43,11 @@ if TYPE_CHECKING:
 
 LATEST = "latest.json"
 DEFAULT_TIMEOUT = 10.0
-# A 10,000-flag snapshot is a few MB; 16 MB leaves room without letting a broken or
-# hostile server exhaust memory.
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+# Realistic flags take about 500 bytes each in a signed envelope (measured with
+# benchmarks/sdk_bench.py's mixed_flags: 10,000 flags 5.0 MB, 50,000 flags 25.0 MB), so
+# 100,000 flags are about 50 MB; 256 MB of inflated bytes fits about 500,000 while still
+# bounding what a broken or hostile server (or a gzip bomb) can make the client hold.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 _STORE_SCHEMES = ("s3", "gs", "az", "memory")
 _HTTP_SCHEMES = ("http", "https")
