@@ -59,6 +59,24 @@ def test_import_flagstone_sdk_pulls_in_no_toolchain_code() -> None:
     assert forbidden == []
 
 
+# Loaded on first use only (issue 18.2): RE2 when a ``matches`` rule is compiled, the
+# key-serialization formats of cryptography by key tooling, ipaddress by ``cidr``.
+LAZY_MODULES = ("re2", "cryptography.hazmat.primitives.serialization")
+
+
+def test_import_flagstone_sdk_leaves_the_lazy_modules_unloaded() -> None:
+    modules = imported_after("import flagstone.sdk")
+    assert "flagstone.regex" in modules and "flagstone.envelope" in modules
+    assert [name for name in LAZY_MODULES if name in modules] == []
+    # ...and they are there when needed: a `matches` rule compiles RE2 on first use.
+    used = imported_after(
+        "import flagstone.sdk\n"
+        "from flagstone.regex import compile_search\n"
+        "assert compile_search('^a+b$')('aab')"
+    )
+    assert "re2" in used
+
+
 def test_the_openfeature_provider_is_the_only_part_needing_openfeature() -> None:
     modules = imported_after("import flagstone.sdk.openfeature")
     assert "openfeature.provider" in modules

@@ -39,7 +39,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from flagstone.canonical import DIGEST_PREFIX, canonical_json, content_digest
 from flagstone.errors import EnvelopeError, SnapshotFormatError
@@ -188,6 +187,10 @@ def compute_keyid(public_raw: bytes) -> str:
 
 def public_key_raw(private_key: Ed25519PrivateKey) -> bytes:
     """The raw 32 public-key bytes belonging to ``private_key``."""
+    # Imported here: the serialization package (with SSH and EC key formats) costs the
+    # SDK's import more than the rest of cryptography, and only key tooling needs it.
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 

@@ -35,7 +35,6 @@ Standard library plus ``re2``: the SDK imports this module.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -198,6 +197,8 @@ def _network_value(op: str, value: Any) -> ValueProblem | None:
     problem = _text_value(op, value)
     if problem is not None:
         return problem
+    import ipaddress  # on first use: import flagstone.sdk does not pay for it
+
     try:
         ipaddress.ip_network(value)
     except ValueError as error:
@@ -373,13 +374,16 @@ def _time_test(op: str) -> Callable[[Sequence[Any]], ValueTest]:
 
 
 def _cidr_test(values: Sequence[Any]) -> ValueTest:
+    import ipaddress  # on first use: import flagstone.sdk does not pay for it
+
     networks = tuple(ipaddress.ip_network(v) for v in values)
+    ip_address = ipaddress.ip_address
 
     def in_network(value: Any) -> bool:
         if not isinstance(value, str):
             return False
         try:
-            address = ipaddress.ip_address(value)
+            address = ip_address(value)
         except ValueError:  # not an IP address: false, like any wrong-typed value
             return False
         for network in networks:  # noqa: SIM110 - a plain loop is cheaper than any()

@@ -22,15 +22,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-import re2
 
-# Options shared by every pattern: no capture groups are read (a yes/no answer), and a
-# pattern RE2 refuses is reported by check_pattern, not logged by RE2 to stderr.
-_OPTIONS = re2.Options()
-_OPTIONS.never_capture = True
-_OPTIONS.log_errors = False
-_UNANCHORED = re2._Anchor.UNANCHORED
+@cache
+def _re2() -> tuple[Any, Any]:
+    """RE2's compiler and the options shared by every pattern: no capture groups are
+    read (a yes/no answer), and a pattern RE2 refuses is reported by check_pattern, not
+    logged by RE2 to stderr. Imported on first use: a snapshot without ``matches``
+    rules (and ``import flagstone.sdk``) never loads it."""
+    import re2
+
+    options = re2.Options()
+    options.never_capture = True
+    options.log_errors = False
+    return re2, options
+
+
 _NO_MATCH: tuple[int, int] = (-1, -1)
 
 # Hints for what RE2 leaves out on purpose, keyed by the start of RE2's error message.
@@ -74,7 +83,8 @@ def check_pattern(pattern: str) -> PatternProblem | None:
         encoded = pattern.encode("utf-8")
     except UnicodeEncodeError:
         return PatternProblem(f"{pattern!r} is not valid text (it holds a lone surrogate)", None)
-    compiled = re2._re2.RE2(encoded, _OPTIONS)
+    re2, options = _re2()
+    compiled = re2._re2.RE2(encoded, options)
     if compiled.ok():
         return None
     error = compiled.error()
@@ -298,8 +308,9 @@ def compile_search(pattern: str) -> StringTest:
     if need.exact:
         return _text_test(need)
     match: Callable[[object, bytes, int, int], list[tuple[int, int]]]
-    match = re2._re2.RE2(pattern.encode("utf-8"), _OPTIONS).Match
-    anchor, no_match = _UNANCHORED, _NO_MATCH
+    re2, options = _re2()
+    match = re2._re2.RE2(pattern.encode("utf-8"), options).Match
+    anchor, no_match = re2._Anchor.UNANCHORED, _NO_MATCH
     literals, prefix, suffix, choices = need.literals, need.prefix, need.suffix, need.choices
 
     if not literals and not choices:
