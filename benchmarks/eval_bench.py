@@ -94,6 +94,8 @@ def make_contexts(count: int) -> list[dict[str, Any]]:
         context["login"] = (
             rng.choice(MATCHING_LOGINS) if rng.random() < 0.1 else f"person{i}@example.com"
         )
+        # (g)'s split is bucketed by an account, shared by ten users.
+        context["account"] = f"account-{i // 10}"
         contexts.append(context)
     return contexts
 
@@ -106,6 +108,9 @@ def regex_rules() -> list[tuple[str, str, str]]:
 
 
 SEMVER_RULES = [("old", "semver_lt", "1.10.0"), ("pinned", "semver_eq", "3.25.25")]
+# (f): a segment listing 1,000 user keys (one context in a hundred of 100,000), used by
+# a rule together with an attribute rule.
+SEGMENT_KEYS = [f"user-{i * 100}" for i in range(1000)]
 
 
 # --- Flagstone ---------------------------------------------------------------------
@@ -179,6 +184,27 @@ def flagstone_payload() -> dict[str, Any]:
             for name, op, value in SEMVER_RULES
         ]
     )
+    segment_flag = flag(
+        rules=[
+            {
+                "name": "beta testers",
+                "condition": {"segment": "beta-testers"},
+                "serve": {"variation": "off"},
+            },
+            rules[0],
+        ],
+        default={"variation": "off"},
+    )
+    account_split = {
+        "split": {
+            "bucket_by": "account",
+            "seed": "account-flag",
+            "weights": [
+                {"variation": "on", "weight": 50000},
+                {"variation": "off", "weight": 50000},
+            ],
+        }
+    }
     return {
         "format": "flagstone.snapshot/1",
         "project": "bench",
@@ -194,8 +220,17 @@ def flagstone_payload() -> dict[str, Any]:
                 default=rollout,
                 prerequisites=[{"flag": "simple-flag", "variation": "on"}],
             ),
+            "chain-1": flag(prerequisites=[{"flag": "simple-flag", "variation": "on"}]),
+            "chain-2": flag(prerequisites=[{"flag": "chain-1", "variation": "on"}]),
+            "chain-flag": flag(
+                rules=rules,
+                default=rollout,
+                prerequisites=[{"flag": "chain-2", "variation": "on"}],
+            ),
+            "segment-flag": segment_flag,
+            "account-flag": flag(default=account_split),
         },
-        "segments": {},
+        "segments": {"beta-testers": {"include": SEGMENT_KEYS, "exclude": [], "rules": []}},
     }
 
 
@@ -295,8 +330,44 @@ def launchdarkly_flags() -> dict[str, Any]:
             for name, op, value in SEMVER_RULES
         ],
     )
+    segment_flag = flag(
+        "segment-flag",
+        fallthrough={"variation": 1},
+        rules=[
+            {
+                "id": "beta",
+                "variation": 1,
+                "clauses": [
+                    {
+                        "attribute": "",
+                        "op": "segmentMatch",
+                        "values": ["beta-testers"],
+                        "negate": False,
+                    }
+                ],
+                "trackEvents": False,
+            },
+            rules[0],
+        ],
+    )
+    account_rollout = {
+        "rollout": {
+            "bucketBy": "account",
+            "variations": [{"variation": 0, "weight": 50000}, {"variation": 1, "weight": 50000}],
+        }
+    }
     return {
         "flags": {
+            "segment-flag": segment_flag,
+            "account-flag": flag("account-flag", fallthrough=account_rollout),
+            "chain-1": flag("chain-1", prerequisites=[{"key": "simple-flag", "variation": 0}]),
+            "chain-2": flag("chain-2", prerequisites=[{"key": "chain-1", "variation": 0}]),
+            "chain-flag": flag(
+                "chain-flag",
+                rules=rules,
+                fallthrough=rollout,
+                prerequisites=[{"key": "chain-2", "variation": 0}],
+            ),
             "regex-flag": regex_flag,
             "semver-flag": semver_flag,
             "simple-flag": flag("simple-flag"),
@@ -308,7 +379,16 @@ def launchdarkly_flags() -> dict[str, Any]:
                 prerequisites=[{"key": "simple-flag", "variation": 0}],
             ),
         },
-        "segments": {},
+        "segments": {
+            "beta-testers": {
+                "key": "beta-testers",
+                "version": 1,
+                "included": SEGMENT_KEYS,
+                "excluded": [],
+                "rules": [],
+                "salt": "beta-testers",
+            }
+        },
     }
 
 
@@ -459,7 +539,7 @@ def check_equivalence(contexts: list[dict[str, Any]], launchdarkly: LaunchDarkly
             )
         if ld_simple != snapshot.evaluate("simple-flag", context).value:
             raise SystemExit(f"(a) disagrees with LaunchDarkly for {context}")
-        for flag_key in ("regex-flag", "semver-flag"):
+        for flag_key in ("regex-flag", "semver-flag", "segment-flag"):
             ours = snapshot.evaluate(flag_key, context)
             if launchdarkly.client.variation(flag_key, ld_context, None) != ours.value:
                 raise SystemExit(f"{flag_key} disagrees with LaunchDarkly for {context}")
@@ -500,8 +580,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("(a) boolean, no rules", "simple-flag"),
         ("(b) 3 rules + 25% rollout", "rules-flag"),
         ("(c) (b) behind a prerequisite", "prereq-flag"),
+        ("(c3) (b) behind a chain of 3", "chain-flag"),
         ("(d) 20 matches/starts_with", "regex-flag"),
         ("(e) semver, 10k versions", "semver-flag"),
+        ("(f) 1,000-key segment + rule", "segment-flag"),
+        ("(g) 50/50 split by account", "account-flag"),
     ]
     with tempfile.TemporaryDirectory() as workdir:
         launchdarkly = LaunchDarkly(Path(workdir))
@@ -513,8 +596,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "flagstone": flagstone_runner(flag_key, contexts),
                     "launchdarkly": launchdarkly.runner(flag_key, contexts),
                 }
-                # flagd has no prerequisites and no regular expressions
-                if flag_key not in ("prereq-flag", "regex-flag"):
+                # this script's hand-written flagd definitions cover (a), (b) and (e)
+                # (benchmarks/all.py runs flagd-core on the export for every case)
+                if flag_key in ("simple-flag", "rules-flag", "semver-flag"):
                     runners["flagd"] = flagd_runner(flag_key, contexts)
                 medians = median_microseconds(runners, len(contexts), args.repeats)
                 rows.append(
