@@ -469,11 +469,12 @@ def toolchain(flag_count: int, runs: int, directory: Path) -> None:
             "publish, 2 environments": publish_both,
         },
         runs,
+        time.process_time,
     )
     bare = medians["bare CSafeLoader parse"]
     print(
         f"4. toolchain: {flag_count:,} flags x 2 environments + 200 segments "
-        f"({len(files):,} files), median of {runs} interleaved run(s)"
+        f"({len(files):,} files), CPU s, median of {runs} interleaved run(s)"
     )
     for label, seconds in medians.items():
         print(f"   {label:<26}{seconds:8.2f} s  {seconds / bare:5.2f}x bare parse")
