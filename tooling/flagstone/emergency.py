@@ -59,7 +59,7 @@ from flagstone.overrides import (
     killed_payload,
     verify_overrides,
 )
-from flagstone.publish import FLAGD_OBJECT, flagd_enabled
+from flagstone.publish import flagd_enabled, put_flagd_document
 from flagstone.store import IfMatch, SnapshotStore, WriteMode
 
 EMERGENCY_KEY_ENV_VARIABLE = "FLAGSTONE_EMERGENCY_KEY"
@@ -532,31 +532,7 @@ def rewrite_flagd(
         ) from None
     live = {key: entry for key, entry in entries.items() if entry.live(time.time())}
     data = flagd_json(export_flagd(killed_payload(payload, live, with_dependents=True)).document)
-    path = f"{environment}/{FLAGD_OBJECT}"
-    for _attempt in range(MAX_ATTEMPTS):
-        current = store.get_optional(path)
-        if (
-            current is not None
-            and current.data is not None
-            and _flagd_version(current.data) > version
-        ):
-            return store.location(path)  # a newer snapshot's export (with overrides)
-        mode: WriteMode = (
-            "create" if current is None or current.data is None else IfMatch(current.etag or "")
-        )
-        try:
-            store.put(path, data, mode=mode)
-        except ConflictError:
-            continue
-        return store.location(path)
-    raise ConflictError(f"gave up writing {store.location(path)} after {MAX_ATTEMPTS} lost races")
-
-
-def _flagd_version(data: bytes) -> int:
-    try:
-        return int(json.loads(data)["metadata"]["version"])
-    except (ValueError, KeyError, TypeError):
-        return -1
+    return put_flagd_document(store, environment, data, version, replace_same_version=True)
 
 
 # ---------------------------------------------------------------------------

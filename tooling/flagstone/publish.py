@@ -641,15 +641,28 @@ def write_flagd_export(store: SnapshotStore, environment: str, payload: Mapping[
     """
     version = int(payload.get("version") or 0)
     data = flagd_json(export_flagd(payload, checked=True).document)
+    return put_flagd_document(store, environment, data, version)
+
+
+def put_flagd_document(
+    store: SnapshotStore,
+    environment: str,
+    data: bytes,
+    version: int,
+    *,
+    replace_same_version: bool = False,
+) -> str:
+    """Write ``data`` (a flagd document made from snapshot ``version``) to
+    ``<env>/flagd.json`` with conditional writes, and return its location. An export of
+    a newer snapshot already there is kept (one of the same version too, unless
+    ``replace_same_version``: an emergency kill rewrites the current one)."""
     path = f"{environment}/{FLAGD_OBJECT}"
     for _attempt in range(_MAX_WRITE_ATTEMPTS):
         found = store.get_optional(path)
-        if (
-            found is not None
-            and found.data is not None
-            and _exported_version(found.data) >= version
-        ):
-            return store.location(path)  # a newer (or the same) export is there
+        if found is not None and found.data is not None:
+            there = _exported_version(found.data)
+            if there > version or (there == version and not replace_same_version):
+                return store.location(path)  # a newer (or the same) export is there
         mode: WriteMode = (
             "create" if found is None or found.data is None else IfMatch(found.etag or "")
         )
