@@ -28,6 +28,16 @@ def test_valid_case_has_no_findings(case: Path) -> None:
     assert [p.format_line() for p in problems] == []
 
 
+@pytest.mark.parametrize("case", VALID, ids=[p.name for p in VALID])
+def test_valid_case_compiles_in_every_environment(case: Path) -> None:
+    """Nothing that validates may fail at compile (and so at publish)."""
+    from flagstone.compile import compile_environment
+
+    project = read_project(case)
+    for environment in project.environments:
+        assert compile_environment(project, environment)["environment"] == environment
+
+
 @pytest.mark.parametrize("case", INVALID, ids=[p.name for p in INVALID])
 def test_invalid_case_reports_expected_lines(case: Path) -> None:
     expected = (case / "expected.txt").read_text("utf-8").splitlines()

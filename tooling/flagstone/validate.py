@@ -730,6 +730,15 @@ class _Checker:
                         RULE_INVALID_TIME,
                     )
                 else:
+                    if instant != int(instant):
+                        # The snapshot keeps whole seconds; compile refuses to round.
+                        self.add(
+                            doc,
+                            (*here, "at"),
+                            f"'{stage['at']}': a stage starts on a whole second",
+                            RULE_INVALID_TIME,
+                            hint="drop the fraction of a second",
+                        )
                     if schedule is not None and instant <= schedule[1]:
                         self.add(
                             doc,
