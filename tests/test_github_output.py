@@ -329,8 +329,19 @@ def test_publish_sets_version_and_digest_outputs(
     runner: ActionRunner, signing_key: str, tmp_path: Path
 ) -> None:
     target = (tmp_path / "published").as_uri()
-    first = runner.run(
+    refused = runner.run(
         command="publish", environment="production", target=target, signing_key=signing_key
+    )
+    # A file:// target in Actions reaches nobody: refused unless allowed explicitly.
+    assert refused.returncode == 2
+    assert "refusing to publish to file://" in refused.stderr
+    assert not (tmp_path / "published").exists()
+    first = runner.run(
+        command="publish",
+        environment="production",
+        target=target,
+        signing_key=signing_key,
+        allow_local_target="true",
     )
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.outputs["version"] == "1"
@@ -343,7 +354,11 @@ def test_publish_sets_version_and_digest_outputs(
     assert signing_key.strip() not in first.stdout + first.stderr
 
     again = runner.run(
-        command="publish", environment="production", target=target, signing_key=signing_key
+        command="publish",
+        environment="production",
+        target=target,
+        signing_key=signing_key,
+        allow_local_target="true",
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.outputs["version"] == "1", "unchanged content is not published again"
@@ -363,6 +378,20 @@ def test_publish_every_environment_to_s3(
     listing = s3_bucket.client().list_objects_v2(Bucket=s3_bucket.name)
     keys = {item["Key"] for item in listing["Contents"]}
     assert {"production/latest.json", "staging/latest.json"} <= keys
+
+
+def test_scaffolded_target_without_the_variable_is_refused(
+    runner: ActionRunner, signing_key: str, flag_repo: Path
+) -> None:
+    """The scaffold's publish.target is file://dist until `init --target` or the
+    FLAGSTONE_PUBLISH_TARGET variable says otherwise: in Actions that is a refusal, not
+    'published version 1' into a folder the runner throws away."""
+    run = runner.run(command="publish", signing_key=signing_key)
+    assert run.returncode == 2
+    assert "refusing to publish to file://" in run.stderr
+    assert "FLAGSTONE_PUBLISH_TARGET" in run.stderr
+    assert run.outputs["published"] == ""
+    assert not (flag_repo / "dist").exists()
 
 
 def test_publish_without_a_signing_key_is_refused(runner: ActionRunner, tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ def test_keys_in_dot_flagstone_stay_out_of_git_without_a_gitignore_entry(
     never picks up the development key or a default keygen key with `git add -A`."""
     root = make_repo(tmp_path / "repo")
     assert not (root / ".gitignore").exists()
-    assert cli(root, "publish")[0] == 0
+    assert cli(root, "publish", "--dev-key")[0] == 0
     assert cli(root, "keygen")[0] == 0
     assert len(list((root / ".flagstone").glob("*.pem"))) == 2
     git(root, "add", "-A")
@@ -223,7 +223,7 @@ def test_development_key_is_created_once_signs_and_is_never_trusted_implicitly(
     tmp_path: Path, cli: Cli
 ) -> None:
     root = make_repo(tmp_path / "repo")
-    code, stdout, stderr = cli(root, "publish")
+    code, stdout, stderr = cli(root, "publish", "--dev-key")
     assert code == 0, stderr
     dev_key = root / DEV_KEY_PATH
     assert stat.S_IMODE(dev_key.stat().st_mode) == 0o600
@@ -240,12 +240,12 @@ def test_development_key_is_created_once_signs_and_is_never_trusted_implicitly(
 
     (root / "flags/checkout/production.yaml").write_text("enabled: false\n")
     commit(root, "off")
-    code, stdout, stderr = cli(root, "publish", "--env", "production")
+    code, stdout, stderr = cli(root, "publish", "--env", "production", "--dev-key")
     assert code == 0 and "(from an earlier run)" in stderr and "version 2" in stdout
     assert "uncommitted" not in stderr
 
     (root / "flags/checkout/production.yaml").write_text("enabled: true\ndefault: on\n")
-    code, stdout, stderr = cli(root, "publish", "--env", "production")
+    code, stdout, stderr = cli(root, "publish", "--env", "production", "--dev-key")
     assert code == 0 and "version 3" in stdout
     assert (
         "warning: 1 flag file(s) have uncommitted changes (e.g. flags/checkout/production.yaml)"

@@ -370,5 +370,13 @@ def test_the_development_key_never_publishes_to_remote_storage(
     # e.g. a CI job whose signing-key secret is missing: FLAGSTONE_SIGNING_KEY is empty.
     done = flagstone("publish", cwd=root, env={"FLAGSTONE_SIGNING_KEY": ""})
     assert done.returncode == 2
-    assert "refusing to publish to s3://" in done.stderr and "development key" in done.stderr
+    assert "no private key for the signing key(s) flagstone.yaml lists" in done.stderr
+    # Asked for explicitly, or implied by an empty signing.keys: still local only.
+    explicit = flagstone("publish", "--dev-key", cwd=root, env={"FLAGSTONE_SIGNING_KEY": ""})
+    assert explicit.returncode == 2
+    assert "refusing to publish to s3://" in explicit.stderr
+    assert "development key" in explicit.stderr
+    unconfigured = make_repo(tmp_path / "fresh", keys=(), publish=f"target: {s3_bucket.url}")
+    done = flagstone("publish", cwd=unconfigured, env={"FLAGSTONE_SIGNING_KEY": ""})
+    assert done.returncode == 2 and "refusing to publish to s3://" in done.stderr
     assert s3_bucket.object_keys() == []

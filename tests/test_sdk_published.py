@@ -1,5 +1,5 @@
 """The SDK against what the main job publishes: the example repository is published with
-the real ``flagstone publish`` (a subprocess, development key), then the README's SDK
+the real ``flagstone publish --dev-key`` (a subprocess; the README's local preview), then the README's SDK
 example runs unchanged against its ``dist/``, and a polling client follows a republish."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def published_example(tmp_path: Path) -> Path:
 
 def publish(repo: Path, *options: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "flagstone", "publish", "--repo", str(repo), *options],
+        [sys.executable, "-m", "flagstone", "publish", "--dev-key", "--repo", str(repo), *options],
         check=True,
         capture_output=True,
         timeout=60,

@@ -6,9 +6,17 @@ Private keys are secrets. They are read from ``--key FILE`` or the
 error message: a key that cannot be loaded is reported by where it came from, not by
 what it contains.
 
-Without a configured key, local publishing uses a *development key* kept in
-``.flagstone/dev-signing-key.pem``. It is created on first use and is
-never trusted implicitly: ``flagstone verify`` accepts it only when asked
+Which key ``publish`` signs with (``select_publish_keys``): ``--key`` files, else
+``FLAGSTONE_SIGNING_KEY``, else a key ``keygen`` wrote into ``.flagstone/`` whose keyid
+``signing.keys`` lists. When ``signing.keys`` lists keys, only those keys sign: a key
+it does not list, or no key at all, stops the publish with a message naming the
+missing keyids and how to provide one (a snapshot signed otherwise would be rejected by
+every client that trusts ``signing.keys``).
+
+The *development key* kept in ``.flagstone/dev-signing-key.pem`` is for local
+previews: explicitly (``publish --dev-key``), or implicitly while ``signing.keys`` is
+still empty (a fresh repository, where nothing could verify a snapshot anyway). It is
+created on first use and is never trusted implicitly: ``flagstone verify`` accepts it only when asked
 (``--allow-dev-key``) or when its public key has been put under ``signing.keys``.
 ``.flagstone/`` ignores itself (a ``.gitignore`` of ``*`` inside it), so keys kept
 there stay out of git even in a repository whose own ``.gitignore`` does not list it.
@@ -224,6 +232,107 @@ def resolve_signing_keys(
         write_private_key(path, generate_key(), root=root)
         created = True
     return SigningKeys(_load_development_key(path), str(path), development=True, created=created)
+
+
+def keygen_key_path(root: Path, keyid: str) -> Path:
+    """Where ``flagstone keygen`` writes a key by default (and where ``publish`` looks)."""
+    return root / KEY_DIRECTORY / f"signing-key-{keyid[:12]}.pem"
+
+
+@dataclass(frozen=True)
+class ListedKey:
+    """One ``signing.keys`` entry, as far as choosing a signing key needs it."""
+
+    keyid: str
+    note: str | None
+
+    def describe(self) -> str:
+        return f"{self.keyid[:12]}" + (f" ({self.note!r})" if self.note else "")
+
+
+def listed_keys(signing: Mapping[str, Any]) -> list[ListedKey]:
+    """The keys ``signing.keys`` of ``flagstone.yaml`` trusts, in order."""
+    notes = {}
+    entries = signing.get("keys")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("note"), str):
+            notes[str(entry.get("keyid"))] = entry["note"]
+    return [ListedKey(key.keyid, notes.get(key.keyid)) for key in TrustedKey.from_config(signing)]
+
+
+def select_publish_keys(
+    root: Path,
+    key_files: Sequence[Path],
+    signing: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    development_key: bool = False,
+    create_development_key: bool = True,
+) -> SigningKeys:
+    """The keys ``publish`` signs with (see the module docstring for the order).
+
+    ``development_key`` asks for the development key explicitly (a local preview).
+    With ``signing.keys`` non-empty, only listed keys sign; when none is available this
+    raises ``UsageError`` naming the listed keyids and the three ways to provide one.
+    """
+    environ = os.environ if environ is None else environ
+    if development_key:
+        if key_files:
+            raise UsageError("--dev-key and --key exclude each other: choose one key")
+        return resolve_signing_keys(
+            root, (), environ={}, create_development_key=create_development_key
+        )
+    listed = listed_keys(signing)
+    if key_files or environ.get(KEY_ENV_VARIABLE, "").strip():
+        given = resolve_signing_keys(root, key_files, environ=environ, allow_development_key=False)
+        if not listed:
+            return given
+        return _only_listed(given, listed)
+    if not listed:
+        return resolve_signing_keys(
+            root, (), environ={}, create_development_key=create_development_key
+        )
+    found: list[Ed25519PrivateKey] = []
+    paths: list[str] = []
+    wanted = {key.keyid for key in listed}
+    for key in listed:
+        path = keygen_key_path(root, key.keyid)
+        if path.is_file():
+            matching = [k for k in load_key_file(path) if _keyid(k) in wanted]
+            if matching:
+                found += matching
+                paths.append(os.path.relpath(path, root))
+    if found:
+        return SigningKeys(tuple(found), ", ".join(paths))
+    shown = ", ".join(key.describe() for key in listed)
+    first = listed[0].keyid
+    raise UsageError(
+        f"no private key for the signing key(s) flagstone.yaml lists: {shown}; "
+        "a snapshot signed with any other key would be rejected by every client",
+        hint=f"set {KEY_ENV_VARIABLE} to the key's PEM (in CI: the repository secret), "
+        f"pass --key FILE, or keep the file `flagstone keygen` wrote at "
+        f"{os.path.relpath(keygen_key_path(root, first), root)}; for a local preview signed "
+        "with the untrusted development key, run `flagstone publish --dev-key`",
+    )
+
+
+def _keyid(key: Ed25519PrivateKey) -> str:
+    return compute_keyid(public_key_raw(key))
+
+
+def _only_listed(given: SigningKeys, listed: Sequence[ListedKey]) -> SigningKeys:
+    """``given`` without the keys ``signing.keys`` does not list; refused if none is."""
+    wanted = {key.keyid for key in listed}
+    chosen = tuple(key for key in given.keys if _keyid(key) in wanted)
+    if chosen:
+        return SigningKeys(chosen, given.source)
+    held = ", ".join(keyid[:12] for keyid in given.keyids)
+    raise UsageError(
+        f"{given.source} holds key {held}, which signing.keys in flagstone.yaml does not list "
+        f"(listed: {', '.join(key.describe() for key in listed)})",
+        hint="sign with a listed key, or add this key's entry (`flagstone keygen` prints it) "
+        "to signing.keys in a reviewed pull request",
+    )
 
 
 def development_trusted_key(root: Path) -> TrustedKey | None:

@@ -32,12 +32,18 @@ complete but unreferenced ``snapshots/<version>.json``; the next publish skips p
 
 The signing keys come from ``flagstone.keys``; with the development key the snapshots
 are signed but untrusted, and the result says so.
+
+Inside GitHub Actions (``GITHUB_ACTIONS=true``) a ``file://`` or ``memory://`` target is
+refused unless explicitly allowed (``allow_local_target``, ``publish
+--allow-local-target``): the runner's disk is discarded when the job ends, so such a
+"publish" reaches no client, yet would report success.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 import time
@@ -108,6 +114,8 @@ class PublishResult:
     reason: str
     signed_by: list[str] = field(default_factory=list)
     development_key: bool = False
+    size_bytes: int | None = None  # of the signed envelope (estimated on a dry run)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,6 +241,44 @@ def check_not_older(root: Path, ours: str | None, theirs: PublishedSnapshot, whe
     )
 
 
+def running_in_github_actions(environ: Mapping[str, str] | None = None) -> bool:
+    return (os.environ if environ is None else environ).get("GITHUB_ACTIONS") == "true"
+
+
+def check_target_reaches_clients(
+    url: str,
+    *,
+    allow_local_target: bool,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse a ``file://``/``memory://`` target inside GitHub Actions unless allowed:
+    the runner's disk is thrown away with the job, so nothing would be published."""
+    if allow_local_target or dry_run or not running_in_github_actions(environ):
+        return
+    if url.startswith(("file:", "memory:")):
+        raise UsageError(
+            f"refusing to publish to {url} inside GitHub Actions: the runner's disk is "
+            "discarded when the job ends, so no client would ever see these snapshots",
+            hint="set the real target: publish.target in flagstone.yaml or the "
+            "FLAGSTONE_PUBLISH_TARGET repository variable (s3://…, gs://…, az://…); pass "
+            "--allow-local-target (action input allow-local-target: true) only if a later "
+            "step uploads the folder",
+        )
+
+
+def size_warnings(size: int, *, estimated: bool = False) -> list[str]:
+    """A warning when an envelope is over the SDK's default body cap."""
+    if size <= SDK_DEFAULT_MAX_BYTES:
+        return []
+    about = "about " if estimated else ""
+    return [
+        f"the signed snapshot is {about}{size} bytes, over the SDK's default cap of "
+        f"{SDK_DEFAULT_MAX_BYTES} bytes: clients with the default max_bytes reject it "
+        "(raise max_bytes in every client, or split the project)"
+    ]
+
+
 @dataclass
 class Publisher:
     """Publishes environments of one project to one store."""
@@ -251,8 +297,16 @@ class Publisher:
     # given a larger max_bytes).
     allow_oversized: bool = False
     sdk_max_bytes: int = SDK_DEFAULT_MAX_BYTES
+    allow_local_target: bool = False
+    environ: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
+        check_target_reaches_clients(
+            self.store.url,
+            allow_local_target=self.allow_local_target,
+            dry_run=self.dry_run,
+            environ=self.environ,
+        )
         local = self.store.url.startswith(("file:", "memory:"))
         if self.signing.development and not local and not self.dry_run:
             # A missing CI secret must not quietly replace trusted snapshots with ones
@@ -367,6 +421,8 @@ class Publisher:
             snapshot_url: str | None,
             expires: str | None,
             reason: str,
+            size: int | None = None,
+            estimated: bool = False,
         ) -> PublishResult:
             return PublishResult(
                 environment=environment,
@@ -381,6 +437,8 @@ class Publisher:
                 reason=reason,
                 signed_by=self.signing.keyids,
                 development_key=self.signing.development,
+                size_bytes=size,
+                warnings=size_warnings(size, estimated=estimated) if size is not None else [],
             )
 
         if replacing:
@@ -427,12 +485,17 @@ class Publisher:
             )
         expires_text = timestamp_text(now + self.expires_after)
         if self.dry_run:
+            # Nothing is signed: the envelope is the base64 payload plus a signature each.
+            payload_size = len(snapshot_bytes(dict(unsigned, version=version)))
+            estimate = 4 * -(-payload_size // 3) + 256 * (1 + len(self.signing.keys))
             return result(
                 "would-publish",
                 version,
                 self.store.location(f"{environment}/snapshots/{version}.json"),
                 expires_text,
                 reason,
+                estimate,
+                estimated=True,
             )
 
         # Each lost race (a version taken, latest.json moved) costs one attempt.
@@ -497,6 +560,7 @@ class Publisher:
                     self.store.location(snapshot_path),
                     expires_text,
                     reason,
+                    len(envelope),
                 )
         raise ConflictError(
             f"gave up publishing {environment} after {MAX_ATTEMPTS} lost races on {latest_url}"
@@ -598,6 +662,7 @@ def publish_project(
     source: Mapping[str, str | None] | None = None,
     replace_unverified: bool = False,
     allow_oversized: bool = False,
+    allow_local_target: bool = False,
 ) -> list[PublishResult]:
     """Publish ``environments`` (default: all, in project order) and return what happened."""
     selected = selected_environments(project, environments)
@@ -611,6 +676,7 @@ def publish_project(
         source=source if source is not None else git_source(project.root),
         replace_unverified=replace_unverified,
         allow_oversized=allow_oversized,
+        allow_local_target=allow_local_target,
     )
     return [publisher.publish(environment) for environment in selected]
 

@@ -50,6 +50,87 @@ DEFAULT_ENVIRONMENTS = ("staging", "production")
 DEFAULT_ACTION_REPOSITORY = "flagstone-dev/flagstone"
 DEFAULT_ACTION = f"{DEFAULT_ACTION_REPOSITORY}@v{__version__}"
 EXAMPLE_FLAG_LIFETIME = timedelta(days=90)
+DEFAULT_SCAFFOLD_TARGET = "file://dist"
+TARGET_SCHEMES = ("s3", "gs", "az", "https", "file")
+# Environment of the workflow's publish step, per target scheme: obstore reads these.
+_PUBLISH_ENV = {
+    "gs": {"GOOGLE_SERVICE_ACCOUNT_KEY": "${{ secrets.FLAGSTONE_GCS_SERVICE_ACCOUNT_KEY }}"},
+    "az": {
+        "AZURE_STORAGE_ACCOUNT_NAME": "${{ vars.FLAGSTONE_AZURE_STORAGE_ACCOUNT }}",
+        "AZURE_STORAGE_ACCOUNT_KEY": "${{ secrets.FLAGSTONE_AZURE_STORAGE_KEY }}",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RepositorySetting:
+    """A secret or variable the repository's GitHub settings need for the workflow."""
+
+    kind: str  # "secret" | "variable"
+    name: str
+    value: str  # what to put there
+    required: bool = True
+
+
+def repository_settings(target: str) -> list[RepositorySetting]:
+    """The exact secrets and variables the scaffolded workflow needs for ``target``."""
+    scheme = target.split("://", 1)[0].lower()
+    settings = [
+        RepositorySetting(
+            "secret",
+            "FLAGSTONE_SIGNING_KEY",
+            "the private key PEM from `flagstone keygen` (its public entry goes under "
+            "signing.keys in flagstone.yaml)",
+        )
+    ]
+    if scheme == "s3":
+        settings += [
+            RepositorySetting(
+                "variable",
+                "FLAGSTONE_AWS_ROLE_ARN",
+                "an IAM role ARN the workflow assumes by OIDC, allowed s3:GetObject and "
+                f"s3:PutObject on {target}/*",
+            ),
+            RepositorySetting("variable", "FLAGSTONE_AWS_REGION", "the bucket's region", False),
+        ]
+    elif scheme == "gs":
+        settings.append(
+            RepositorySetting(
+                "secret",
+                "FLAGSTONE_GCS_SERVICE_ACCOUNT_KEY",
+                f"a service account key (JSON) with object read/create on {target}",
+            )
+        )
+    elif scheme == "az":
+        settings += [
+            RepositorySetting(
+                "variable", "FLAGSTONE_AZURE_STORAGE_ACCOUNT", "the storage account name"
+            ),
+            RepositorySetting(
+                "secret", "FLAGSTONE_AZURE_STORAGE_KEY", "an access key of that storage account"
+            ),
+        ]
+    elif scheme == "file":
+        settings.append(
+            RepositorySetting(
+                "variable",
+                "FLAGSTONE_PUBLISH_TARGET",
+                "the real storage URL (s3://…, gs://…, az://…): publish refuses file:// "
+                "inside GitHub Actions",
+            )
+        )
+    return settings
+
+
+def _publish_env_lines(target: str) -> str:
+    names = _PUBLISH_ENV.get(target.split("://", 1)[0].lower())
+    if not names:
+        return ""
+    lines = ["        # Credentials for the target; obstore reads them from the environment."]
+    lines.append("        env:")
+    lines += [f"          {name}: {value}" for name, value in names.items()]
+    return "\n".join(lines) + "\n"
+
 
 _TOKEN = re.compile(r"__FLAGSTONE_[A-Z_]+__")
 _ACTION_REFERENCE = re.compile(r"([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)@([A-Za-z0-9_./-]+)")
@@ -64,6 +145,7 @@ class ScaffoldOptions:
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     admins: str = "@example-org/platform"
     action: str = DEFAULT_ACTION
+    target: str = DEFAULT_SCAFFOLD_TARGET
     today: date = field(default_factory=date.today)
 
     def check(self) -> None:
@@ -89,6 +171,15 @@ class ScaffoldOptions:
                 f"'{self.admins}' is not a GitHub owner",
                 hint="use @org/team, @user or an e-mail address",
             )
+        scheme = self.target.split("://", 1)[0].lower() if "://" in self.target else ""
+        if scheme not in TARGET_SCHEMES or not self.target.split("://", 1)[1].strip("/"):
+            raise UsageError(
+                f"target '{self.target}' is not a storage URL",
+                hint="use s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX, "
+                "https://… or file://DIR",
+            )
+        if any(c.isspace() or c in '"\\' for c in self.target):
+            raise UsageError(f"target '{self.target}' contains spaces or quotes")
         if not _ACTION_REFERENCE.fullmatch(self.action):
             raise UsageError(
                 f"action '{self.action}' is not OWNER/REPOSITORY@REF",
@@ -150,15 +241,24 @@ def _values(options: ScaffoldOptions) -> dict[str, str]:
         "ACTION": options.action,
         "HOOKS_REPOSITORY": f"https://github.com/{repository}",
         "HOOKS_REV": ref,
+        "TARGET": json.dumps(options.target),
+        "PUBLISH_ENV": _publish_env_lines(options.target),
     }
 
 
-def render_workflow(action: str, name: str = "flags.yml") -> str:
+def render_workflow(
+    action: str, name: str = "flags.yml", target: str = DEFAULT_SCAFFOLD_TARGET
+) -> str:
     """A scaffolded workflow (``flags.yml``, ``progress.yml``) with its steps using
-    ``action`` (``./`` in Flagstone's own repository, ``OWNER/REPOSITORY@REF`` elsewhere)."""
+    ``action`` (``./`` in Flagstone's own repository, ``OWNER/REPOSITORY@REF`` elsewhere)
+    and the credentials ``target`` needs."""
     template = _templates().joinpath("repository", "dot-github", "workflows", name)
     path = f".github/workflows/{name}"
-    return _render(template.read_text(encoding="utf-8"), {"ACTION": action}, path)
+    return _render(
+        template.read_text(encoding="utf-8"),
+        {"ACTION": action, "PUBLISH_ENV": _publish_env_lines(target)},
+        path,
+    )
 
 
 def _schema_files() -> dict[str, str]:

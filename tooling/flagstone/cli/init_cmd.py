@@ -9,8 +9,10 @@ import click
 from flagstone.scaffold import (
     DEFAULT_ACTION,
     DEFAULT_ENVIRONMENTS,
+    DEFAULT_SCAFFOLD_TARGET,
     ScaffoldOptions,
     default_project_name,
+    repository_settings,
     scaffold_repository,
 )
 
@@ -37,8 +39,21 @@ from flagstone.scaffold import (
     metavar="OWNER/REPO@REF",
     help="The Flagstone action the workflow uses (also the pre-commit hooks repository).",
 )
+@click.option(
+    "--target",
+    default=DEFAULT_SCAFFOLD_TARGET,
+    show_default=True,
+    metavar="URL",
+    help="Where CI publishes snapshots: s3://BUCKET/PREFIX, gs://…, az://…, https://… "
+    "(file:// is refused inside GitHub Actions).",
+)
 def init(
-    directory: Path, project: str | None, environments: str, admins: str | None, action: str
+    directory: Path,
+    project: str | None,
+    environments: str,
+    admins: str | None,
+    action: str,
+    target: str,
 ) -> int:
     """Scaffold a flag repository in DIRECTORY (default: here) that passes validate,
     lint and codeowners --check as written. Never overwrites a file: if any would be,
@@ -49,19 +64,31 @@ def init(
         environments=tuple(e.strip() for e in environments.split(",") if e.strip()),
         admins=admins or f"@{project.replace('.', '-').replace('_', '-')}/platform",
         action=action,
+        target=target,
     )
     result = scaffold_repository(directory, options)
     for path in result.created:
         click.echo(f"created {path}")
     for path in result.extended:
         click.echo(f"extended {path} (added the key patterns it lacked)")
+    settings = repository_settings(target)
+    click.echo(f"\nFlag repository '{project}' created in {directory}, publishing to {target}.")
+    if target.startswith("file:"):
+        click.echo(
+            "  Note: CI refuses to publish to file:// (the runner's disk is thrown away); set\n"
+            "  the FLAGSTONE_PUBLISH_TARGET variable below, or run init again with --target."
+        )
+    click.echo("\nSet these in the GitHub repository (Settings > Secrets and variables > Actions):")
+    width = max(len(s.name) for s in settings)
+    for setting in settings:
+        optional = "" if setting.required else " (optional)"
+        click.echo(f"  {setting.kind:<8} {setting.name:<{width}}  {setting.value}{optional}")
     click.echo(
-        f"\nFlag repository '{project}' created in {directory}. Next:\n"
+        "\nNext:\n"
         "  1. Put your team handles in flagstone.yaml, then run `flagstone codeowners`.\n"
-        "  2. `flagstone keygen`: add the printed public key to flagstone.yaml signing.keys\n"
-        "     and store the private key as the FLAGSTONE_SIGNING_KEY repository secret.\n"
-        "  3. Set publish.target in flagstone.yaml (or the FLAGSTONE_PUBLISH_TARGET variable).\n"
-        "  4. `pre-commit install`, commit, push: pull requests get checks and a diff comment,\n"
+        "  2. `flagstone keygen --note 'CI key'`: add the printed entry to signing.keys in\n"
+        "     flagstone.yaml and store the private key as the FLAGSTONE_SIGNING_KEY secret.\n"
+        "  3. `pre-commit install`, commit, push: pull requests get checks and a diff comment,\n"
         "     pushes to main publish signed snapshots."
     )
     return 0

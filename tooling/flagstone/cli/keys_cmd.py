@@ -32,6 +32,7 @@ from flagstone.keys import (
     generate_key,
     key_directory,
     key_entry_yaml,
+    keygen_key_path,
     private_key_pem,
     public_key_entry,
     resolve_signing_keys,
@@ -68,7 +69,8 @@ def keygen(out: str | None, note: str | None, repo: Path | None) -> None:
             base = find_root(repo or Path.cwd())
         except RepositoryError:
             base = Path.cwd()
-        path = key_directory(base) / f"signing-key-{entry['keyid'][:12]}.pem"
+        key_directory(base)
+        path = keygen_key_path(base, entry["keyid"])
         write_private_key(path, key, root=base)
     else:
         path = Path(out)

@@ -11,10 +11,11 @@ import click
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.cli.overrides_cmd import retire_reconciled_overrides
 from flagstone.compile import git_source
-from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, resolve_signing_keys
+from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, select_publish_keys
 from flagstone.publish import (
     Publisher,
     PublishResult,
+    check_target_reaches_clients,
     open_target,
     selected_environments,
     uncommitted_flag_files,
@@ -35,7 +36,21 @@ from flagstone.validate import load_valid_project
     "key_files",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Private key file (repeatable). Default: ${KEY_ENV_VARIABLE}, else a development key.",
+    help=f"Private key file (repeatable). Default: ${KEY_ENV_VARIABLE}, else a key "
+    "`flagstone keygen` wrote to .flagstone/ that signing.keys lists.",
+)
+@click.option(
+    "--dev-key",
+    "dev_key",
+    is_flag=True,
+    help="Local preview: sign with the untrusted development key (.flagstone/), even though "
+    "signing.keys lists keys. Refused for remote targets.",
+)
+@click.option(
+    "--allow-local-target",
+    is_flag=True,
+    help="Allow a file:// or memory:// target inside GitHub Actions (refused there by "
+    "default: the runner's disk is thrown away with the job).",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
 @click.option("--force", is_flag=True, help="Publish even if the content is unchanged.")
@@ -58,6 +73,8 @@ def publish(
     environments: tuple[str, ...],
     to: str | None,
     key_files: tuple[Path, ...],
+    dev_key: bool,
+    allow_local_target: bool,
     dry_run: bool,
     force: bool,
     replace_unverified: bool,
@@ -71,22 +88,35 @@ def publish(
     conditional write, so racing publishers never overwrite each other or go backwards.
     Inside GitHub Actions ($GITHUB_OUTPUT set) it also writes the step outputs
     <env>-version, <env>-digest, <env>-action, <env>-url and `published`.
+
+    When flagstone.yaml's signing.keys lists keys, only a listed key signs (--key,
+    $FLAGSTONE_SIGNING_KEY, or the file `flagstone keygen` wrote); without one it stops
+    and says which key is missing. --dev-key is the explicit local preview.
     """
     root = resolve_repo(repo)
     project = load_valid_project(root)
     selected = selected_environments(project, environments)
-    signing = resolve_signing_keys(
-        root, key_files, allow_development_key=True, create_development_key=not dry_run
+    store = open_target(project, to)
+    # Checked before a key is looked for or created: the target decides whether
+    # anything here can reach a client at all.
+    check_target_reaches_clients(store.url, allow_local_target=allow_local_target, dry_run=dry_run)
+    signing = select_publish_keys(
+        root,
+        key_files,
+        project.config.signing if project.config else {},
+        development_key=dev_key,
+        create_development_key=not dry_run,
     )
     publisher = Publisher(
         project,
-        open_target(project, to),
+        store,
         signing,
         force=force,
         dry_run=dry_run,
         source=git_source(root),
         replace_unverified=replace_unverified,
         allow_oversized=allow_oversized,
+        allow_local_target=allow_local_target,
     )
     if signing.development and not dry_run:
         _warn_development_key(signing, root)
@@ -103,6 +133,8 @@ def publish(
         results.append(result)
         if fmt == "text":
             click.echo(_describe(result))
+        for warning in result.warnings:
+            click.echo(f"warning: {result.environment}: {warning}", err=True)
     if fmt == "json":
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
     _write_github_output(results)
