@@ -123,13 +123,19 @@ def repository_settings(target: str) -> list[RepositorySetting]:
 
 
 def _publish_env_lines(target: str) -> str:
+    """The text after ``# `` on the workflow's credentials line (a comment, so the
+    template itself stays a valid workflow): for gs:// and az:// it goes on with the
+    publish step's ``env:``."""
     names = _PUBLISH_ENV.get(target.split("://", 1)[0].lower())
     if not names:
-        return ""
-    lines = ["        # Credentials for the target; obstore reads them from the environment."]
+        return (
+            "Credentials: s3:// uses the OIDC step above; `flagstone init --target gs://… "
+            "or az://…` writes an env: here."
+        )
+    lines = ["Credentials for the target; obstore reads them from the environment."]
     lines.append("        env:")
     lines += [f"          {name}: {value}" for name, value in names.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 _TOKEN = re.compile(r"__FLAGSTONE_[A-Z_]+__")
