@@ -72,10 +72,18 @@ def break_example_flag(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_try_repo_hooks_pass_on_a_good_repository(
+def test_try_repo_hooks_pass_on_a_new_repository_right_after_new(
     tmp_path: Path, hooks_clone: Path, pre_commit_home: Path
 ) -> None:
     consumer = consumer_repository(tmp_path / "consumer")
+    # Right after `flagstone new` (CODEOWNERS regenerated, placeholder description a
+    # warning), as a developer would commit it.
+    subprocess.run(
+        [sys.executable, "-m", "flagstone", "new", "search-v2", "--owner", "platform",
+         "--progression", "staff,1%,10%,100%", "--bake", "24h"],
+        cwd=consumer, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    git("add", "-A", cwd=consumer)
     result = pre_commit(
         "try-repo", str(hooks_clone), "--all-files", cwd=consumer, home=pre_commit_home
     )

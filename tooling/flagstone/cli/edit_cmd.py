@@ -1,4 +1,5 @@
-"""Comment-preserving edit commands: ``new``, ``advance``, ``rollout``, ``kill``,
+"""Comment-preserving edit commands (``new`` and the other authoring commands are in
+``authoring_cmd``): ``advance``, ``rollout``, ``kill``,
 ``enable`` and ``archive``. Each validates the would-be repository before writing and
 prints the semantic diff it made."""
 
@@ -12,7 +13,6 @@ from flagstone import edit as edits
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.errors import UsageError
 from flagstone.escape import guard_lines, terminal
-from flagstone.model import FLAG_KINDS
 
 
 def _print(result: edits.EditResult) -> None:
@@ -35,45 +35,6 @@ force_option = click.option(
     default=False,
     help="Write even when the rollout guardrails refuse the edit (CI still checks).",
 )
-
-
-@click.command("new")
-@click.argument("key")
-@click.option("--owner", required=True, help="Owning team id (declared in flagstone.yaml).")
-@click.option(
-    "--type",
-    "value_type",
-    type=click.Choice(edits.VALUE_TYPES),
-    default="boolean",
-    show_default=True,
-)
-@click.option("--kind", type=click.Choice(FLAG_KINDS), default="release", show_default=True)
-@click.option("--name", default=None, help="Display name (default: from the key).")
-@click.option(
-    "--expires", default=None, help="YYYY-MM-DD for temporary flags (default: 90 days from today)."
-)
-@repo_option
-def new(
-    key: str,
-    owner: str,
-    value_type: str,
-    kind: str,
-    name: str | None,
-    expires: str | None,
-    repo: Path | None,
-) -> None:
-    """Scaffold flags/KEY/flag.yaml and a disabled release file for every environment."""
-    _print(
-        edits.new_flag(
-            resolve_repo(repo),
-            key,
-            owner=owner,
-            value_type=value_type,
-            kind=kind,
-            name=name,
-            expires=expires,
-        )
-    )
 
 
 @click.command("advance")
