@@ -60,11 +60,15 @@ def test_every_semantic_change_on_main_with_who_when_and_pr(
         "segment": None,
         "kind": "stage-advanced",
         "summary": "stage advanced beta (1% + staff, beta-testers) → ten (10% + staff, beta-testers): about +9% of contexts",
+        # Bob wrote the pull request; Alice (above) merged it.
+        "authors": ["Bob Example <bob@example.com>"],
     }
     for entry in entries:
         name = next(n for n, sha in shas.items() if sha == entry["commit"])
         date, author, pull_request = HISTORY[name]
         assert entry["author_email"] == author.email
+        if name != "advance":  # squash merges and direct commits: their own author
+            assert entry["authors"] == [f"{author.name} <{author.email}>"]
         assert entry["pull_request"] == pull_request
         assert entry["date"] == date.replace("Z", "+00:00")
 
@@ -127,7 +131,8 @@ def test_csv_has_a_header_and_rfc4180_quoting(history: tuple[Path, dict[str, str
     )
     assert code == 0, err
     assert out.startswith(
-        "commit,date,author_name,author_email,pull_request,environment,flag,segment,kind,summary\r\n"
+        "commit,date,author_name,author_email,pull_request,environment,flag,segment,kind,summary,"
+        "authors\r\n"
     )
     assert out.endswith("\r\n") and "\r\n\r\n" not in out
     rows = list(csv.DictReader(io.StringIO(out, newline="")))
@@ -139,6 +144,8 @@ def test_csv_has_a_header_and_rfc4180_quoting(history: tuple[Path, dict[str, str
         shas["tester"],
     ]
     assert rows[0]["pull_request"] == "12" and rows[3]["pull_request"] == ""
+    assert rows[0]["authors"] == "Bob Example <bob@example.com>"
+    assert rows[0]["author_name"] == "Alice Example"  # the merger
     assert rows[0]["summary"].startswith("stage advanced beta (1% + staff, beta-testers)")
     # A summary with commas is quoted, so the row still has exactly ten fields.
     assert '"stage advanced beta (1% + staff, beta-testers)' in out
@@ -149,7 +156,8 @@ def test_text_lines(history: tuple[Path, dict[str, str]]) -> None:
     code, out, _ = run_cli(["log", "new-checkout", "--since", "2026-11-02"], root)
     assert code == 0
     assert out.splitlines() == [
-        f"2026-11-02T10:00:00+00:00 {shas['advance'][:12]} Alice Example <alice@example.com> #12  "
+        f"2026-11-02T10:00:00+00:00 {shas['advance'][:12]} Alice Example <alice@example.com> #12 "
+        "(by Bob Example <bob@example.com>)  "
         "production: new-checkout: stage advanced beta (1% + staff, beta-testers) → ten (10% + staff, beta-testers): "
         "about +9% of contexts"
     ]
@@ -171,7 +179,7 @@ def test_bad_input_is_one_line_with_exit_code(history: tuple[Path, dict[str, str
     assert (code, out) == (2, "")
     assert err.splitlines()[0] == "error: flag 'no-such-flag' never existed on this branch"
     code, _, err = run_cli(["log", "--since", "last tuesday"], root)
-    assert code == 2 and "is not a date" in err
+    assert code == 2 and "is not a time; use 2026-11-10" in err
     code, out, err = run_cli(["log", "--env", "prod"], root)
     assert (code, out) == (2, "")
     assert (
@@ -256,3 +264,40 @@ def test_text_output_escapes_terminal_control_characters(tmp_path: Path) -> None
     assert "\x1b" not in out and "\r" not in out
     assert "Mallory\\x1b[2K\\x0dAlice Example <mallory@example.com> #9" in out
     assert log_json(repo.path, "--since", "2026-11-02")[0]["author_name"] == sneaky.name
+
+
+def test_a_merged_pull_request_with_several_authors_names_them_all(tmp_path: Path) -> None:
+    from gitrepo import ALICE, BOB, CAROL, GitRepo
+
+    repo = GitRepo(tmp_path / "repo")
+    repo.copy_example()
+    repo.commit("Initial flags", author=ALICE, date="2026-11-01T09:00:00Z")
+    repo.branch("pricing")
+    repo.replace("flags/new-checkout/production.yaml", "current: beta", "current: ten")
+    repo.commit("Advance", author=BOB, date="2026-11-02T09:00:00Z")
+    repo.replace("segments/beta-testers.yaml", "include: [", "include: [tester-7, ")
+    repo.commit("Add a tester", author=CAROL, date="2026-11-02T09:30:00Z")
+    repo.commit("Fix up", author=BOB, date="2026-11-02T09:40:00Z")
+    repo.checkout("main")
+    merge = repo.merge("pricing", "Merge pull request #20 from acme/pricing", author=ALICE,
+                       date="2026-11-03T09:00:00Z")  # fmt: skip
+    entries = [e for e in log_json(repo.path) if e["commit"] == merge]
+    assert len(entries) == 2
+    for entry in entries:
+        assert entry["author_name"] == "Alice Example" and entry["pull_request"] == 20
+        assert entry["authors"] == [
+            "Bob Example <bob@example.com>",
+            "Carol Example <carol@example.com>",
+        ]
+    code, out, _ = run_cli(["log", "--format", "text", "--since", "2026-11-03"], repo.path)
+    assert code == 0
+    assert all(
+        "Alice Example <alice@example.com> #20 (by Bob Example <bob@example.com>, "
+        "Carol Example <carol@example.com>)  " in line
+        for line in out.splitlines()
+    ), out
+    code, out, _ = run_cli(["log", "--format", "csv", "--since", "2026-11-03"], repo.path)
+    rows = list(csv.DictReader(io.StringIO(out, newline="")))
+    assert {r["authors"] for r in rows} == {
+        "Bob Example <bob@example.com>; Carol Example <carol@example.com>"
+    }

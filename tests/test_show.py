@@ -85,6 +85,25 @@ def test_text_output_lists_targets_rules_and_default(history: tuple[Path, dict[s
 
 
 @pytest.mark.parametrize(
+    ("at", "instant"),
+    [
+        ("2026-11-02T09:30", "2026-11-02T09:30:00Z"),
+        ("2026-11-02 09:30", "2026-11-02T09:30:00Z"),
+        ("2026-11-02T09:30Z", "2026-11-02T09:30:00Z"),
+        ("2026-11-02T10:30+01:00", "2026-11-02T09:30:00Z"),
+        ("2026-11-02T04:30:00.5-0500", "2026-11-02T09:30:00Z"),
+    ],
+)
+def test_at_accepts_the_documented_time_forms(
+    history: tuple[Path, dict[str, str]], at: str, instant: str
+) -> None:
+    root, shas = history
+    document = show_json(root, "new-checkout", "--env", "production", "--at", at)
+    assert document["at"] == instant
+    assert document["commit"] == shas["initial"]  # the 10:00 merge came later
+
+
+@pytest.mark.parametrize(
     ("args", "code", "message"),
     [
         (
@@ -105,7 +124,19 @@ def test_text_output_lists_targets_rules_and_default(history: tuple[Path, dict[s
         (
             ["new-checkout", "--env", "production", "--at", "not-a-rev"],
             1,
-            "error: unknown revision 'not-a-rev'",
+            "error: unknown revision 'not-a-rev'\nhint: --at takes a git revision or a time: "
+            "2026-11-10, 2026-11-10T09:30",
+        ),
+        (
+            ["new-checkout", "--env", "production", "--at", "2026-11-10T25:30"],
+            2,
+            "error: --at '2026-11-10T25:30' is not a valid time (hour must be in 0..23); use "
+            "2026-11-10, 2026-11-10T09:30, 2026-11-10T09:30:15, each optionally with Z",
+        ),
+        (
+            ["new-checkout", "--env", "production", "--at", "2026-11-10 at noon"],
+            2,
+            "error: --at '2026-11-10 at noon' is not a time; use 2026-11-10, 2026-11-10T09:30",
         ),
     ],
 )

@@ -19,12 +19,12 @@ from pathlib import Path, PurePosixPath
 
 from flagstone import escape
 from flagstone.diff import detect_flag_renames, diff_projects
-from flagstone.engine import parse_timestamp
 from flagstone.errors import GitError, UsageError
 from flagstone.gitops import (
     Commit,
     first_parent_history,
     git_text,
+    merged_authors,
     short_revision,
     walk_projects,
 )
@@ -48,6 +48,10 @@ class LogEntry:
     kind: str
     summary: str
     lineage: str  # the flag's first key: stays the same across renames
+    # The pull request's author(s), "Name <email>" (``gitops.merged_authors``). The
+    # author_name/author_email above are whoever made the first-parent commit: for a
+    # merge commit, the person who merged.
+    authors: tuple[str, ...] = ()
 
 
 def commit_renames(commit: Commit) -> dict[str, str]:
@@ -81,7 +85,10 @@ def audit_log(root: Path, ref: str = "HEAD") -> list[LogEntry]:
         for old, new in renames.items():
             lineage[new] = lineage.pop(old, old)
         labels = ("its parent", short_revision(commit.sha))
+        authors: tuple[str, ...] | None = None
         for change in diff_projects(before, after, renames=renames, labels=labels):
+            if authors is None:
+                authors = merged_authors(root, commit)
             key = change.key
             if change.kind == "flag-added":  # a new flag, even one reusing an old key
                 lineage[key] = f"{key}@{commit.sha}"
@@ -99,6 +106,7 @@ def audit_log(root: Path, ref: str = "HEAD") -> list[LogEntry]:
                     kind=change.kind,
                     summary=change.summary,
                     lineage=lineage.setdefault(key, key) if change.subject == "flag" else key,
+                    authors=authors or (),
                 )
             )
     return entries
@@ -125,6 +133,7 @@ LOG_COLUMNS = (
     "segment",
     "kind",
     "summary",
+    "authors",
 )
 
 
@@ -173,27 +182,34 @@ def log_row(entry: LogEntry) -> dict[str, str | int | None]:
         "segment": entry.key if entry.subject == "segment" else None,
         "kind": entry.kind,
         "summary": entry.summary,
+        "authors": "; ".join(entry.authors),
     }
 
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def parse_instant(text: str) -> float | None:
-    """Epoch seconds of ``YYYY-MM-DD`` (midnight UTC) or an RFC 3339 date-time; None
-    when ``text`` is neither (then it is taken as a revision)."""
-    if _DATE_ONLY.fullmatch(text):
-        return parse_timestamp(text + "T00:00:00Z")
-    return parse_timestamp(text)
+def parse_instant(text: str, what: str = "--at") -> float | None:
+    """Epoch seconds of a time in one of ``timeforms.TIME_FORMS`` (``2026-11-10``,
+    ``2026-11-10T09:30``, with ``Z`` or an offset, …); None when ``text`` does not start
+    like a date (then it is taken as a revision). A date-like text that is not a valid
+    time is a ``UsageError`` naming the accepted forms."""
+    from flagstone.timeforms import looks_like_time, parse_time
+
+    if not looks_like_time(text):
+        return None
+    return parse_time(text, what)
 
 
 def parse_bound(text: str | None, option: str, *, end_of_day: bool) -> float | None:
     """A ``--since``/``--until`` bound; a bare date ends at 23:59:59 when ``end_of_day``."""
+    from flagstone.timeforms import TIME_FORMS, parse_time
+
     if text is None:
         return None
-    instant = parse_instant(text)
+    instant = parse_time(text, option) if text.strip().isdigit() else parse_instant(text, option)
     if instant is None:
-        raise UsageError(f"{option} {text!r} is not a date (YYYY-MM-DD) or an RFC 3339 date-time")
+        raise UsageError(f"{option} {text!r} is not a time; use {TIME_FORMS}")
     if end_of_day and _DATE_ONLY.fullmatch(text):
         instant += 86400 - 1
     return instant
@@ -206,7 +222,8 @@ LOG_VIEW: View[Sequence[LogEntry]] = View("log")
 
 @LOG_VIEW.format("json")
 def render_log_json(entries: Sequence[LogEntry]) -> str:
-    document = {"format": LOG_FORMAT, "entries": [log_row(e) for e in entries]}
+    rows = [dict(log_row(e), authors=list(e.authors)) for e in entries]
+    document = {"format": LOG_FORMAT, "entries": rows}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -231,6 +248,9 @@ def render_log_text(entries: Sequence[LogEntry]) -> str:
         pr = f" #{e.pull_request}" if e.pull_request else ""
         where = f"{e.environment}: " if e.environment else ""
         what = e.key or PROJECT_FILE
-        line = f"{e.date} {e.commit[:12]} {e.author_name} <{e.author_email}>{pr}  {where}{what}: {e.summary}"
+        who = f"{e.author_name} <{e.author_email}>"
+        # The merger first; the pull request's authors beside it when they differ.
+        by = f" (by {', '.join(e.authors)})" if e.authors and e.authors != (who,) else ""
+        line = f"{e.date} {e.commit[:12]} {who}{pr}{by}  {where}{what}: {e.summary}"
         lines.append(escape.terminal(line) + "\n")
     return "".join(lines)

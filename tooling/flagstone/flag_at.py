@@ -117,9 +117,16 @@ def _utc_text(instant: float) -> str:
 def resolve_point(root: Path, when: str) -> tuple[str, float]:
     """``(commit, instant)`` for ``--at``: a date picks the last first-parent commit of the
     default branch (or HEAD) at or before it; a revision is read at its commit time."""
+    from flagstone.timeforms import TIME_FORMS
+
     instant = parse_instant(when)
     if instant is None:
-        commit = resolve_revision(root, when)
+        try:
+            commit = resolve_revision(root, when)
+        except GitError as error:
+            raise GitError(
+                error.message, hint=f"--at takes a git revision or a time: {TIME_FORMS}"
+            ) from None
         return commit, float(commit_time(root, commit))
     ref = default_branch(root) or "HEAD"
     found = revision_at(root, instant, ref)

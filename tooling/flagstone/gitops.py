@@ -359,6 +359,7 @@ class Commit:
     timestamp: int  # committer time, epoch seconds
     subject: str
     changes: tuple[FileChange, ...]
+    parents: tuple[str, ...] = ()
 
     @property
     def pull_request(self) -> int | None:
@@ -388,7 +389,7 @@ def first_parent_history(root: Path, ref: str = "HEAD") -> list[Commit]:
         "-M",
         "--name-status",
         "-z",
-        f"--format={_RECORD}%H%x00%an%x00%ae%x00%cI%x00%ct%x00%s%x00",
+        f"--format={_RECORD}%H%x00%an%x00%ae%x00%cI%x00%ct%x00%P%x00%s%x00",
         resolve_revision(root, ref),
         "--",
         f":(top){prefix}",
@@ -406,11 +407,11 @@ def first_parent_history(root: Path, ref: str = "HEAD") -> list[Commit]:
             continue
         if not (head.startswith(_RECORD) and _COMMIT_ID.fullmatch(head[1:])):
             raise GitError(f"unexpected `git log` output near {head[:60]!r}")
-        header = tokens[i + 1 : i + 6]
-        if len(header) != 5 or not header[3].isdigit():
+        header = tokens[i + 1 : i + 7]
+        if len(header) != 6 or not header[3].isdigit():
             raise GitError(f"unexpected `git log` output for commit {head[1:13]}")
-        name, email, date, stamp, subject = header
-        i += 6
+        name, email, date, stamp, parent_text, subject = header
+        i += 7
         changes: list[FileChange] = []
         while i < len(tokens) and not tokens[i].startswith(_RECORD):
             status = tokens[i].strip("\n")
@@ -430,8 +431,33 @@ def first_parent_history(root: Path, ref: str = "HEAD") -> list[Commit]:
                 changes.append(FileChange("A", names[1]))
             else:
                 changes.append(FileChange(status[0], names[0]))
-        commits.append(Commit(head[1:], name, email, date, int(stamp), subject, tuple(changes)))
+        parents = tuple(parent_text.split())
+        commits.append(
+            Commit(head[1:], name, email, date, int(stamp), subject, tuple(changes), parents)
+        )
     return commits
+
+
+def merged_authors(root: Path, commit: Commit) -> tuple[str, ...]:
+    """A pull request's author(s), ``Name <email>``, oldest commit first: for a merge
+    commit, the authors of the commits it merged (its second parent's side); for any
+    other commit (squash or rebase merges, direct pushes), its own author."""
+    own = (f"{commit.author_name} <{commit.author_email}>",)
+    if len(commit.parents) < 2 or not all(_COMMIT_ID.fullmatch(p) for p in commit.parents):
+        return own
+    out = git(
+        root,
+        "log",
+        "--reverse",
+        "--format=%an%x00%ae%x00",
+        f"{commit.parents[0]}..{commit.parents[1]}",
+    ).decode("utf-8", "replace")
+    tokens = [t.strip("\n") for t in out.split("\0")]
+    found: dict[str, None] = {}
+    for name, email in zip(tokens[0::2], tokens[1::2], strict=False):
+        if name or email:
+            found[f"{name} <{email}>"] = None
+    return tuple(found) or own
 
 
 def walk_projects(

@@ -31,11 +31,9 @@ _FORM = re.compile(
 
 
 def looks_like_time(text: str) -> bool:
-    """Whether ``text`` is meant as a time rather than a git revision."""
-    stripped = text.strip()
-    return bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}.*", stripped)) or (
-        stripped.isdigit() and len(stripped) >= 9
-    )
+    """Whether ``text`` is meant as a time rather than a git revision (it starts like a
+    date; Unix seconds are only taken where no revision is expected)."""
+    return bool(re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}.*", text.strip(), re.DOTALL))
 
 
 def parse_time(text: str, what: str = "--at") -> float:
