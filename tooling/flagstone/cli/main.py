@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "diff": "history_cmd:diff",
     "log": "history_cmd:log",
     "show": "history_cmd:show",
+    "served": "served_cmd:served",
     "check-change": "history_cmd:check_change",
     "new": "authoring_cmd:new",
     "stage": "authoring_cmd:stage",
