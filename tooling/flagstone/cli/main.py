@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "log": "history_cmd:log",
     "show": "history_cmd:show",
     "served": "served_cmd:served",
+    "status": "status_cmd:status",
     "check-change": "history_cmd:check_change",
     "new": "authoring_cmd:new",
     "stage": "authoring_cmd:stage",
