@@ -7,6 +7,7 @@ Files are read with Flagstone's own YAML 1.2 loader, so ``on:`` stays the string
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -213,14 +214,66 @@ def test_progress_workflow_runs_every_15_minutes_and_never_overlaps() -> None:
 def test_flags_workflow_triggers() -> None:
     triggers = load(FLAGS_WORKFLOW)["on"]
     paths = {"flags/**", "segments/**", "flagstone.yaml"}
-    assert set(triggers["pull_request"]["paths"]) == {
-        *paths,
-        ".github/CODEOWNERS",
-        ".github/workflows/flags.yml",
-    }
+    # No paths filter on pull requests: a required check that never runs blocks the
+    # merge; the review job filters by path itself (see the test below).
+    assert triggers["pull_request"] is None
     assert triggers["push"]["branches"] == ["main"]
     assert set(triggers["push"]["paths"]) == paths
     assert triggers["schedule"] and all("cron" in entry for entry in triggers["schedule"])
+
+
+@pytest.mark.parametrize(
+    ("changed", "relevant"),
+    [
+        ("README.md", "false"),
+        ("src/app.py", "false"),
+        ("flags/x/production.yaml", "true"),
+        ("segments/staff.yaml", "true"),
+        ("flagstone.yaml", "true"),
+        (".github/CODEOWNERS", "true"),
+        (".github/workflows/flags.yml", "true"),
+    ],
+)
+def test_review_job_passes_unrelated_pull_requests_at_once(
+    tmp_path: Path, changed: str, relevant: str
+) -> None:
+    """The review job's first step, run for real in a git repository: only a change to a
+    flag file makes the checks run; any other pull request passes (a required check that
+    blocks nothing it should not)."""
+    review = load(FLAGS_WORKFLOW)["jobs"]["review"]
+    step = next(s for s in review["steps"] if s.get("id") == "changes")
+    assert all(
+        s.get("if", "").find("steps.changes.outputs.relevant == 'true'") >= 0
+        for s in review["steps"]
+        if s.get("uses") == "./"
+    )
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                              check=True, timeout=30)  # fmt: skip
+        return done.stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    (repo / "flagstone.yaml").write_text("project: x\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "base")
+    base = git("rev-parse", "HEAD")
+    (repo / changed).parent.mkdir(parents=True, exist_ok=True)
+    (repo / changed).write_text("changed\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "pull request")
+    output, summary = tmp_path / "output", tmp_path / "summary"
+    output.write_text("")
+    summary.write_text("")
+    env = {**os.environ, "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+    env.update({k: base for k in step["env"]})  # the base sha of the pull request
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert output.read_text() == f"relevant={relevant}\n"
+    assert ("nothing for Flagstone to review" in summary.read_text()) == (relevant == "false")
 
 
 def test_flags_workflow_permissions_are_least_privilege() -> None:
