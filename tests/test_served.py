@@ -139,3 +139,9 @@ def test_served_names_the_emergency_overrides_in_force(
         root, capsys, "served", "--env", "production", "--at", utc_text(time.time() + 60)
     )
     assert "emergency overrides version 1" in out and "forced off: checkout" in out
+    # `status --overrides` reads the same store: the killed flag shows as overridden.
+    code, out, err = run(root, capsys, "status", "--overrides", "--env", "production",
+                         "--format", "json")  # fmt: skip
+    assert code == 0, err
+    states = {f["key"]: f["environments"][0]["state"] for f in json.loads(out)["flags"]}
+    assert states == {"checkout": "overridden"}
