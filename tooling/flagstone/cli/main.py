@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "show": "history_cmd:show",
     "served": "served_cmd:served",
     "status": "status_cmd:status",
+    "site": "site_cmd:site",
     "check-change": "history_cmd:check_change",
     "new": "authoring_cmd:new",
     "stage": "authoring_cmd:stage",
