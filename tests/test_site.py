@@ -171,3 +171,24 @@ def test_text_from_the_repository_is_escaped(tmp_path: Path) -> None:
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     code, _, err = run_cli(["site", "-o", str(tmp_path / "o2"), "--repo-url", "javascript:x"], root)
     assert code == 2 and "must be an https:// URL" in err
+
+
+def test_axe_core_finds_no_serious_violation(
+    site: tuple[Path, Path, list[str]], browser: Any
+) -> None:
+    """axe-core (from npm; .ci/run installs it and sets FLAGSTONE_AXE_CORE to axe.min.js)."""
+    axe = os.environ.get("FLAGSTONE_AXE_CORE", "")
+    if not Path(axe).is_file():
+        if os.environ.get("CI"):
+            pytest.fail("FLAGSTONE_AXE_CORE does not name axe.min.js (npm install axe-core)")
+        pytest.skip("axe-core is not installed (set FLAGSTONE_AXE_CORE to axe.min.js)")
+    _, out, _ = site
+    for rel in ("index.html", "flags/new-checkout.html"):  # every flag page is one template
+        page, _ = open_page(browser, out / rel)
+        page.add_script_tag(path=axe)
+        violations = page.evaluate(
+            "axe.run().then(r => r.violations.map(v => ({id: v.id, impact: v.impact})))"
+        )
+        serious = [v for v in violations if v["impact"] in ("serious", "critical")]
+        assert serious == [], (rel, serious)
+        page.close()
