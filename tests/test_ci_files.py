@@ -35,6 +35,7 @@ ACTION_COMMANDS = (
     "publish",
     "progress",
     "kill",
+    "site",
 )
 
 

@@ -527,3 +527,12 @@ def test_a_comment_that_cannot_be_written_is_a_warning(
     assert "HTTP 403" in run.stderr
     assert "example-flag" in run.summary
     assert [c["id"] for c in json.loads(state.read_text())] == [1]
+
+
+def test_site_command_writes_the_dashboard_for_pages(runner: ActionRunner, flag_repo: Path) -> None:
+    run = runner.run(command="site")
+    assert run.returncode == 0, run.stdout + run.stderr
+    site = Path(run.outputs["site-dir"])
+    assert (site / "index.html").is_file()
+    assert (site / "flags" / "example-flag.html").is_file()
+    assert "example-flag.html" in (site / "index.html").read_text()
