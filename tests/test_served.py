@@ -145,3 +145,10 @@ def test_served_names_the_emergency_overrides_in_force(
     assert code == 0, err
     states = {f["key"]: f["environments"][0]["state"] for f in json.loads(out)["flags"]}
     assert states == {"checkout": "overridden"}
+    # ... and so does the dashboard.
+    code, _, err = run(root, capsys, "site", "-o", str(tmp_path / "site"), "--overrides")
+    assert code == 0, err
+    page = (tmp_path / "site" / "flags" / "checkout.html").read_text()
+    assert (
+        "Emergency overrides" in page and "Forced to the off variation now in: production" in page
+    )

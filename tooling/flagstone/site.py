@@ -314,6 +314,13 @@ def _flag_page(
         parts.append("<ol reversed>" + "".join(items) + "</ol>")
     else:
         parts.append("<p>No history.</p>")
+    overridden = [e.environment for e in status.environments if e.state == "overridden"]
+    if overridden:
+        parts.append(
+            "<h2>Emergency overrides</h2><p>Forced to the off variation now in: "
+            + html.escape(", ".join(overridden))
+            + " (reconcile the release files by pull request).</p>"
+        )
     parts.append("<h2>Lint findings</h2>")
     if findings:
         parts.append(
@@ -330,9 +337,16 @@ def _flag_page(
 
 
 def build_site(
-    root: Path, out: Path, *, repo_url: str | None = None, now: float | None = None
+    root: Path,
+    out: Path,
+    *,
+    repo_url: str | None = None,
+    now: float | None = None,
+    overrides: bool = False,
 ) -> list[str]:
-    """Write the dashboard into ``out``; return the files written (relative)."""
+    """Write the dashboard into ``out``; return the files written (relative). With
+    ``overrides``, the emergency overrides in force are read from the publish target
+    (state ``overridden``, and a section on each flag page)."""
     from flagstone import gitops
     from flagstone.lint import lint_project
     from flagstone.lint.context import LintContext, RepositoryChangeTimes
@@ -341,7 +355,12 @@ def build_site(
         raise UsageError(f"--repo-url {repo_url!r} must be an https:// URL")
     now = time.time() if now is None else now
     project = read_project(root)
-    flags = project_status(root, now=now)
+    forced: dict[str, list[str]] | None = None
+    if overrides:
+        from flagstone.status import live_overrides
+
+        forced = live_overrides(root, project.environments, now)
+    flags = project_status(root, now=now, overrides=forced)
     history = exposure_history(root, project, now)
     try:
         entries = gitops.audit_log(root, gitops.default_branch(root) or "HEAD")

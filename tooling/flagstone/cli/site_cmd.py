@@ -21,10 +21,16 @@ from flagstone.site import build_site
     metavar="URL",
     help="https://github.com/OWNER/REPO: pull-request numbers become links.",
 )
+@click.option(
+    "--overrides",
+    "read_overrides",
+    is_flag=True,
+    help="Also show the emergency overrides in force (read from the publish target).",
+)
 @repo_option
-def site(output: Path, repo_url: str | None, repo: Path | None) -> None:
+def site(output: Path, repo_url: str | None, read_overrides: bool, repo: Path | None) -> None:
     """Write a static dashboard (opens from disk, no network): an overview of every
     flag, filterable by team, environment and kind, and a page per flag with exposure
     charts from the history, the change log and lint findings."""
-    written = build_site(resolve_repo(repo), output, repo_url=repo_url)
+    written = build_site(resolve_repo(repo), output, repo_url=repo_url, overrides=read_overrides)
     click.echo(f"wrote {len(written)} pages to {output} (open {output / 'index.html'})")
