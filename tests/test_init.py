@@ -211,7 +211,7 @@ def test_scaffold_is_deterministic() -> None:
 def test_action_reference_reaches_workflow_and_hooks() -> None:
     files = render_scaffold(ScaffoldOptions(project="p", action="acme/flagstone-fork@v2.1"))
     workflow = files[".github/workflows/flags.yml"]
-    assert workflow.count("uses: acme/flagstone-fork@v2.1\n") == 7
+    assert workflow.count("uses: acme/flagstone-fork@v2.1\n") == 8  # review 5, publish 2, pages 1
     assert "__FLAGSTONE_" not in "".join(files.values())
     assert "repo: https://github.com/acme/flagstone-fork\n" in files[".pre-commit-config.yaml"]
 
