@@ -42,7 +42,6 @@ from ruamel.yaml import YAML
 
 from flagstone import edit as edits
 from flagstone.compile import duration_seconds
-from flagstone.diff import percent_text
 from flagstone.errors import EditError, FlagstoneError, GitError, UsageError
 from flagstone.model import (
     FLAG_FILE,
@@ -55,6 +54,7 @@ from flagstone.model import (
 )
 from flagstone.ownership import CODEOWNERS_PATH, codeowners_report, write_codeowners
 from flagstone.problems import Problem
+from flagstone.rollout import percent_text
 
 PathKey = tuple[str | int, ...]
 PLACEHOLDER_DESCRIPTION = "TODO say what this flag changes and when it can be removed."

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from flagstone.compile import duration_seconds
-from flagstone.diff import DISABLED, ENABLED, active_reach, serve_text, served_shares, stage_reaches
+from flagstone.diff import DISABLED, ENABLED, serve_text, served_shares
 from flagstone.errors import GitError, UsageError
 from flagstone.model import Flag, Project, read_project
+from flagstone.rollout import progression_spec, read_progression
 
 STATUS_FORMAT = "flagstone.status/1"
 STALE_AFTER_DAYS = 90  # a temporary flag unchanged this long is stale
@@ -93,15 +94,6 @@ def _exposure(flag: Flag, env: str, now: float) -> float:
     return _float(sum(shares.values(), Decimal(0)) - off)
 
 
-def _progression(flag: Flag, env: str) -> Mapping[str, Any] | None:
-    release = flag.releases.get(env)
-    default = release.default if release else None
-    if isinstance(default, Mapping) and isinstance(default.get("progression"), Mapping):
-        progression: Mapping[str, Any] = default["progression"]
-        return progression
-    return None
-
-
 def _policy_bake(project: Project, env: str) -> int | None:
     section = project.config.guardrails if project.config else {}
     min_bake = section.get("min_bake") if isinstance(section, Mapping) else None
@@ -114,30 +106,24 @@ def _policy_bake(project: Project, env: str) -> int | None:
 def _stage_details(
     project: Project, flag: Flag, env: str, now: float, entered: Callable[[str, str], int | None]
 ) -> tuple[str | None, NextStage | None, int | None]:
-    progression = _progression(flag, env)
-    if progression is None:
+    release = flag.releases.get(env)
+    plan = read_progression(progression_spec(release.data)) if release is not None else None
+    if plan is None or release is None:
         return None, None, None
-    active, _ = active_reach(progression, now)
-    reaches = stage_reaches(progression)
-    stages = progression.get("stages")
-    stage_list = stages if isinstance(stages, list) else []
-    following = next((r for r in reaches if r.index == active.index + 1), None)
+    active = plan.active_stage(now)
+    index = active.index if active is not None else -1
+    following = plan.stages[index + 1] if index + 1 < len(plan.stages) else None
     next_stage = None
     if following is not None:
-        spec = stage_list[following.index]
-        at = spec.get("at") if isinstance(spec, Mapping) else None
-        next_stage = NextStage(following.name, _float(following.percent), str(at) if at else None)
+        next_stage = NextStage(following.name, float(following.percent), following.at_text)
     bake_left = None
-    if active.index >= 0 and following is not None:
-        spec = stage_list[active.index]
-        own = spec.get("bake") if isinstance(spec, Mapping) else None
-        bake = duration_seconds(own) if isinstance(own, str) else _policy_bake(project, env)
-        release = flag.releases.get(env)
-        if bake and release is not None:
+    if active is not None and following is not None:
+        bake = active.bake if active.bake is not None else _policy_bake(project, env)
+        if bake:
             start = entered(release.doc.rel, active.name)
             if start is not None:
                 bake_left = max(0, int(start + bake - now))
-    return (active.name if active.index >= 0 else None), next_stage, bake_left
+    return (active.name if active is not None else None), next_stage, bake_left
 
 
 def _history(root: Path) -> list[Any]:
