@@ -94,15 +94,16 @@ def test_a_pm_takes_a_new_flag_to_100_percent_with_cli_commands_only(repo: Path,
     cli.ok("target", "add", "search-v2", "qa-1", "qa-2", "--env", "production", "--variation", "on")
     commit("QA accounts get it")
 
-    # The guardrail holds: 1% -> 40% in one change is over production's max_step 25.
+    # The guardrail holds: a schedule already due would jump 1% -> 50% in one change,
+    # over production's max_step 25.
     cli.ok("advance", "search-v2", "--env", "production")
     commit("advance to 1pct")
     code, _, err = cli(
-        "stage", "set", "search-v2", "1pct", "--env", "production", "--percent", "40"
+        "stage", "set", "search-v2", "50pct", "--env", "production", "--at", "2026-01-01T00:00Z"
     )
     assert code == 1
-    assert "refused by the rollout guardrails" in err and "max-step" in err
-    assert "percent: 1," in (repo / "flags/search-v2/production.yaml").read_text()
+    assert "edit refused by guardrails" in err and "the limit is 25 points" in err
+    assert "at:" not in (repo / "flags/search-v2/production.yaml").read_text()
 
     # Advancing before the bake is over is flagged by the check CI runs.
     cli.ok("advance", "search-v2", "--env", "production")
@@ -121,7 +122,7 @@ def test_a_pm_takes_a_new_flag_to_100_percent_with_cli_commands_only(repo: Path,
     assert code == 0 and "on" in out.split()
 
 
-def test_too_early_advance_is_caught_by_check_change(repo: Path, cli: Cli) -> None:
+def test_too_early_advance_is_refused_and_caught_by_check_change(repo: Path, cli: Cli) -> None:
     cli.ok(
         "new", "fast", "--owner", "platform", "--description", "x",
         "--progression", "1%,10%", "--bake", "24h",
@@ -129,9 +130,11 @@ def test_too_early_advance_is_caught_by_check_change(repo: Path, cli: Cli) -> No
     cli.ok("enable", "fast", "--env", "production")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "fast at 1pct")  # now
-    cli.ok("advance", "fast", "--env", "production")
+    code, _, err = cli("advance", "fast", "--env", "production")
+    assert code == 1 and "must bake 1d" in err  # the edit itself refuses
+    cli.ok("advance", "fast", "--env", "production", "--force")
     code, out, _ = cli("check-change", "--base", "HEAD")
-    assert code == 1 and "min-bake" in out
+    assert code == 1 and "min-bake" in out  # and CI would too
 
 
 COMMENTED_RELEASE = """\

@@ -14,10 +14,10 @@ Each edit is checked three ways before anything is written:
    edited text must read back as exactly that data, so nothing else changed.
 2. **Validation.** The would-be repository is validated (``edit.apply_texts``); an edit
    that adds an error is refused.
-3. **Guardrails.** The rollout guardrails of ``flagstone.yaml`` (``check-change``'s
-   rules: step size, bake time, serving values, dependencies) are run on the change
-   from the working tree to the edited tree, with stage entry times from the history of
-   ``HEAD``; an edit that would fail them is refused with the guardrail's message.
+3. **Guardrails.** The rollout guardrails of ``flagstone.yaml`` judge the edited tree as
+   ``check-change`` will (``edit.apply_texts`` → ``guardrails.edit_findings``: step
+   size by exposure, bake time, serving values, dependencies); an edit that would fail
+   them is refused with the guardrail's message.
 
 When the edit changes who owns a file (a new flag or segment), ``.github/CODEOWNERS``
 is regenerated, so ``codeowners --check`` (and the pre-commit hook) passes right after.
@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import re
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -42,7 +41,7 @@ from ruamel.yaml import YAML
 
 from flagstone import edit as edits
 from flagstone.compile import duration_seconds
-from flagstone.errors import EditError, FlagstoneError, GitError, UsageError
+from flagstone.errors import EditError, FlagstoneError, UsageError
 from flagstone.model import (
     FLAG_FILE,
     FLAG_KINDS,
@@ -53,7 +52,6 @@ from flagstone.model import (
     read_project,
 )
 from flagstone.ownership import CODEOWNERS_PATH, codeowners_report, write_codeowners
-from flagstone.problems import Problem
 from flagstone.rollout import percent_text
 
 PathKey = tuple[str | int, ...]
@@ -310,22 +308,6 @@ class YamlFile:
 # --- checks and writing ---------------------------------------------------------------------
 
 
-def guardrail_problems(
-    root: Path, before: Project, after: Project, now: float | None = None
-) -> list[Problem]:
-    """The rollout guardrails (``check-change``'s rules) on the change from ``before``
-    (the working tree) to ``after`` (the edited tree), with the history of HEAD telling
-    when each stage was entered. Outside git there is no history to judge: none."""
-    from flagstone import gitops, guardrails
-
-    try:
-        base = gitops.resolve_revision(root, "HEAD")
-    except GitError:
-        return []
-    checker = guardrails._Checker(root, base, before, after, time.time() if now is None else now)
-    return checker.run()
-
-
 @dataclass(frozen=True, slots=True)
 class AuthoringResult:
     written: list[str]
@@ -361,20 +343,12 @@ def write_files(
         return AuthoringResult([], [], [*notes, "nothing to change"])
     scratch, after = _scratch_project(root, texts)
     with scratch:
-        errors = [p for p in guardrail_problems(root, project, after, now) if p.level == "error"]
-        if errors:
-            first = errors[0]
-            message = first.format_line().replace(str(Path(scratch.name)) + "/", "")
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise EditError(
-                f"edit refused by the rollout guardrails: {message} [{first.rule}]{more}",
-                hint=first.hint,
-            )
         owners_before = codeowners_report(project).expected
         owners_after = _codeowners_text(after)
-    result = edits.apply_texts(root, project, texts)
+    # Validation and the rollout guardrails (as check-change will judge the change).
+    result = edits.apply_texts(root, project, texts, now=now)
     written = list(result.written)
-    extra = list(notes)
+    extra = [*notes, *result.notices]
     if owners_after is not None and owners_after != owners_before:
         report = codeowners_report(read_project(root))
         if (root / CODEOWNERS_PATH).exists() or (root / ".github").is_dir():
