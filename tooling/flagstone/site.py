@@ -347,7 +347,7 @@ def build_site(
     """Write the dashboard into ``out``; return the files written (relative). With
     ``overrides``, the emergency overrides in force are read from the publish target
     (state ``overridden``, and a section on each flag page)."""
-    from flagstone import gitops
+    from flagstone import auditlog, gitops
     from flagstone.lint import lint_project
     from flagstone.lint.context import LintContext, RepositoryChangeTimes
 
@@ -363,7 +363,7 @@ def build_site(
     flags = project_status(root, now=now, overrides=forced)
     history = exposure_history(root, project, now)
     try:
-        entries = gitops.audit_log(root, gitops.default_branch(root) or "HEAD")
+        entries = auditlog.audit_log(root, gitops.default_branch(root) or "HEAD")
     except GitError:
         entries = []
     moment = dt.datetime.fromtimestamp(now, dt.UTC)

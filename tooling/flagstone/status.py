@@ -127,10 +127,10 @@ def _stage_details(
 
 
 def _history(root: Path) -> list[Any]:
-    from flagstone import gitops
+    from flagstone import auditlog, gitops
 
     try:
-        return gitops.audit_log(root, gitops.default_branch(root) or "HEAD")
+        return auditlog.audit_log(root, gitops.default_branch(root) or "HEAD")
     except GitError:
         return []  # not a git repository (or no commit yet): no history to show
 

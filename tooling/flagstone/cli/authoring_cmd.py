@@ -12,16 +12,17 @@ import click
 from flagstone import authoring
 from flagstone.cli.common import repo_option, resolve_repo
 from flagstone.edit import VALUE_TYPES
+from flagstone.escape import guard_lines, terminal
 from flagstone.model import FLAG_KINDS
 
 
 def _print(result: authoring.AuthoringResult) -> None:
     for path in result.written:
         click.echo(f"wrote {path}")
-    for change in result.changes:
-        click.echo(f"  {change.line()}")
+    for change in result.changes:  # summaries quote names contributors wrote
+        click.echo(guard_lines(terminal(f"  {change.line()}")))
     for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(guard_lines(terminal(f"note: {note}")), err=True)
 
 
 env_option = click.option(
