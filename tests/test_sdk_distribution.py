@@ -139,7 +139,9 @@ def test_the_sdk_installs_and_evaluates_without_the_toolchain(tmp_path: Path) ->
     repo = GitRepo(tmp_path / "repo")
     repo.copy_example()
     repo.commit("flags")
-    code, _, err = run_cli(["publish", "--to", f"file://{tmp_path / 'dist'}"], repo.path)
+    code, _, err = run_cli(
+        ["publish", "--dev-key", "--to", f"file://{tmp_path / 'dist'}"], repo.path
+    )
     assert code == 0, err
     key = development_trusted_key(repo.path)
     assert key is not None
