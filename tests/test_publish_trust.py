@@ -100,7 +100,7 @@ def test_the_development_key_quick_start_publishes_again_and_again(tmp_path: Pat
     root = make_repo(tmp_path / "repo", keys=(fixed_key(3),))
     for expected in (["published"] * 2, ["unchanged"] * 2):
         done = subprocess.run(
-            [sys.executable, "-m", "flagstone", "publish", "--format", "json"],
+            [sys.executable, "-m", "flagstone", "publish", "--dev-key", "--format", "json"],
             cwd=root,
             capture_output=True,
             text=True,
