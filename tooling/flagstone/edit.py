@@ -1,4 +1,5 @@
-"""Comment-preserving edits of flag files: ``new``, ``advance``, ``rollout``, ``kill``,
+"""Comment-preserving edits of flag files (``new`` and the other authoring commands are in
+``flagstone.authoring``, built on the same splices): ``advance``, ``rollout``, ``kill``,
 ``enable`` and ``archive``.
 
 An edit changes the text of a file only where its value changes: the parser's marks
@@ -25,7 +26,6 @@ variation that is not the off variation and the rest to the other.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -45,9 +45,7 @@ from flagstone.errors import EditError, UsageError
 from flagstone.loader import RepositoryBounds, resolve_plain
 from flagstone.model import (
     FLAG_FILE,
-    FLAG_KINDS,
     FLAGS_DIR,
-    KEY_PATTERN,
     PROJECT_FILE,
     SEGMENTS_DIR,
     Flag,
@@ -537,71 +535,3 @@ def archive(root: Path, flag_key: str) -> EditResult:
     file = TextFile(flag.doc.rel, flag.doc.path.read_bytes().decode("utf-8"))
     file.set(("archived",), True)
     return _finish(root, project, [file])
-
-
-def _modeline(schema: str) -> str:
-    return f"# yaml-language-server: $schema=../../schemas/{schema}.schema.json\n"
-
-
-def _yaml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return (
-            "{" + ", ".join(f"{scalar_text(k)}: {_yaml_value(v)}" for k, v in value.items()) + "}"
-        )
-    return scalar_text(value)
-
-
-def new_flag(
-    root: Path,
-    key: str,
-    *,
-    owner: str,
-    value_type: str = "boolean",
-    kind: str = "release",
-    name: str | None = None,
-    expires: str | None = None,
-    today: dt.date | None = None,
-) -> EditResult:
-    """Scaffold ``flags/KEY/flag.yaml`` and a disabled release file per environment."""
-    project = read_project(root)
-    if not KEY_PATTERN.fullmatch(key):
-        raise UsageError(
-            f"{key!r} is not a valid flag key (lowercase letters, digits, '.', '_', '-')"
-        )
-    if key in project.flags or (root / FLAGS_DIR / key).exists():
-        raise EditError(f"{FLAGS_DIR}/{key} already exists")
-    if project.config is None:
-        _unreadable(project, PROJECT_FILE)
-    teams = project.config.teams if project.config else {}
-    if owner not in teams:
-        raise UsageError(f"unknown team {owner!r} (teams: {', '.join(sorted(teams)) or 'none'})")
-    if value_type not in VALUE_TYPES:
-        raise UsageError(f"unknown type {value_type!r} ({', '.join(VALUE_TYPES)})")
-    if kind not in FLAG_KINDS:
-        raise UsageError(f"unknown kind {kind!r} ({', '.join(FLAG_KINDS)})")
-    variations, off = SCAFFOLD_VARIATIONS[value_type]
-    temporary = kind in ("release", "experiment")
-    lines = [
-        _modeline("flag"),
-        f"name: {scalar_text(name or key.replace('-', ' ').replace('_', ' ').capitalize())}\n",
-        "description: TODO say what this flag changes and when it can be removed.\n",
-        f"owner: {scalar_text(owner)}\n",
-        f"kind: {kind}\n",
-        f"type: {value_type}\n",
-        f"temporary: {scalar_text(temporary)}\n",
-    ]
-    if temporary:
-        until = (
-            expires
-            or ((today or dt.date.today()) + dt.timedelta(days=DEFAULT_LIFETIME_DAYS)).isoformat()
-        )
-        lines.append(f'expires: "{until}"\n')
-    lines.append("variations:\n")
-    lines += [f"  {scalar_text(k)}: {_yaml_value(v)}\n" for k, v in variations.items()]
-    lines.append(f"off_variation: {scalar_text(off)}\n")
-    texts = {f"{FLAGS_DIR}/{key}/{FLAG_FILE}": "".join(lines)}
-    for env in project.environments:
-        texts[f"{FLAGS_DIR}/{key}/{env}.yaml"] = (
-            _modeline("release") + "enabled: false\n" + f"default: {scalar_text(off)}\n"
-        )
-    return apply_texts(root, project, texts)
