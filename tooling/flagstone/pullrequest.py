@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +41,28 @@ class Proposal:
     created: bool = False
     auto_merge: bool = False
     commands: list[str] = field(default_factory=list)
+
+
+def commit_environment(top: Path) -> dict[str, str]:
+    """The environment for ``git commit``: a committer identity only where git has none
+    (a fresh CI runner), so a bot's commits never fail for want of a name."""
+    env = dict(os.environ)
+    try:
+        configured = gitops.git_text(top, "config", "user.email")
+    except GitError:
+        configured = ""
+    if not configured and not env.get("GIT_COMMITTER_EMAIL"):
+        actions = bool(env.get("GITHUB_ACTIONS"))
+        name = "github-actions[bot]" if actions else "flagstone"
+        email = (
+            "41898282+github-actions[bot]@users.noreply.github.com"
+            if actions
+            else "flagstone@localhost"
+        )
+        for role in ("AUTHOR", "COMMITTER"):
+            env.setdefault(f"GIT_{role}_NAME", name)
+            env.setdefault(f"GIT_{role}_EMAIL", email)
+    return env
 
 
 def _has_origin(top: Path) -> bool:
@@ -72,6 +96,22 @@ def _open_pull_request(cwd: Path, branch: str, gh: str) -> tuple[int, str] | Non
     return None
 
 
+def _create_args(branch: str, base: str, title: str, body_file: str, *, gh: str) -> list[str]:
+    return [
+        gh,
+        "pr",
+        "create",
+        "--head",
+        branch,
+        "--base",
+        base,
+        "--title",
+        title,
+        "--body-file",
+        body_file,
+    ]
+
+
 def propose(
     root: Path,
     *,
@@ -100,7 +140,18 @@ def propose(
         gitops.git(work, "add", "-A")
         if not gitops.git_text(work, "status", "--porcelain"):
             return proposal
-        gitops.git(work, "commit", "--quiet", "--no-verify", "-m", title, "-m", body)
+        done = subprocess.run(
+            ["git", "commit", "--quiet", "--no-verify", "-m", title, "-m", body],
+            cwd=work,
+            env=commit_environment(top),
+            capture_output=True,
+            text=True,
+            timeout=gitops.GIT_TIMEOUT,
+            check=False,
+        )
+        if done.returncode != 0:
+            cause = (done.stderr or done.stdout).strip().splitlines()
+            raise GitError(f"git commit failed: {cause[0] if cause else done.returncode}")
         proposal.commit = gitops.git_text(work, "rev-parse", "HEAD")
         proposal.changed = True
         gitops.git(top, "branch", "--force", branch, proposal.commit)
@@ -108,8 +159,8 @@ def propose(
         body_file.write_text(body, encoding="utf-8")
         if not _has_origin(top):
             proposal.commands = [
-                f"git push --force-with-lease origin {branch}",
-                f"gh pr create --base {base} --head {branch} --title {json.dumps(title)} --body-file BODY.md",
+                shlex.join(["git", "push", "-u", "origin", branch]),
+                shlex.join(_create_args(branch, base, title, "BODY.md", gh="gh")),
             ]
             return proposal
         remote = gitops.git_text(top, "ls-remote", "--heads", "origin", f"refs/heads/{branch}")
@@ -127,31 +178,14 @@ def propose(
             )
             proposal.pushed = True
         if shutil.which(gh) is None:
-            proposal.commands = [
-                f"gh pr create --base {base} --head {branch} --title {json.dumps(title)} --body-file BODY.md"
-            ]
+            proposal.commands = [shlex.join(_create_args(branch, base, title, "BODY.md", gh="gh"))]
             return proposal
         existing = _open_pull_request(top, branch, gh)
         if existing:
             proposal.number, proposal.url = existing
             _gh(["pr", "edit", str(proposal.number), "--body-file", str(body_file)], top, gh)
         else:
-            out = _gh(
-                [
-                    "pr",
-                    "create",
-                    "--base",
-                    base,
-                    "--head",
-                    branch,
-                    "--title",
-                    title,
-                    "--body-file",
-                    str(body_file),
-                ],
-                top,
-                gh,
-            )
+            out = _gh(_create_args(branch, base, title, str(body_file), gh=gh)[1:], top, gh)
             proposal.created = True
             proposal.url = out.strip().splitlines()[-1] if out.strip() else None
             found = _open_pull_request(top, branch, gh)
