@@ -166,6 +166,22 @@ def progression_spec(holder: Any) -> Mapping[str, Any] | None:
     return spec if isinstance(spec, Mapping) else None
 
 
+def serves(flag: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """What a compiled flag serves by other than its targets: its ``default``, then each
+    rule's ``serve``, in order (mappings only: a malformed entry is skipped)."""
+    places: list[Any] = [flag.get("default")]
+    rules = flag.get("rules")
+    if isinstance(rules, list):
+        places.extend(rule.get("serve") for rule in rules if isinstance(rule, Mapping))
+    return [serve for serve in places if isinstance(serve, Mapping)]
+
+
+def bucket_by(spec: Mapping[str, Any]) -> str:
+    """The context attribute a split or progression buckets by (``key`` unless named)."""
+    attribute = spec.get("bucket_by", "key")
+    return attribute if isinstance(attribute, str) else "key"
+
+
 def percent_weight(value: Any) -> int | None:
     """A percent with at most 3 decimals as integer thousandths (``12.5`` → ``12500``);
     None when ``value`` is not one."""

@@ -40,6 +40,7 @@ from flagstone.engine import DEFAULT, SPLIT, TOTAL_WEIGHT, parse_timestamp
 from flagstone.errors import StoreError, UsageError
 from flagstone.model import Project
 from flagstone.render import View
+from flagstone.rollout import bucket_by, serves
 
 FORMAT = "flagstone.usage/1"
 URL_ENVIRONMENT_VARIABLE = "FLAGSTONE_PROMETHEUS_URL"
@@ -264,13 +265,7 @@ class Percentage:
 def percentage_of(flag: Mapping[str, Any], now: float) -> Percentage | str | None:
     """The flag's single percentage; None if it has none; ``"several"`` if more than one."""
     found: list[Percentage] = []
-    places: list[Any] = [flag.get("default")]
-    rules = flag.get("rules")
-    if isinstance(rules, list):
-        places.extend(rule.get("serve") for rule in rules if isinstance(rule, Mapping))
-    for serve in places:
-        if not isinstance(serve, Mapping):
-            continue
+    for serve in serves(flag):
         split = serve.get("split")
         progression = serve.get("progression")
         if isinstance(split, Mapping):
@@ -283,7 +278,7 @@ def percentage_of(flag: Mapping[str, Any], now: float) -> Percentage | str | Non
                 )
             if weights:
                 found.append(
-                    Percentage(shares, str(weights[0].get("variation")), SPLIT, _bucket_by(split))
+                    Percentage(shares, str(weights[0].get("variation")), SPLIT, bucket_by(split))
                 )
         elif isinstance(progression, Mapping):
             weight = _active_weight(progression, now)
@@ -296,17 +291,12 @@ def percentage_of(flag: Mapping[str, Any], now: float) -> Percentage | str | Non
                     {variation: weight / TOTAL_WEIGHT, baseline: 1 - weight / TOTAL_WEIGHT},
                     baseline,
                     DEFAULT,
-                    _bucket_by(progression),
+                    bucket_by(progression),
                 )
             )
     if not found:
         return None
     return found[0] if len(found) == 1 else "several"
-
-
-def _bucket_by(spec: Mapping[str, Any]) -> str:
-    bucket_by = spec.get("bucket_by", "key")
-    return bucket_by if isinstance(bucket_by, str) else "key"
 
 
 def _active_weight(progression: Mapping[str, Any], now: float) -> int | None:

@@ -57,6 +57,7 @@ from typing import Any
 
 from flagstone.engine import Details, InvalidContext, Snapshot, parse_timestamp
 from flagstone.errors import UsageError
+from flagstone.rollout import bucket_by, serves
 
 logger = logging.getLogger("flagstone.sdk.telemetry")
 
@@ -416,18 +417,11 @@ class JsonLinesSink:
 def bucket_attribute(flag: Mapping[str, Any]) -> str:
     """The attribute ``flag`` buckets contexts by: that of its first split or progression
     (default, then rules), else ``key``."""
-    places = [flag.get("default")]
-    rules = flag.get("rules")
-    if isinstance(rules, list):
-        places.extend(rule.get("serve") for rule in rules if isinstance(rule, Mapping))
-    for serve in places:
-        if not isinstance(serve, Mapping):
-            continue
+    for serve in serves(flag):
         for kind in ("progression", "split"):
             spec = serve.get(kind)
             if isinstance(spec, Mapping):
-                bucket_by = spec.get("bucket_by", "key")
-                return bucket_by if isinstance(bucket_by, str) else "key"
+                return bucket_by(spec)
     return "key"
 
 
