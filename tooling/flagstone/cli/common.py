@@ -28,6 +28,17 @@ def repo_option(func: F) -> F:
     )(func)
 
 
+def emergency_key_option(func: F) -> F:
+    """``--key FILE`` (repeatable) for commands that sign emergency overrides."""
+    return click.option(
+        "--key",
+        "key_files",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Emergency key file (default: $FLAGSTONE_EMERGENCY_KEY).",
+    )(func)
+
+
 def findings_format_option(func: F) -> F:
     """``--format auto|text|json|github`` for commands that report Problems."""
     return click.option(

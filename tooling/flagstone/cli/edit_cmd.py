@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from flagstone import edit as edits
-from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.common import emergency_key_option, repo_option, resolve_repo
 from flagstone.errors import UsageError
 from flagstone.escape import guard_lines, terminal
 
@@ -83,13 +83,7 @@ def _switch(name: str, enabled: bool, summary: str) -> click.Command:
     "open a pull request with the kill (see docs/readme/emergency.md).",
 )
 @click.option("--reason", default="", help="Why (required with --emergency; recorded and signed).")
-@click.option(
-    "--key",
-    "key_files",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Emergency key file (default: $FLAGSTONE_EMERGENCY_KEY).",
-)
+@emergency_key_option
 @click.option("--undo", is_flag=True, help="With --emergency: remove FLAG's override (signed).")
 @click.option(
     "--expires", default="7d", show_default=True, help="With --emergency: how long it holds."

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from flagstone import emergency
-from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.common import emergency_key_option, repo_option, resolve_repo
 from flagstone.compile import compile_environment
 from flagstone.envelope import parse_timestamp
 from flagstone.errors import EnvelopeError, FlagstoneError, GitError, RepositoryError, UsageError
@@ -241,13 +241,7 @@ def show(flag: str, environment: str, to: str | None, fmt: str, repo: Path | Non
 @click.argument("flags", nargs=-1)
 @env_option
 @click.option("--reason", default="", help="Why (recorded in the signed history).")
-@click.option(
-    "--key",
-    "key_files",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Emergency key file (default: ${emergency.EMERGENCY_KEY_ENV_VARIABLE}).",
-)
+@emergency_key_option
 @click.option("--by", default=None, help="Who is acting (default: git user.email / $GITHUB_ACTOR).")
 @click.option(
     "--force",
