@@ -730,20 +730,7 @@ class Client:
         old = self._active
         self._highest_version = max(self._highest_version, snapshot.version)
         if self._cache is not None and not cached:
-            try:
-                self._cache.save(
-                    envelope,
-                    snapshot.version,
-                    snapshot.project,
-                    signers,
-                    floor_counts=self._floor_counts,
-                )
-            except (OSError, FlagstoneError) as error:
-                logger.warning(
-                    "cannot write the snapshot cache in %s: %s",
-                    self._cache.directory,
-                    error,
-                )
+            self._save_cache(self._cache, envelope, snapshot, signers)
         changed: frozenset[str] = frozenset()
         if old is not None and old.snapshot.digest != snapshot.digest:
             with cyclic_gc_paused():
@@ -921,17 +908,28 @@ class Client:
             return
         if not state.state_found or floor != state.floor:
             # A lost (or no longer trusted) state file is written again from what verified.
-            try:
-                cache.save(
-                    None,
-                    snapshot.version,
-                    snapshot.project,
-                    signers,
-                    floor_counts=self._floor_counts,
-                )
-            except (OSError, FlagstoneError) as error:
-                logger.warning("cannot write the snapshot cache in %s: %s", cache.directory, error)
+            self._save_cache(cache, None, snapshot, signers)
         self._install(snapshot, state.envelope, cached=True)
+
+    def _save_cache(
+        self,
+        cache: SnapshotCache,
+        envelope: bytes | None,
+        snapshot: Snapshot,
+        signers: frozenset[str],
+    ) -> None:
+        """Record ``snapshot`` (and ``envelope``, unless None: the state file only) in the
+        disk cache; a cache that cannot be written is a warning, never an error."""
+        try:
+            cache.save(
+                envelope,
+                snapshot.version,
+                snapshot.project,
+                signers,
+                floor_counts=self._floor_counts,
+            )
+        except (OSError, FlagstoneError) as error:
+            logger.warning("cannot write the snapshot cache in %s: %s", cache.directory, error)
 
     def _floor_counts(self, floor: VersionFloor) -> bool:
         """Whether ``threshold`` of the keys that vouched for ``floor`` are still trusted
