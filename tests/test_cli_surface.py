@@ -1,4 +1,4 @@
-"""The CLI surface of DESIGN §8: every command is registered, imports, and has help."""
+"""The CLI surface of docs/design.md §8: every command is registered, imports, and has help."""
 
 from __future__ import annotations
 

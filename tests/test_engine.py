@@ -367,7 +367,7 @@ def test_non_rfc_3339_timestamps_are_refused(text: str) -> None:
 
 @pytest.mark.parametrize("op", ["before", "after"])
 def test_an_integer_beyond_any_float_makes_a_time_clause_false(op: str) -> None:
-    # float(10**400) overflows; DESIGN §3: a type mismatch makes a clause false, never an error.
+    # float(10**400) overflows; docs/design.md §3: a type mismatch makes a clause false, never an error.
     payload = json.loads((CONFORMANCE / "operators.json").read_text(encoding="utf-8"))["snapshot"]
     details = Snapshot.from_payload(payload).evaluate(f"op-{op}", {"key": "u", "signup": 10**400})
     assert (details.variation, details.reason, details.error_code) == ("no", "DEFAULT", None)

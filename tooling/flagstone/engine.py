@@ -7,7 +7,7 @@ precomputed ``Details`` for every fixed outcome — so ``Snapshot.evaluate`` doe
 parsing. ``evaluate`` never raises: problems come back as ``Details`` with reason
 ``ERROR`` and an OpenFeature error code, carrying the caller's default.
 
-Evaluation order for a flag (DESIGN §4): disabled → off variation (DISABLED); a
+Evaluation order for a flag (docs/design.md §4): disabled → off variation (DISABLED); a
 prerequisite not serving its required variation → off variation (PREREQUISITE_FAILED);
 individual targets (TARGETING_MATCH); rules in order, first match (TARGETING_MATCH or
 SPLIT); the default (DEFAULT, SPLIT, or a progression).

@@ -1,4 +1,4 @@
-"""Signed snapshots: DSSE v1 envelopes with Ed25519 signatures (DESIGN §5).
+"""Signed snapshots: DSSE v1 envelopes with Ed25519 signatures (docs/design.md §5).
 
 The wire object is a DSSE envelope (https://github.com/secure-systems-lab/dsse)::
 

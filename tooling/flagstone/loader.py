@@ -1,7 +1,7 @@
 """Strict YAML 1.2 loading with a position for every value.
 
 The fast path parses with libyaml's C parser (``yaml.CParser`` events) and builds plain
-Python values itself, so that the rules of DESIGN §2 hold whatever PyYAML's resolver
+Python values itself, so that the rules of docs/design.md §2 hold whatever PyYAML's resolver
 thinks:
 
 * only ``true`` and ``false`` are booleans — ``on``, ``off``, ``yes``, ``no`` stay strings;

@@ -1,6 +1,6 @@
 """The domain: a flag repository read from disk into typed objects.
 
-``read_project(root)`` loads every file of the repository (DESIGN §1) and never raises
+``read_project(root)`` loads every file of the repository (docs/design.md §1) and never raises
 for bad content: files that cannot be parsed become ``Problem`` values in
 ``Project.problems`` and are left out of the model. Checking the content is the job of
 ``flagstone.validate``; ``flagstone.validate.load_valid_project`` is what commands that

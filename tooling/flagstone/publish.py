@@ -1,5 +1,5 @@
 """Publishing: compile → sign → write ``<env>/snapshots/<version>.json`` → move
-``<env>/latest.json`` (DESIGN §6).
+``<env>/latest.json`` (docs/design.md §6).
 
 Per environment, under the target URL (``publish.target`` or ``--to``)::
 

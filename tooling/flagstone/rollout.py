@@ -1,6 +1,6 @@
 """Progressions: the one home of rollout stages and what they serve over time.
 
-A progression (DESIGN §4, docs/design.md) rolls ``variation`` out over ``baseline`` in
+A progression (docs/design.md §4) rolls ``variation`` out over ``baseline`` in
 cumulative stages. This module reads one from either form it is written in, and
 answers every question the toolchain and the engine ask of it:
 

@@ -1,4 +1,4 @@
-"""Object storage for snapshots, through obstore (DESIGN §6).
+"""Object storage for snapshots, through obstore (docs/design.md §6).
 
 ``open_store(url, **options)`` gives a :class:`SnapshotStore` for::
 
