@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import subprocess
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flagstone.envelope import TrustedKey, public_key_raw
+from flagstone.errors import ConflictError
 from flagstone.keys import SigningKeys, private_key_pem, public_key_entry
+from flagstone.model import Project
+from flagstone.publish import PublishResult, publish_project
+from flagstone.store import open_store
+from flagstone.validate import load_valid_project
 
 
 def fixed_key(seed: int = 7) -> Ed25519PrivateKey:
@@ -94,3 +102,135 @@ def commit(root: Path, message: str) -> str:
 def envelope_payload(envelope: bytes) -> dict[str, Any]:
     payload: dict[str, Any] = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
     return payload
+
+
+# --- racing publishers (tests/test_publish_s3.py, tests/test_cloud_storage.py) --------
+
+PUBLISHERS = 4
+
+Outcome = PublishResult | ConflictError
+
+
+@dataclass(frozen=True)
+class Racers:
+    """A repository with a base commit and ``PUBLISHERS`` later commits, each checked out
+    in its own worktree, ready to publish production concurrently."""
+
+    base_project: Project
+    base_sha: str
+    projects: list[Project]
+    sources: list[dict[str, str]]
+    shas: list[str]
+
+
+def linear_history(root: Path, count: int) -> list[str]:
+    """``count`` commits, each with different production content; returns their shas."""
+    shas = []
+    for index in range(count):
+        (root / "flags/checkout/production.yaml").write_text(
+            f"enabled: true\ntargets: {{on: [user-{index}]}}\ndefault: off\n"
+        )
+        shas.append(commit(root, f"target user-{index}"))
+    return shas
+
+
+def prepare_racers(directory: Path) -> Racers:
+    root = make_repo(directory / "repo")
+    base_sha = git(root, "rev-parse", "HEAD")
+    shas = linear_history(root, PUBLISHERS)
+    base = directory / "worktree-base"
+    git(root, "worktree", "add", "-q", "--detach", str(base), base_sha)
+    worktrees = []
+    for index, sha in enumerate(shas):
+        worktree = directory / f"worktree-{index}"
+        git(root, "worktree", "add", "-q", "--detach", str(worktree), sha)
+        worktrees.append(worktree)
+    return Racers(
+        base_project=load_valid_project(base),
+        base_sha=base_sha,
+        projects=[load_valid_project(w) for w in worktrees],
+        # The same ref name for every worktree, as CI would give (detached HEADs have none).
+        sources=[{"commit": sha, "ref": "refs/heads/main"} for sha in shas],
+        shas=shas,
+    )
+
+
+def race_assignments(rounds: int) -> list[list[int]]:
+    """Which thread publishes which commit, per round: in order, reversed, then shuffled
+    (threads started later tend to reach the store first, so older and newer commits win
+    the first write in turn)."""
+    assignments = [list(range(PUBLISHERS)), list(reversed(range(PUBLISHERS)))]
+    assignments += [
+        random.Random(seed).sample(range(PUBLISHERS), PUBLISHERS) for seed in range(rounds - 2)
+    ]
+    return assignments[:rounds]
+
+
+def race(url: str, publishers: list[tuple[Project, dict[str, str]]]) -> dict[int, Outcome]:
+    """Start one thread per (project, source) at the same moment; each publishes production."""
+    barrier = threading.Barrier(len(publishers))
+    outcomes: dict[int, Outcome] = {}
+
+    def run(thread: int) -> None:
+        project, source = publishers[thread]
+        barrier.wait(timeout=30)
+        try:
+            outcomes[thread] = publish_project(
+                project, signing(), environments=["production"], to=url, source=source
+            )[0]
+        except ConflictError as error:
+            outcomes[thread] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(publishers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def race_round(racers: Racers, url: str, assignment: list[int]) -> list[str]:
+    """Publish the base commit to ``url`` (so the conditional update of latest.json runs),
+    race the publishers of ``assignment``, and check the result: the newest commit wins
+    latest.json, every refusal is "a newer commit got there first", every version number
+    holds exactly one snapshot, no published snapshot was lost (each publisher that was
+    told "published version N" finds its commit in version N), and versions never go
+    backwards in history. Returns the snapshot keys."""
+    publish_project(
+        racers.base_project,
+        signing(),
+        environments=["production"],
+        to=url,
+        source={"commit": racers.base_sha, "ref": "refs/heads/main"},
+    )
+    by_thread = race(url, [(racers.projects[i], racers.sources[i]) for i in assignment])
+    outcomes = {assignment[thread]: outcome for thread, outcome in by_thread.items()}
+    assert len(outcomes) == PUBLISHERS
+    shas = racers.shas
+
+    newest = outcomes[PUBLISHERS - 1]
+    assert isinstance(newest, PublishResult) and newest.action == "published"
+    for outcome in outcomes.values():
+        if isinstance(outcome, ConflictError):
+            assert "newer commit" in outcome.message
+
+    store = open_store(url)
+    snapshot_keys = store.list("production/snapshots")
+    versions = sorted(int(k.rsplit("/", 1)[1].removesuffix(".json")) for k in snapshot_keys)
+    commits_by_version = {}
+    for version in versions:
+        payload = envelope_payload(store.get(f"production/snapshots/{version}.json").data or b"")
+        assert payload["version"] == version  # every version number used exactly once
+        commits_by_version[version] = payload["source"]["commit"]
+    for index, outcome in outcomes.items():
+        if isinstance(outcome, PublishResult) and outcome.action == "published":
+            assert outcome.version is not None
+            assert commits_by_version[outcome.version] == shas[index], (index, outcome)
+    latest = envelope_payload(store.get("production/latest.json").data or b"")
+    assert latest["version"] == max(versions)
+    assert latest["source"]["commit"] == shas[-1]
+    order = [
+        shas.index(commits_by_version[v]) if commits_by_version[v] in shas else -1 for v in versions
+    ]
+    assert order == sorted(order)
+    return snapshot_keys

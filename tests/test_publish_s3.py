@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -16,17 +15,13 @@ from pathlib import Path
 import pytest
 
 from flagstone.envelope import open_snapshot
-from flagstone.errors import ConflictError
-from flagstone.model import Project
-from flagstone.publish import PublishResult, publish_project
-from flagstone.store import open_store
-from flagstone.validate import load_valid_project
 from publish_helpers import (
     commit,
     envelope_payload,
-    git,
     make_repo,
-    signing,
+    prepare_racers,
+    race_assignments,
+    race_round,
     trusted,
     write_key_file,
 )
@@ -223,73 +218,15 @@ def test_write_refused_halfway_leaves_the_old_complete_latest(
 
 # --- racing publishers ---------------------------------------------------------------
 
-PUBLISHERS = 4
 ROUNDS = 4
-
-
-def linear_history(root: Path, count: int) -> list[str]:
-    """``count`` commits, each with different production content; returns their shas."""
-    shas = []
-    for index in range(count):
-        (root / "flags/checkout/production.yaml").write_text(
-            f"enabled: true\ntargets: {{on: [user-{index}]}}\ndefault: off\n"
-        )
-        shas.append(commit(root, f"target user-{index}"))
-    return shas
-
-
-Outcome = PublishResult | ConflictError
-
-
-def race(bucket_url: str, publishers: list[tuple[Project, dict[str, str]]]) -> dict[int, Outcome]:
-    """Start one thread per (project, source) at the same moment; each publishes production."""
-    barrier = threading.Barrier(len(publishers))
-    outcomes: dict[int, Outcome] = {}
-
-    def run(thread: int) -> None:
-        project, source = publishers[thread]
-        barrier.wait(timeout=30)
-        try:
-            outcomes[thread] = publish_project(
-                project, signing(), environments=["production"], to=bucket_url, source=source
-            )[0]
-        except ConflictError as error:
-            outcomes[thread] = error
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(publishers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return outcomes
 
 
 @pytest.mark.parametrize("backend", ["s3", "file"])
 def test_racing_publishers_of_different_commits(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    root = make_repo(tmp_path / "repo")
-    base_sha = git(root, "rev-parse", "HEAD")
-    shas = linear_history(root, PUBLISHERS)
-    base = tmp_path / "worktree-base"
-    git(root, "worktree", "add", "-q", "--detach", str(base), base_sha)
-    base_project = load_valid_project(base)
-    worktrees = []
-    for index, sha in enumerate(shas):
-        worktree = tmp_path / f"worktree-{index}"
-        git(root, "worktree", "add", "-q", "--detach", str(worktree), sha)
-        worktrees.append(worktree)
-    projects = [load_valid_project(w) for w in worktrees]
-    # Give every worktree the same ref name as CI would (detached HEADs have none).
-    sources = [{"commit": sha, "ref": "refs/heads/main"} for sha in shas]
-
-    # Which thread publishes which commit changes per round (threads started later tend
-    # to reach the store first), so older and newer commits win the first write in turn.
-    assignments = [list(range(PUBLISHERS)), list(reversed(range(PUBLISHERS)))]
-    assignments += [
-        random.Random(seed).sample(range(PUBLISHERS), PUBLISHERS) for seed in range(ROUNDS - 2)
-    ]
-    for round_number, assignment in enumerate(assignments):
+    racers = prepare_racers(tmp_path)
+    for round_number, assignment in enumerate(race_assignments(ROUNDS)):
         bucket: S3Bucket | None = None
         if backend == "s3":
             request.getfixturevalue("s3_env")
@@ -300,45 +237,7 @@ def test_racing_publishers_of_different_commits(
             url = bucket.url
         else:
             url = (tmp_path / f"published-{round_number}").as_uri()
-        # An existing latest.json from the root commit, so the conditional update path runs.
-        publish_project(
-            base_project,
-            signing(),
-            environments=["production"],
-            to=url,
-            source={"commit": base_sha, "ref": "refs/heads/main"},
-        )
-        outcomes = race(url, [(projects[i], sources[i]) for i in assignment])
-        outcomes = {assignment[thread]: outcome for thread, outcome in outcomes.items()}
-        assert len(outcomes) == PUBLISHERS
-
-        # The newest commit can never be refused, and ends up in latest.json.
-        newest = outcomes[PUBLISHERS - 1]
-        assert isinstance(newest, PublishResult) and newest.action == "published"
-        # Refusals are only ever "a newer commit got there first".
-        for outcome in outcomes.values():
-            if isinstance(outcome, ConflictError):
-                assert "newer commit" in outcome.message
-
-        store = open_store(url)
-        snapshot_keys = store.list("production/snapshots")
-        versions = sorted(int(k.rsplit("/", 1)[1].removesuffix(".json")) for k in snapshot_keys)
-        commits_by_version = {}
-        for version in versions:
-            payload = envelope_payload(
-                store.get(f"production/snapshots/{version}.json").data or b""
-            )
-            assert payload["version"] == version  # every version number used exactly once
-            commits_by_version[version] = payload["source"]["commit"]
-        latest = envelope_payload(store.get("production/latest.json").data or b"")
-        assert latest["version"] == max(versions)
-        assert latest["source"]["commit"] == shas[-1]
-        # Versions never go backwards in history: a higher version is never older content.
-        order = [
-            shas.index(commits_by_version[v]) if commits_by_version[v] in shas else -1
-            for v in versions
-        ]
-        assert order == sorted(order)
+        snapshot_keys = race_round(racers, url, assignment)
         if bucket is not None:
             # No published object was ever overwritten: one stored version per snapshot key.
             listing = bucket.client().list_object_versions(Bucket=bucket.name)["Versions"]

@@ -25,6 +25,17 @@ directory, compares the current ETag and then lets obstore write a temporary fil
 rename it over the old one. Every Flagstone writer takes that lock, and readers never
 lock: a rename is atomic, so they see the old or the new file, never a partial one.
 
+GCS conditions a write on the object's generation, not its ETag: for ``gs://`` the token
+``get`` and ``put`` return (``GetResult.etag``) is the ETag followed by
+``;generation=N``, and this module takes it apart again (the ETag for ``If-None-Match``,
+the generation for ``x-goog-if-generation-match``). Callers treat the token as opaque.
+
+Endpoints: ``endpoint=`` (publish's ``endpoint:``) points ``s3://`` at an S3-compatible
+server (else AWS_ENDPOINT_URL), ``gs://`` at another GCS base URL (else GOOGLE_BASE_URL)
+and ``az://`` at another blob endpoint (else AZURE_STORAGE_ENDPOINT; Azurite through
+AZURE_STORAGE_USE_EMULATOR and AZURITE_BLOB_STORAGE_URL, as obstore reads them). Plain
+http is allowed on loopback or when asked for.
+
 Every failure is a one-line ``StoreError`` (``NotFoundError``, ``ConflictError``) naming
 the location and the cause: unreachable endpoint, missing bucket, missing credentials,
 permission denied, precondition failed.
@@ -58,7 +69,7 @@ from obstore.store import (
 
 if TYPE_CHECKING:
     from obstore import GetOptions
-    from obstore.store import ClientConfig, RetryConfig, S3Config
+    from obstore.store import AzureConfig, ClientConfig, GCSConfig, RetryConfig, S3Config
 
 from flagstone.errors import (
     BucketNotFoundError,
@@ -112,12 +123,20 @@ class SnapshotStore:
     the SDK need. Paths are relative to the location, ``/``-separated."""
 
     def __init__(
-        self, url: str, store: Any | None, *, local_root: Path | None, read_only: bool
+        self,
+        url: str,
+        store: Any | None,
+        *,
+        local_root: Path | None,
+        read_only: bool,
+        generation_preconditions: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self._opened_store = store
         self._local_root = local_root
         self._read_only = read_only
+        # GCS: writes are conditional on the generation, carried in the token (see above).
+        self._generation_preconditions = generation_preconditions
 
     def __repr__(self) -> str:
         return f"SnapshotStore({self.url!r})"
@@ -150,7 +169,7 @@ class SnapshotStore:
         if it is larger than ``max_bytes`` or cannot be read."""
         options: GetOptions = {}
         if if_none_match is not None:
-            options["if_none_match"] = if_none_match
+            options["if_none_match"] = _split_token(if_none_match)[0]
         try:
             result = obstore.get(self._backend(for_writing=False), path, options=options)
             size = result.meta.get("size")
@@ -179,7 +198,7 @@ class SnapshotStore:
             raise self._translate(error, path, "read") from None
         if max_bytes is not None and len(data) > max_bytes:
             raise StoreError(f"{self.location(path)} is over the {max_bytes} byte limit")
-        return GetResult(data, _etag(result.meta))
+        return GetResult(data, self._token(result.meta))
 
     def get_optional(self, path: str, *, max_bytes: int | None = None) -> GetResult | None:
         """``get``, or None when the object does not exist (a missing bucket still raises)."""
@@ -202,7 +221,12 @@ class SnapshotStore:
         try:
             if isinstance(mode, IfMatch) and self._local_root is not None:
                 return self._put_if_match_locally(path, data, mode.etag)
-            obstore_mode: Any = {"e_tag": mode.etag} if isinstance(mode, IfMatch) else mode
+            obstore_mode: Any = mode
+            if isinstance(mode, IfMatch):
+                etag, generation = _split_token(mode.etag)
+                obstore_mode = {"e_tag": etag}
+                if self._generation_preconditions:
+                    obstore_mode["version"] = generation or "0"
             result = obstore.put(
                 self._backend(for_writing=True), path, data, mode=obstore_mode, use_multipart=False
             )
@@ -210,7 +234,15 @@ class SnapshotStore:
             raise
         except Exception as error:
             raise self._translate(error, path, "write") from None
-        return _etag(result)
+        return self._token(result)
+
+    def _token(self, meta: Any) -> str | None:
+        """What identifies the version of an object for ``get``'s and ``put``'s conditions."""
+        etag = _etag(meta)
+        version = meta.get("version") if isinstance(meta, dict) else None
+        if self._generation_preconditions and etag is not None and version is not None:
+            return f"{etag}{_GENERATION_MARK}{version}"
+        return etag
 
     def list(self, prefix: str = "") -> list[str]:
         """Paths under ``prefix``, sorted."""
@@ -301,6 +333,15 @@ def _shorten(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_GENERATION_MARK = ";generation="
+
+
+def _split_token(token: str) -> tuple[str, str | None]:
+    """(ETag, GCS generation or None) from a token made by ``SnapshotStore._token``."""
+    etag, _, generation = token.partition(_GENERATION_MARK)
+    return etag, generation or None
+
+
 def _etag(meta: Any) -> str | None:
     value = meta.get("e_tag") if isinstance(meta, dict) else None
     return str(value) if value is not None else None
@@ -337,8 +378,10 @@ def open_store(
     """A store for ``url`` (see the module docstring for the schemes).
 
     ``base_dir`` resolves relative ``file://`` URLs. ``endpoint`` (else AWS_ENDPOINT_URL /
-    AWS_ENDPOINT) points ``s3://`` at an S3-compatible server; plain-http endpoints are
-    allowed when ``allow_http`` or AWS_ALLOW_HTTP says so, or when they are on loopback.
+    AWS_ENDPOINT) points ``s3://`` at an S3-compatible server, ``gs://`` at a GCS base URL
+    (else GOOGLE_BASE_URL) and ``az://`` at a blob endpoint (else AZURE_STORAGE_ENDPOINT /
+    AZURE_ENDPOINT); plain-http endpoints are allowed when ``allow_http`` (or, for S3,
+    AWS_ALLOW_HTTP) says so, or when they are on loopback.
     ``timeout`` bounds each request and ``max_retries`` the retries of transient errors.
     """
     try:
@@ -383,12 +426,8 @@ def open_store(
             config: S3Config = {}
             if endpoint:
                 config["endpoint"] = endpoint
-                host = urlsplit(endpoint).hostname or ""
-                loopback = host in ("127.0.0.1", "localhost", "::1")
-                if endpoint.startswith("http://") and (
-                    allow_http
-                    or _truthy(os.environ.get("AWS_ALLOW_HTTP"))
-                    or (allow_http is None and loopback)
+                if _plain_http_allowed(
+                    endpoint, True if _truthy(os.environ.get("AWS_ALLOW_HTTP")) else allow_http
                 ):
                     client_options["allow_http"] = True
             if region:
@@ -398,15 +437,44 @@ def open_store(
             )
             return SnapshotStore(url, s3, local_root=None, read_only=False)
         if scheme == "gs":
-            gcs = GCSStore.from_url(url, client_options=client_options, retry_config=retry_config)
-            return SnapshotStore(url, gcs, local_root=None, read_only=False)
-        azure = AzureStore.from_url(url, client_options=client_options, retry_config=retry_config)
+            endpoint = endpoint or os.environ.get("GOOGLE_BASE_URL")
+            gcs_config: GCSConfig = {}
+            if endpoint:
+                gcs_config["base_url"] = endpoint
+                if _plain_http_allowed(endpoint, allow_http):
+                    client_options["allow_http"] = True
+            gcs = GCSStore.from_url(
+                url, config=gcs_config, client_options=client_options, retry_config=retry_config
+            )
+            return SnapshotStore(
+                url, gcs, local_root=None, read_only=False, generation_preconditions=True
+            )
+        endpoint = (
+            endpoint or os.environ.get("AZURE_STORAGE_ENDPOINT") or os.environ.get("AZURE_ENDPOINT")
+        )
+        azure_config: AzureConfig = {}
+        if endpoint:
+            azure_config["endpoint"] = endpoint
+            if _plain_http_allowed(endpoint, allow_http):
+                client_options["allow_http"] = True
+        azure = AzureStore.from_url(
+            url, config=azure_config, client_options=client_options, retry_config=retry_config
+        )
         return SnapshotStore(url, azure, local_root=None, read_only=False)
     except StoreError:
         raise
     except Exception as error:
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
         raise StoreError(f"cannot open {url}: {_shorten(first_line)}") from None
+
+
+def _plain_http_allowed(endpoint: str, allow_http: bool | None) -> bool:
+    """An http:// endpoint is used when asked for, or by default on loopback."""
+    if not endpoint.startswith("http://"):
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    return bool(allow_http) or (allow_http is None and loopback)
 
 
 def _open_local(url: str, location: str, base_dir: Path | None) -> SnapshotStore:
