@@ -291,7 +291,7 @@ def test_losing_a_race_to_a_newer_commit_with_the_same_content_is_unchanged(
     # Two CI jobs: A for c1, B for c2 (a descendant that changes no flag). B moves
     # latest.json between A's read and A's conditional write. A's content is already
     # there, so A is "unchanged" — not a failed job blaming a newer commit.
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from flagstone.compile import git_source
     from flagstone.publish import Publisher
@@ -313,11 +313,18 @@ def test_losing_a_race_to_a_newer_commit_with_the_same_content_is_unchanged(
             self.__dict__.update(open_store(url).__dict__)
             self.before_latest: Callable[[], object] | None = before_latest
 
-        def put(self, path: str, data: bytes, *, mode: WriteMode) -> str | None:
+        def put(
+            self,
+            path: str,
+            data: bytes,
+            *,
+            mode: WriteMode,
+            attributes: Mapping[str, str] | None = None,
+        ) -> str | None:
             if path.endswith("latest.json") and self.before_latest is not None:
                 hook, self.before_latest = self.before_latest, None
                 hook()
-            return super().put(path, data, mode=mode)
+            return super().put(path, data, mode=mode, attributes=attributes)
 
     def job_b() -> object:
         (result,) = publish(root, environments=["production"], to=url)

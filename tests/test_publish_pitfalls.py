@@ -1,7 +1,7 @@
 """The CI and key pitfalls of issue 17 end in a clear refusal, never a silent success:
 a file:// target inside GitHub Actions, a missing listed key, an unlisted key, the
 development key without asking for it; `init --target` names the real target and the
-exact repository settings; an oversized snapshot is warned about."""
+exact repository settings; an oversized snapshot is refused (or, when allowed, warned about)."""
 
 from __future__ import annotations
 
@@ -143,23 +143,31 @@ def test_file_target_inside_github_actions_is_refused_unless_allowed(
         publish_project(load_valid_project(root), signing(), force=True)
 
 
-def test_oversized_snapshot_is_warned_about(
+def test_one_size_rule_refuses_over_the_sdk_cap_unless_allowed_then_warns(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     root = make_repo(tmp_path / "repo")
-    # A real project is far below 16 MiB; lower the cap the warning compares against.
+    # A real project is far below the SDKs' 256 MiB; lower the cap the rule compares against.
     monkeypatch.setattr(publishing, "SDK_DEFAULT_MAX_BYTES", 200)
     monkeypatch.setenv(KEY_ENV_VARIABLE, private_key_pem(fixed_key()).decode())
     code, _, stderr = run(root, monkeypatch, capsys, "publish", "--env", "production")
+    assert code == 2
+    assert "refusing to publish: the signed snapshot is " in stderr
+    assert "over the SDKs' default max_bytes of 200 bytes" in stderr
+    assert not (root / "dist/production/latest.json").exists()
+    code, _, stderr = run(
+        root, monkeypatch, capsys, "publish", "--env", "production", "--allow-oversized"
+    )
     assert code == 0, stderr
     assert "warning: production: the signed snapshot is " in stderr
-    assert "over the SDK's default cap of 200 bytes" in stderr
+    assert "published anyway" in stderr
     results = publish_project(
         load_valid_project(root), signing(), environments=["staging"], dry_run=True
     )
     assert results[0].warnings and "about" in results[0].warnings[0]
+    assert "publish will refuse it" in results[0].warnings[0]
     monkeypatch.setattr(publishing, "SDK_DEFAULT_MAX_BYTES", 16 * 1024 * 1024)
     results = publish_project(
         load_valid_project(root), signing(), environments=["staging"], dry_run=True

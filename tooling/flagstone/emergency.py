@@ -59,7 +59,7 @@ from flagstone.overrides import (
     killed_payload,
     verify_overrides,
 )
-from flagstone.publish import flagd_enabled, put_flagd_document
+from flagstone.publish import MAX_SNAPSHOT_BYTES, flagd_enabled, put_flagd_document
 from flagstone.store import IfMatch, SnapshotStore, WriteMode
 
 EMERGENCY_KEY_ENV_VARIABLE = "FLAGSTONE_EMERGENCY_KEY"
@@ -516,7 +516,7 @@ def rewrite_flagd(
     publish = project.config.publish if project.config else {}
     if not flagd_enabled(publish):
         return None
-    found = store.get_optional(f"{environment}/latest.json", max_bytes=64 * 1024 * 1024)
+    found = store.get_optional(f"{environment}/latest.json", max_bytes=MAX_SNAPSHOT_BYTES)
     if found is None or found.data is None:
         return None
     try:

@@ -12,6 +12,7 @@ values — and are never raised. Exceptions are for work that cannot go on::
     ├── SnapshotFormatError         a snapshot payload does not have the snapshot form (exit 1)
     ├── StoreError                  object storage unreachable or refused        (exit 1)
     │   ├── ConflictError           a conditional write lost a race              (exit 1)
+    │   ├── ObjectTooLargeError     an object over its reader's cap (inflated size) (exit 1)
     │   └── NotFoundError           the object does not exist                    (exit 1)
     │       └── BucketNotFoundError the bucket/container itself does not exist   (exit 1)
     ├── GitError                    git failed or a revision is unknown          (exit 1)
@@ -96,6 +97,11 @@ class StoreError(FlagstoneError):
 
 class ConflictError(StoreError):
     """A conditional write found that someone else had written first."""
+
+
+class ObjectTooLargeError(StoreError):
+    """A stored object is over the size cap of its reader (counted after inflating a
+    gzip-compressed object, so a small object cannot inflate past it)."""
 
 
 class NotFoundError(StoreError):

@@ -30,6 +30,13 @@ complete envelope (the stores write atomically) and ends at the highest version,
 no published object is ever overwritten. A failure between steps 4 and 5 leaves a
 complete but unreferenced ``snapshots/<version>.json``; the next publish skips past it.
 
+How the envelope is stored (``publish.compress``): as it is (``none``, the default), or
+gzip-compressed deterministically with ``Content-Encoding: gzip`` where the store keeps
+attributes (``gzip``); see ``flagstone.compression``. The signatures are the same
+either way, and every read here inflates a compressed object under a cap counted in
+inflated bytes. One size rule (``oversize_problem``): an envelope over the SDKs' default
+``max_bytes`` is refused unless ``allow_oversized``, and then published with a warning.
+
 The signing keys come from ``flagstone.keys``; with the development key the snapshots
 are signed but untrusted, and the result says so.
 
@@ -58,6 +65,7 @@ from flagstone.compile import (
     snapshot_bytes,
     timestamp_text,
 )
+from flagstone.compression import GZIP, gzip_deterministic
 from flagstone.envelope import (
     PAYLOAD_TYPE,
     TrustedKey,
@@ -77,6 +85,7 @@ from flagstone.errors import (
 from flagstone.flagd_export import check_flagd_export, export_flagd, flagd_json
 from flagstone.keys import KEY_ENV_VARIABLE, SigningKeys, configured_keyring
 from flagstone.model import Project
+from flagstone.sdk.sources import DEFAULT_MAX_BYTES
 from flagstone.store import GetResult, IfMatch, SnapshotStore, WriteMode, open_store
 from flagstone.timestamps import duration_seconds
 
@@ -84,10 +93,20 @@ DEFAULT_TARGET = "file://dist"
 DEFAULT_EXPIRES_AFTER = "30d"
 DEFAULT_REFRESH_BEFORE = "7d"
 LATEST = "latest.json"
-# What publish reads back from storage, and the size SDKs accept by default (their
-# max_bytes): a snapshot above it is refused unless allow_oversized says otherwise.
-MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
-SDK_DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+# The one size rule: a signed envelope over the SDKs' default max_bytes (counted
+# inflated, whatever the stored form) is refused, unless allow_oversized, and then
+# published with a warning (``oversize_problem``).
+SDK_DEFAULT_MAX_BYTES = DEFAULT_MAX_BYTES
+# What the toolchain reads back from storage (publish, served, overrides), counted
+# inflated: four times the SDK default, so a snapshot published with allow_oversized
+# stays readable, and still a bound on what a gzip bomb can make it hold.
+MAX_SNAPSHOT_BYTES = 4 * SDK_DEFAULT_MAX_BYTES
+# ``publish.compress``: how snapshots are stored. ``gzip`` stores the envelope
+# gzip-compressed (deterministically) with these attributes, so plain HTTP and CDN
+# clients inflate it too; the default, ``none``, keeps the bytes readable by every SDK
+# release, including those from before compressed snapshots (see docs/readme/publish.md).
+COMPRESSION_CHOICES = ("none", GZIP)
+GZIP_ATTRIBUTES = {"Content-Type": "application/json", "Content-Encoding": GZIP}
 # Each lost race costs one round trip; this many in a row means something is wrong.
 MAX_ATTEMPTS = 50
 # The highest version canonical JSON (and so a snapshot) can carry exactly.
@@ -116,6 +135,8 @@ class PublishResult:
     development_key: bool = False
     size_bytes: int | None = None  # of the signed envelope (estimated on a dry run)
     warnings: list[str] = field(default_factory=list)
+    compression: str = "none"  # how the snapshot is stored: "none" or "gzip"
+    stored_bytes: int | None = None  # what is stored (gzip-compressed, or size_bytes)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,16 +288,18 @@ def check_target_reaches_clients(
         )
 
 
-def size_warnings(size: int, *, estimated: bool = False) -> list[str]:
-    """A warning when an envelope is over the SDK's default body cap."""
-    if size <= SDK_DEFAULT_MAX_BYTES:
-        return []
+def oversize_problem(size: int, *, cap: int, estimated: bool = False) -> str | None:
+    """What is wrong with a signed envelope of ``size`` bytes (inflated), or None: over
+    the SDKs' default ``max_bytes``, clients left at their defaults refuse it and serve
+    code defaults. Compression does not change this: the cap counts inflated bytes."""
+    if size <= cap:
+        return None
     about = "about " if estimated else ""
-    return [
-        f"the signed snapshot is {about}{size} bytes, over the SDK's default cap of "
-        f"{SDK_DEFAULT_MAX_BYTES} bytes: clients with the default max_bytes reject it "
-        "(raise max_bytes in every client, or split the project)"
-    ]
+    return (
+        f"the signed snapshot is {about}{size} bytes, over the SDKs' default max_bytes of "
+        f"{cap} bytes (counted inflated, whatever the stored form): clients left at their "
+        "defaults refuse it and serve code defaults"
+    )
 
 
 @dataclass
@@ -293,10 +316,10 @@ class Publisher:
     # Replace a latest.json that does not verify (forged, or signed by a key removed
     # from flagstone.yaml) instead of refusing; see ``_read_latest``.
     replace_unverified: bool = False
-    # Publish a snapshot over the SDKs' default size cap (every client must then be
-    # given a larger max_bytes).
+    # Publish a snapshot over the SDKs' default size cap, with a warning (every client
+    # must then be given a larger max_bytes); without it such a snapshot is refused.
     allow_oversized: bool = False
-    sdk_max_bytes: int = SDK_DEFAULT_MAX_BYTES
+    sdk_max_bytes: int | None = None  # None: SDK_DEFAULT_MAX_BYTES
     allow_local_target: bool = False
     environ: Mapping[str, str] | None = None
 
@@ -318,6 +341,13 @@ class Publisher:
         publish = self.project.config.publish if self.project.config else {}
         self.expires_after = _duration(publish, "expires_after", DEFAULT_EXPIRES_AFTER)
         self.refresh_before = _duration(publish, "refresh_before", DEFAULT_REFRESH_BEFORE)
+        self.compression = stored_compression(publish)
+        if self.sdk_max_bytes is None:
+            self.sdk_max_bytes = SDK_DEFAULT_MAX_BYTES
+
+    @property
+    def _cap(self) -> int:
+        return self.sdk_max_bytes or SDK_DEFAULT_MAX_BYTES
 
     @property
     def project_name(self) -> str:
@@ -423,6 +453,7 @@ class Publisher:
             reason: str,
             size: int | None = None,
             estimated: bool = False,
+            stored: int | None = None,
         ) -> PublishResult:
             return PublishResult(
                 environment=environment,
@@ -438,7 +469,10 @@ class Publisher:
                 signed_by=self.signing.keyids,
                 development_key=self.signing.development,
                 size_bytes=size,
-                warnings=size_warnings(size, estimated=estimated) if size is not None else [],
+                warnings=self._size_warnings(size, estimated=estimated),
+                compression=self.compression,
+                # Unknown on a dry run that would compress (nothing is signed).
+                stored_bytes=size if self.compression == "none" else stored,
             )
 
         if replacing:
@@ -454,6 +488,9 @@ class Publisher:
             )
         elif (previous.expires or 0) - now <= self.refresh_before:
             reason = "refresh before expiry"
+        elif found is not None and (found.stored_encoding or "none") != self.compression:
+            # publish.compress changed: store the same content in the configured form.
+            reason = f"stored form changes to {self.compression} (publish.compress)"
         else:
             if flagd and not self.dry_run:
                 write_flagd_export(
@@ -503,9 +540,10 @@ class Publisher:
         while attempts < MAX_ATTEMPTS:
             attempts += 1
             envelope = self._sign(unsigned, version, now)
+            stored, attributes = self._stored_form(envelope)
             snapshot_path = f"{environment}/snapshots/{version}.json"
             try:
-                self.store.put(snapshot_path, envelope, mode="create")
+                self.store.put(snapshot_path, stored, mode="create", attributes=attributes)
             except ConflictError:
                 # That version is taken. It is complete and immutable: make sure it is not
                 # a newer commit's before moving past it.
@@ -526,7 +564,7 @@ class Publisher:
                     "create" if found is None else IfMatch(found.etag or "")
                 )
                 try:
-                    self.store.put(latest_path, envelope, mode=mode)
+                    self.store.put(latest_path, stored, mode=mode, attributes=attributes)
                 except ConflictError:
                     found, current = self._read_latest(environment)
                     if current is None:
@@ -561,6 +599,7 @@ class Publisher:
                     expires_text,
                     reason,
                     len(envelope),
+                    stored=len(stored),
                 )
         raise ConflictError(
             f"gave up publishing {environment} after {MAX_ATTEMPTS} lost races on {latest_url}"
@@ -576,15 +615,34 @@ class Publisher:
             expires=timestamp_text(now + self.expires_after),
         )
         envelope = sign_payload(snapshot_bytes(payload), self.signing.keys)
-        if len(envelope) > self.sdk_max_bytes and not self.allow_oversized:
+        problem = oversize_problem(len(envelope), cap=self._cap)
+        if problem is not None and not self.allow_oversized:
             raise UsageError(
-                f"refusing to publish a {len(envelope)}-byte snapshot: SDKs at their default "
-                f"max_bytes ({self.sdk_max_bytes}) would refuse it and serve code defaults",
-                hint="give every client a larger max_bytes, then publish with --allow-oversized",
+                f"refusing to publish: {problem}",
+                hint="split the project, or give every client a larger max_bytes and then "
+                "publish with --allow-oversized",
             )
         if not self.signing.development:
             self._check_keyring_accepts(envelope)
         return envelope
+
+    def _size_warnings(self, size: int | None, *, estimated: bool) -> list[str]:
+        """The size rule's warning: a snapshot over the cap that is published (allowed),
+        or that a dry run says would be refused."""
+        problem = (
+            None if size is None else oversize_problem(size, cap=self._cap, estimated=estimated)
+        )
+        if problem is None:
+            return []
+        if self.allow_oversized:
+            return [f"{problem} (published anyway: --allow-oversized)"]
+        return [f"{problem}; publish will refuse it unless --allow-oversized"]
+
+    def _stored_form(self, envelope: bytes) -> tuple[bytes, dict[str, str] | None]:
+        """The bytes to store for ``envelope`` and the attributes to store them with."""
+        if self.compression == GZIP:
+            return gzip_deterministic(envelope), dict(GZIP_ATTRIBUTES)
+        return envelope, None
 
     def _trusted_by_keyring(self, envelope: bytes) -> bool:
         """Whether ``envelope`` satisfies flagstone.yaml's keyring. With the development
@@ -609,6 +667,16 @@ class Publisher:
                 hint=f"add the public key of {', '.join(self.signing.keyids)} to signing.keys "
                 "(`flagstone keygen` prints the entry) or sign with a configured key",
             ) from None
+
+
+def stored_compression(publish: Mapping[str, Any]) -> str:
+    """``publish.compress`` (``none`` by default, or ``gzip``)."""
+    value = publish.get("compress", "none")
+    if value not in COMPRESSION_CHOICES:
+        raise RepositoryError(
+            f"publish.compress {value!r} is not one of {', '.join(COMPRESSION_CHOICES)}"
+        )
+    return str(value)
 
 
 def _duration(publish: Mapping[str, Any], name: str, default: str) -> int:

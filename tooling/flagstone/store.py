@@ -36,6 +36,13 @@ and ``az://`` at another blob endpoint (else AZURE_STORAGE_ENDPOINT; Azurite thr
 AZURE_STORAGE_USE_EMULATOR and AZURITE_BLOB_STORAGE_URL, as obstore reads them). Plain
 http is allowed on loopback or when asked for.
 
+Objects may be stored gzip-compressed (``publish.compress: gzip``): ``put`` stores the
+bytes it is given with the ``attributes`` it is given (``Content-Encoding: gzip``,
+``Content-Type: application/json``, so plain HTTP and CDN clients inflate them), and
+``get`` returns the content, inflated when the stored bytes are gzip, under a cap
+counted in inflated bytes (``flagstone.compression``). Callers never see the stored
+form except as ``GetResult.stored_encoding``.
+
 Every failure is a one-line ``StoreError`` (``NotFoundError``, ``ConflictError``) naming
 the location and the cause: unreachable endpoint, missing bucket, missing credentials,
 permission denied, precondition failed.
@@ -49,7 +56,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -68,13 +75,15 @@ from obstore.store import (
 )
 
 if TYPE_CHECKING:
-    from obstore import GetOptions
+    from obstore import Attributes, GetOptions
     from obstore.store import AzureConfig, ClientConfig, GCSConfig, RetryConfig, S3Config
 
+from flagstone.compression import GZIP, read_capped
 from flagstone.errors import (
     BucketNotFoundError,
     ConflictError,
     NotFoundError,
+    ObjectTooLargeError,
     StoreError,
     UsageError,
 )
@@ -82,6 +91,9 @@ from flagstone.errors import (
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 2
+# What ``get`` inflates at most when its caller sets no cap (the SDK's default cap).
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+_CHUNK = 256 * 1024
 
 SCHEMES = ("file", "s3", "gs", "az", "memory", "http", "https")
 
@@ -103,11 +115,13 @@ WriteMode = Literal["create", "overwrite"] | IfMatch
 
 @dataclass(frozen=True, slots=True)
 class GetResult:
-    """What ``get`` found: ``data`` is None when the object has not changed since
-    ``if_none_match``; ``etag`` identifies the version read."""
+    """What ``get`` found: ``data`` (the content) is None when the object has not
+    changed since ``if_none_match``; ``etag`` identifies the version read."""
 
     data: bytes | None
     etag: str | None
+    # "gzip" when the object is stored gzip-compressed (``data`` is always inflated).
+    stored_encoding: str | None = None
 
     @property
     def not_modified(self) -> bool:
@@ -163,44 +177,47 @@ class SnapshotStore:
         return f"{self.url}/{path}"
 
     def get(
-        self, path: str, *, if_none_match: str | None = None, max_bytes: int | None = None
+        self,
+        path: str,
+        *,
+        if_none_match: str | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> GetResult:
-        """Read ``path``. Raises ``NotFoundError`` if it does not exist and ``StoreError``
-        if it is larger than ``max_bytes`` or cannot be read."""
+        """Read ``path``: its content, inflated if it is stored gzip-compressed (see
+        ``flagstone.compression``). Raises ``NotFoundError`` if it does not exist,
+        ``ObjectTooLargeError`` if its content (counted inflated) is over ``max_bytes``
+        (None: the default cap; content is always bounded) and ``StoreError`` if it
+        cannot be read or its gzip data is corrupt."""
+        cap = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+        where = self.location(path)
         options: GetOptions = {}
         if if_none_match is not None:
             options["if_none_match"] = _split_token(if_none_match)[0]
         try:
             result = obstore.get(self._backend(for_writing=False), path, options=options)
             size = result.meta.get("size")
-            if max_bytes is not None and size is not None and size > max_bytes:
-                raise StoreError(
-                    f"{self.location(path)} is {size} bytes, over the {max_bytes} byte limit"
-                )
-            if max_bytes is None:
-                data = bytes(result.bytes())
-            else:
-                # Streamed, and stopped past the cap: the size in the metadata is what
-                # the server claims, not a bound on what it sends.
-                received = bytearray()
-                for chunk in result.stream(min_chunk_size=256 * 1024):
-                    received += chunk
-                    if len(received) > max_bytes:
-                        raise StoreError(
-                            f"{self.location(path)} is over the {max_bytes} byte limit"
-                        )
-                data = bytes(received)
+            if size is not None and size > cap:
+                # Stored bytes over the cap: the content, inflated or not, is too.
+                raise ObjectTooLargeError(f"{where} is {size} bytes, over the {cap} byte limit")
+            encoding = _stored_encoding(where, result.attributes)
+            # Streamed, and stopped past the cap: the size in the metadata is what the
+            # server claims, not a bound on what it sends, and a gzip object's content
+            # can be far larger than its size.
+            data, gzipped = read_capped(result.stream(min_chunk_size=_CHUNK), where, cap)
         except obstore_errors.NotModifiedError:
             return GetResult(None, if_none_match)
         except StoreError:
             raise
         except Exception as error:
             raise self._translate(error, path, "read") from None
-        if max_bytes is not None and len(data) > max_bytes:
-            raise StoreError(f"{self.location(path)} is over the {max_bytes} byte limit")
-        return GetResult(data, self._token(result.meta))
+        # A store that inflates on the way out (GCS "decompressive transcoding") still
+        # says the object is stored gzip.
+        stored = GZIP if gzipped or encoding == GZIP else None
+        return GetResult(data, self._token(result.meta), stored)
 
-    def get_optional(self, path: str, *, max_bytes: int | None = None) -> GetResult | None:
+    def get_optional(
+        self, path: str, *, max_bytes: int | None = DEFAULT_MAX_BYTES
+    ) -> GetResult | None:
         """``get``, or None when the object does not exist (a missing bucket still raises)."""
         try:
             return self.get(path, max_bytes=max_bytes)
@@ -209,12 +226,23 @@ class SnapshotStore:
         except NotFoundError:
             return None
 
-    def put(self, path: str, data: bytes, *, mode: WriteMode) -> str | None:
+    def put(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        mode: WriteMode,
+        attributes: Mapping[str, str] | None = None,
+    ) -> str | None:
         """Write ``data`` to ``path`` atomically; returns the new ETag.
 
         ``"create"``: only if nothing is there (else ``ConflictError``).
         ``IfMatch(etag)``: only if the object still has ``etag`` (else ``ConflictError``).
         ``"overwrite"``: unconditionally.
+
+        ``attributes`` (``Content-Type``, ``Content-Encoding``, …) are stored with the
+        object where the store keeps them (S3, GCS, Azure, memory); a local directory
+        has nowhere to keep them and writes the bytes alone.
         """
         if self._read_only:
             raise StoreError(f"{self.url} is read-only (http stores serve published snapshots)")
@@ -227,8 +255,16 @@ class SnapshotStore:
                 obstore_mode = {"e_tag": etag}
                 if self._generation_preconditions:
                     obstore_mode["version"] = generation or "0"
+            kept: Attributes | None = (
+                dict(attributes) if attributes and self._local_root is None else None
+            )
             result = obstore.put(
-                self._backend(for_writing=True), path, data, mode=obstore_mode, use_multipart=False
+                self._backend(for_writing=True),
+                path,
+                data,
+                mode=obstore_mode,
+                attributes=kept,
+                use_multipart=False,
             )
         except StoreError:
             raise
@@ -340,6 +376,20 @@ def _split_token(token: str) -> tuple[str, str | None]:
     """(ETag, GCS generation or None) from a token made by ``SnapshotStore._token``."""
     etag, _, generation = token.partition(_GENERATION_MARK)
     return etag, generation or None
+
+
+def _stored_encoding(where: str, attributes: Mapping[str, str]) -> str | None:
+    """The ``Content-Encoding`` stored with an object: absent, identity or gzip (any
+    other would make the bytes unreadable here, so it is refused by name)."""
+    encoding = {name.lower(): value for name, value in attributes.items()}.get(
+        "content-encoding", ""
+    )
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding != GZIP:
+        raise StoreError(f"cannot read {where}: it is stored with Content-Encoding {encoding!r}")
+    return GZIP
 
 
 def _etag(meta: Any) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from flagstone.cli.common import repo_option, resolve_repo, write_output_file
+from flagstone.compression import read_capped
 from flagstone.envelope import (
     TrustedKey,
     open_snapshot,
@@ -21,6 +22,7 @@ from flagstone.envelope import (
 from flagstone.errors import (
     EnvelopeError,
     NotFoundError,
+    ObjectTooLargeError,
     RepositoryError,
     StoreError,
     UsageError,
@@ -197,10 +199,12 @@ def _read_input(name: str, base_dir: Path | None = None) -> bytes:
     """Bytes of a file, stdin (``-``) or an object at a storage URL: at most the SDK's
     size cap of them, read under the SDK's deadline, the way the SDK would read them."""
     if name == "-":
-        data = sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
-        if len(data) > DEFAULT_MAX_BYTES:
-            raise UsageError(f"standard input is over the {DEFAULT_MAX_BYTES} byte cap")
-        return data
+        # Inflated if it is a gzip-compressed snapshot (publish.compress: gzip).
+        chunks = iter(lambda: sys.stdin.buffer.read(256 * 1024), b"")
+        try:
+            return read_capped(chunks, "standard input", DEFAULT_MAX_BYTES)[0]
+        except ObjectTooLargeError:
+            raise UsageError(f"standard input is over the {DEFAULT_MAX_BYTES} byte cap") from None
     if "://" in name:
         return read_object(name, base_dir=base_dir)
     try:

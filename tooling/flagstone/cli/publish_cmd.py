@@ -63,7 +63,8 @@ from flagstone.validate import load_valid_project
 @click.option(
     "--allow-oversized",
     is_flag=True,
-    help="Publish a snapshot larger than the SDKs' default max_bytes (256 MB).",
+    help="Publish (with a warning) a snapshot larger than the SDKs' default max_bytes "
+    "(256 MB, counted inflated); without it such a snapshot is refused.",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
@@ -146,9 +147,15 @@ def _describe(result: PublishResult) -> str:
     env = result.environment
     if result.action == "published":
         was = f" (was {result.previous_version})" if result.previous_version else ""
+        stored = (
+            f", stored gzip-compressed: {result.stored_bytes} bytes"
+            if result.compression != "none"
+            else ""
+        )
         return (
             f"{env}: published version {result.version}{was} → {result.snapshot_url}\n"
-            f"  latest: {result.latest_url}\n  digest: {result.digest}; expires {result.expires}"
+            f"  latest: {result.latest_url}\n  digest: {result.digest}; expires {result.expires}\n"
+            f"  size: {result.size_bytes} bytes{stored}"
         )
     if result.action == "would-publish":
         change = (

@@ -14,6 +14,11 @@ with ``If-None-Match``, one deadline for the whole exchange, the body read in ch
 to the cap), and ``s3://``, ``gs://``, ``az://``, ``memory://`` through
 ``flagstone.store``.
 
+Every source returns the envelope itself: a snapshot stored gzip-compressed
+(``publish.compress: gzip``) is inflated as it is read, whether the HTTP response says
+``Content-Encoding: gzip``, the store's attribute says so, or only the gzip magic bytes
+do, and ``max_bytes`` counts the inflated bytes (see ``flagstone.compression``).
+
 Every ``fetch`` either returns a :class:`Fetched` (``data`` None when not modified) or
 raises: ``StoreError`` when the snapshot could not be read (unreachable, timed out, not
 found, HTTP error) and ``EnvelopeError`` when what was read is refused without looking
@@ -30,13 +35,20 @@ import socket
 import stat
 import threading
 import time
-import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from flagstone.errors import EnvelopeError, NotFoundError, StoreError, UsageError
+from flagstone.compression import CappedReader, read_capped
+from flagstone.errors import (
+    EnvelopeError,
+    NotFoundError,
+    ObjectTooLargeError,
+    StoreError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     import http.client
@@ -118,13 +130,15 @@ class FileSource:
                     return Fetched(None, etag)
                 if status.st_size > self.max_bytes:
                     raise _too_large(str(self.path), status.st_size, self.max_bytes)
-                data = handle.read(self.max_bytes + 1)
+                # Read in chunks through the capped reader: a gzip file is inflated as
+                # it is read and refused as soon as its content passes the cap.
+                data = _content(
+                    iter(lambda: handle.read(_CHUNK), b""), str(self.path), self.max_bytes
+                )
         except FileNotFoundError:
             raise NotFoundError(f"{self.path} does not exist") from None
         except OSError as error:
             raise StoreError(f"cannot read {self.path}: {error.strerror or error}") from None
-        if len(data) > self.max_bytes:  # grew while being read
-            raise _too_large(str(self.path), None, self.max_bytes)
         return Fetched(data, etag)
 
 
@@ -210,7 +224,7 @@ class HttpSource:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        # Snapshots compress ~10×; the cap applies to the decompressed bytes.
+        # Snapshots compress ~50×; the cap applies to the inflated bytes.
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         if if_none_match is not None:
             headers["If-None-Match"] = if_none_match
@@ -263,38 +277,49 @@ class HttpSource:
 
 
 class _CappedBody:
-    """A response body, gunzipped if need be, refused as soon as it passes the cap (so a
-    small compressed body that inflates hugely is stopped after ``max_bytes``)."""
+    """A response body, refused as soon as its content passes the cap. Two layers of
+    gzip are undone: the transfer's (``Content-Encoding: gzip``) and the stored form's
+    (an object published gzip-compressed and served without that header, e.g. a
+    ``file://`` target behind a plain static server), each told apart as
+    ``flagstone.compression`` describes. A small body that inflates hugely is stopped
+    after ``max_bytes``."""
 
     def __init__(self, url: str, max_bytes: int, *, gzipped: bool) -> None:
         self.url = url
         self.max_bytes = max_bytes
         self.data = bytearray()
         self.received = 0
-        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+        self.transfer = CappedReader(url, max_bytes, gzipped=True) if gzipped else None
+        self.stored = CappedReader(url, max_bytes)
 
     def add(self, chunk: bytes) -> None:
         self.received += len(chunk)
         if self.received > self.max_bytes:
             raise _too_large(self.url, None, self.max_bytes)
-        if self.inflater is None:
-            self.data += chunk
-            return
-        pending = chunk
-        while pending:
-            try:
-                # max_length bounds what one call may produce; it is always ≥ 1 here.
-                self.data += self.inflater.decompress(pending, self.max_bytes + 1 - len(self.data))
-            except zlib.error as error:
-                raise StoreError(f"cannot read {self.url}: bad gzip body ({error})") from None
-            if len(self.data) > self.max_bytes:
-                raise _too_large(self.url, None, self.max_bytes)
-            pending = self.inflater.unconsumed_tail
+        try:
+            if self.transfer is not None:
+                chunk = self.transfer.feed(chunk)
+            self.data += self.stored.feed(chunk)
+        except ObjectTooLargeError:
+            raise _too_large(self.url, None, self.max_bytes) from None
 
     def finish(self) -> bytes:
-        if self.inflater is not None and not self.inflater.eof:
-            raise StoreError(f"cannot read {self.url}: the gzip body is truncated")
+        try:
+            if self.transfer is not None:
+                self.data += self.stored.feed(self.transfer.finish())
+            self.data += self.stored.finish()
+        except ObjectTooLargeError:
+            raise _too_large(self.url, None, self.max_bytes) from None
         return bytes(self.data)
+
+
+def _content(chunks: Iterable[bytes], where: str, max_bytes: int) -> bytes:
+    """The content of a stored object read as ``chunks`` (inflated if it is gzip),
+    with the cap reported as the SDK reports it: a rejection (``EnvelopeError``)."""
+    try:
+        return read_capped(chunks, where, max_bytes)[0]
+    except ObjectTooLargeError:
+        raise _too_large(where, None, max_bytes) from None
 
 
 def _remaining(deadline: float) -> float:
@@ -333,15 +358,14 @@ class StoreSource:
 
     def fetch(self, if_none_match: str | None) -> Fetched:
         try:
+            # The content: inflated by the store if it is stored gzip-compressed.
             result = self._store.get(
                 self.path, if_none_match=if_none_match, max_bytes=self.max_bytes
             )
-        except StoreError as error:
-            # store.py reports an oversized object as a StoreError; for the SDK it is a
-            # rejection of what the store holds, not the store being down.
-            if f"over the {self.max_bytes} byte limit" in error.message:
-                raise _too_large(self.location, None, self.max_bytes) from None
-            raise
+        except ObjectTooLargeError:
+            # For the SDK an oversized object is a rejection of what the store holds,
+            # not the store being down.
+            raise _too_large(self.location, None, self.max_bytes) from None
         return Fetched(result.data, result.etag)
 
 
