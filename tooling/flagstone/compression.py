@@ -1,6 +1,6 @@
 """Gzip for stored snapshots: deterministic compression for ``publish`` and inflation
-under a size cap for every reader (DESIGN §6, docs/snapshot-format.md "Size and
-compression").
+under a size cap for every reader (docs/design.md §6, docs/snapshot-format.md "Size
+and compression").
 
 A stored object is either the JSON document itself or that document gzip-compressed
 (RFC 1952). Readers tell them apart by the first two bytes: gzip always starts with
