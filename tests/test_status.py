@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from flagstone.cli.main import main
+from flagstone.errors import UsageError
+from flagstone.keys import public_key_entry
+from flagstone.render import VIEWS
 from flagstone.scaffold import ScaffoldOptions, scaffold_repository
-from flagstone.status import project_status
+from flagstone.site import build_site
+from flagstone.status import STATUS_VIEW, AlsoExposed, project_status
+from publish_helpers import fixed_key
 
 T0 = 1_794_000_000  # commit times, seconds
 
@@ -114,3 +121,108 @@ def test_status_cli_formats_and_filters(repo: Path, capsys: pytest.CaptureFixtur
     assert code == 2 and "unknown team 'ghosts'" in err
     code, _, err = cli(repo, capsys, "status", "--env", "qa")
     assert code == 2 and "unknown environment 'qa'" in err
+
+
+def copy_of(repo: Path, tmp_path: Path) -> Path:
+    """A copy of the module's repository (history included) for a test that edits it."""
+    copy = tmp_path / "flags"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy
+
+
+def test_status_is_a_view_of_the_render_registry() -> None:
+    assert VIEWS["status"] is STATUS_VIEW
+    assert STATUS_VIEW.formats() == ["text", "json", "markdown"]
+
+
+def test_also_names_who_gets_the_flag_beyond_the_default(repo: Path, tmp_path: Path) -> None:
+    now = T0 + 4 * 86400 + 3600
+    search = {f.key: f for f in project_status(repo, now=now)}["search-v2"]
+    production = next(e for e in search.environments if e.environment == "production")
+    assert production.also == AlsoExposed(segments=["staff"], targets=0, rules=[])
+    root = copy_of(repo, tmp_path)
+    release = root / "flags/search-v2/production.yaml"
+    release.write_text(
+        release.read_text()
+        + "targets: {on: [user-1, user-2], off: [user-3]}\n"
+        + "rules:\n"
+        + "  - {name: android beta, if: {attribute: platform, op: eq, value: android}, serve: on}\n"
+        + "  - {name: old app, if: {attribute: app, op: eq, value: old}, serve: off}\n"
+        + "  - {name: half, if: {attribute: app, op: eq, value: new},"
+        + " serve: {split: {on: 50, off: 50}}}\n"
+    )
+    search = {f.key: f for f in project_status(root, now=now)}["search-v2"]
+    production = next(e for e in search.environments if e.environment == "production")
+    assert production.exposure == 10.0  # the default's percent, as before
+    assert production.also == AlsoExposed(
+        segments=["staff"], targets=2, rules=["android beta", "half"]
+    )
+    assert production.also.text() == "staff, 2 targets, 2 rules"
+
+
+def test_stale_after_days_is_configurable_and_checked(repo: Path, tmp_path: Path) -> None:
+    now = T0 + 9 * 86400  # search-v2 last changed 4 days before (T0 + 5 days)
+    flags = {f.key: f for f in project_status(repo, now=now)}
+    assert flags["search-v2"].stale is False  # default: 90 days
+    root = copy_of(repo, tmp_path)
+    config = root / "flagstone.yaml"
+    original = config.read_text()
+    config.write_text(original + "status:\n  stale_after_days: 3\n")
+    flags = {f.key: f for f in project_status(root, now=now)}
+    assert flags["search-v2"].stale is True
+    assert run_validate(root).returncode == 0
+    config.write_text(original + "status:\n  stale_after_days: 0\n")
+    with pytest.raises(UsageError) as refused:
+        project_status(root, now=now)
+    line = len(original.splitlines()) + 2
+    assert refused.value.message.startswith(f"flagstone.yaml:{line}:21: status.stale_after_days")
+    validated = run_validate(root)
+    assert validated.returncode == 1 and f"flagstone.yaml:{line}:" in validated.stdout
+
+
+def run_validate(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flagstone", "validate", "--repo", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_overrides_without_emergency_keys_or_readable_store_is_a_note(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = copy_of(repo, tmp_path)
+    code, out, err = cli(root, capsys, "status", "--overrides", "--env", "production")
+    assert code == 0, err
+    assert err.splitlines() == [
+        "note: emergency overrides not read: flagstone.yaml has no emergency keys "
+        "(signing.emergency.keys)"
+    ]
+    assert out.startswith("flag ") and len(out.splitlines()) == 3
+
+    entry = public_key_entry(fixed_key(9))
+    config = root / "flagstone.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "  keys: []\n",
+            "  keys: []\n  emergency:\n    threshold: 1\n"
+            f"    keys: [{{keyid: {entry['keyid']}, public: {entry['public']}}}]\n",
+        )
+    )
+    tampered = root / "dist/production/overrides.json"
+    tampered.parent.mkdir(parents=True)
+    tampered.write_text('{"payload": "not signed"}')
+    code, out, err = cli(root, capsys, "status", "--overrides")
+    assert code == 0, err
+    [note] = err.splitlines()
+    assert note.startswith("note: production: emergency overrides not read: ")
+    assert "overrides.json cannot be verified" in note
+    assert len(out.splitlines()) == 5  # staging was read (nothing there), production noted
+    assert " overridden " not in out
+
+    written = build_site(root, tmp_path / "site", now=T0, overrides=True)
+    assert "index.html" in written
+    overview = (tmp_path / "site/index.html").read_text()
+    assert '<p role="note">production: emergency overrides not read: ' in overview

@@ -207,7 +207,7 @@ def _select(name: str, label: str, values: Sequence[str]) -> str:
     )
 
 
-def _overview(project: Project, flags: Sequence[FlagStatus]) -> str:
+def _overview(project: Project, flags: Sequence[FlagStatus], notes: Sequence[str] = ()) -> str:
     teams = sorted(project.config.teams) if project.config else []
     kinds = sorted({f.kind for f in flags})
     rows = []
@@ -237,7 +237,8 @@ def _overview(project: Project, flags: Sequence[FlagStatus]) -> str:
     name = project.config.name if project.config else "flags"
     body = (
         f"<h1>Releases: {html.escape(name)}</h1>"
-        '<form aria-label="Filter flags"><fieldset><legend>Filter</legend>'
+        + "".join(f'<p role="note">{html.escape(note)}</p>' for note in notes)
+        + '<form aria-label="Filter flags"><fieldset><legend>Filter</legend>'
         + _select("team", "Team", teams)
         + _select("env", "Environment", project.environments)
         + _select("kind", "Kind", kinds)
@@ -356,10 +357,12 @@ def build_site(
     now = time.time() if now is None else now
     project = read_project(root)
     forced: dict[str, list[str]] | None = None
+    notes: list[str] = []
     if overrides:
         from flagstone.status import live_overrides
 
-        forced = live_overrides(root, project.environments, now)
+        live = live_overrides(root, project.environments, now)
+        forced, notes = live.forced, live.notes
     flags = project_status(root, now=now, overrides=forced)
     history = exposure_history(root, project, now)
     try:
@@ -374,7 +377,7 @@ def build_site(
         (out / "flags").mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create {out}: {error.strerror or error}") from None
-    written = {"index.html": _overview(project, flags)}
+    written = {"index.html": _overview(project, flags, notes)}
     for status in flags:
         changes = [e for e in entries if e.subject == "flag" and e.key == status.key]
         own = [p for p in findings if p.path.startswith(f"flags/{status.key}/")]

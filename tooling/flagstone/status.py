@@ -9,15 +9,17 @@ and per environment:
   it off right now; only when the overrides were read, see ``overrides``);
 * what the default serves, the **stage** in force (the later of ``current`` and any
   scheduled stage that came due) and the **exposure**: the percent of contexts reaching
-  the default that get a variation other than the off variation (targets and rules
-  come on top; segment members of a stage are named, not counted);
+  the default that get a variation other than the off variation; what comes on top of
+  it, which no percent of the release file can measure, is listed in ``also``: the
+  segments the stage in force reaches, the number of keys targeted to another
+  variation, and the rules that serve one;
 * the **next stage** and when it starts (its ``at``, or "after bake" when it waits for a
   pull request), and the **bake remaining** before the next stage may start (the stage's
   ``bake`` or ``guardrails.min_bake``, from the commit that set ``current``);
 * the **last change**: commit, date, pull request, authors and summary, from the audit log.
 
-``project_status`` returns ``FlagStatus`` values; ``STATUS_RENDERERS`` turns them into
-``text``, ``json`` and ``markdown``.
+``project_status`` returns ``FlagStatus`` values; ``STATUS_VIEW`` (the ``flagstone.render``
+registry) renders them as ``text``, ``json`` and ``markdown``.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from flagstone import escape
 from flagstone.compile import duration_seconds
 from flagstone.diff import DISABLED, ENABLED, serve_text, served_shares
 from flagstone.errors import GitError, UsageError
 from flagstone.model import Flag, Project, read_project
-from flagstone.rollout import progression_spec, read_progression
+from flagstone.render import View
+from flagstone.rollout import progression_spec, read_progression, release_shares
 
 STATUS_FORMAT = "flagstone.status/1"
-STALE_AFTER_DAYS = 90  # a temporary flag unchanged this long is stale
+STALE_AFTER_DAYS = 90  # default of status.stale_after_days in flagstone.yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,24 @@ class NextStage:
 
 
 @dataclass(frozen=True, slots=True)
+class AlsoExposed:
+    """Who gets a variation other than the off variation besides the default's percent
+    (contexts the release file names rather than counts)."""
+
+    segments: list[str] = field(default_factory=list)  # reached by the stage in force
+    targets: int = 0  # keys individually targeted to another variation
+    rules: list[str] = field(default_factory=list)  # rules serving another variation
+
+    def text(self) -> str:
+        parts = list(self.segments)
+        if self.targets:
+            parts.append(f"{self.targets} target{'s' if self.targets != 1 else ''}")
+        if self.rules:
+            parts.append(f"{len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}")
+        return ", ".join(parts) or "-"
+
+
+@dataclass(frozen=True, slots=True)
 class EnvironmentStatus:
     environment: str
     state: str  # on | off | killed | overridden
@@ -68,6 +90,7 @@ class EnvironmentStatus:
     bake_remaining_seconds: int | None
     owner: str | None  # who approves changes here: the delegate, else the flag's owner
     last_change: LastChange | None
+    also: AlsoExposed = field(default_factory=AlsoExposed)  # on top of ``exposure``
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +103,30 @@ class FlagStatus:
     temporary: bool
     expires: str | None
     expired: bool
-    stale: bool  # temporary and unchanged for STALE_AFTER_DAYS
+    stale: bool  # temporary and unchanged for status.stale_after_days
     environments: list[EnvironmentStatus] = field(default_factory=list)
+
+
+def stale_after_days(project: Project) -> int:
+    """``status.stale_after_days`` of flagstone.yaml (default 90): a temporary flag with
+    no change for that many days is stale. A bad value (which validate reports too) is
+    a UsageError naming its place."""
+    config = project.config
+    section = config.data.get("status", {}) if config is not None else {}
+    value = (
+        section.get("stale_after_days", STALE_AFTER_DAYS)
+        if isinstance(section, Mapping)
+        else section
+    )
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    assert config is not None  # a value came from it
+    where = ("status", "stale_after_days") if isinstance(section, Mapping) else ("status",)
+    line, col = config.doc.position(where)
+    raise UsageError(
+        f"{config.doc.rel}:{line}:{col}: status.stale_after_days must be a whole number of "
+        f"days, 1 or more (not {value!r})"
+    )
 
 
 def _float(value: Decimal) -> float:
@@ -92,6 +137,37 @@ def _exposure(flag: Flag, env: str, now: float) -> float:
     shares = served_shares(flag.releases.get(env), flag.off_variation, at=now)
     off = shares.get(flag.off_variation or "", Decimal(0))
     return _float(sum(shares.values(), Decimal(0)) - off)
+
+
+def _also_exposed(flag: Flag, env: str, now: float) -> AlsoExposed:
+    release = flag.releases.get(env)
+    if release is None or not release.enabled:
+        return AlsoExposed()
+    data = release.data
+    off = flag.off_variation or ""
+    plan = read_progression(progression_spec(data))
+    active = plan.active_stage(now) if plan is not None else None
+    targets = data.get("targets")
+    targeted = 0
+    if isinstance(targets, Mapping):
+        targeted = sum(
+            len(keys)
+            for variation, keys in targets.items()
+            if str(variation) != off and isinstance(keys, list)
+        )
+    rules = data.get("rules")
+    serving = []
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, Mapping):
+            continue
+        shares = release_shares({"enabled": True, "default": rule.get("serve")}, off)
+        if any(share > 0 for variation, share in shares.items() if variation != off):
+            serving.append(str(rule.get("name") or f"rule {index + 1}"))
+    return AlsoExposed(
+        segments=list(active.reach_segments) if active is not None else [],
+        targets=targeted,
+        rules=serving,
+    )
 
 
 def _policy_bake(project: Project, env: str) -> int | None:
@@ -184,6 +260,7 @@ def project_status(
         if entry.subject == "flag":
             by_flag.setdefault(entry.key, []).append(entry)
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    stale_after = stale_after_days(project) * 86400
     result = []
     for key in sorted(project.flags):
         flag = project.flags[key]
@@ -199,9 +276,7 @@ def project_status(
             expired = False
         history_of = by_flag.get(key, [])
         last_any = history_of[-1].timestamp if history_of else None
-        stale = bool(
-            flag.temporary and last_any is not None and now - last_any > STALE_AFTER_DAYS * 86400
-        )
+        stale = bool(flag.temporary and last_any is not None and now - last_any > stale_after)
         status = FlagStatus(
             key=key,
             name=flag.name,
@@ -250,32 +325,56 @@ def project_status(
                     )
                     if last is not None
                     else None,
+                    also=AlsoExposed() if state == "overridden" else _also_exposed(flag, env, now),
                 )
             )
         result.append(status)
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class LiveOverrides:
+    """The flags an emergency override forces off now, per environment, and a one-line
+    note for each part that could not be read (the caller shows it; status goes on)."""
+
+    forced: dict[str, list[str]]
+    notes: list[str]
+
+
 def live_overrides(
     root: Path, environments: Sequence[str], now: float | None = None
-) -> dict[str, list[str]]:
-    """The flags an emergency override forces off now, per environment, read (and
-    verified) from the publish target; an environment whose overrides cannot be read
-    is left out."""
+) -> LiveOverrides:
+    """The emergency overrides in force, read (and verified) from the publish target.
+    Without emergency keys nothing is read; an environment whose overrides cannot be
+    read or verified is left out. Either way a note says so."""
     from flagstone.emergency import emergency_keyring, read_overrides
+    from flagstone.errors import FlagstoneError
     from flagstone.publish import open_target
 
     project = read_project(root)
-    store = open_target(project, None)
-    keyring = emergency_keyring(project)
+    try:
+        keyring = emergency_keyring(project)
+    except UsageError as error:
+        return LiveOverrides({}, [f"emergency overrides not read: {error.message}"])
+    try:
+        store = open_target(project, None)
+    except FlagstoneError as error:
+        return LiveOverrides({}, [f"emergency overrides not read: {error.message}"])
     moment = time.time() if now is None else now
     found: dict[str, list[str]] = {}
+    notes: list[str] = []
     for env in environments:
-        current = read_overrides(store, env, keyring, project.config.name if project.config else "")
+        try:
+            current = read_overrides(
+                store, env, keyring, project.config.name if project.config else ""
+            )
+        except FlagstoneError as error:
+            notes.append(f"{env}: emergency overrides not read: {error.message}")
+            continue
         overrides = current.overrides
         if overrides is not None:
             found[env] = sorted(overrides.live(moment))
-    return found
+    return LiveOverrides(found, notes)
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -322,6 +421,7 @@ def _cells(flag: FlagStatus, env: EnvironmentStatus) -> list[str]:
         env.state,
         stage,
         _percent(env.exposure),
+        env.also.text(),
         nxt,
         bake,
         expiry,
@@ -329,17 +429,17 @@ def _cells(flag: FlagStatus, env: EnvironmentStatus) -> list[str]:
     ]
 
 
-_HEADER = ["flag", "kind", "owner", "env", "state", "stage", "exposure", "next", "bake left",
-           "expires", "last change"]  # fmt: skip
+_HEADER = ["flag", "kind", "owner", "env", "state", "stage", "exposure", "also", "next",
+           "bake left", "expires", "last change"]  # fmt: skip
 
 
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+STATUS_VIEW: View[Sequence[FlagStatus]] = View("status")
 
 
+@STATUS_VIEW.format("text")
 def render_status_text(flags: Sequence[FlagStatus]) -> str:
     rows = [_HEADER] + [
-        [_printable(c) for c in _cells(f, e)] for f in flags for e in f.environments
+        [escape.terminal(c) for c in _cells(f, e)] for f in flags for e in f.environments
     ]
     if len(rows) == 1:
         return "no flags\n"
@@ -352,10 +452,11 @@ def render_status_text(flags: Sequence[FlagStatus]) -> str:
 
 
 def _md(text: str) -> str:
-    escaped = "".join("\\" + c if c in "\\`*_{}[]<>()#+!|~" else c for c in text)
+    escaped = "".join("\\" + c if c in "\\`*_{}[]<>()#+!|~" else c for c in escape.terminal(text))
     return escaped.replace("\n", " ")
 
 
+@STATUS_VIEW.format("markdown")
 def render_status_markdown(flags: Sequence[FlagStatus]) -> str:
     lines = ["| " + " | ".join(_HEADER) + " |", "|" + "---|" * len(_HEADER)]
     for flag in flags:
@@ -364,13 +465,7 @@ def render_status_markdown(flags: Sequence[FlagStatus]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@STATUS_VIEW.format("json")
 def render_status_json(flags: Sequence[FlagStatus]) -> str:
     document = {"format": STATUS_FORMAT, "flags": [asdict(f) for f in flags]}
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-STATUS_RENDERERS: dict[str, Callable[[Sequence[FlagStatus]], str]] = {
-    "text": render_status_text,
-    "json": render_status_json,
-    "markdown": render_status_markdown,
-}
