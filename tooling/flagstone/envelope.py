@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import gc
 import hashlib
 import json
 import re
@@ -61,10 +62,17 @@ _SIGNATURE_BYTES = 64
 # below where the recursive parsers and serializers would fail.
 MAX_JSON_DEPTH = 64
 _SAFE_INTEGER = 2**53 - 1
-_EMPTY_CONTAINER = re.compile(rb"\[\]|\{\}")
-_LONG_DIGITS = re.compile(rb"[0-9]{16,}")
+# Digits as b"0", anything else as b" ": a run of 16 digits is a possible integer beyond
+# ±(2**53 - 1) (C-speed passes; a regular expression takes ten times longer).
+_DIGITS_MARKED = bytes(ord("0") if byte in b"0123456789" else ord(" ") for byte in range(256))
+_SIXTEEN_DIGITS = b"0" * 16
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
-_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')
+# What _structure keeps of a text: quotes, brackets (both kinds), commas and colons.
+_STRUCTURE = bytes(range(256)).translate(None, b'"[]{},:')
+_ONE_BRACKET_KIND = bytes.maketrans(b"{}", b"[]")
+# An array whose only element is a number, true, false or null: its brackets meet in the
+# structure. Also counts look-alikes inside strings, so it is an upper bound.
+_SCALAR_FIRST = re.compile(rb"\[[ \t\n\r]*[-0-9tfn]")
 
 
 def read_json(data: bytes, what: str) -> Any:
@@ -74,8 +82,17 @@ def read_json(data: bytes, what: str) -> Any:
     ±(2**53 - 1), which canonical JSON cannot carry; no lone surrogate (``"\\ud800"``);
     nesting at most ``MAX_JSON_DEPTH`` deep, checked before parsing, so no recursion
     can fail. Raises ``EnvelopeError`` naming ``what``.
+
+    Duplicate keys are proven absent without a Python call per object (what made
+    reading a large snapshot slow): the parser keeps every array element and every
+    object member except a repeated key's, so the document holds as many elements as
+    the text writes exactly when no key repeats. The text's count comes from its
+    structure (``_text_elements``, an upper bound), the document's from the C-level
+    traversal ``gc.get_referents`` (``_document_elements``). Only when the two differ
+    is the text read again with a check on every object, which decides.
     """
-    if _nesting_exceeds(data, MAX_JSON_DEPTH):
+    structure = _structure(data)
+    if _nesting_exceeds(structure, MAX_JSON_DEPTH):
         raise EnvelopeError(
             f"{what} is not JSON this reader accepts: its brackets nest more than "
             f"{MAX_JSON_DEPTH} levels deep or do not balance"
@@ -112,16 +129,21 @@ def read_json(data: bytes, what: str) -> Any:
             f"{what} contains the integer {text[:40]}, which is not a canonical double"
         )
 
+    # Checking every integer costs a call each; only text with a run of 16+ digits
+    # (anywhere, even in a string) can hold one too large.
+    parse_int = safe_integer if _SIXTEEN_DIGITS in data.translate(_DIGITS_MARKED) else None
     try:
         document = json.loads(
-            data,
-            parse_constant=reject_constant,
-            object_pairs_hook=unique_object,
-            parse_float=finite_float,
-            # Checking every integer costs a call each; only text with a run of 16+
-            # digits (anywhere, even in a string) can hold one too large.
-            parse_int=safe_integer if _LONG_DIGITS.search(data) else None,
+            data, parse_constant=reject_constant, parse_float=finite_float, parse_int=parse_int
         )
+        if not _COUNTS_ELEMENTS or _document_elements(document) != _text_elements(structure, data):
+            document = json.loads(
+                data,
+                parse_constant=reject_constant,
+                object_pairs_hook=unique_object,
+                parse_float=finite_float,
+                parse_int=parse_int,
+            )
     except (UnicodeDecodeError, ValueError) as error:
         raise EnvelopeError(f"{what} is not JSON: {error}") from None
     if _ESCAPED_SURROGATE.search(data) and _has_lone_surrogate(document):
@@ -129,25 +151,75 @@ def read_json(data: bytes, what: str) -> Any:
     return document
 
 
-def _nesting_exceeds(data: bytes, limit: int) -> bool:
-    """Whether the brackets of ``data`` (outside strings) nest deeper than ``limit``.
+def _structure(data: bytes) -> bytes:
+    """The quotes, brackets, commas and colons of ``data`` outside its strings, each
+    string (however long) reduced to one ``s``; exact for JSON text.
 
-    C-speed passes only: drop escaped backslashes and quotes, keep quotes and brackets,
-    drop string contents (every other piece between quotes), then remove innermost
-    ``[]``/``{}`` pairs ``limit`` times; anything left is deeper, or does not balance
-    (refused here too: the parser would recurse into it before finding out).
+    C-speed passes only: drop escaped backslashes, then escaped quotes (so every quote
+    left opens or closes a string); keep quotes and structure characters; a string
+    holding none of those is now ``""`` (in JSON two strings never meet without a comma
+    or colon between them, so two adjacent quotes are one string); the rare strings
+    left holding structure characters are removed by splitting at the quotes.
     """
-    structure = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _STRUCTURE)
+    kept = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _STRUCTURE)
+    structure = kept.replace(b'""', b"s")
     if b'"' in structure:
-        structure = b"".join(structure.split(b'"')[::2])
+        structure = b"s".join(structure.split(b'"')[::2])
+    return structure
+
+
+def _nesting_exceeds(structure: bytes, limit: int) -> bool:
+    """Whether the brackets of ``structure`` (see ``_structure``) nest deeper than
+    ``limit``: remove the empty ones (``[]``, the two kinds made one) ``limit`` times;
+    anything left is deeper, or does not balance (refused here too: the parser would
+    recurse into it before finding out). Making the kinds one never hides depth: the
+    parser stops at the first bracket of the wrong kind, at a depth counted here."""
+    brackets = structure.translate(_ONE_BRACKET_KIND, b"s,:")
     for _ in range(limit):
-        if not structure:
+        if not brackets:
             return False
-        reduced = _EMPTY_CONTAINER.sub(b"", structure)
-        if reduced == structure:
+        reduced = brackets.replace(b"[]", b"")
+        if reduced == brackets:
             return True  # brackets that do not balance
-        structure = reduced
-    return bool(structure)
+        brackets = reduced
+    return bool(brackets)
+
+
+def _text_elements(structure: bytes, data: bytes) -> int:
+    """An upper bound on the array elements plus object members ``data`` writes
+    (exact for the canonical JSON Flagstone publishes).
+
+    Each non-empty container holds one more element than the commas directly in it. A
+    container is empty when its brackets meet in the structure, except an array holding
+    one number, ``true``, ``false`` or ``null`` (an object's member always leaves its
+    key's ``s``): subtracting only the meetings that cannot be such an array keeps this
+    an upper bound.
+    """
+    containers = structure.count(b"[") + structure.count(b"{")
+    empty_objects = structure.count(b"{}")
+    meeting_arrays = structure.count(b"[]")
+    arrays_of_one_scalar = len(_SCALAR_FIRST.findall(data))
+    empty_arrays = max(0, meeting_arrays - arrays_of_one_scalar)
+    return structure.count(b",") + containers - empty_objects - empty_arrays
+
+
+def _document_elements(document: Any) -> int:
+    """The array elements plus object members of parsed JSON: the objects each
+    container refers to, which ``gc.get_referents`` lists in C (a dict with string keys
+    visits its values, a list its items; strings and numbers are not containers)."""
+    total = 0
+    level = [document]
+    while level:
+        level = gc.get_referents(*level)
+        total += len(level)
+    return total
+
+
+# Whether this interpreter's gc.get_referents counts parsed JSON as _document_elements
+# expects (CPython does); if not, every object is checked by the slower way.
+_COUNTS_ELEMENTS = (
+    _document_elements(json.loads('{"a":[1,{"b":"c","d":{},"e":[]}],"f":null,"g":[[2]]}')) == 10
+)
 
 
 def _has_lone_surrogate(document: Any) -> bool:
