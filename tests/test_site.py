@@ -16,7 +16,7 @@ import pytest
 
 from flagstone.model import read_project
 from flagstone.site import build_site, exposure_history
-from flagstone.status import project_status
+from flagstone.status import AlsoExposed, project_status
 from gitrepo import build_history, run_cli
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -103,6 +103,11 @@ def test_overview_is_the_status_data_and_filters(
     assert rows.count() == pairs
     states = page.locator("#status tbody tr td:nth-child(5)").all_inner_texts()
     assert states == [e["state"] for f in embedded["flags"] for e in f["environments"]]
+    also = page.locator("#status tbody tr td:nth-child(8)").all_inner_texts()
+    assert also == [
+        AlsoExposed(**e["also"]).text() for f in embedded["flags"] for e in f["environments"]
+    ]
+    assert "staff, beta-testers, 2 targets" in also  # new-checkout in production
     page.select_option("#filter-env", "production")
     visible = page.locator("#status tbody tr:not([hidden])")
     assert visible.count() == len(embedded["flags"])

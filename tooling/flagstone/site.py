@@ -228,7 +228,8 @@ def _overview(project: Project, flags: Sequence[FlagStatus], notes: Sequence[str
                 f"<td>{html.escape(flag.kind)}</td><td>{html.escape(env.owner or '-')}</td>"
                 f"<td>{html.escape(env.environment)}</td>"
                 f'<td class="state-{html.escape(env.state)}">{html.escape(env.state)}</td>'
-                f"<td>{html.escape(stage)}</td><td>{env.exposure:g}%</td><td>{html.escape(nxt)}</td>"
+                f"<td>{html.escape(stage)}</td><td>{env.exposure:g}%</td>"
+                f"<td>{html.escape(env.also.text())}</td><td>{html.escape(nxt)}</td>"
                 f"<td>{html.escape(flag.expires or '-')}{' (expired)' if flag.expired else ''}</td></tr>"
             )
     data = json.dumps(
@@ -254,6 +255,7 @@ def _overview(project: Project, flags: Sequence[FlagStatus], notes: Sequence[str
                 "State",
                 "Stage",
                 "Exposure",
+                "Also",
                 "Next stage",
                 "Expires",
             )
