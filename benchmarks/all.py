@@ -14,7 +14,9 @@ the same run (interleaved rounds, medians):
    subprocesses, interleaved, median);
 4. the toolchain on a 10k-flag x 2-environment repository (validate_scale.py's
    generator): validate, compile of both environments and publish of both (signed,
-   to a file target) as ratios to a bare CSafeLoader parse of the same files.
+   to a file target) as ratios to a bare CSafeLoader parse of the same files;
+5. stored snapshot size at 10k/50k/100k flags, none vs gzip (``publish.compress``), what
+   gzip adds to publish and what inflating adds to an SDK fetch (snapshot_size.py).
 
     python3 benchmarks/all.py [--quick]
 
@@ -39,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import eval_bench
 import sdk_bench
+import snapshot_size
 import validate_scale
 from flagstone.canonical import canonical_json
 from flagstone.engine import Snapshot
@@ -488,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated flag counts for part 2")
     parser.add_argument("--contexts", type=int, default=None)
     parser.add_argument("--toolchain-flags", type=int, default=10_000)
-    parser.add_argument("--only", default="1234", help="which parts to run, e.g. 13")
+    parser.add_argument("--only", default="12345", help="which parts to run, e.g. 13")
     args = parser.parse_args(argv)
     quick = args.quick
     contexts = args.contexts or (3_000 if quick else 100_000)
@@ -514,6 +517,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             import_times(5 if quick else 11)
         if "4" in args.only:
             toolchain(args.toolchain_flags, 1 if quick else 3, directory)
+        if "5" in args.only:
+            print("5. stored snapshot size, publish.compress none vs gzip (snapshot_size.py)")
+            private = Ed25519PrivateKey.generate()
+            for count in [10_000] if quick else [10_000, 50_000, 100_000]:
+                snapshot_size.measure(count, 3 if quick else 7, private, directory)
 
 
 if __name__ == "__main__":

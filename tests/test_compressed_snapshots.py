@@ -40,7 +40,7 @@ from sdk_support import (
     version_envelope,
 )
 
-pytest_plugins = ["s3server"]
+pytest_plugins = ["s3server", "azurite", "gcsserver"]
 
 PROJECT = "demo-shop"  # make_repo's project
 GZIP_TARGET = "target: file://dist\ncompress: gzip"
@@ -234,6 +234,26 @@ def test_compressed_publish_through_s3_reaches_sdk_and_plain_http_clients(
     # A plain HTTP client (a CDN in front of the bucket) is told Content-Encoding: gzip.
     s3_bucket.client().put_object_acl(Bucket=s3_bucket.name, Key=key, ACL="public-read")
     client = sdk_client(f"{s3_bucket.endpoint_url}/{s3_bucket.name}/{key}")
+    try:
+        assert client.status == Status.READY and client.version == 1
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("scheme", ["az", "gs"])
+def test_compressed_publish_through_azure_and_gcs(
+    scheme: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Azurite and tests/gcsserver.py (fixtures of test_cloud_storage.py's servers).
+    fixture = "azurite_container" if scheme == "az" else "gcs_bucket"
+    url = request.getfixturevalue(fixture).url
+    root = make_repo(tmp_path / "repo", publish=f"target: {url}/flags\ncompress: gzip")
+    assert publish(root, environments=["production"]) == ["published"]
+    found = open_store(f"{url}/flags").get("production/latest.json")
+    assert found.stored_encoding == "gzip" and found.data is not None
+    verify_envelope(found.data, [trusted()], 1)
+    assert publish(root, environments=["production"]) == ["unchanged"]
+    client = sdk_client(f"{url}/flags")
     try:
         assert client.status == Status.READY and client.version == 1
     finally:

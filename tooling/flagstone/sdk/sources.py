@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from flagstone.compression import CappedReader, read_capped
+from flagstone.compression import GZIP_MAGIC, CappedReader, is_gzip, read_capped
 from flagstone.errors import (
     EnvelopeError,
     NotFoundError,
@@ -130,15 +130,20 @@ class FileSource:
                     return Fetched(None, etag)
                 if status.st_size > self.max_bytes:
                     raise _too_large(str(self.path), status.st_size, self.max_bytes)
-                # Read in chunks through the capped reader: a gzip file is inflated as
-                # it is read and refused as soon as its content passes the cap.
-                data = _content(
-                    iter(lambda: handle.read(_CHUNK), b""), str(self.path), self.max_bytes
-                )
+                if is_gzip(handle.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)]):
+                    # Inflated chunk by chunk as it is read, and refused as soon as the
+                    # content passes the cap.
+                    chunks = iter(lambda: handle.read(_CHUNK), b"")
+                    data = _content(chunks, str(self.path), self.max_bytes, gzipped=True)
+                else:
+                    # Uncompressed: one read (chunked reads cost ~5x at 50 MB).
+                    data = handle.read(self.max_bytes + 1)
         except FileNotFoundError:
             raise NotFoundError(f"{self.path} does not exist") from None
         except OSError as error:
             raise StoreError(f"cannot read {self.path}: {error.strerror or error}") from None
+        if len(data) > self.max_bytes:  # grew while being read
+            raise _too_large(str(self.path), None, self.max_bytes)
         return Fetched(data, etag)
 
 
@@ -313,11 +318,11 @@ class _CappedBody:
         return bytes(self.data)
 
 
-def _content(chunks: Iterable[bytes], where: str, max_bytes: int) -> bytes:
+def _content(chunks: Iterable[bytes], where: str, max_bytes: int, *, gzipped: bool) -> bytes:
     """The content of a stored object read as ``chunks`` (inflated if it is gzip),
     with the cap reported as the SDK reports it: a rejection (``EnvelopeError``)."""
     try:
-        return read_capped(chunks, where, max_bytes)[0]
+        return read_capped(chunks, where, max_bytes, gzipped=gzipped)[0]
     except ObjectTooLargeError:
         raise _too_large(where, None, max_bytes) from None
 
