@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from flagstone.engine import PackedSpecs
+
 Specs = Mapping[str, Mapping[str, Any]]
 
 
@@ -28,9 +30,12 @@ def changed_flags(
             {key: set(_segments_used_by_segment(spec)) for key, spec in new_segments.items()},
         )
     changed = _changed_keys(old_flags, new_flags)
-    for key, spec in new_flags.items():
-        if key not in changed and not changed_segments.isdisjoint(_segments_used_by_flag(spec)):
-            changed.add(key)
+    if changed_segments:
+        for key, spec in new_flags.items():
+            if key not in changed and not changed_segments.isdisjoint(_segments_used_by_flag(spec)):
+                changed.add(key)
+    if not changed:
+        return frozenset()
     dependencies = {
         key: {p["flag"] for p in spec.get("prerequisites", ()) if isinstance(p, Mapping)}
         for key, spec in new_flags.items()
@@ -40,7 +45,10 @@ def changed_flags(
 
 def _changed_keys(old: Specs, new: Specs) -> set[str]:
     changed = set(old.keys() ^ new.keys())
+    packed = (old, new) if isinstance(old, PackedSpecs) and isinstance(new, PackedSpecs) else None
     for key in old.keys() & new.keys():
+        if packed is not None and packed[0].packed(key) == packed[1].packed(key):
+            continue  # the same marshal bytes: the same spec, without unpacking it
         if old[key] is not new[key] and _text(old[key]) != _text(new[key]):
             changed.add(key)
     return changed

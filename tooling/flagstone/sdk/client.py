@@ -714,7 +714,9 @@ class Client:
                 f"snapshot version {version} was already accepted with different content"
             )
         # The payload was parsed just above and nothing else holds it: no private copy.
-        return Snapshot.from_payload(payload, owned=True), signers
+        # Packed: every flag compiled once to check it, then only the specs kept,
+        # packed, each flag compiled again on first use (memory; see Snapshot).
+        return Snapshot.from_payload(payload, owned=True, packed=True), signers
 
     def _install(
         self,
@@ -902,7 +904,8 @@ class Client:
                         f"its version {version} is below version {floor.version}, already "
                         "accepted: a rolled-back cache"
                     )
-                snapshot = Snapshot.from_payload(payload, owned=True)
+                snapshot = Snapshot.from_payload(payload, owned=True, packed=True)
+                del payload  # freed before anything long-lived is made (see PackedSpecs)
         except (EnvelopeError, SnapshotFormatError) as error:
             logger.warning("ignoring the cached snapshot %s: %s", cache.envelope_path, error)
             return
