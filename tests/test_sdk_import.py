@@ -60,8 +60,16 @@ def test_import_flagstone_sdk_pulls_in_no_toolchain_code() -> None:
 
 
 # Loaded on first use only (issue 18.2): RE2 when a ``matches`` rule is compiled, the
-# key-serialization formats of cryptography by key tooling, ipaddress by ``cidr``.
-LAZY_MODULES = ("re2", "cryptography.hazmat.primitives.serialization")
+# key-serialization formats of cryptography by key tooling, ipaddress by ``cidr``;
+# cryptography and datetime when the first snapshot is verified and read, sockets when
+# an HTTP source first fetches.
+LAZY_MODULES = (
+    "re2",
+    "cryptography",
+    "cryptography.hazmat.primitives.serialization",
+    "datetime",
+    "socket",
+)
 
 
 def test_import_flagstone_sdk_leaves_the_lazy_modules_unloaded() -> None:

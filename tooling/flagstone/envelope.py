@@ -23,7 +23,6 @@ this module.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import gc
@@ -32,17 +31,16 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from typing import TYPE_CHECKING, Any
 
 from flagstone.canonical import DIGEST_PREFIX, canonical_json, content_digest
 from flagstone.errors import EnvelopeError, SnapshotFormatError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# cryptography's Ed25519, base64 and datetime are imported where they are used, so that
+# `import flagstone.sdk` does not pay for them (issue 18.2); loading a snapshot does.
 
 PAYLOAD_TYPE = "application/vnd.flagstone.snapshot+json"
 SNAPSHOT_FORMAT = "flagstone.snapshot/1"
@@ -318,6 +316,8 @@ def sign_payload(
 
     Ed25519 signatures are deterministic, so the same payload and keys give the same bytes.
     """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     keys = [private_keys] if isinstance(private_keys, Ed25519PrivateKey) else list(private_keys)
     if not keys:
         raise EnvelopeError("at least one signing key is needed")
@@ -330,13 +330,18 @@ def sign_payload(
             continue
         seen.add(keyid)
         signature = key.sign(message)
-        signatures.append({"keyid": keyid, "sig": base64.standard_b64encode(signature).decode()})
+        signatures.append({"keyid": keyid, "sig": _standard_base64(signature)})
     envelope = {
-        "payload": base64.standard_b64encode(payload).decode(),
+        "payload": _standard_base64(payload),
         "payloadType": payload_type,
         "signatures": signatures,
     }
     return canonical_json(envelope)
+
+
+def _standard_base64(data: bytes) -> str:
+    """``base64.standard_b64encode(data).decode()``, without importing base64."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 _BASE64_VALUES = {
@@ -372,6 +377,8 @@ def _decode_base64(text: object, what: str) -> bytes:
         ):
             raise EnvelopeError(f"envelope {what} is not canonical base64")
         return raw
+    import base64
+
     alphabet = b"-_"
     try:
         raw = base64.b64decode(text, altchars=alphabet, validate=True)
@@ -452,6 +459,9 @@ def verify_envelope_signers(
     found_type, payload, signatures = _parse_envelope(envelope)
     if found_type != payload_type:
         raise EnvelopeError(f"envelope payloadType is {found_type!r}, expected {payload_type!r}")
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     message = pae(found_type, payload)
     verified: set[bytes] = set()
     for signature in signatures:
@@ -492,6 +502,8 @@ def parse_timestamp(text: object, what: str) -> float:
     if not isinstance(text, str) or not text.endswith("Z"):
         raise EnvelopeError(f"snapshot {what} {text!r} is not an RFC 3339 UTC timestamp")
     try:
+        from datetime import datetime
+
         moment = datetime.fromisoformat(text[:-1] + "+00:00")
     except ValueError:
         raise EnvelopeError(f"snapshot {what} {text!r} is not an RFC 3339 UTC timestamp") from None

@@ -7,7 +7,6 @@ Standard library only: the engine (and so the SDK) imports this module.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from functools import lru_cache
 
 _RFC3339 = re.compile(
@@ -41,6 +40,8 @@ def _parse_timestamp(text: str) -> float | None:
         head, _, rest = normalized.partition(".")
         digits = len(rest) - len(rest.lstrip("0123456789"))
         normalized = head + "." + rest[: min(digits, 6)] + rest[digits:]
+    from datetime import datetime  # here, not at import: it is most of this module's cost
+
     try:
         return datetime.fromisoformat(normalized.replace("Z", "+00:00")).timestamp()
     except (ValueError, OverflowError):  # e.g. month 13 or hour 25

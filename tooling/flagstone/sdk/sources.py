@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import stat
 import threading
 import time
@@ -52,6 +51,7 @@ from flagstone.errors import (
 
 if TYPE_CHECKING:
     import http.client
+    import socket
 
 LATEST = "latest.json"
 DEFAULT_TIMEOUT = 10.0
@@ -180,6 +180,8 @@ class HttpSource:
         sock = self._socket
         if sock is not None:
             with contextlib.suppress(OSError):
+                import socket  # loaded already: the fetch made the socket
+
                 sock.shutdown(socket.SHUT_RDWR)
 
     def fetch(self, if_none_match: str | None) -> Fetched:
