@@ -24,7 +24,11 @@ What it implements, per the GCS XML API reference:
   happen under one lock, so concurrent writers see GCS's atomicity. Answers ``ETag``
   (the quoted MD5 of the content) and ``x-goog-generation``.
 - ``GET``/``HEAD /BUCKET/OBJECT``: the live generation, with ``ETag``, ``Last-Modified``,
-  ``x-goog-generation``; ``If-None-Match`` with the current ETag answers 304.
+  ``x-goog-generation`` and the ``Content-Type``/``Content-Encoding`` it was written
+  with; ``If-None-Match`` with the current ETag answers 304. An object written with
+  ``Content-Encoding: gzip`` is served inflated, without that header, to a request
+  that does not accept gzip (GCS's decompressive transcoding), unless it was written
+  with ``Cache-Control: no-transform``.
 - ``GET /BUCKET?list-type=2&prefix=…``: a ``ListBucketResult`` page (1000 keys), with
   ``continuation-token`` paging.
 - A missing bucket answers 404 ``NoSuchBucket``, a missing object 404 ``NoSuchKey``.
@@ -48,6 +52,7 @@ PYTEST_DONT_REWRITE (imported both as a plugin and by name).
 from __future__ import annotations
 
 import datetime
+import gzip
 import hashlib
 import http.server
 import itertools
@@ -83,6 +88,9 @@ class StoredObject:
     data: bytes
     generation: int
     modified: float
+    content_type: str = "application/octet-stream"
+    content_encoding: str | None = None
+    cache_control: str | None = None
 
     @property
     def etag(self) -> str:
@@ -134,7 +142,7 @@ class GCSRequestHandler(http.server.BaseHTTPRequestHandler):
             "Last-Modified": formatdate(stored.modified, usegmt=True),
             "x-goog-generation": str(stored.generation),
             "x-goog-metageneration": "1",
-            "Content-Type": "application/octet-stream",
+            "Content-Type": stored.content_type,
         }
 
     def do_PUT(self) -> None:
@@ -153,7 +161,14 @@ class GCSRequestHandler(http.server.BaseHTTPRequestHandler):
                     "PreconditionFailed",
                     "At least one of the pre-conditions you specified did not hold.",
                 )
-            stored = StoredObject(data, next(state.generations), time.time())
+            stored = StoredObject(
+                data,
+                next(state.generations),
+                time.time(),
+                self.headers.get("Content-Type") or "application/octet-stream",
+                self.headers.get("Content-Encoding"),
+                self.headers.get("Cache-Control"),
+            )
             objects[name] = stored
             state.writes.append((bucket, name, stored.generation))
         headers = self._object_headers(stored)
@@ -177,7 +192,19 @@ class GCSRequestHandler(http.server.BaseHTTPRequestHandler):
         match = self.headers.get("If-Match")
         if match is not None and match != stored.etag:
             return self._error(412, "PreconditionFailed", "If-Match did not hold.")
-        self._send(200, stored.data, headers)
+        body = stored.data
+        if stored.content_encoding is not None:
+            if (
+                stored.content_encoding == "gzip"
+                and "gzip" not in self.headers.get("Accept-Encoding", "")
+                and "no-transform" not in (stored.cache_control or "")
+            ):
+                # GCS's decompressive transcoding: served inflated, without the header.
+                body = gzip.decompress(body)
+                headers["Warning"] = "214 UploadServer gcs-transcoding"
+            else:
+                headers["Content-Encoding"] = stored.content_encoding
+        self._send(200, body, headers)
 
     do_GET = do_HEAD = _read
 

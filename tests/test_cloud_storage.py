@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from flagstone.compression import GZIP_MAGIC
 from flagstone.errors import BucketNotFoundError, ConflictError, NotFoundError, StoreError
-from flagstone.sdk import Status
+from flagstone.publish import publish_project
+from flagstone.sdk import Client, Status
 from flagstone.store import IfMatch, open_store
+from flagstone.validate import load_valid_project
 from gcsserver import GCSBucket, service_account
 from publish_helpers import (
     envelope_payload,
@@ -31,6 +34,8 @@ from publish_helpers import (
     prepare_racers,
     race_assignments,
     race_round,
+    signing,
+    trusted,
     write_key_file,
 )
 from sdk_support import ENVIRONMENT, Clients, managed_clients, new_key, version_envelope, wait_for
@@ -45,8 +50,10 @@ class CloudLocation:
     """A fresh, empty bucket (gs://) or container (az://) on a loopback server."""
 
     url: str
-    # GCS only: writes per key over the bucket's life (Azurite keeps no such record).
+    # GCS only: writes per key over the bucket's life (Azurite keeps no such record),
+    # and an object's bytes as stored.
     writes_per_key: Callable[[], dict[str, int]] | None
+    raw: Callable[[str], bytes] | None
 
     @property
     def scheme(self) -> str:
@@ -56,9 +63,9 @@ class CloudLocation:
 @pytest.fixture(params=["az", "gs"])
 def cloud(request: pytest.FixtureRequest) -> CloudLocation:
     if request.param == "az":
-        return CloudLocation(request.getfixturevalue("azurite_container").url, None)
+        return CloudLocation(request.getfixturevalue("azurite_container").url, None, None)
     bucket: GCSBucket = request.getfixturevalue("gcs_bucket")
-    return CloudLocation(bucket.url, bucket.writes_per_key)
+    return CloudLocation(bucket.url, bucket.writes_per_key, bucket.read)
 
 
 def test_conditional_writes_and_conditional_reads(cloud: CloudLocation) -> None:
@@ -211,3 +218,34 @@ def test_gcp_storage_emulator_cannot_serve_obstores_gcs_client(
             store.list()
     finally:
         server.stop()
+
+
+def test_compressed_snapshots_publish_and_poll(cloud: CloudLocation, tmp_path: Path) -> None:
+    """``publish.compress: gzip`` on az:// and gs://: stored gzip with Content-Encoding,
+    read back by publish (nothing to republish) and by the SDK. On GCS the object is
+    written with Cache-Control: no-transform: without it GCS inflates it for clients
+    that do not ask for gzip, publish reads the stored form as plain and republishes
+    the same content as a new version on every run (the server here transcodes as GCS
+    does, so this test failed before)."""
+    root = make_repo(tmp_path / "repo", publish=f"target: {cloud.url}/packed\ncompress: gzip")
+    project = load_valid_project(root)
+    [first] = publish_project(project, signing(), environments=["production"])
+    assert first.action == "published"
+    if cloud.raw is not None:
+        assert cloud.raw("packed/production/latest.json")[:2] == GZIP_MAGIC
+    found = open_store(f"{cloud.url}/packed").get("production/latest.json")
+    assert envelope_payload(found.data or b"")["version"] == 1
+    assert found.stored_encoding == "gzip"
+    [again] = publish_project(project, signing(), environments=["production"])
+    assert again.action == "unchanged"
+    client = Client(
+        f"{cloud.url}/packed",
+        environment="production",
+        project="demo-shop",
+        trusted_keys=[trusted()],
+        poll_interval=None,
+    )
+    try:
+        assert client.status == Status.READY and client.version == 1
+    finally:
+        client.close()

@@ -143,14 +143,15 @@ class SnapshotStore:
         *,
         local_root: Path | None,
         read_only: bool,
-        generation_preconditions: bool = False,
+        gcs: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self._opened_store = store
         self._local_root = local_root
         self._read_only = read_only
-        # GCS: writes are conditional on the generation, carried in the token (see above).
-        self._generation_preconditions = generation_preconditions
+        # GCS: writes are conditional on the generation, carried in the token (see above),
+        # and gzip objects are kept from decompressive transcoding (see ``put``).
+        self._gcs = gcs
 
     def __repr__(self) -> str:
         return f"SnapshotStore({self.url!r})"
@@ -242,7 +243,10 @@ class SnapshotStore:
 
         ``attributes`` (``Content-Type``, ``Content-Encoding``, …) are stored with the
         object where the store keeps them (S3, GCS, Azure, memory); a local directory
-        has nowhere to keep them and writes the bytes alone.
+        has nowhere to keep them and writes the bytes alone. On GCS a gzip object also
+        gets ``Cache-Control: no-transform``: otherwise GCS serves it inflated and
+        without ``Content-Encoding`` to every client that does not ask for gzip
+        (decompressive transcoding), and its stored form would read back as plain.
         """
         if self._read_only:
             raise StoreError(f"{self.url} is read-only (http stores serve published snapshots)")
@@ -253,11 +257,13 @@ class SnapshotStore:
             if isinstance(mode, IfMatch):
                 etag, generation = _split_token(mode.etag)
                 obstore_mode = {"e_tag": etag}
-                if self._generation_preconditions:
+                if self._gcs:
                     obstore_mode["version"] = generation or "0"
             kept: Attributes | None = (
                 dict(attributes) if attributes and self._local_root is None else None
             )
+            if self._gcs and kept and kept.get("Content-Encoding") == "gzip":
+                kept.setdefault("Cache-Control", "no-transform")
             result = obstore.put(
                 self._backend(for_writing=True),
                 path,
@@ -276,7 +282,7 @@ class SnapshotStore:
         """What identifies the version of an object for ``get``'s and ``put``'s conditions."""
         etag = _etag(meta)
         version = meta.get("version") if isinstance(meta, dict) else None
-        if self._generation_preconditions and etag is not None and version is not None:
+        if self._gcs and etag is not None and version is not None:
             return f"{etag}{_GENERATION_MARK}{version}"
         return etag
 
@@ -493,12 +499,10 @@ def open_store(
                 gcs_config["base_url"] = endpoint
                 if _plain_http_allowed(endpoint, allow_http):
                     client_options["allow_http"] = True
-            gcs = GCSStore.from_url(
+            google = GCSStore.from_url(
                 url, config=gcs_config, client_options=client_options, retry_config=retry_config
             )
-            return SnapshotStore(
-                url, gcs, local_root=None, read_only=False, generation_preconditions=True
-            )
+            return SnapshotStore(url, google, local_root=None, read_only=False, gcs=True)
         endpoint = (
             endpoint or os.environ.get("AZURE_STORAGE_ENDPOINT") or os.environ.get("AZURE_ENDPOINT")
         )
