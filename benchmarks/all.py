@@ -218,12 +218,17 @@ def _core_runner(core: Any, key: str, contexts: list[Any]) -> Callable[[], None]
 # --------------------------------------------------------------------------- 2. start-up, RSS
 
 # Each child prints the seconds since the parent spawned it (FLAGSTONE_BENCH_SPAWNED,
-# epoch seconds) and its VmRSS in kB, right after its first evaluation, then leaves
-# without tearing down (LaunchDarkly's threads would otherwise delay the exit).
+# epoch seconds) and its VmRSS in kB, right after its first evaluation; then evaluates
+# every flag once (``evaluate_all``: Flagstone's SDK compiles a flag on its first
+# evaluation, so this is its memory once everything is in use) and prints VmRSS again;
+# then leaves without tearing down (LaunchDarkly's threads would otherwise delay the exit).
+_VM_RSS = (
+    "next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmRSS:'))"
+)
 _RSS = (
     "import os, time\nelapsed = time.time() - float(os.environ['FLAGSTONE_BENCH_SPAWNED'])\n"
-    "rss = next(int(line.split()[1]) for line in open('/proc/self/status') "
-    "if line.startswith('VmRSS:'))\nprint(elapsed, rss, flush=True)\nos._exit(0)\n"
+    f"rss = {_VM_RSS}\nevaluate_all()\n"
+    f"print(elapsed, rss, {_VM_RSS}, flush=True)\nos._exit(0)\n"
 )
 CHILDREN = {
     "flagstone": (
@@ -232,7 +237,9 @@ CHILDREN = {
         " trusted_keys=[TrustedKey.from_public(bytes.fromhex(sys.argv[2]))],"
         f" max_bytes={BIG_SNAPSHOT_BYTES})\n"
         "assert client.version is not None, client.last_error\n"
-        "client.bool_value('flag-00000', {'key': 'user-1'})\n" + _RSS
+        "client.bool_value('flag-00000', {'key': 'user-1'})\n"
+        "def evaluate_all():\n"
+        "    for key in client.snapshot.flags: client.bool_value(key, {'key': 'user-1'})\n" + _RSS
     ),
     "launchdarkly": (
         "import sys, json, logging\nimport ldclient\nfrom ldclient.config import Config\n"
@@ -246,13 +253,19 @@ CHILDREN = {
         " diagnostic_opt_out=True,"
         " update_processor_class=Files.new_data_source(paths=[sys.argv[1]])), start_wait=120)\n"
         "assert client.is_initialized()\n"
-        "client.variation('flag-00000', ldclient.Context.create('user-1'), False)\n" + _RSS
+        "client.variation('flag-00000', ldclient.Context.create('user-1'), False)\n"
+        "def evaluate_all():\n"
+        "    client.all_flags_state(ldclient.Context.create('user-1'))\n" + _RSS
     ),
     "flagd-core": (
         "import sys\nfrom openfeature.contrib.tools.flagd.core import FlagdCore\n"
         "from openfeature.evaluation_context import EvaluationContext\n"
         "core = FlagdCore()\ncore.set_flags(open(sys.argv[1]).read())\n"
-        "core.resolve_boolean_value('flag-00000', False, EvaluationContext('user-1'))\n" + _RSS
+        "core.resolve_boolean_value('flag-00000', False, EvaluationContext('user-1'))\n"
+        "def evaluate_all():\n"
+        "    import json\n"
+        "    for key in json.load(open(sys.argv[1]))['flags']:\n"
+        "        core.resolve_boolean_value(key, False, EvaluationContext('user-1'))\n" + _RSS
     ),
 }
 
@@ -335,9 +348,15 @@ def startup_series(
         f"fresh subprocesses, median of {rounds} interleaved round(s)"
     )
     print(
-        f"   {'flags':>6} {'flagstone':>16} {'LaunchDarkly':>16} {'flagd-core':>16}"
-        f" {'start ours/LD':>14} {'RSS ours/LD':>12} {'RSS ours/core':>14}"
+        "   (then RSS with every flag evaluated once, MB: Flagstone compiles a flag on its "
+        "first evaluation)"
     )
+    print(
+        f"   {'flags':>6} {'flagstone':>16} {'LaunchDarkly':>16} {'flagd-core':>16}"
+        f" {'start ours/LD':>14} {'RSS ours/LD':>12} {'RSS ours/core':>14} | "
+        f"{'all evaluated: ours':>19} {'LD':>6} {'ours/LD':>8}"
+    )
+    verdicts: list[str] = []
     for size in sizes:
         flags, segments = sdk_bench.mixed_flags(size)
         path, private = signed_file(directory, f"mix-{size}.json", flags, segments)
@@ -357,7 +376,7 @@ def startup_series(
             "launchdarkly": [str(ld_path)],
             "flagd-core": [str(flagd_path)],
         }
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in CHILDREN}
+        samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in CHILDREN}
         for _ in range(rounds):
             for name, script in CHILDREN.items():
                 if name == "flagd-core" and size > flagd_core_up_to:
@@ -365,6 +384,7 @@ def startup_series(
                 samples[name].append(_child(script, argv[name]))
         start = {n: statistics.median(s[0] for s in v) for n, v in samples.items() if v}
         rss = {n: statistics.median(s[1] for s in v) for n, v in samples.items() if v}
+        warm = {n: statistics.median(s[2] for s in v) for n, v in samples.items() if v}
         cells = "".join(
             f" {start[n]:7.2f}s {rss[n]:6.0f}MB" if n in start else f" {'(skipped)':>16}"
             for n in CHILDREN
@@ -372,25 +392,40 @@ def startup_series(
         core_ratio = (
             f"{rss['flagstone'] / rss['flagd-core']:13.2f}x" if "flagd-core" in rss else " " * 14
         )
+        rss_ratio = rss["flagstone"] / rss["launchdarkly"]
+        start_ratio = start["flagstone"] / start["launchdarkly"]
         print(
-            f"   {size:>6}{cells} {start['flagstone'] / start['launchdarkly']:13.2f}x"
-            f" {rss['flagstone'] / rss['launchdarkly']:11.2f}x {core_ratio}"
+            f"   {size:>6}{cells} {start_ratio:13.2f}x"
+            f" {rss_ratio:11.2f}x {core_ratio} | {warm['flagstone']:17.0f}MB"
+            f" {warm['launchdarkly']:4.0f}MB {warm['flagstone'] / warm['launchdarkly']:7.2f}x"
         )
+        # Issue 18.2's targets.
+        if size in (10_000, 50_000):
+            met = "met" if rss_ratio <= 0.6 else "MISSED"
+            verdicts.append(f"RSS at {size:,} flags ≤ 0.6x LaunchDarkly's: {rss_ratio:.2f}x, {met}")
+        if size == 50_000:
+            met = "met" if start["flagstone"] <= 0.8 and start_ratio <= 0.25 else "MISSED"
+            verdicts.append(
+                f"start to first evaluation at 50,000 flags ≤ 0.8 s and ≤ 0.25x LaunchDarkly's: "
+                f"{start['flagstone']:.2f} s, {start_ratio:.2f}x, {met}"
+            )
+    for verdict in verdicts:
+        print(f"   target: {verdict}")
     if any(size > flagd_core_up_to for size in sizes):
         print(
             f"   flagd-core skipped above {flagd_core_up_to:,} flags (--quick; it takes tens of s)"
         )
 
 
-def _child(script: str, argv: list[str]) -> tuple[float, float]:
+def _child(script: str, argv: list[str]) -> tuple[float, float, float]:
     env = {**os.environ, "FLAGSTONE_BENCH_SPAWNED": repr(time.time())}
     done = subprocess.run(
         [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=600, env=env
     )
     if done.returncode != 0:
         raise SystemExit(f"child failed: {done.stderr.strip().splitlines()[-1:]}")
-    elapsed, rss = done.stdout.split()[-2:]
-    return float(elapsed), int(rss) / 1024
+    elapsed, rss, warm_rss = done.stdout.split()[-3:]
+    return float(elapsed), int(rss) / 1024, int(warm_rss) / 1024
 
 
 # --------------------------------------------------------------------------- 3. imports
@@ -422,6 +457,9 @@ def import_times(repeats: int) -> None:
         print(
             f"   {label:<26}{cpu:8.1f} ms CPU {wall:8.1f} ms wall  {cpu / ours:5.2f}x flagstone.sdk"
         )
+    ours = medians["import flagstone.sdk", "process_time"]
+    met = "met" if ours <= 40 else "MISSED"
+    print(f"   target: import flagstone.sdk ≤ 40 ms CPU: {ours:.1f} ms, {met}")
 
 
 # --------------------------------------------------------------------------- 4. toolchain

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from flagstone.engine import DISABLED, PREREQUISITE_FAILED, Details, Snapshot
+from flagstone.engine import DISABLED, PREREQUISITE_FAILED, Details, PackedSpecs, Snapshot
 from flagstone.envelope import TrustedKey, parse_payload, parse_timestamp, verify_envelope
 from flagstone.errors import EnvelopeError
 
@@ -277,7 +277,10 @@ def apply_overrides(
     # Recompiled (not just the killed flags' runners replaced) so that flags requiring a
     # killed flag's variation fail their prerequisite, as after the kill in git. The
     # specs are the snapshot's own, never changed by anyone: no copy needed.
-    overridden = Snapshot.from_payload(killed_payload(payload, present), owned=True)
+    # Packed like the snapshot it comes from (the SDK's are: see Snapshot).
+    overridden = Snapshot.from_payload(
+        killed_payload(payload, present), owned=True, packed=isinstance(snapshot.flags, PackedSpecs)
+    )
     killed = {}
     for key, entry in present.items():
         disabled = overridden.evaluate(key, {}, None)
