@@ -21,6 +21,9 @@ def _git_identity() -> None:
     os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
     os.environ.pop("GITHUB_ACTIONS", None)
     os.environ.pop("GITHUB_STEP_SUMMARY", None)
+    # The toolchain cache stays off (and the user's cache key untouched) except in the
+    # tests that turn it on (tests/test_toolcache.py).
+    os.environ["FLAGSTONE_NO_CACHE"] = "1"
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from flagstone.problems import Problem
 from flagstone.rollout import TOTAL_WEIGHT, percent_weight, read_progression
 from flagstone.timestamps import duration_seconds as duration_seconds  # re-exported
 from flagstone.timestamps import parse_timestamp
+from flagstone.toolcache import digest_of, project_inputs_digest
 
 RULE = "compile"
 
@@ -125,6 +126,29 @@ def _compile_and_load(
     except SnapshotFormatError as error:
         raise ValidationFailed([Problem("flags", 0, 0, RULE, "error", error.message)]) from None
     return payload, snapshot
+
+
+def compiled_bytes(
+    project: Project, env: str, *, source: Mapping[str, str | None] | None = None
+) -> tuple[bytes, str]:
+    """The canonical bytes and the content digest of ``env``'s unsigned payload (version
+    0), as ``snapshot_bytes(compile_environment(…))``. With the project's document cache
+    (``flagstone.toolcache``), the bytes kept last time are the answer when no input
+    changed: every document's content, the environment and ``source``."""
+    cache = project.documents_cache
+    source_values = {"commit": (source or {}).get("commit"), "ref": (source or {}).get("ref")}
+    inputs = project_inputs_digest(project, env, sorted(source_values.items()))
+    # One entry per environment and kind of source, so entries do not pile up per commit.
+    name = f"compile-{digest_of([env, source is not None])[:16]}"
+    if cache is not None and inputs is not None:
+        kept = cache.result(name, inputs)
+        if isinstance(kept, tuple) and len(kept) == 2:
+            return kept[0], kept[1]
+    payload = compile_environment(project, env, source=source)
+    data = snapshot_bytes(payload)
+    if cache is not None and inputs is not None:
+        cache.keep_result(name, inputs, (data, payload["digest"]))
+    return data, str(payload["digest"])
 
 
 def snapshot_bytes(payload: Mapping[str, Any]) -> bytes:

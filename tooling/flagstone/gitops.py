@@ -34,6 +34,7 @@ from flagstone.model import (
     Segment,
 )
 from flagstone.problems import Problem
+from flagstone.toolcache import DocumentCache, ToolCache
 
 WORKING_TREE = "working tree"
 GIT_TIMEOUT = 120
@@ -269,11 +270,15 @@ class DocumentSet:
     def put(self, rel: str, data: bytes) -> None:
         found: list[Problem] = []
         document = load_document(rel, data, found)
+        self.put_loaded(rel, document, found[0] if found else None)
+
+    def put_loaded(self, rel: str, document: Document | None, problem: Problem | None) -> None:
+        """Put a file already loaded: its document, or the problem that stopped it."""
         self.remove(rel)
         if document is not None:
             self.documents[rel] = document
-        else:
-            self.problems[rel] = found[0]
+        elif problem is not None:
+            self.problems[rel] = problem
         parts = rel.split("/")
         if parts[0] == FLAGS_DIR:
             self._flag_files.setdefault(parts[1], set()).add(rel)
@@ -329,9 +334,42 @@ def project_from_files(root: Path, files: Mapping[str, bytes]) -> Project:
     return documents.project()
 
 
-def project_at(root: Path, revision: str) -> Project:
-    """The flag repository as it was at ``revision`` (read from git, not the work tree)."""
-    return project_from_files(root, read_revision(root, revision))
+def project_at(root: Path, revision: str, *, cache: ToolCache | None = None) -> Project:
+    """The flag repository as it was at ``revision`` (read from git, not the work tree).
+
+    With ``cache`` (``flagstone.toolcache``), a file whose blob id was loaded before is
+    not read from git nor parsed again: a blob id names its content exactly."""
+    if cache is None:
+        return project_from_files(root, read_revision(root, revision))
+    documents = DocumentCache(cache, "revision")
+    blobs = tree_files(root, revision)
+    loaded: dict[str, tuple[Document | None, Problem | None]] = {}
+    missing: list[str] = []
+    for rel in sorted(blobs):
+        try:
+            document = documents.known(rel, blobs[rel])
+        except LoadError as error:
+            loaded[rel] = (None, error.problem)
+            continue
+        if document is None:
+            missing.append(rel)
+        else:
+            loaded[rel] = (document, None)
+    if missing:
+        with BlobReader(root) as reader:
+            contents = reader.read_many([blobs[rel] for rel in missing])
+        for rel, data in zip(missing, contents, strict=True):
+            if data is None:
+                continue
+            try:
+                loaded[rel] = (documents.load_bytes(data, rel, blobs[rel]), None)
+            except LoadError as error:
+                loaded[rel] = (None, error.problem)
+    documents.save()
+    files = DocumentSet(root)
+    for rel in sorted(loaded):
+        files.put_loaded(rel, *loaded[rel])
+    return files.project()
 
 
 def short_revision(revision: str) -> str:

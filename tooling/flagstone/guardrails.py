@@ -99,6 +99,7 @@ from flagstone.rollout import (
     release_timeline,
 )
 from flagstone.timestamps import duration_seconds
+from flagstone.toolcache import DocumentCache
 
 RULE_PREFIX = "guardrail"
 DEFAULT_RESTORE_WINDOW = "14d"
@@ -827,12 +828,21 @@ class _Checker:
                         ))  # fmt: skip
 
 
-def check_change(root: Path, base: str | None = None, *, now: float | None = None) -> list[Problem]:
+def check_change(
+    root: Path,
+    base: str | None = None,
+    *,
+    now: float | None = None,
+    documents: DocumentCache | None = None,
+) -> list[Problem]:
     """Guardrail findings for the change from ``base`` (default: merge-base with the
-    default branch) to the working tree at ``root``."""
+    default branch) to the working tree at ``root``. ``documents``: the cache of
+    ``flagstone.toolcache`` (the base revision's files are cached by blob id in it too)."""
     base_commit = gitops.resolve_revision(root, base) if base else gitops.default_base(root)
-    before = gitops.project_at(root, base_commit)
-    after = read_project(root)
+    before = gitops.project_at(
+        root, base_commit, cache=documents.cache if documents is not None else None
+    )
+    after = read_project(root, documents=documents)
     if after.problems:
         # A file that cannot be read would make every rule silently pass.
         return list(after.problems)

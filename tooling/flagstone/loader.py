@@ -19,11 +19,11 @@ the exact line.
 
 from __future__ import annotations
 
+import marshal
 import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +65,61 @@ _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _CORE_TAG_PREFIX = "tag:yaml.org,2002:"
 
 
-@dataclass(slots=True)
 class Document:
-    """One loaded YAML file: its plain data and where each value came from."""
+    """One loaded YAML file: its plain data and where each value came from.
 
-    # The file's path; text until first asked for (a Path costs microseconds each, which
-    # is a tenth of a second at 30,000 files).
-    location: Path | str
-    rel: str
-    data: Any
-    marks: dict[PathKey, Position] = field(default_factory=dict)
-    key_marks: dict[PathKey, Position] = field(default_factory=dict)
+    ``marks`` and ``key_marks`` map a value's path to its line and column. A document
+    from the toolchain cache gets them as one packed blob (``packed_marks``, a
+    ``marshal`` of the pair, already checked by the cache) and unpacks it only when a
+    position is asked for: most runs report nothing, and the positions are three
+    quarters of what a document is."""
+
+    __slots__ = ("_key_marks", "_marks", "_packed_marks", "data", "location", "rel")
+
+    def __init__(
+        self,
+        location: Path | str,
+        rel: str,
+        data: Any,
+        marks: dict[PathKey, Position] | None = None,
+        key_marks: dict[PathKey, Position] | None = None,
+        *,
+        packed_marks: bytes | None = None,
+    ) -> None:
+        # The file's path; text until first asked for (a Path costs microseconds each,
+        # which is a tenth of a second at 30,000 files).
+        self.location = location
+        self.rel = rel
+        self.data = data
+        self._marks = marks if marks is not None else {}
+        self._key_marks = key_marks if key_marks is not None else {}
+        self._packed_marks = packed_marks
+
+    def __repr__(self) -> str:
+        return f"Document(rel={self.rel!r})"
+
+    def _unpack(self) -> None:
+        packed, self._packed_marks = self._packed_marks, None
+        if packed is not None:
+            self._marks, self._key_marks = marshal.loads(packed)
+
+    @property
+    def marks(self) -> dict[PathKey, Position]:
+        if self._packed_marks is not None:
+            self._unpack()
+        return self._marks
+
+    @property
+    def key_marks(self) -> dict[PathKey, Position]:
+        if self._packed_marks is not None:
+            self._unpack()
+        return self._key_marks
+
+    def packed(self) -> bytes:
+        """``marks`` and ``key_marks`` as one ``marshal`` blob (what the cache keeps)."""
+        if self._packed_marks is not None:
+            return self._packed_marks
+        return marshal.dumps((self._marks, self._key_marks))
 
     @property
     def path(self) -> Path:
@@ -90,14 +134,15 @@ class Document:
 
         Falls back to the nearest ancestor that has a position, then to 1:1.
         """
+        marks = self.marks
         if key and where in self.key_marks:
             return self.key_marks[where]
         probe = tuple(where)
         while probe:
-            if probe in self.marks:
-                return self.marks[probe]
+            if probe in marks:
+                return marks[probe]
             probe = probe[:-1]
-        return self.marks.get((), (1, 1))
+        return marks.get((), (1, 1))
 
     def problem(
         self,

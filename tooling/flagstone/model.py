@@ -18,11 +18,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flagstone.errors import LoadError, RepositoryError
 from flagstone.loader import Document, RepositoryBounds, load_file, read_document
 from flagstone.problems import Problem
+
+if TYPE_CHECKING:
+    from flagstone.toolcache import DocumentCache
 
 PROJECT_FILE = "flagstone.yaml"
 FLAGS_DIR = "flags"
@@ -263,6 +266,8 @@ class Project:
     # references to them are not "unknown", so checks do not pile a second error on it.
     unreadable_flags: set[str] = field(default_factory=set)
     unreadable_segments: set[str] = field(default_factory=set)
+    # The cache the documents came from (``flagstone.toolcache``), when one was used.
+    documents_cache: DocumentCache | None = None
 
     @property
     def environments(self) -> list[str]:
@@ -299,8 +304,11 @@ class _RepositoryWalk:
     at 30,000 files). A file is read by ``load_file`` with the link checks only when a
     symbolic link is on its way; otherwise nothing on the way can lead outside."""
 
-    def __init__(self, root: Path, problems: list[Problem]) -> None:
+    def __init__(
+        self, root: Path, problems: list[Problem], documents: DocumentCache | None
+    ) -> None:
         self.root = root
+        self.documents = documents
         self.prefix = str(root).rstrip(os.sep) + os.sep
         self.inside = RepositoryBounds(root)
         self.problems = problems
@@ -313,6 +321,8 @@ class _RepositoryWalk:
         try:
             if linked:
                 return load_file(Path(path), root=self.root)
+            if self.documents is not None:
+                return self.documents.load(path, rel)
             return read_document(path, rel)
         except LoadError as exc:
             self.problems.append(exc.problem)
@@ -335,15 +345,16 @@ def _leaves(path: Path, inside: RepositoryBounds, problems: list[Problem]) -> bo
     return True
 
 
-def read_project(root: Path) -> Project:
+def read_project(root: Path, *, documents: DocumentCache | None = None) -> Project:
     """Load every file of the repository at ``root`` (in sorted, deterministic order).
 
     A file or folder that is a symbolic link leading outside the repository is reported
     and not read: nothing outside the repository reaches the output. Links that stay
-    inside are followed."""
+    inside are followed. With ``documents`` (``flagstone.toolcache``), files whose content
+    was loaded before are not parsed again."""
     root = root.resolve()
     problems: list[Problem] = []
-    walk = _RepositoryWalk(root, problems)
+    walk = _RepositoryWalk(root, problems, documents)
     stray: dict[str, str] = {}
     config_path = os.path.join(root, PROJECT_FILE)
     config_link = os.path.islink(config_path)
@@ -427,5 +438,13 @@ def read_project(root: Path) -> Project:
                 unreadable_segments.add(key)
 
     return Project(
-        root, config, flags, segments, problems, stray, unreadable_flags, unreadable_segments
+        root,
+        config,
+        flags,
+        segments,
+        problems,
+        stray,
+        unreadable_flags,
+        unreadable_segments,
+        documents,
     )

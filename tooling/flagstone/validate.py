@@ -63,6 +63,12 @@ from flagstone.operators import RULE_INVALID_REGEX as RULE_INVALID_REGEX
 from flagstone.operators import RULE_INVALID_SEMVER as RULE_INVALID_SEMVER
 from flagstone.operators import RULE_INVALID_TIME as RULE_INVALID_TIME
 from flagstone.problems import Problem, sort_problems
+from flagstone.toolcache import (
+    DocumentCache,
+    problem_from,
+    problems_values,
+    project_inputs_digest,
+)
 
 if TYPE_CHECKING:
     from jsonschema import Draft7Validator
@@ -931,19 +937,41 @@ def _documents_with_kinds(project: Project) -> Iterator[tuple[Document, str]]:
 
 
 def validate_project(project: Project) -> list[Problem]:
-    """Every finding about ``project`` (load problems included), in file order."""
+    """Every finding about ``project`` (load problems included), in file order.
+
+    With a document cache (``flagstone.toolcache``), documents whose content passed their
+    schema before are not checked again, and when nothing the findings depend on changed
+    the last findings are the answer."""
+    cache = project.documents_cache
+    inputs = (
+        project_inputs_digest(project, sorted(_misnamed_root_entries(project.root).items()))
+        if cache is not None
+        else None
+    )
+    if cache is not None and inputs is not None:
+        found = cache.result("validate", inputs)
+        if found is not None:
+            return [problem_from(values) for values in found]
     problems = list(project.problems)
     valid: set[int] = set()
     documents = list(_documents_with_kinds(project))
     fast = len(documents) >= FAST_PATH_MIN_DOCUMENTS
     for doc, kind in documents:
-        found = schema_problems(doc, kind, fast=fast)
-        if found:
-            problems.extend(found)
+        if cache is not None and cache.known_valid(doc, kind):
+            valid.add(id(doc))
+            continue
+        found_here = schema_problems(doc, kind, fast=fast)
+        if found_here:
+            problems.extend(found_here)
         else:
             valid.add(id(doc))
+            if cache is not None:
+                cache.mark_valid(doc, kind)
     problems.extend(_Checker(project, valid).run())
-    return sort_problems(problems)
+    problems = sort_problems(problems)
+    if cache is not None and inputs is not None:
+        cache.keep_result("validate", inputs, problems_values(problems))
+    return problems
 
 
 def select_problems(
@@ -967,16 +995,19 @@ def _is_under(rel: str, prefix: str) -> bool:
     return not prefix or rel == prefix or rel.startswith(prefix + "/")
 
 
-def validate_repository(root: Path) -> tuple[Project, list[Problem]]:
-    """Read the repository at ``root`` and validate it: the project and every finding."""
+def validate_repository(
+    root: Path, *, documents: DocumentCache | None = None
+) -> tuple[Project, list[Problem]]:
+    """Read the repository at ``root`` and validate it: the project and every finding
+    (``documents``: the cache of ``flagstone.toolcache``, if one is used)."""
     with cyclic_gc_paused():
-        project = read_project(root)
+        project = read_project(root, documents=documents)
         return project, validate_project(project)
 
 
-def load_valid_project(root: Path) -> Project:
+def load_valid_project(root: Path, *, documents: DocumentCache | None = None) -> Project:
     """Read the repository at ``root``; raise ``ValidationFailed`` if it has errors."""
-    project, problems = validate_repository(root)
+    project, problems = validate_repository(root, documents=documents)
     if any(p.level == "error" for p in problems):
         raise ValidationFailed(problems)
     return project

@@ -28,6 +28,16 @@ def repo_option(func: F) -> F:
     )(func)
 
 
+def cache_option(func: F) -> F:
+    """``--no-cache``: neither read nor write ``.flagstone/cache/`` (``flagstone.toolcache``)."""
+    return click.option(
+        "--no-cache",
+        "no_cache",
+        is_flag=True,
+        help="Do not use .flagstone/cache/ (also: FLAGSTONE_NO_CACHE=1).",
+    )(func)
+
+
 def emergency_key_option(func: F) -> F:
     """``--key FILE`` (repeatable) for commands that sign emergency overrides."""
     return click.option(

@@ -18,12 +18,13 @@ from typing import Any, TextIO
 
 import click
 
-from flagstone.cli.common import repo_option, resolve_repo
+from flagstone.cli.common import cache_option, repo_option, resolve_repo
 from flagstone.cli.explain import explain
 from flagstone.compile import compile_and_load
 from flagstone.engine import ERROR, Details, parse_timestamp
 from flagstone.errors import UsageError
 from flagstone.escape import guard_lines, terminal
+from flagstone.toolcache import cached_documents
 from flagstone.validate import load_valid_project
 
 
@@ -159,6 +160,7 @@ def _summary_table(counts: Counter[str | None], total: int) -> str:
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @repo_option
+@cache_option
 def eval_(
     flag: str,
     env: str,
@@ -167,12 +169,15 @@ def eval_(
     at_text: str | None,
     fmt: str,
     repo: Path | None,
+    no_cache: bool,
 ) -> None:
     """Evaluate FLAG in an environment for one context or a file of contexts."""
     if (context_json is None) == (contexts_file is None):
         raise UsageError("give exactly one of --context JSON or --contexts FILE")
     at = _parse_at(at_text)
-    project = load_valid_project(resolve_repo(repo))
+    root = resolve_repo(repo)
+    with cached_documents(root, use=not no_cache) as documents:
+        project = load_valid_project(root, documents=documents)
     _, snapshot = compile_and_load(project, env)
     if flag not in snapshot.flags:
         archived = project.flags.get(flag)

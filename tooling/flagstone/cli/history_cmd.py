@@ -11,6 +11,7 @@ import click
 from flagstone import gitops
 from flagstone.auditlog import LOG_VIEW, audit_log, parse_bound, select_entries
 from flagstone.cli.common import (
+    cache_option,
     echo_view,
     findings_format_option,
     repo_option,
@@ -23,6 +24,7 @@ from flagstone.flag_at import SHOW_VIEW, flag_at
 from flagstone.guardrails import check_change as guardrail_findings
 from flagstone.model import read_project
 from flagstone.problems import report
+from flagstone.toolcache import cached_documents
 
 
 @click.command("diff")
@@ -30,7 +32,8 @@ from flagstone.problems import report
 @click.argument("head", required=False)
 @view_format_option(DIFF_VIEW, help="markdown is a pull-request comment.")
 @repo_option
-def diff(base: str | None, head: str | None, fmt: str, repo: Path | None) -> None:
+@cache_option
+def diff(base: str | None, head: str | None, fmt: str, repo: Path | None, no_cache: bool) -> None:
     """Semantic diff of flags and segments between BASE and HEAD.
 
     BASE defaults to the merge-base of HEAD with the default branch (origin/HEAD, else
@@ -39,11 +42,14 @@ def diff(base: str | None, head: str | None, fmt: str, repo: Path | None) -> Non
     """
     root = resolve_repo(repo)
     base_commit = gitops.resolve_revision(root, base) if base else gitops.default_base(root)
-    before = gitops.project_at(root, base_commit)
-    if head is None:
-        after, head_label = read_project(root), gitops.WORKING_TREE
-    else:
-        after, head_label = gitops.project_at(root, gitops.resolve_revision(root, head)), head
+    with cached_documents(root, use=not no_cache) as documents:
+        cache = documents.cache if documents is not None else None
+        before = gitops.project_at(root, base_commit, cache=cache)
+        if head is None:
+            after, head_label = read_project(root, documents=documents), gitops.WORKING_TREE
+        else:
+            head_commit = gitops.resolve_revision(root, head)
+            after, head_label = gitops.project_at(root, head_commit, cache=cache), head
     base_label = base or gitops.short_revision(base_commit)
     changes = diff_projects(before, after, labels=(base_label, head_label))
     report = make_report(before, after, changes, base=base_label, head=head_label)
@@ -137,11 +143,13 @@ def show(flag: str, env: str, when: str, fmt: str, repo: Path | None) -> None:
 )
 @findings_format_option
 @repo_option
-def check_change(base: str | None, fmt: str, repo: Path | None) -> None:
+@cache_option
+def check_change(base: str | None, fmt: str, repo: Path | None, no_cache: bool) -> None:
     """Rollout guardrails on the change from BASE to the working tree: step size, bake
     time, values production serves, flags others depend on. Exit 1 on a violation."""
     root = resolve_repo(repo)
-    problems = guardrail_findings(root, base)
+    with cached_documents(root, use=not no_cache) as documents:
+        problems = guardrail_findings(root, base, documents=documents)
     report(problems, fmt=fmt, checked="check-change", out=sys.stdout)
     if any(p.level == "error" for p in problems):
         raise click.exceptions.Exit(1)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from flagstone.cli.common import findings_format_option, repo_option, resolve_repo
+from flagstone.cli.common import cache_option, findings_format_option, repo_option, resolve_repo
 from flagstone.errors import UsageError
 from flagstone.problems import report
+from flagstone.toolcache import cached_documents
 from flagstone.validate import select_problems, validate_repository
 
 
@@ -17,7 +18,8 @@ from flagstone.validate import select_problems, validate_repository
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @repo_option
 @findings_format_option
-def validate(paths: tuple[Path, ...], repo: Path | None, fmt: str) -> None:
+@cache_option
+def validate(paths: tuple[Path, ...], repo: Path | None, fmt: str, no_cache: bool) -> None:
     """Check the repository's files against their schemas and each other.
 
     The whole repository is always checked (references cross files); PATHS only
@@ -31,7 +33,8 @@ def validate(paths: tuple[Path, ...], repo: Path | None, fmt: str) -> None:
             path.resolve().relative_to(root)
         except ValueError:
             raise UsageError(f"{path} is outside the flag repository at {root}") from None
-    project, all_problems = validate_repository(root)
+    with cached_documents(root, use=not no_cache) as documents:
+        project, all_problems = validate_repository(root, documents=documents)
     problems = select_problems(all_problems, root, paths)
     files = len(list(project.documents())) + len(project.problems)
     checked = f"{project.config.name if project.config else root.name}: {files} files checked"

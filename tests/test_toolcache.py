@@ -1,0 +1,244 @@
+"""The toolchain cache (``flagstone.toolcache``): the same bytes with and without it, and
+nothing it holds can change a result. Real repositories in temporary folders, real git,
+the real CLI; the suite runs with ``FLAGSTONE_NO_CACHE=1`` and these tests turn it on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flagstone.toolcache import CACHE_FOLDER, KEY_FILE_NAME, NO_CACHE_VARIABLE
+from gitrepo import GitRepo, run_cli
+
+EXAMPLES = Path(__file__).parent / "examples"
+LONG_AGO = 1_700_000_000  # file times old enough that the stat signature is trusted
+
+
+@pytest.fixture
+def user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The cache on, with the user's key in a folder of this test."""
+    monkeypatch.delenv(NO_CACHE_VARIABLE, raising=False)
+    folder = tmp_path / "user-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
+def age_files(root: Path) -> None:
+    """Backdate every file so the next run may take it by its stat signature."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            os.utime(os.path.join(folder, name), (LONG_AGO, LONG_AGO))
+
+
+def example(tmp_path: Path, name: str = "full-features", kind: str = "valid") -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / kind / name, root)
+    return root
+
+
+def run(args: list[str], root: Path) -> tuple[int, str, str]:
+    """``run_cli``, with ``compile`` writing to a file beside the repository (its bytes
+    are the output: the in-process runner has no binary stdout)."""
+    if args[0] != "compile":
+        return run_cli(args, root)
+    target = root.parent / "payload.json"
+    target.unlink(missing_ok=True)
+    code, out, err = run_cli([*args, "-o", str(target)], root)
+    return code, target.read_text() if target.exists() else out, err
+
+
+def outputs(root: Path) -> dict[str, tuple[int, str, str]]:
+    """What validate, compile and eval print, with the cache (as configured) and without."""
+    results = {}
+    for label, extra in (("cached", []), ("uncached", ["--no-cache"])):
+        for command in (
+            ["validate", "--format", "json"],
+            ["compile", "--env", "production"],
+            ["eval", "checkout", "--env", "production", "--context", '{"key": "u-1"}'],
+        ):
+            results[f"{label} {command[0]}"] = run([*command, *extra], root)
+    return results
+
+
+def assert_same_with_and_without(root: Path) -> dict[str, tuple[int, str, str]]:
+    results = outputs(root)
+    for command in ("validate", "compile", "eval"):
+        assert results[f"cached {command}"] == results[f"uncached {command}"], command
+    return results
+
+
+def test_results_are_the_same_cold_warm_and_after_a_one_flag_edit(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    root = example(tmp_path)
+    cold = assert_same_with_and_without(root)
+    assert (root / CACHE_FOLDER / "worktree.entry").is_file()
+    age_files(root)
+    warm = assert_same_with_and_without(root)  # now taken by stat signature
+    assert warm == cold
+    release = root / "flags" / "checkout" / "production.yaml"
+    release.write_text(release.read_text().replace("enabled: true", "enabled: false", 1))
+    edited = assert_same_with_and_without(root)
+    assert edited["cached compile"] != cold["cached compile"]
+    # and the entry for the edited file is refreshed: one more run still agrees
+    assert assert_same_with_and_without(root) == edited
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "prerequisite-variation-unknown",
+        "schema-unknown-key-typo",
+        "yaml-duplicate-key",
+        "unreadable-files-are-not-unknown",
+        "stray-files",
+    ],
+)
+def test_findings_of_an_invalid_repository_are_the_same_with_the_cache(
+    case: str, tmp_path: Path, user_cache: Path
+) -> None:
+    root = example(tmp_path, case, "invalid")
+    expected = (EXAMPLES / "invalid" / case / "expected.txt").read_text().split("\n")[0]
+    uncached = run_cli(["validate", "--format", "text", "--no-cache"], root)
+    first = run_cli(["validate", "--format", "text"], root)
+    age_files(root)
+    second = run_cli(["validate", "--format", "text"], root)  # every document cached
+    assert first == second == uncached
+    assert first[0] == 1 and expected.split(": ")[0] in first[1]
+
+
+def test_an_edit_keeping_size_and_modification_time_is_still_seen(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    root = example(tmp_path)
+    age_files(root)
+    before = run(["compile", "--env", "production"], root)
+    release = root / "flags" / "checkout" / "production.yaml"
+    text = release.read_text()
+    assert "enabled: true" in text
+    release.write_text(text.replace("enabled: true", "enabled: fals", 1) + "e")  # same size
+    os.utime(release, (LONG_AGO, LONG_AGO))  # same times: only the change time moved
+    after = run(["compile", "--env", "production"], root)
+    assert after == run(["compile", "--env", "production", "--no-cache"], root)
+    assert after != before
+
+
+def test_a_tampered_truncated_or_foreign_entry_is_ignored_and_rebuilt(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    root = example(tmp_path)
+    expected = run(["compile", "--env", "production", "--no-cache"], root)
+    assert run(["compile", "--env", "production"], root) == expected
+    entries = sorted((root / CACHE_FOLDER).glob("*.entry"))
+    assert entries
+    originals = {entry: entry.read_bytes() for entry in entries}
+    variants = [
+        lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]),  # one bit of the content
+        lambda raw: raw[: len(raw) // 2],  # truncated
+        lambda raw: raw[:30] + bytes([raw[30] ^ 1]) + raw[31:],  # another tool version
+        lambda raw: b"",
+        lambda raw: b"\x80\x04not even our format",
+    ]
+    for variant in variants:
+        for entry, raw in originals.items():
+            entry.write_bytes(variant(raw))
+        assert run(["compile", "--env", "production"], root) == expected
+        code, _, err = run_cli(["validate"], root)
+        assert code == 0 and "Traceback" not in err
+
+
+def test_entries_made_under_another_key_are_not_trusted(
+    tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker who commits a forged .flagstone/cache/ (or another user of a shared
+    checkout) does not hold this user's key: their entries are ignored."""
+    root = example(tmp_path)
+    good = run(["compile", "--env", "production", "--no-cache"], root)
+    release = root / "flags" / "checkout" / "production.yaml"
+    original = release.read_text()
+    release.write_text(original.replace("enabled: true", "enabled: false", 1))
+    planted = run(["compile", "--env", "production"], root)  # entries for the edit
+    assert planted != good
+    release.write_text(original)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-user"))
+    # The entries now describe another content under another key: never used.
+    for entry in (root / CACHE_FOLDER).glob("*.entry"):
+        os.utime(entry)
+    assert run(["compile", "--env", "production"], root) == good
+
+
+def test_a_cache_folder_linked_elsewhere_is_not_written_through(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    root = example(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / ".flagstone").mkdir()
+    (root / CACHE_FOLDER).symlink_to(elsewhere)
+    results = assert_same_with_and_without(root)
+    assert results["cached validate"][0] == 0
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_user_key_is_private_and_a_bad_key_turns_the_cache_off(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    root = example(tmp_path)
+    expected = run_cli(["validate", "--no-cache"], root)
+    assert run_cli(["validate"], root) == expected
+    key = user_cache / "flagstone" / KEY_FILE_NAME
+    assert key.stat().st_mode & 0o777 == 0o600 and key.stat().st_size == 32
+    shutil.rmtree(root / CACHE_FOLDER)
+    key.write_bytes(b"short")
+    assert run_cli(["validate"], root) == expected
+    assert not (root / CACHE_FOLDER).exists()
+
+
+def test_no_cache_and_the_environment_variable_leave_nothing_behind(
+    tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = example(tmp_path)
+    assert run_cli(["validate", "--no-cache"], root)[0] == 0
+    monkeypatch.setenv(NO_CACHE_VARIABLE, "1")
+    assert run(["compile", "--env", "production"], root)[0] == 0
+    assert not (root / ".flagstone").exists()
+    assert not user_cache.exists()
+
+
+def test_concurrent_runs_share_the_cache_safely(tmp_path: Path, user_cache: Path) -> None:
+    root = example(tmp_path)
+    expected = run(["compile", "--env", "production", "--no-cache"], root)[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "flagstone", "compile", "--env", "production"]
+    processes = [
+        subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert out.decode() == expected
+    assert run(["compile", "--env", "production"], root)[1] == expected
+    leftovers = [p.name for p in (root / CACHE_FOLDER).iterdir() if not p.name.endswith(".entry")]
+    assert leftovers == []
+
+
+def test_diff_and_check_change_read_the_base_revision_through_the_cache(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    repo = GitRepo(tmp_path / "git")
+    shutil.copytree(EXAMPLES / "valid" / "full-features", repo.path, dirs_exist_ok=True)
+    repo.commit("initial")
+    repo.replace("flags/checkout/production.yaml", "enabled: true", "enabled: false")
+    commands = (["diff", "HEAD", "--format", "json"], ["check-change", "--base", "HEAD"])
+    for command in commands:
+        uncached = run_cli([*command, "--no-cache"], repo.path)
+        assert run_cli(command, repo.path) == uncached  # cold: fills the cache
+        assert run_cli(command, repo.path) == uncached  # warm: base taken by blob id
+    assert (repo.path / CACHE_FOLDER / "revision.entry").is_file()
+    assert "checkout" in run_cli(["diff", "HEAD", "--format", "json"], repo.path)[1]
