@@ -20,7 +20,7 @@ import click
 
 from flagstone.cli.common import cache_option, repo_option, resolve_repo
 from flagstone.cli.explain import explain
-from flagstone.compile import compile_and_load
+from flagstone.compile import compile_and_load, with_prerequisites
 from flagstone.engine import ERROR, Details, parse_timestamp
 from flagstone.errors import UsageError
 from flagstone.escape import guard_lines, terminal
@@ -178,7 +178,8 @@ def eval_(
     root = resolve_repo(repo)
     with cached_documents(root, use=not no_cache) as documents:
         project = load_valid_project(root, documents=documents)
-    _, snapshot = compile_and_load(project, env)
+    # Evaluating one flag reads that flag, its prerequisites and the segments only.
+    _, snapshot = compile_and_load(with_prerequisites(project, flag), env)
     if flag not in snapshot.flags:
         archived = project.flags.get(flag)
         why = "it is archived" if archived is not None else "no such flag"
