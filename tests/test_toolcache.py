@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flagstone.toolcache import CACHE_FOLDER, KEY_FILE_NAME, NO_CACHE_VARIABLE
+from flagstone import toolcache
+from flagstone.toolcache import CACHE_FOLDER, KEY_FILE_NAME, NO_CACHE_VARIABLE, DocumentCache
 from gitrepo import GitRepo, run_cli
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -21,8 +22,11 @@ LONG_AGO = 1_700_000_000  # file times old enough that the stat signature is tru
 
 @pytest.fixture
 def user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The cache on, with the user's key in a folder of this test."""
+    """The cache on, with the user's key in a folder of this test. Files count as
+    settled at once (``RACY_SECONDS`` 0), so in-process runs take unchanged files by
+    their stat signature, the path a real repository takes."""
     monkeypatch.delenv(NO_CACHE_VARIABLE, raising=False)
+    monkeypatch.setattr(toolcache, "RACY_SECONDS", 0.0)
     folder = tmp_path / "user-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
     return folder
@@ -112,6 +116,50 @@ def test_findings_of_an_invalid_repository_are_the_same_with_the_cache(
     assert first[0] == 1 and expected.split(": ")[0] in first[1]
 
 
+def test_a_flag_is_checked_again_when_a_flag_it_requires_changes(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    """Findings are kept per flag; those of a flag that names another as a prerequisite
+    depend on that other flag's definition too."""
+    root = example(tmp_path, "prerequisite-variation-unknown", "invalid")
+    payments = root / "flags" / "payments" / "flag.yaml"
+
+    def same_with_and_without() -> tuple[int, str, str]:
+        cached = run_cli(["validate", "--format", "text"], root)
+        age_files(root)
+        assert run_cli(["validate", "--format", "text"], root) == cached  # all kept
+        assert run_cli(["validate", "--format", "text", "--no-cache"], root) == cached
+        return cached
+
+    assert "unknown variation 'enabled'" in same_with_and_without()[1]
+    payments.write_text(payments.read_text().replace("{on: true,", "{enabled: true, on: true,"))
+    assert same_with_and_without()[0] == 0
+    shutil.rmtree(payments.parent)
+    assert "unknown prerequisite flag 'payments'" in same_with_and_without()[1]
+    (root / "flags" / "paymentz").mkdir()
+    (root / "flags" / "paymentz" / "flag.yaml").write_text(
+        "name: P\nowner: core\nvariations: {on: true, off: false}\noff_variation: off\n"
+    )
+    assert "did you mean 'paymentz'" in same_with_and_without()[1]
+
+
+def test_files_added_removed_or_replaced_are_seen(tmp_path: Path, user_cache: Path) -> None:
+    """Folder listings are kept too, while the folder's own times are unchanged."""
+    root = example(tmp_path)
+    first = assert_same_with_and_without(root)
+    age_files(root)
+    assert_same_with_and_without(root)
+    shutil.copytree(root / "flags" / "checkout", root / "flags" / "checkout-two")
+    added = assert_same_with_and_without(root)
+    assert "checkout-two" in added["cached compile"][1]
+    (root / "flags" / "checkout-two" / "production.yaml").unlink()
+    (root / "flags" / "checkout-two" / "production.yaml").mkdir()  # a folder in its place
+    replaced = assert_same_with_and_without(root)
+    assert "release files are named" in replaced["cached validate"][1]
+    shutil.rmtree(root / "flags" / "checkout-two")
+    assert assert_same_with_and_without(root) == first
+
+
 def test_an_edit_keeping_size_and_modification_time_is_still_seen(
     tmp_path: Path, user_cache: Path
 ) -> None:
@@ -126,6 +174,23 @@ def test_an_edit_keeping_size_and_modification_time_is_still_seen(
     after = run(["compile", "--env", "production"], root)
     assert after == run(["compile", "--env", "production", "--no-cache"], root)
     assert after != before
+
+
+def test_a_file_changed_moments_ago_is_recorded_without_a_signature(
+    tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change within the same clock tick as the recording could keep every stat field
+    (coarse timestamps): such a file is hashed again next time, never taken by stat."""
+    monkeypatch.setattr(toolcache, "RACY_SECONDS", 2.0)
+    root = example(tmp_path)
+    release = root / "flags" / "checkout" / "production.yaml"
+    release.write_text(release.read_text())  # just now
+    assert run_cli(["validate"], root)[0] == 0
+    cache = toolcache.ToolCache.for_repository(root)
+    assert cache is not None
+    entries = DocumentCache(cache).base
+    assert entries["flags/checkout/production.yaml"][0] is None
+    assert entries["flagstone.yaml"][0] is None  # its status changed moments ago too
 
 
 def test_a_tampered_truncated_or_foreign_entry_is_ignored_and_rebuilt(

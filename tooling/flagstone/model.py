@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from flagstone.loader import Document, RepositoryBounds, load_file, read_documen
 from flagstone.problems import Problem
 
 if TYPE_CHECKING:
-    from flagstone.toolcache import DocumentCache
+    from flagstone.toolcache import DocumentCache, FolderEntry
 
 PROJECT_FILE = "flagstone.yaml"
 FLAGS_DIR = "flags"
@@ -328,6 +328,12 @@ class _RepositoryWalk:
             self.problems.append(exc.problem)
             return None
 
+    def entries(self, folder: str) -> Sequence[FolderEntry]:
+        """The entries of ``folder``, sorted by name (from the cache when it is unchanged)."""
+        if self.documents is not None:
+            return self.documents.listing(folder)
+        return _entries(folder)
+
 
 def _entries(folder: str) -> list[os.DirEntry[str]]:
     with os.scandir(folder) as listing:
@@ -371,7 +377,7 @@ def read_project(root: Path, *, documents: DocumentCache | None = None) -> Proje
     flags_dir = os.path.join(root, FLAGS_DIR)
     flags_link = os.path.islink(flags_dir)
     if not walk.leaves(flags_dir, flags_link) and os.path.isdir(flags_dir):
-        for entry in _entries(flags_dir):
+        for entry in walk.entries(flags_dir):
             name = entry.name
             if name.startswith("."):
                 continue
@@ -397,7 +403,7 @@ def read_project(root: Path, *, documents: DocumentCache | None = None) -> Proje
                 unreadable_flags.add(name)
                 continue
             flag = Flag(name, flag_doc)
-            for release in _entries(entry.path):
+            for release in walk.entries(entry.path):
                 release_name = release.name
                 if release_name == FLAG_FILE or release_name.startswith("."):
                     continue
@@ -418,7 +424,7 @@ def read_project(root: Path, *, documents: DocumentCache | None = None) -> Proje
     segments_dir = os.path.join(root, SEGMENTS_DIR)
     segments_link = os.path.islink(segments_dir)
     if not walk.leaves(segments_dir, segments_link) and os.path.isdir(segments_dir):
-        for entry in _entries(segments_dir):
+        for entry in walk.entries(segments_dir):
             name = entry.name
             if name.startswith("."):
                 continue

@@ -11,9 +11,9 @@ What is kept, and what it is keyed by:
   of its bytes and the loaded document (data and positions) or its load problem. A file
   whose size, times, inode and mode are unchanged is taken by its recorded digest without
   being read (as git's index does); any other file is read and hashed, and its entry is
-  used only if that digest matches. A file modified less than ``RACY_SECONDS`` before it
-  was recorded gets no signature (a later change within the same clock tick could keep
-  the same times), so it is read and hashed next time. Which schema kinds a document
+  used only if that digest matches. A file modified (or its status changed) less than
+  ``RACY_SECONDS`` before it was recorded gets no signature (a later change within the
+  same clock tick could keep the same times), so it is read and hashed next time. Which schema kinds a document
   passed is kept beside it.
 * ``revision-<tree id>``: the loaded files of one git tree (``check-change``/``diff``
   read the base revision from git). A tree id names its content exactly.
@@ -215,6 +215,45 @@ def problems_values(problems: Iterable[Problem]) -> list[tuple[Any, ...]]:
     return [_problem_values(problem) for problem in problems]
 
 
+class ListedEntry:
+    """One entry of a folder listing kept in the cache: what the repository walk asks of
+    an ``os.DirEntry`` (listings with a symbolic link in them are never kept)."""
+
+    __slots__ = ("_kind", "name", "path")
+
+    def __init__(self, folder: str, name: str, kind: str) -> None:
+        self.name = name
+        self.path = os.path.join(folder, name)
+        self._kind = kind
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def is_dir(self) -> bool:
+        return self._kind == "d"
+
+    def is_file(self) -> bool:
+        return self._kind == "f"
+
+
+FolderEntry = os.DirEntry[str] | ListedEntry
+
+
+def _signature(status: os.stat_result) -> tuple[int, ...] | None:
+    """What must stay the same for a file or folder to be taken as unchanged; None for
+    one changed moments ago (a later change in the same clock tick could keep it)."""
+    if time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) < RACY_SECONDS * 1e9:
+        return None
+    return (
+        status.st_mode,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+        status.st_ino,
+        status.st_dev,
+    )
+
+
 # An entry's result: ("document", data, packed marks, valid kinds) or ("problem", values).
 _Result = tuple[Any, ...]
 
@@ -245,6 +284,30 @@ class DocumentCache:
         # the document is held so that its id is never reused for another one.
         self.digests: dict[int, tuple[Document, str, tuple[str, ...]]] = {}
 
+    def listing(self, folder: str) -> list[FolderEntry]:
+        """The entries of ``folder`` sorted by name, like a sorted ``os.scandir``; taken
+        from the cache while the folder's own stat signature is unchanged (adding,
+        removing or renaming an entry changes its times)."""
+        try:
+            signature = _signature(os.stat(folder))
+        except OSError:
+            signature = None
+        key = "\0listing\0" + folder
+        previous = self._previous(key)
+        if signature is not None and previous is not None and previous[0] == signature:
+            self.seen[key] = previous
+            return [ListedEntry(folder, name, kind) for name, kind in previous[2]]
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+        if signature is not None and not any(entry.is_symlink() for entry in entries):
+            kinds = [
+                (entry.name, "d" if entry.is_dir() else "f" if entry.is_file() else "o")
+                for entry in entries
+            ]
+            self.seen[key] = (signature, "", kinds)
+            self.fresh.add(key)
+        return list(entries)
+
     def _previous(self, rel: str) -> Any:
         entry = self.delta.get(rel)
         return self.base.get(rel) if entry is None else entry
@@ -255,16 +318,9 @@ class DocumentCache:
             status = os.stat(path)
         except OSError:
             return read_document(path, rel, max_bytes=max_bytes)  # its own error message
-        signature: tuple[int, ...] | None = (
-            status.st_mode,
-            status.st_size,
-            status.st_mtime_ns,
-            status.st_ctime_ns,
-            status.st_ino,
-            status.st_dev,
-        )
+        signature = _signature(status)
         previous = self._previous(rel)
-        if previous is not None and previous[0] == signature:
+        if signature is not None and previous is not None and previous[0] == signature:
             digest, result = previous[1], previous[2]
         else:
             try:
@@ -277,8 +333,6 @@ class DocumentCache:
             else:
                 result = self._parse(raw, rel, path, max_bytes)
             self.fresh.add(rel)
-        if time.time_ns() - status.st_mtime_ns < RACY_SECONDS * 1e9:
-            signature = None
         if previous is None or previous[0] != signature:
             self.fresh.add(rel)
         self.seen[rel] = (signature, digest, result)
@@ -373,17 +427,26 @@ def project_inputs_digest(project: Project, *extra: object) -> str | None:
     cache = project.documents_cache
     if cache is None:
         return None
-    parts: list[object] = [str(project.root), project.environments]
+    # Paths and hex digests hold no NUL: joined with it, they cannot run together.
+    files: list[str] = []
+    digest_of_document = cache.digest
     for doc in project.documents():
-        digest = cache.digest(doc)
+        digest = digest_of_document(doc)
         if digest is None:
             return None
-        parts.append((doc.rel, digest))
-    parts.append(problems_values(project.problems))
-    parts.append(sorted(project.stray_files.items()))
-    parts.append((sorted(project.unreadable_flags), sorted(project.unreadable_segments)))
-    parts.extend(extra)
-    return digest_of(parts)
+        files += (doc.rel, digest)
+    listed = hashlib.sha256("\0".join(files).encode("utf-8", "surrogatepass")).hexdigest()
+    return digest_of(
+        [
+            str(project.root),
+            project.environments,
+            listed,
+            problems_values(project.problems),
+            sorted(project.stray_files.items()),
+            (sorted(project.unreadable_flags), sorted(project.unreadable_segments)),
+            *extra,
+        ]
+    )
 
 
 @contextlib.contextmanager

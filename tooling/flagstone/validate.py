@@ -24,6 +24,7 @@ Each finding has a stable ``rule`` id (the ``RULE_*`` constants) that tests and
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import math
 import re
@@ -65,6 +66,7 @@ from flagstone.operators import RULE_INVALID_TIME as RULE_INVALID_TIME
 from flagstone.problems import Problem, sort_problems
 from flagstone.toolcache import (
     DocumentCache,
+    digest_of,
     problem_from,
     problems_values,
     project_inputs_digest,
@@ -434,8 +436,21 @@ class _Checker:
 
     def run(self) -> list[Problem]:
         self.check_project()
+        cache = self.project.documents_cache
+        kept = _KeptFlagFindings(self.project, cache) if cache is not None else None
         for flag in self.project.flags.values():
+            key = kept.key(flag) if kept is not None else None
+            if kept is not None and key is not None:
+                found = kept.get(flag.key, key)
+                if found is not None:
+                    self.problems.extend(found)
+                    continue
+            start = len(self.problems)
             self.check_flag(flag)
+            if kept is not None and key is not None:
+                kept.put(flag.key, key, self.problems[start:])
+        if kept is not None:
+            kept.save()
         for segment in self.project.segments.values():
             self.check_segment(segment)
         self.check_prerequisite_cycles()
@@ -849,6 +864,79 @@ class _Checker:
             self.add(docs[cycle[0]], where, f"{what}: " + " -> ".join([*cycle, cycle[0]]), rule)
 
 
+class _KeptFlagFindings:
+    """``check_flag``'s findings per flag, kept in the toolchain cache under the digest
+    of everything they depend on: the flag's files, ``flagstone.yaml``, the segment
+    keys, each prerequisite's ``flag.yaml`` (and, when one is missing, every flag key,
+    which the hint draws on). A one-flag change checks that flag, and those that name it
+    as a prerequisite, again; the others' findings are the ones kept."""
+
+    NAME = "validate-flags"
+
+    def __init__(self, project: Project, cache: DocumentCache) -> None:
+        self.project = project
+        self.cache = cache
+        stored = cache.cache.get(self.NAME)
+        self.previous: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        self.current: dict[str, Any] = {}
+        self.changed = False
+        config = project.config
+        self.common = digest_of(
+            [
+                cache.digest(config.doc) if config is not None else None,
+                project.environments,
+                list(project.segments),
+                sorted(project.unreadable_segments),
+            ]
+        )
+        self._flag_keys: str | None = None
+
+    def key(self, flag: Flag) -> str | None:
+        """The digest of what ``check_flag(flag)`` reads; None if a file's is unknown."""
+        # Paths and hex digests hold no NUL: joined with it, they cannot run together.
+        parts = [self.common, flag.key]
+        digest_of_document = self.cache.digest
+        for doc in (flag.doc, *(release.doc for release in flag.releases.values())):
+            digest = digest_of_document(doc)
+            if digest is None:
+                return None
+            parts += (doc.rel, digest)
+        for item in flag.prerequisites:
+            name = item.get("flag")
+            other = self.project.flags.get(name) if isinstance(name, str) else None
+            if other is not None:
+                digest = digest_of_document(other.doc)
+                if digest is None:
+                    return None
+                parts += ("prerequisite", other.key, digest)
+            else:
+                unreadable = isinstance(name, str) and name in self.project.unreadable_flags
+                parts += ("missing", repr(name), str(unreadable), self.flag_keys())
+        return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+    def flag_keys(self) -> str:
+        if self._flag_keys is None:
+            self._flag_keys = digest_of(
+                [list(self.project.flags), sorted(self.project.unreadable_flags)]
+            )
+        return self._flag_keys
+
+    def get(self, flag_key: str, key: str) -> list[Problem] | None:
+        stored = self.previous.get(flag_key)
+        if not isinstance(stored, tuple) or len(stored) != 2 or stored[0] != key:
+            return None
+        self.current[flag_key] = stored
+        return [problem_from(values) for values in stored[1]]
+
+    def put(self, flag_key: str, key: str, problems: list[Problem]) -> None:
+        self.current[flag_key] = (key, problems_values(problems))
+        self.changed = True
+
+    def save(self) -> None:
+        if self.changed or len(self.current) != len(self.previous):
+            self.cache.cache.put(self.NAME, self.current)
+
+
 def _misnamed_root_entries(root: Path) -> dict[str, str]:
     """Entries at the root whose names are near misses of ``flags/``, ``segments/`` or
     ``flagstone.yaml`` (``flag/``, ``Segments/``, ``flagstone.yml``): their content
@@ -954,12 +1042,14 @@ def validate_project(project: Project) -> list[Problem]:
             return [problem_from(values) for values in found]
     problems = list(project.problems)
     valid: set[int] = set()
-    documents = list(_documents_with_kinds(project))
-    fast = len(documents) >= FAST_PATH_MIN_DOCUMENTS
-    for doc, kind in documents:
+    documents = []
+    for doc, kind in _documents_with_kinds(project):
         if cache is not None and cache.known_valid(doc, kind):
             valid.add(id(doc))
-            continue
+        else:
+            documents.append((doc, kind))
+    fast = len(documents) >= FAST_PATH_MIN_DOCUMENTS
+    for doc, kind in documents:
         found_here = schema_problems(doc, kind, fast=fast)
         if found_here:
             problems.extend(found_here)
