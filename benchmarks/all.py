@@ -14,7 +14,11 @@ the same run (interleaved rounds, medians):
    subprocesses, interleaved, median);
 4. the toolchain on a 10k-flag x 2-environment repository (validate_scale.py's
    generator): validate, compile of both environments and publish of both (signed,
-   to a file target) as ratios to a bare CSafeLoader parse of the same files;
+   to a file target) as ratios to a bare CSafeLoader parse of the same files; then the
+   CLI (``python -m flagstone``, wall time, in a git work tree) for ``validate``,
+   ``compile``, ``eval``, ``check-change`` and ``diff``: cold (``--no-cache``), warm
+   (cache filled, nothing changed) and after a one-flag change (cache filled, then one
+   release file edited; the issue's target is at most 1 s);
 5. stored snapshot size at 10k/50k/100k flags, none vs gzip (``publish.compress``), what
    gzip adds to publish and what inflating adds to an SDK fetch (snapshot_size.py).
 
@@ -519,6 +523,75 @@ def toolchain(flag_count: int, runs: int, directory: Path) -> None:
     )
     for label, seconds in medians.items():
         print(f"   {label:<26}{seconds:8.2f} s  {seconds / bare:5.2f}x bare parse")
+    bare_wall = validate_scale.median_times(
+        {"bare": lambda: validate_scale.bare_parse(files)}, runs
+    )["bare"]
+    cli_commands(root, runs, directory, bare_wall)
+
+
+def cli_commands(root: Path, runs: int, directory: Path, bare_wall: float) -> None:
+    """The five commands of issue 18.4 through the CLI: cold, warm and after a one-flag
+    change, wall time (the user waits for the process, start-up included)."""
+    env = {
+        **os.environ,
+        "GITHUB_ACTIONS": "",
+        "XDG_CACHE_HOME": str(directory / "user-cache"),  # the cache key of this run
+    }
+    env.pop("FLAGSTONE_NO_CACHE", None)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "generated"], cwd=root, check=True)
+    commands = {
+        "validate": ["validate", "--format", "text"],
+        "compile": ["compile", "--env", "production", "-o", str(directory / "payload.json")],
+        "eval": ["eval", "flag-00001", "--env", "production", "--context", '{"key": "u-1"}'],
+        "check-change": ["check-change", "--base", "HEAD", "--format", "text"],
+        "diff": ["diff", "HEAD", "--format", "text"],
+    }
+
+    def timed(arguments: list[str]) -> float:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "flagstone", *arguments, "--repo", str(root)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        elapsed = time.perf_counter() - start
+        if done.returncode not in (0, 1) or "Traceback" in done.stderr:
+            raise SystemExit(f"flagstone {' '.join(arguments)} failed: {done.stderr}")
+        return elapsed
+
+    edits = iter(range(2, 10_000))
+
+    def edit_one_flag() -> None:
+        # A staging target of a different flag each time: one file of one flag changes.
+        number = next(edits)
+        release = root / "flags" / f"flag-{number:05d}" / "staging.yaml"
+        release.write_text(release.read_text().replace(f"qa-{number}]", f"qa-{number}, qa-x]"))
+
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in commands}
+    for _ in range(runs):
+        for name, arguments in commands.items():
+            row = times[name]
+            row.setdefault("cold", []).append(timed([*arguments, "--no-cache"]))
+            timed(arguments)  # fill the cache
+            row.setdefault("warm", []).append(timed(arguments))
+            edit_one_flag()
+            row.setdefault("edit", []).append(timed(arguments))
+    print(
+        f"   CLI, wall s, median of {runs} run(s); bare parse {bare_wall:.2f} s wall; "
+        "target after a one-flag change: <= 1 s"
+    )
+    print(f"   {'command':<14}{'cold':>8}{'warm':>8}{'1 flag':>8}   cold/bare  1-flag/bare")
+    for name, row in times.items():
+        cold, warm, edit = (statistics.median(row[kind]) for kind in ("cold", "warm", "edit"))
+        print(
+            f"   {name:<14}{cold:8.2f}{warm:8.2f}{edit:8.2f}   "
+            f"{cold / bare_wall:8.2f}x  {edit / bare_wall:10.2f}x"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
