@@ -140,6 +140,18 @@ def test_publish_stores_gzip_and_the_signature_is_over_the_same_payload(
     assert code == 0 and out.startswith("OK "), err
 
 
+def test_a_new_repository_publishes_compressed(tmp_path: Path) -> None:
+    code, _, err = run_cli(["init", "shop"], tmp_path)
+    assert code == 0, err
+    root = tmp_path / "shop"
+    code, out, err = run_cli(["publish", "--dev-key", "--env", "production"], root)
+    assert code == 0 and "stored gzip-compressed" in out, err
+    assert (root / "dist/production/latest.json").read_bytes()[:2] == GZIP_MAGIC
+    verify = ["verify", "dist/production/latest.json", "--env", "production", "--allow-dev-key"]
+    code, out, err = run_cli(verify, root)
+    assert code == 0 and out.startswith("OK "), err
+
+
 def test_publish_reads_its_compressed_latest_and_follows_the_setting(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo", publish=GZIP_TARGET)
     assert publish(root) == ["published", "published"]

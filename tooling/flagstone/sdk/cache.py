@@ -3,7 +3,8 @@
 Three files per environment:
 
 * ``<environment>.envelope.json`` — the last verified envelope, byte for byte as it was
-  fetched. It is verified again when loaded (signatures are cheap and the trusted keys
+  verified (inflated, if it was stored gzip-compressed: the cache holds what was checked,
+  never the stored form). It is verified again when loaded (signatures are cheap and the trusted keys
   may have changed since), so the file is not trusted merely for being on disk, and it
   is served only if its version is not below the recorded floor.
 * ``<environment>.state.json`` — ``{"format", "project", "environment",
