@@ -104,26 +104,23 @@ class CappedReader:
                     f"cannot read {self.where}: bytes after the end of the gzip stream"
                 )
             return b""
-        output = bytearray()
+        pieces: list[bytes] = []
         pending = chunk
         while pending and not inflater.eof:
             try:
                 # max_length bounds what one call may produce (always ≥ 1 here): a bomb
                 # is stopped one byte past the cap, whatever its ratio.
-                room = self.max_bytes + 1 - self.produced - len(output)
-                output += inflater.decompress(pending, room)
+                piece = inflater.decompress(pending, self.max_bytes + 1 - self.produced)
             except zlib.error as error:
                 raise StoreError(f"cannot read {self.where}: corrupt gzip data ({error})") from None
-            self._count_inflated(len(output))
+            self.produced += len(piece)
+            if self.produced > self.max_bytes:
+                raise ObjectTooLargeError(self._too_large())
+            pieces.append(piece)
             pending = inflater.unconsumed_tail
         if inflater.eof and inflater.unused_data:
             raise StoreError(f"cannot read {self.where}: bytes after the end of the gzip stream")
-        self.produced += len(output)
-        return bytes(output)
-
-    def _count_inflated(self, pending_output: int) -> None:
-        if self.produced + pending_output > self.max_bytes:
-            raise ObjectTooLargeError(self._too_large())
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def finish(self) -> bytes:
         """What is still held back; raises if a gzip stream was cut short."""
@@ -147,8 +144,6 @@ def read_capped(
     output passes ``max_bytes`` (``ObjectTooLargeError``); ``StoreError`` for a
     truncated or corrupt gzip stream."""
     reader = CappedReader(where, max_bytes, gzipped=gzipped)
-    content = bytearray()
-    for chunk in chunks:
-        content += reader.feed(chunk)
-    content += reader.finish()
-    return bytes(content), bool(reader.gzipped)
+    pieces = [reader.feed(chunk) for chunk in chunks]
+    pieces.append(reader.finish())
+    return b"".join(pieces), bool(reader.gzipped)

@@ -294,7 +294,7 @@ class _CappedBody:
     def __init__(self, url: str, max_bytes: int, *, gzipped: bool) -> None:
         self.url = url
         self.max_bytes = max_bytes
-        self.data = bytearray()
+        self.pieces: list[bytes] = []
         self.received = 0
         self.transfer = CappedReader(url, max_bytes, gzipped=True) if gzipped else None
         self.stored = CappedReader(url, max_bytes)
@@ -306,18 +306,18 @@ class _CappedBody:
         try:
             if self.transfer is not None:
                 chunk = self.transfer.feed(chunk)
-            self.data += self.stored.feed(chunk)
+            self.pieces.append(self.stored.feed(chunk))
         except ObjectTooLargeError:
             raise _too_large(self.url, None, self.max_bytes) from None
 
     def finish(self) -> bytes:
         try:
             if self.transfer is not None:
-                self.data += self.stored.feed(self.transfer.finish())
-            self.data += self.stored.finish()
+                self.pieces.append(self.stored.feed(self.transfer.finish()))
+            self.pieces.append(self.stored.finish())
         except ObjectTooLargeError:
             raise _too_large(self.url, None, self.max_bytes) from None
-        return bytes(self.data)
+        return b"".join(self.pieces)
 
 
 def _content(chunks: Iterable[bytes], where: str, max_bytes: int, *, gzipped: bool) -> bytes:
