@@ -23,7 +23,6 @@ Standard library only (zlib): the SDK imports this module.
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Iterable
 
@@ -45,7 +44,9 @@ def gzip_deterministic(data: bytes) -> bytes:
     gives the same bytes (for a given zlib), whenever and wherever it is compressed."""
     deflater = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     body = deflater.compress(data) + deflater.flush()
-    trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    trailer = zlib.crc32(data).to_bytes(4, "little") + (len(data) & 0xFFFFFFFF).to_bytes(
+        4, "little"
+    )
     return _HEADER + body + trailer
 
 
