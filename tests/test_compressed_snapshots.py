@@ -238,6 +238,8 @@ def test_compressed_publish_through_s3_reaches_sdk_and_plain_http_clients(
     assert s3_bucket.read(key)[:2] == GZIP_MAGIC
     # Publish builds on the compressed latest.json it reads back.
     assert publish(root, environments=["production"]) == ["unchanged"]
+    code, out, err = run_cli(["verify", f"{s3_bucket.url}/{key}", "--env", "production"], root)
+    assert code == 0 and out.startswith("OK ") and "version 1" in out, err
     client = sdk_client(f"{s3_bucket.url}/flags")
     try:
         assert client.status == Status.READY and client.version == 1
