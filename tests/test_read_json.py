@@ -156,3 +156,41 @@ def test_fast_and_strict_readings_agree(document: Any, seed: int) -> None:
         data = text.encode()
         ours, reference = _verdict(lambda d: read_json(d, "doc"), data), _verdict(_strict, data)
         assert ours == reference, text
+
+
+def _envelope_verdict(data: bytes) -> tuple[str, Any]:
+    return _verdict(lambda d: envelope._read_envelope(d), data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"payload":"QUJD","payloadType":"t","signatures":[]}',
+        # escapes: the payload string is not its bytes, so the whole envelope is read
+        '{"payload":"\\u0051UJD","payloadType":"t","signatures":[]}',
+        '{"payload":"QU\\"JD","payloadType":"t","signatures":[]}',
+        # a raw control character or non-ASCII in the payload text
+        '{"payload":"QU\nJD","payloadType":"t","signatures":[]}',
+        '{"payload":"QU\u00e9JD","payloadType":"t","signatures":[]}',
+        # the rest decides: duplicates, a second payload, bad JSON, deep nesting
+        '{"payload":"QUJD","payloadType":"t","payloadType":"u","signatures":[]}',
+        '{"payload":"QUJD","payload":"","signatures":[]}',
+        '{"payload":"QUJD","signatures":[}',
+        '{"payload":"QUJD","x":' + "[" * 100 + "]" * 100 + "}",
+        '{"payload":"QUJD"',
+        '{"payloadType":"t","payload":"QUJD","signatures":[]}',
+        ' {"payload":"QUJD","payloadType":"t","signatures":[]}',
+    ],
+)
+def test_reading_an_envelope_past_its_payload_text_is_reading_it_whole(text: str) -> None:
+    data = text.encode()
+    ours, whole = _envelope_verdict(data), _verdict(lambda d: read_json(d, "envelope"), data)
+    if whole[0] == "read" and ours[0] == "refused":
+        raise AssertionError(f"refused what the whole reading accepts: {text!r}")
+    if whole[0] == "refused" and ours[0] == "read":
+        # Only a payload text that is no base64 may get this far; it is refused there.
+        assert "\n" in text, text
+        with pytest.raises(EnvelopeError, match="not valid base64"):
+            envelope._parse_envelope(data)
+        return
+    assert ours == whole, text

@@ -159,7 +159,9 @@ def _structure(data: bytes) -> bytes:
     or colon between them, so two adjacent quotes are one string); the rare strings
     left holding structure characters are removed by splitting at the quotes.
     """
-    kept = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _STRUCTURE)
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = data.translate(None, _STRUCTURE)
     structure = kept.replace(b'""', b"s")
     if b'"' in structure:
         structure = b"s".join(structure.split(b'"')[::2])
@@ -389,6 +391,33 @@ def _decode_base64(text: object, what: str) -> bytes:
     return raw
 
 
+_PAYLOAD_FIRST = b'{"payload":"'
+
+
+def _read_envelope(envelope: bytes) -> Any:
+    """``read_json(envelope)``, without running its checks over megabytes of base64.
+
+    An envelope as Flagstone writes it (canonical JSON) starts with the payload string.
+    When that string holds no backslash and only ASCII, it is one JSON string token
+    whatever its bytes, and its value is those bytes: the envelope reads as the rest
+    with an empty payload string does, with this text as the payload. Any other
+    envelope is read whole. (A payload text with other characters is refused as
+    base64 later either way.)
+    """
+    start = len(_PAYLOAD_FIRST)
+    end = envelope.find(b'"', start) if envelope.startswith(_PAYLOAD_FIRST) else -1
+    if end < 0 or envelope.find(b"\\", start, end) >= 0:
+        return read_json(envelope, "envelope")
+    try:
+        payload = envelope[start:end].decode("ascii")
+    except UnicodeDecodeError:
+        return read_json(envelope, "envelope")
+    document = read_json(_PAYLOAD_FIRST + envelope[end:], "envelope")
+    if isinstance(document, dict) and document.get("payload") == "":
+        document["payload"] = payload
+    return document
+
+
 @dataclass(frozen=True, slots=True)
 class _Signature:
     keyid: str | None
@@ -400,7 +429,7 @@ def _parse_envelope(envelope: bytes) -> tuple[str, bytes, list[_Signature]]:
         raise EnvelopeError(
             f"envelope is {len(envelope)} bytes, over the {MAX_ENVELOPE_BYTES} byte limit"
         )
-    document = read_json(envelope, "envelope")
+    document = _read_envelope(envelope)
     if not isinstance(document, dict):
         raise EnvelopeError("envelope is not a JSON object")
     missing = [name for name in ("payload", "payloadType", "signatures") if name not in document]
