@@ -7,6 +7,7 @@ import base64
 import json
 import random
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,8 @@ class Racers:
     projects: list[Project]
     sources: list[dict[str, str]]
     shas: list[str]
+    worktrees: list[Path]
+    key_file: Path  # the signing key, for publishers started as processes
 
 
 def linear_history(root: Path, count: int) -> list[str]:
@@ -152,6 +155,8 @@ def prepare_racers(directory: Path) -> Racers:
         # The same ref name for every worktree, as CI would give (detached HEADs have none).
         sources=[{"commit": sha, "ref": "refs/heads/main"} for sha in shas],
         shas=shas,
+        worktrees=worktrees,
+        key_file=write_key_file(directory),
     )
 
 
@@ -189,13 +194,20 @@ def race(url: str, publishers: list[tuple[Project, dict[str, str]]]) -> dict[int
     return outcomes
 
 
-def race_round(racers: Racers, url: str, assignment: list[int]) -> list[str]:
+# What one racing publisher ended with: the version it published, or why it was refused.
+Ending = int | str
+
+
+def race_round(
+    racers: Racers, url: str, assignment: list[int], *, processes: bool = False
+) -> list[str]:
     """Publish the base commit to ``url`` (so the conditional update of latest.json runs),
-    race the publishers of ``assignment``, and check the result: the newest commit wins
-    latest.json, every refusal is "a newer commit got there first", every version number
-    holds exactly one snapshot, no published snapshot was lost (each publisher that was
-    told "published version N" finds its commit in version N), and versions never go
-    backwards in history. Returns the snapshot keys."""
+    race the publishers of ``assignment`` (threads of this process, or ``flagstone
+    publish`` processes with ``processes``), and check the result: the newest commit
+    wins latest.json, every refusal is "a newer commit got there first", every version
+    number holds exactly one snapshot, no published snapshot was lost (each publisher
+    that was told "published version N" finds its commit in version N), and versions
+    never go backwards in history. Returns the snapshot keys."""
     publish_project(
         racers.base_project,
         signing(),
@@ -203,16 +215,19 @@ def race_round(racers: Racers, url: str, assignment: list[int]) -> list[str]:
         to=url,
         source={"commit": racers.base_sha, "ref": "refs/heads/main"},
     )
-    by_thread = race(url, [(racers.projects[i], racers.sources[i]) for i in assignment])
-    outcomes = {assignment[thread]: outcome for thread, outcome in by_thread.items()}
+    if processes:
+        endings = race_processes(url, [(racers.worktrees[i], racers.key_file) for i in assignment])
+    else:
+        by_thread = race(url, [(racers.projects[i], racers.sources[i]) for i in assignment])
+        endings = {thread: _ending(outcome) for thread, outcome in by_thread.items()}
+    outcomes = {assignment[racer]: ending for racer, ending in endings.items()}
     assert len(outcomes) == PUBLISHERS
     shas = racers.shas
 
-    newest = outcomes[PUBLISHERS - 1]
-    assert isinstance(newest, PublishResult) and newest.action == "published"
+    assert isinstance(outcomes[PUBLISHERS - 1], int), outcomes  # the newest always publishes
     for outcome in outcomes.values():
-        if isinstance(outcome, ConflictError):
-            assert "newer commit" in outcome.message
+        if isinstance(outcome, str):
+            assert "newer commit" in outcome, outcome
 
     store = open_store(url)
     snapshot_keys = store.list("production/snapshots")
@@ -223,9 +238,8 @@ def race_round(racers: Racers, url: str, assignment: list[int]) -> list[str]:
         assert payload["version"] == version  # every version number used exactly once
         commits_by_version[version] = payload["source"]["commit"]
     for index, outcome in outcomes.items():
-        if isinstance(outcome, PublishResult) and outcome.action == "published":
-            assert outcome.version is not None
-            assert commits_by_version[outcome.version] == shas[index], (index, outcome)
+        if isinstance(outcome, int):
+            assert commits_by_version[outcome] == shas[index], (index, outcome)
     latest = envelope_payload(store.get("production/latest.json").data or b"")
     assert latest["version"] == max(versions)
     assert latest["source"]["commit"] == shas[-1]
@@ -234,3 +248,42 @@ def race_round(racers: Racers, url: str, assignment: list[int]) -> list[str]:
     ]
     assert order == sorted(order)
     return snapshot_keys
+
+
+def _ending(outcome: Outcome) -> Ending:
+    if isinstance(outcome, ConflictError):
+        return outcome.message
+    if outcome.action != "published" or outcome.version is None:
+        return f"ended with {outcome.action}"
+    return outcome.version
+
+
+def race_processes(url: str, publishers: list[tuple[Path, Path]]) -> dict[int, Ending]:
+    """Start one ``flagstone publish --env production`` process per (worktree, key file)
+    at once and wait for all; what each one said it did."""
+    started = []
+    for worktree, key_file in publishers:
+        command = [sys.executable, "-m", "flagstone", "publish", "--env", "production",
+                   "--to", url, "--key", str(key_file), "--format", "json",
+                   "--repo", str(worktree)]  # fmt: skip
+        started.append(
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    endings: dict[int, Ending] = {}
+    for index, process in enumerate(started):
+        out, err = process.communicate(timeout=120)
+        if process.returncode == 0:
+            [result] = json.loads(out)
+            endings[index] = _ending_of_json(result)
+        else:
+            errors = [line for line in err.splitlines() if line.startswith("error: ")]
+            assert process.returncode == 1 and len(errors) == 1, (process.returncode, err)
+            endings[index] = errors[0]
+    return endings
+
+
+def _ending_of_json(result: dict[str, Any]) -> Ending:
+    if result["action"] != "published":
+        return f"ended with {result['action']}"
+    version: int = result["version"]
+    return version
