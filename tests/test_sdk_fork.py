@@ -4,6 +4,7 @@ inherits the snapshot and gets a polling thread of its own, which picks up new v
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 from collections.abc import Iterator
@@ -45,14 +46,26 @@ def test_forked_child_keeps_polling(server: SnapshotHttpServer) -> None:
     )
     try:
         assert client.wait_until_ready(10)
+        # The child reports the version it inherited through a pipe before the parent
+        # publishes version 2: otherwise, on a loaded machine, the child's new poller
+        # could fetch version 2 before the child looked, and the test would fail.
+        inherited_read, inherited_write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: exit status 0 if its own poller saw version 2
             code = 1
             try:
-                if client.version == 1 and wait_for(lambda: client.version == 2, timeout=20):
+                os.close(inherited_read)
+                os.write(inherited_write, str(client.version).encode())
+                os.close(inherited_write)
+                if wait_for(lambda: client.version == 2, timeout=20):
                     code = 0
             finally:
                 os._exit(code)
+        os.close(inherited_write)
+        ready, _, _ = select.select([inherited_read], [], [], 20)
+        inherited = os.read(inherited_read, 32) if ready else b"(nothing within 20 s)"
+        os.close(inherited_read)
+        assert inherited == b"1", f"the forked child inherited version {inherited!r}"
         server.put(PATH, version_envelope(2, KEY))
         assert wait_for(lambda: client.version == 2)  # the parent's poller, still running
         deadline = time.monotonic() + 30
