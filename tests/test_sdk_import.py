@@ -62,13 +62,17 @@ def test_import_flagstone_sdk_pulls_in_no_toolchain_code() -> None:
 # Loaded on first use only (issue 18.2): RE2 when a ``matches`` rule is compiled, the
 # key-serialization formats of cryptography by key tooling, ipaddress by ``cidr``;
 # cryptography and datetime when the first snapshot is verified and read, sockets when
-# an HTTP source first fetches.
+# an HTTP source first fetches, the disk cache and emergency overrides by a client given
+# cache_dir or emergency_keys.
 LAZY_MODULES = (
     "re2",
     "cryptography",
     "cryptography.hazmat.primitives.serialization",
     "datetime",
     "socket",
+    "flagstone.sdk.cache",
+    "flagstone.sdk.overrides",
+    "flagstone.overrides",
 )
 
 

@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flagstone.engine import ERROR, TYPE_MISMATCH, Details, InvalidContext, Snapshot
 from flagstone.envelope import TrustedKey, check_snapshot, parse_payload, verify_envelope_signers
@@ -55,14 +55,7 @@ from flagstone.errors import (
     UsageError,
 )
 from flagstone.gcpause import cyclic_gc_paused
-from flagstone.overrides import overridden_runner
-from flagstone.sdk.cache import SnapshotCache, VersionFloor
 from flagstone.sdk.changes import changed_flags
-from flagstone.sdk.overrides import (
-    DEFAULT_OVERRIDE_POLL_INTERVAL,
-    OverrideWatcher,
-    open_override_watcher,
-)
 from flagstone.sdk.sources import (
     DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
@@ -74,11 +67,19 @@ from flagstone.sdk.sources import (
 )
 from flagstone.sdk.telemetry import SourceStats, Telemetry, telemetry_for, variation_labels
 
+if TYPE_CHECKING:
+    # Imported where used: a client without cache_dir or emergency_keys never loads them
+    # (what `import flagstone.sdk` costs, issue 18.2).
+    from flagstone.sdk.cache import SnapshotCache, VersionFloor
+    from flagstone.sdk.overrides import OverrideWatcher
+
 logger = logging.getLogger("flagstone.sdk")
 
 CACHED = "CACHED"
 PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
 DEFAULT_POLL_INTERVAL = 30.0
+# Seconds between polls of the emergency overrides (flagstone.sdk.overrides).
+DEFAULT_OVERRIDE_POLL_INTERVAL = 5.0
 # Jitter spreads the polls of many processes started together (a deploy) over time.
 _JITTER = 0.1
 
@@ -263,7 +264,11 @@ class Client:
         self._clock = clock
         self._now: Callable[[], float] = clock or time.time
         self._random = random.Random()
-        self._cache = SnapshotCache(cache_dir, environment) if cache_dir is not None else None
+        self._cache: SnapshotCache | None = None
+        if cache_dir is not None:
+            from flagstone.sdk.cache import SnapshotCache
+
+            self._cache = SnapshotCache(cache_dir, environment)
         self.telemetry: Telemetry | None = telemetry_for(telemetry, environment)
         self._source_stats = SourceStats()
 
@@ -292,6 +297,8 @@ class Client:
         self._swap_lock = threading.Lock()  # held while self._active is replaced
         self._overrides: OverrideWatcher | None = None
         if emergency_keys:
+            from flagstone.sdk.overrides import open_override_watcher
+
             self._overrides = open_override_watcher(
                 source,
                 overrides_source,
@@ -787,6 +794,8 @@ class Client:
 
         run = bound(evaluated)
         if applied is not None and applied.killed:
+            from flagstone.overrides import overridden_runner
+
             run = overridden_runner(run, applied, bound(snapshot))
         uncounted = run
         if self.telemetry is not None:
@@ -954,6 +963,8 @@ class Client:
             floor.version,
             ", ".join(sorted(keyid[:12] + "…" for keyid in floor.keyids)),
         )
+        from flagstone.sdk.cache import VersionFloor
+
         return VersionFloor()
 
 

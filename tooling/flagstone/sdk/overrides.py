@@ -51,11 +51,11 @@ from flagstone.overrides import (
     verify_overrides,
 )
 from flagstone.sdk.cache import SnapshotCache
+from flagstone.sdk.client import DEFAULT_OVERRIDE_POLL_INTERVAL
 from flagstone.sdk.sources import Source, open_source
 
 logger = logging.getLogger("flagstone.sdk")
 
-DEFAULT_OVERRIDE_POLL_INTERVAL = 5.0
 _JITTER = 0.1
 
 
