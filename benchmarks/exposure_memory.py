@@ -108,10 +108,9 @@ def main() -> None:
     details = Details(True, "on", "TARGETING_MATCH")
 
     def fill_counts() -> Any:
-        counted = counts.counting(lambda flag, context, default: details)
         for index in range(MAX_KEYS):
-            counted(f"flag-{index:05d}", None, None)
-        return counted
+            counts.record(f"flag-{index:05d}", details)
+        return counts
 
     counter_bytes, _ = measured(fill_counts)
 

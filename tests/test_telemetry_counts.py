@@ -5,6 +5,7 @@ bounded, reset in a forked child, absent when telemetry is off."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -119,54 +120,92 @@ def test_the_openfeature_provider_is_counted_once(tmp_path: Path) -> None:
 
 
 def test_concurrent_threads_lose_no_count(tmp_path: Path) -> None:
+    # Eight threads through every getter, on fixed and bucketed (fresh Details) outcomes
+    # and on flag keys no thread has counted yet (so keys are added while others count),
+    # with the interpreter switching threads as often as it can and a collector reading
+    # all along: the totals must be exact.
     client = client_for(tmp_path, telemetry=True)
     assert client.telemetry is not None
-    threads, rounds = 8, 2000
-    start = threading.Barrier(threads)
+    threads, rounds = 8, 600
+    start = threading.Barrier(threads + 1)
+    served: list[dict[tuple[str, str | None, str], int]] = [{} for _ in range(threads)]
 
-    def evaluate() -> None:
+    def evaluate(worker: int) -> None:
+        mine = served[worker]
         start.wait()
         for index in range(rounds):
-            client.bool_value("beta", {"key": "user-1" if index % 2 else "user-2"})
+            user = {"key": f"user-{index % 3}"}
+            getter = (client.bool_value, client.evaluate, client.bool_details)[index % 3]
+            getter("beta", user)
+            beta = client.snapshot.evaluate("beta", user)  # type: ignore[union-attr]
+            key: tuple[str, str | None, str] = ("beta", beta.variation, beta.reason)
+            mine[key] = mine.get(key, 0) + 1
+            checkout = client.evaluate("checkout", {"key": f"user-{worker}-{index}"})
+            key = ("checkout", checkout.variation, checkout.reason)
+            mine[key] = mine.get(key, 0) + 1
+            client.string_value(f"new-{index % 50}", user, "x")  # FLAG_NOT_FOUND
+            key = (f"new-{index % 50}", None, "ERROR")
+            mine[key] = mine.get(key, 0) + 1
 
-    workers = [threading.Thread(target=evaluate) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    # Collections while the threads run must neither fail nor disturb them.
-    while any(worker.is_alive() for worker in workers):
-        client.telemetry.evaluation_counts()
-        time.sleep(0.001)
-    for worker in workers:
-        worker.join()
-    total = threads * rounds // 2
-    assert client.telemetry.evaluation_counts() == {
-        ("beta", "on", "TARGETING_MATCH"): total,
-        ("beta", "off", "DEFAULT"): total,
-    }
+    workers = [threading.Thread(target=evaluate, args=(index,)) for index in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for worker in workers:
+            worker.start()
+        start.wait()
+        # Collections while the threads run must neither fail nor disturb them, and
+        # totals never go down.
+        last = 0
+        while any(worker.is_alive() for worker in workers):
+            total = sum(client.telemetry.evaluation_counts().values())
+            assert total >= last
+            last = total
+            time.sleep(0.001)
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    expected: dict[tuple[str, str | None, str], int] = {}
+    for mine in served:
+        for key, count in mine.items():
+            expected[key] = expected.get(key, 0) + count
+    assert client.telemetry.evaluation_counts() == expected
+    assert sum(expected.values()) == threads * rounds * 3
 
 
 def test_distinct_keys_are_capped_and_odd_keys_never_raise() -> None:
     from flagstone.engine import Details
 
     counts = EvaluationCounts(max_keys=3)
-
-    def run(flag_key: Any, context: Any, default: Any) -> Details:
-        return Details(default, None, "ERROR", "FLAG_NOT_FOUND", "no such flag")
-
-    counted = counts.counting(run)
+    details = Details(None, None, "ERROR", "FLAG_NOT_FOUND", "no such flag")
     for index in range(10):
-        counted(f"typo-{index}", {}, None)
-    counted(["not", "hashable"], {}, None)  # type: ignore[arg-type]
+        counts.record(f"typo-{index}", details)
+    counts.record(["not", "hashable"], details)  # type: ignore[arg-type]
 
     class Hostile(str):
         def __hash__(self) -> int:
             raise ValueError("no hashing today")
 
-    counted(Hostile("beta"), {}, None)
+    counts.record(Hostile("beta"), details)
     totals = counts.collect()
     assert len(totals) == 4  # three keys, then the overflow key
     assert totals[(OVERFLOW_FLAG, None, "ERROR")] == 9
     assert sum(totals.values()) == 12
+
+
+def test_the_getters_count_odd_flag_keys_under_the_overflow_key(tmp_path: Path) -> None:
+    telemetry = Telemetry()
+    telemetry.counts = EvaluationCounts(max_keys=2)
+    client = client_for(tmp_path, telemetry=telemetry)
+    client.bool_value("dark-mode", {"key": "a"})
+    client.bool_value(["not", "hashable"], {"key": "a"})  # type: ignore[arg-type]
+    client.evaluate("typo-1", {"key": "a"})
+    client.evaluate("typo-2", {"key": "a"})
+    assert telemetry.evaluation_counts() == {
+        ("dark-mode", "v", "DEFAULT"): 1,
+        (OVERFLOW_FLAG, None, "ERROR"): 3,
+    }
 
 
 def test_telemetry_off_leaves_no_trace(tmp_path: Path) -> None:

@@ -170,8 +170,11 @@ class _Active:
     cached: bool  # loaded from cache_dir and not yet confirmed by a fresh fetch
     # snapshot.evaluate with the client's clock bound in: (flag_key, context, default).
     run: Callable[[str, Any, Any], Details]
-    # The same, with emergency overrides applied but not counted by telemetry (all_flags).
+    # The same, without telemetry's exposures and listener (all_flags).
     run_uncounted: Callable[[str, Any, Any], Details]
+    # Telemetry's counters (EvaluationCounts.table), which the getters advance inline;
+    # None with telemetry off.
+    counts: dict[Any, Any] | None
 
 
 def _trusted_key(entry: TrustedKey | Mapping[str, Any]) -> TrustedKey:
@@ -381,6 +384,12 @@ class Client:
         if context.__class__ is not dict:
             context = context_mapping(context)
         details = active.run(flag_key, context, default)
+        counts = active.counts
+        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
+            try:
+                next(counts[flag_key][details.variation][details.reason])
+            except Exception:
+                self._count_new(flag_key, details)
         value = details.value
         if active.cached or value.__class__ is dict or value.__class__ is list:
             return _served(details, active.cached)
@@ -389,6 +398,7 @@ class Client:
     # The typed getters repeat evaluate()'s few lines instead of calling it: they are the
     # hot path, and the extra call and checks cost about a third of an evaluation
     # (benchmarks/sdk_bench.py). Only the value is returned, so no copy or CACHED wrapper.
+    # The same goes for telemetry's counting: inline, a Python call would double its cost.
 
     def bool_value(self, flag_key: str, context: ContextLike = None, default: bool = False) -> bool:
         active = self._active
@@ -396,7 +406,14 @@ class Client:
             return default
         if context.__class__ is not dict:
             context = context_mapping(context)
-        value = active.run(flag_key, context, default).value
+        details = active.run(flag_key, context, default)
+        counts = active.counts
+        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
+            try:
+                next(counts[flag_key][details.variation][details.reason])
+            except Exception:
+                self._count_new(flag_key, details)
+        value = details.value
         return value if value.__class__ is bool else default
 
     def string_value(self, flag_key: str, context: ContextLike = None, default: str = "") -> str:
@@ -405,7 +422,14 @@ class Client:
             return default
         if context.__class__ is not dict:
             context = context_mapping(context)
-        value = active.run(flag_key, context, default).value
+        details = active.run(flag_key, context, default)
+        counts = active.counts
+        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
+            try:
+                next(counts[flag_key][details.variation][details.reason])
+            except Exception:
+                self._count_new(flag_key, details)
+        value = details.value
         return value if isinstance(value, str) else default
 
     def number_value(self, flag_key: str, context: ContextLike = None, default: float = 0) -> float:
@@ -415,8 +439,20 @@ class Client:
             return default
         if context.__class__ is not dict:
             context = context_mapping(context)
-        value = active.run(flag_key, context, default).value
+        details = active.run(flag_key, context, default)
+        counts = active.counts
+        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
+            try:
+                next(counts[flag_key][details.variation][details.reason])
+            except Exception:
+                self._count_new(flag_key, details)
+        value = details.value
         return value if _is_number(value) else default
+
+    def _count_new(self, flag_key: Any, details: Details) -> None:
+        """Telemetry counts an evaluation whose key it has not counted yet."""
+        if self.telemetry is not None:
+            self.telemetry.counts.add(flag_key, details)
 
     def json_value(self, flag_key: str, context: ContextLike = None, default: Any = None) -> Any:
         return self.evaluate(flag_key, context, default).value
@@ -797,10 +833,11 @@ class Client:
             from flagstone.overrides import overridden_runner
 
             run = overridden_runner(run, applied, bound(snapshot))
-        uncounted = run
+        uncounted, counts = run, None
         if self.telemetry is not None:
             run = self.telemetry.wrap(run, snapshot)
-        return _Active(snapshot, envelope_sha256, cached, run, uncounted)
+            counts = self.telemetry.counts.table
+        return _Active(snapshot, envelope_sha256, cached, run, uncounted, counts)
 
     def _overrides_changed(self, flags: frozenset[str]) -> None:
         """The emergency overrides in force changed (the override poller's thread):

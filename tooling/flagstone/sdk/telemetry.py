@@ -13,15 +13,16 @@ getters and the OpenFeature provider (which calls ``evaluate``: counted once) ad
 to its ``(flag, variation, reason)`` count, the engine's reason (``SPLIT``,
 ``TARGETING_MATCH``, … also while the snapshot is served from the cache); ``variation``
 is None for errors. ``all_flags`` and ``variation_labels`` are not counted (they serve
-bootstrapping and labelling, not a decision). The hot path takes no lock and shares
-nothing it writes: each key has its own ``itertools.count``, advanced by one C call that
-the GIL keeps whole (:class:`EvaluationCounts`); collection reads them all. Threads
-that end lose nothing; a forked child starts from zero (the parent still reports what
-it counted). Distinct keys are capped (``MAX_KEYS``; callers asking for unknown flag
-keys could otherwise grow them): further new keys count under ``OVERFLOW_FLAG``.
+bootstrapping and labelling, not a decision). The hot path takes no lock, calls no
+Python function and shares nothing it writes: the client's getters advance the key's
+own counter inline, one C call that the GIL keeps whole (:class:`EvaluationCounts`);
+collection reads them all. Threads that end lose nothing; a forked child starts from
+zero (the parent still reports what it counted). Distinct keys are capped
+(``MAX_KEYS``; callers asking for unknown flag keys could otherwise grow them): further
+new keys count under ``OVERFLOW_FLAG``.
 
-With telemetry off (the default) the evaluation path is exactly as before: the client
-only wraps its snapshot's evaluation when telemetry is on (cost: ``benchmarks/sdk_bench.py``).
+With telemetry off (the default) the getters only test that the counters are absent
+(cost of both: ``benchmarks/sdk_bench.py``, "telemetry on − off").
 
 **Exposure events** (:class:`ExposureTracker`): the first time a context, by its
 bucketing value, is served a variation of a flag within ``window`` seconds, an
@@ -47,12 +48,14 @@ import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from operator import length_hint
 from typing import Any
 
 from flagstone.engine import Details, InvalidContext, Snapshot, parse_timestamp
@@ -82,80 +85,71 @@ NO_VARIANT = ""  # the variant label of an evaluation that failed (the default w
 class EvaluationCounts:
     """Counts per (flag, variation, reason), lock-free on the evaluating thread.
 
-    Each key has its own ``itertools.count``; ``next()`` on it is one C call, which the
-    GIL makes atomic, so concurrent evaluations never lose a count and never wait.
-    Counters live in nested dicts, flag → reason → variation: looking up three strings,
-    whose hashes are cached, costs less than building and hashing a tuple key. A new key
-    is added under a lock (once per key); collection reads each counter by advancing it
-    once more and subtracting its earlier reads.
+    The client counts inline in its getters (no wrapper call)::
+
+        next(counts.table[flag_key][details.variation][details.reason])
+
+    and calls :meth:`add` when that raises (a key not seen yet; an odd flag key).
+    ``table`` is nested dicts, flag → variation → reason: three lookups of objects whose
+    hashes are cached, cheaper than building and hashing a tuple key. Each counter is an
+    ``itertools.repeat(None, START)``: ``next()`` on it is one C call that the GIL keeps
+    whole and that allocates nothing (it lowers the number of repetitions left, which
+    ``operator.length_hint`` reads); so concurrent evaluations never lose a count and
+    never wait. A new key is added under a lock, once; collection reads every counter.
     """
+
+    # Repetitions a counter starts with: never reached (2**63 - 1 evaluations).
+    START = sys.maxsize
 
     def __init__(self, *, max_keys: int = MAX_KEYS) -> None:
         self.max_keys = max_keys
         self._lock = threading.Lock()  # adding a key, collecting: never per evaluation
-        self._counters: dict[Any, dict[str, dict[str | None, Iterator[int]]]] = {}
-        self._reads: dict[CountKey, int] = {}
-        self._keys = 0
+        self.table: dict[Any, dict[str | None, dict[str, Iterator[None]]]] = {}
+        self._counters: list[tuple[CountKey, Iterator[None]]] = []  # in the order added
         reset = weakref.WeakMethod(self._reset_after_fork)
         os.register_at_fork(after_in_child=lambda: _call_if_alive(reset))
 
-    def counting(self, run: Runner) -> Runner:
-        """``run`` counting each evaluation."""
-        counters = self._counters
-        add = self._add
+    def record(self, flag_key: str, details: Details) -> None:
+        """Count one evaluation: what the client's getters do inline."""
+        try:
+            next(self.table[flag_key][details.variation][details.reason])
+        except Exception:  # a new key; or an unhashable or misbehaving flag key
+            self.add(flag_key, details)
 
-        def counted(flag_key: str, context: Any, default: Any) -> Details:
-            details = run(flag_key, context, default)
-            try:
-                next(counters[flag_key][details.reason][details.variation])
-            except Exception:  # a new key; or an unhashable or misbehaving flag key
-                add(flag_key, details)
-            return details
-
-        return counted
-
-    def _add(self, flag_key: Any, details: Details) -> None:
-        reason, variation = details.reason, details.variation
+    def add(self, flag_key: Any, details: Details) -> None:
+        """Count an evaluation whose key is not in ``table`` yet (adding it)."""
+        variation, reason = details.variation, details.reason
         if flag_key.__class__ is not str:  # only plain strings are hashed safely here
             flag_key = OVERFLOW_FLAG
         with self._lock:
-            counters = self._counters
-            by_reason = counters.get(flag_key)
-            by_variation = by_reason.get(reason) if by_reason is not None else None
-            counter = by_variation.get(variation) if by_variation is not None else None
-            if counter is None and self._keys >= self.max_keys:
+            counter = self._find(flag_key, variation, reason)
+            if counter is None and len(self._counters) >= self.max_keys:
                 flag_key = OVERFLOW_FLAG
-                by_reason = counters.get(flag_key)
-                by_variation = by_reason.get(reason) if by_reason is not None else None
-                counter = by_variation.get(variation) if by_variation is not None else None
+                counter = self._find(flag_key, variation, reason)
             if counter is None:
-                counter = itertools.count()
-                counters.setdefault(flag_key, {}).setdefault(reason, {})[variation] = counter
-                self._keys += 1
+                counter = itertools.repeat(None, self.START)
+                by_variation = self.table.setdefault(flag_key, {})
+                by_variation.setdefault(variation, {})[reason] = counter
+                self._counters.append(((flag_key, variation, reason), counter))
         next(counter)
+
+    def _find(self, flag_key: str, variation: str | None, reason: str) -> Iterator[None] | None:
+        return self.table.get(flag_key, {}).get(variation, {}).get(reason)
 
     def collect(self) -> dict[CountKey, int]:
         """Totals since the client started (or since the fork that made this process)."""
-        totals: dict[CountKey, int] = {}
         with self._lock:
-            reads = self._reads
-            for flag_key, by_reason in self._counters.items():
-                for reason, by_variation in by_reason.items():
-                    for variation, counter in by_variation.items():
-                        key = (flag_key, variation, reason)
-                        done = reads.get(key, 0)
-                        # next() returns evaluations + earlier reads: this read included.
-                        totals[key] = next(counter) - done
-                        reads[key] = done + 1
-        return totals
+            counters = list(self._counters)
+        start = self.START
+        return {key: start - length_hint(counter) for key, counter in counters}
 
     def _reset_after_fork(self) -> None:
         # Only the forking thread exists in the child; the counts so far are the parent's
-        # (which still reports them). The wrappers hold the dict itself: clear it in place.
+        # (which still reports them). The client's active snapshot holds ``table`` itself:
+        # clear it in place.
         self._lock = threading.Lock()
-        self._counters.clear()
-        self._reads = {}
-        self._keys = 0
+        self.table.clear()
+        self._counters = []
 
 
 def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
@@ -474,14 +468,16 @@ class Telemetry:
         return self.counts.collect()
 
     def wrap(self, run: Runner, snapshot: Snapshot) -> Runner:
-        """``run`` (the snapshot's evaluation) with this telemetry around it."""
+        """``run`` (the snapshot's evaluation) with this telemetry's exposures and sampled
+        listener around it (``run`` itself when neither is on). Counting is not a wrapper:
+        the client's getters count inline, in ``counts.table``."""
         if self.exposures is not None:
             run = _with_exposures(run, snapshot, self.exposures)
         if self.on_evaluation is not None and self.evaluation_sample_rate > 0:
             run = _with_sampled_listener(
                 run, snapshot, self.on_evaluation, self.evaluation_sample_rate
             )
-        return self.counts.counting(run)
+        return run
 
     def close(self) -> None:
         if self.exposures is not None:
