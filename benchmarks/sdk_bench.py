@@ -3,6 +3,7 @@
 
     python benchmarks/sdk_bench.py            # full run (~1 minute)
     python benchmarks/sdk_bench.py --quick    # fewer repetitions
+    python benchmarks/sdk_bench.py --telemetry  # only telemetry's cost (on − off), ~1 minute
 
 Evaluation: one boolean flag, equivalent in every SDK — ``true`` when the context's
 ``plan`` is ``"pro"`` (a rule on an attribute), ``false`` otherwise — evaluated for a
@@ -10,12 +11,17 @@ context that matches, through:
 
 * the bare engine (``flagstone.engine.Snapshot.evaluate``): the floor;
 * ``flagstone.sdk.Client.bool_value`` and ``Client.evaluate`` (target: ≤ 1.5× the engine);
-* the same two with telemetry on (``Client(telemetry=True)``: evaluation counters),
-  side by side with telemetry off, for the added cost per evaluation (target ≤ 0.1 µs);
 * the OpenFeature client over ``FlagstoneProvider``;
 * the LaunchDarkly server SDK (``ldclient``, TestData source, events off);
 * the flagd in-process provider in file mode (``openfeature-provider-flagd``) through the
   OpenFeature client, and flagd's evaluator (``FlagdCore``) called directly.
+
+Telemetry (``Client(telemetry=True)``: evaluation counters) in its own section, side by
+side with telemetry off in the same interleaved rounds: ``bool_value`` and ``evaluate`` on
+the flag above, and ``bool_value`` on a 50/50 split (a bucketed outcome, a new ``Details``
+per evaluation); printed as "telemetry on − off … µs added per evaluation" (target ≤ 0.1
+µs). ``--telemetry`` runs only that section, with more rounds. Instruction counts for the
+same comparison, robust on a busy machine: ``benchmarks/telemetry_instructions.py``.
 
 Snapshot: 10,000 flags of a realistic mix (plain on/off with a few targets, attribute
 rules, segment rules with a 50/50 split, progressive rollouts) and 50 segments, signed;
@@ -317,17 +323,101 @@ def flagd_core_evaluator() -> Callable[[], object]:
     return lambda: core.resolve_boolean_value(FLAG, False, context)
 
 
+# --------------------------------------------------------------------------- telemetry
+
+
+SPLIT_FLAG = "bench-split"
+
+
+def telemetry_cost(directory: Path, private: Ed25519PrivateKey, calls: int, repeats: int) -> None:
+    """Prints what telemetry's counting adds per evaluation: the same getters on two
+    clients of one snapshot, telemetry off and on, timed in the same interleaved rounds."""
+    flags = {
+        FLAG: boolean_flag([PRO_RULE], {"variation": "off"}),
+        SPLIT_FLAG: boolean_flag(
+            [],
+            {
+                "split": {
+                    "bucket_by": "key",
+                    "seed": SPLIT_FLAG,
+                    "weights": [
+                        {"variation": "on", "weight": 50000},
+                        {"variation": "off", "weight": 50000},
+                    ],
+                }
+            },
+        ),
+    }
+    path = directory / "telemetry.json"
+    path.write_bytes(sign_payload(canonical_json(payload_of(flags, {})), private))
+    trusted = [TrustedKey.from_public(public_key_raw(private))]
+    off = Client.from_file(path, environment=ENVIRONMENT, trusted_keys=trusted, project=PROJECT)
+    on = Client.from_file(
+        path, environment=ENVIRONMENT, trusted_keys=trusted, project=PROJECT, telemetry=True
+    )
+    assert on.telemetry is not None
+    context = {"key": "user-123", "plan": "pro"}
+    cases: dict[str, Callable[[Client], Callable[[], object]]] = {
+        "Client.bool_value, rule flag": lambda c: lambda: c.bool_value(FLAG, context, False),
+        "Client.evaluate, rule flag": lambda c: lambda: c.evaluate(FLAG, context, False),
+        "Client.bool_value, 50/50 split": lambda c: (
+            lambda: c.bool_value(SPLIT_FLAG, context, False)
+        ),
+    }
+    print(
+        f"telemetry: µs added per evaluation, on − off (median over {repeats} rounds of the "
+        f"difference between {calls:,} calls off and {calls:,} on, back to back; target ≤ 0.1 µs)"
+    )
+    for label, make in cases.items():
+        calls_off, calls_on = make(off), make(on)
+        for call in (calls_off, calls_on):
+            for _ in range(min(calls, 1000)):
+                call()
+        times: dict[bool, list[float]] = {False: [], True: []}
+        added = []
+        for round_index in range(repeats):
+            # Back to back, in alternating order: a busy machine slows both alike.
+            order = (False, True) if round_index % 2 == 0 else (True, False)
+            for counting in order:
+                call = calls_on if counting else calls_off
+                start = time.perf_counter()
+                for _ in range(calls):
+                    call()
+                times[counting].append((time.perf_counter() - start) / calls * 1e6)
+            added.append(times[True][-1] - times[False][-1])
+        before, after = statistics.median(times[False]), statistics.median(times[True])
+        difference = statistics.median(added)
+        verdict = "met" if difference <= 0.1 else "MISSED"
+        print(
+            f"  telemetry on − off, {label:31s} {before:6.3f} → {after:6.3f} µs: "
+            f"{difference:+.3f} µs per evaluation ({verdict})"
+        )
+    made = len(cases) * (min(calls, 1000) + calls * repeats)
+    counted = sum(on.telemetry.evaluation_counts().values())
+    print(f"  (the counting client counted {counted:,} evaluations of the {made:,} made)")
+    off.close()
+    on.close()
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and repetitions")
+    parser.add_argument(
+        "--telemetry", action="store_true", help="only telemetry's cost, with more rounds"
+    )
     arguments = parser.parse_args()
     calls, repeats, load_repeats = (20_000, 5, 3) if arguments.quick else (50_000, 15, 7)
 
     private = Ed25519PrivateKey.generate()
     trusted = TrustedKey.from_public(public_key_raw(private))
+    if arguments.telemetry:
+        print(f"Python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs")
+        with tempfile.TemporaryDirectory() as temporary:
+            telemetry_cost(Path(temporary), private, calls, 31 if not arguments.quick else 9)
+        return
 
     print(f"Python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs")
     print()
@@ -355,14 +445,6 @@ def main() -> None:
         context = {"key": "user-123", "plan": "pro"}
         assert snapshot.evaluate(FLAG, context, False).value is True
         assert client.bool_value(FLAG, context, False) is True
-        counted = Client.from_file(
-            small_path,
-            environment=ENVIRONMENT,
-            trusted_keys=[trusted],
-            project=PROJECT,
-            telemetry=True,
-        )
-        assert counted.bool_value(FLAG, context, False) is True
 
         from openfeature import api
         from openfeature.evaluation_context import EvaluationContext
@@ -379,12 +461,6 @@ def main() -> None:
             "flagstone engine (Snapshot.evaluate)": lambda: snapshot.evaluate(FLAG, context, False),
             "flagstone Client.bool_value": lambda: client.bool_value(FLAG, context, False),
             "flagstone Client.evaluate": lambda: client.evaluate(FLAG, context, False),
-            "flagstone Client.bool_value, telemetry on": lambda: counted.bool_value(
-                FLAG, context, False
-            ),
-            "flagstone Client.evaluate, telemetry on": lambda: counted.evaluate(
-                FLAG, context, False
-            ),
             "OpenFeature client + FlagstoneProvider": lambda: of_client.get_boolean_value(
                 FLAG, False, of_context
             ),
@@ -402,18 +478,11 @@ def main() -> None:
         print(
             f"  Client.bool_value / engine = {ratio:.2f} (target ≤ 1.5: {'met' if ratio <= 1.5 else 'MISSED'})"
         )
-        for getter in ("bool_value", "evaluate"):
-            off = results[f"flagstone Client.{getter}"]
-            on = results[f"flagstone Client.{getter}, telemetry on"]
-            verdict = "met" if on - off <= 0.1 else "MISSED"
-            print(
-                f"  telemetry on − off, Client.{getter}: {on - off:+.3f} µs per evaluation "
-                f"({on / off:.2f}×; target ≤ 0.1 µs: {verdict})"
-            )
-        total = sum(counted.telemetry.evaluation_counts().values()) if counted.telemetry else 0
-        print(f"  (the counting client counted {total:,} evaluations)")
         ld_close()
         api.shutdown()
+
+        print()
+        telemetry_cost(directory, private, calls, repeats)
 
         print()
         flags, segments = mixed_flags(10_000)
