@@ -780,6 +780,8 @@ class _Differ:
     def segment(self, old: Segment, new: Segment) -> None:
         first = len(self.changes)
         self.segment_fields(old, new)
+        if len(self.changes) == first:
+            return  # unchanged: who uses it (a walk over every flag) would annotate nothing
         users = segment_users(self.after, new.key)
         if not users:
             return
