@@ -132,6 +132,29 @@ def test_one_event_per_context_variation_and_window(tmp_path: Path) -> None:
         client.close()
 
 
+def test_an_event_has_the_evaluation_time_of_the_client_clock(tmp_path: Path) -> None:
+    # No clock of its own: the tracker reads the client's, the time evaluations are made
+    # at (here an hour after NOW), on the evaluating thread; not the worker's delivery time.
+    sink = Collected()
+    tracker = ExposureTracker(sink)
+    path = tmp_path / "latest.json"
+    path.write_bytes(sign(make_payload(9, FLAGS), KEY))
+    client = Client.from_file(
+        path,
+        environment=ENVIRONMENT,
+        trusted_keys=[KEY.trusted],
+        project=PROJECT,
+        clock=lambda: NOW + 3600,
+        telemetry=Telemetry(exposures=tracker),
+    )
+    try:
+        client.bool_value("beta", {"key": "user-1"})
+        assert tracker.flush()
+        assert [event.time for event in sink.events] == [NOW + 3600]
+    finally:
+        client.close()
+
+
 def test_bucketing_values_that_are_numbers_or_too_long(tmp_path: Path) -> None:
     sink = Collected()
     tracker = ExposureTracker(sink)

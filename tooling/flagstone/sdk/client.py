@@ -272,7 +272,7 @@ class Client:
             from flagstone.sdk.cache import SnapshotCache
 
             self._cache = SnapshotCache(cache_dir, environment)
-        self.telemetry: Telemetry | None = telemetry_for(telemetry, environment)
+        self.telemetry: Telemetry | None = telemetry_for(telemetry, environment, clock)
         self._source_stats = SourceStats()
 
         # The one reference evaluations read. Everything below it belongs to the poller.

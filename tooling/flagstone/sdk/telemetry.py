@@ -220,7 +220,10 @@ class ExposureTracker:
     first: in a window they are the ones closest to expiring anyway). ``sample_rate``:
     the share of bucketing values reported (decided by a hash, so a context is in or out
     for every flag evaluation, in every process). ``queue_size``: events waiting for the
-    sink; beyond it they are dropped and counted in ``dropped``.
+    sink; beyond it they are dropped and counted in ``dropped``. ``clock``: epoch seconds
+    for the events' ``time`` and the window, read on the evaluating thread as the
+    evaluation returns (never at delivery); default the owning client's ``clock`` (the
+    time its evaluations are made at), else ``time.time``.
     """
 
     def __init__(
@@ -231,7 +234,7 @@ class ExposureTracker:
         max_entries: int = DEFAULT_MAX_ENTRIES,
         sample_rate: float = 1.0,
         queue_size: int = DEFAULT_QUEUE_SIZE,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if window <= 0:
             raise UsageError(f"the exposure window must be positive, not {window!r}")
@@ -244,7 +247,10 @@ class ExposureTracker:
         self.max_entries = max_entries
         self.sample_rate = sample_rate
         self._sample_below = int(sample_rate * 2**32)
-        self._clock = clock
+        # An event's time is read on the evaluating thread, as the evaluation returns: by
+        # default the clock of the client that evaluates (see use_clock).
+        self._clock: Callable[[], float] = clock or time.time
+        self._clock_given = clock is not None
         self._seen: dict[tuple[str, str, str], float] = {}
         self._seen_lock = threading.Lock()  # only when an entry is added
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -270,6 +276,12 @@ class ExposureTracker:
         self._queue = queue.Queue(maxsize=self._queue.maxsize)
         if not self._closed:
             self._start_worker()
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Read the time with ``clock`` (the owning client's, which its evaluations are
+        made at), unless the tracker was given its own."""
+        if not self._clock_given:
+            self._clock = clock
 
     def observe(
         self, flag: str, variation: str, bucketing_value: str, bucket_by: str, snapshot: Snapshot
@@ -457,12 +469,14 @@ class Telemetry:
         self.environment: str | None = None
         self._bound = False
 
-    def bind(self, environment: str) -> None:
-        """Called by the client that owns it."""
+    def bind(self, environment: str, clock: Callable[[], float] | None = None) -> None:
+        """Called by the client that owns it (``clock``: the client's, if it has one)."""
         if self._bound:
             raise UsageError("this Telemetry already belongs to another client")
         self._bound = True
         self.environment = environment
+        if clock is not None and self.exposures is not None:
+            self.exposures.use_clock(clock)
 
     def evaluation_counts(self) -> dict[CountKey, int]:
         return self.counts.collect()
@@ -538,14 +552,18 @@ def _with_sampled_listener(
     return sampled
 
 
-def telemetry_for(option: Telemetry | bool | None, environment: str) -> Telemetry | None:
+def telemetry_for(
+    option: Telemetry | bool | None,
+    environment: str,
+    clock: Callable[[], float] | None = None,
+) -> Telemetry | None:
     """The client's ``telemetry=`` option as a bound Telemetry (None: off)."""
     if option is None or option is False:
         return None
     telemetry = Telemetry() if option is True else option
     if not isinstance(telemetry, Telemetry):
         raise UsageError(f"telemetry is True, False or a Telemetry, not {option!r}")
-    telemetry.bind(environment)
+    telemetry.bind(environment, clock)
     return telemetry
 
 
