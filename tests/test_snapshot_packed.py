@@ -180,3 +180,17 @@ def test_changes_between_packed_snapshots_are_the_changes_between_their_specs() 
     assert changed_flags(old.flags, old.segments, new.flags, new.segments) == expected
     assert {"f0", "f5", "f40", "f2", "f7"} <= expected
     assert changed_flags(old.flags, old.segments, old.flags, old.segments) == frozenset()
+
+
+def test_copies_of_a_flag_pass_and_one_differing_only_in_a_value_type_is_refused() -> None:
+    # Equal specs are checked once (engine._check_flags); `1` equals `true` in Python, but
+    # the copy serving it is another spec, checked in full and refused with its place.
+    flags = {f"c{i}": targeted_flag([], segment="seg-0") for i in range(3000)}
+    segments = {"seg-0": {"include": ["u0"], "exclude": [], "rules": []}}
+    payload = make_payload(1, flags, segments)
+    snapshot = Snapshot.from_payload(payload, packed=True)
+    assert snapshot.evaluate("c2999", {"key": "u0"}).value is True
+    payload["flags"]["c2999"]["variations"]["on"] = 1
+    assert payload["flags"]["c2999"] == payload["flags"]["c0"]
+    with pytest.raises(SnapshotFormatError, match=r"flags\.c2999\.variations\.on"):
+        Snapshot.from_payload(payload, owned=True, packed=True)

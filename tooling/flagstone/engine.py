@@ -741,8 +741,10 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
 
     __slots__ = ("_blob", "_bounds", "_index", "_keys")
 
-    def __init__(self, specs: Mapping[str, Any]) -> None:
-        pieces = [marshal.dumps(spec) for spec in specs.values()]
+    def __init__(self, specs: Mapping[str, Any], pieces: Sequence[bytes] | None = None) -> None:
+        """``pieces``: each spec's ``marshal.dumps``, in order, when the caller has them."""
+        if pieces is None:
+            pieces = [marshal.dumps(spec) for spec in specs.values()]
         self._blob = b"".join(pieces)
         self._bounds = array("Q", accumulate(map(len, pieces), initial=0))
         self._keys = marshal.dumps(list(specs))
@@ -792,6 +794,29 @@ class _Packed:
     segments: dict[str, Predicate]
     clauses: dict[tuple[Any, ...], Predicate]
     outcomes: dict[tuple[Any, ...], Details]
+
+
+def _check_flags(compiler: _Compiler, pieces: Sequence[bytes]) -> None:
+    """Check every flag of a snapshot being packed by compiling it, each flag's closures
+    dropped as soon as it compiled (so the check needs the memory of one flag, not of
+    all of them). ``pieces`` are the flags' marshal bytes, in order.
+
+    A flag whose spec is equal to one already checked (equal marshal bytes: equal specs,
+    ``true`` told from ``1``) and has no prerequisites passes as that one did: its check
+    is a function of its spec, the segments and the snapshot's version only (the key
+    matters to a flag through its prerequisites, and as the default seed, which an
+    ASCII key always is; other keys are checked in full). Many flags of a large snapshot are such copies (on/off flags serving one
+    variation, the same rules on many flags)."""
+    passed: set[bytes] = set()
+    flags, rule_conditions = compiler.flags, compiler.rule_conditions
+    for key, piece in zip(compiler.flag_specs, pieces, strict=True):
+        if piece in passed:
+            continue
+        compiler.flag(key, "flags")
+        flags.clear()
+        rule_conditions.clear()
+        if key.isascii() and not compiler.flag_specs[key].get("prerequisites"):
+            passed.add(piece)
 
 
 class Snapshot:
@@ -860,21 +885,21 @@ class Snapshot:
             raise _fail("format", f"expected {FORMAT!r}, got {payload.get('format')!r}")
         version = _integer(payload.get("version", 0), "version", 0, 2**53 - 1)
         compiler = _Compiler(payload, version, owned=owned)
+        flag_pieces: list[bytes] = []
         if packed:
             try:
-                flag_specs = PackedSpecs(compiler.flag_specs)
+                flag_pieces = [marshal.dumps(spec) for spec in compiler.flag_specs.values()]
+                flag_specs = PackedSpecs(compiler.flag_specs, flag_pieces)
                 segment_specs = PackedSpecs(compiler.segment_specs)
             except (ValueError, TypeError, RecursionError):  # not plain JSON data
                 packed = False
         for key in compiler.segment_specs:
             compiler.segment(key, "segments")
-        for key in compiler.flag_specs:
-            compiler.flag(key, "flags")
-            if packed:
-                # Only checking: each flag's closures are dropped as soon as it compiled,
-                # so the check needs the memory of one flag, not of all of them.
-                compiler.flags.clear()
-                compiler.rule_conditions.clear()
+        if packed:
+            _check_flags(compiler, flag_pieces)
+        else:
+            for key in compiler.flag_specs:
+                compiler.flag(key, "flags")
 
         snapshot = object.__new__(cls)
         setattr_ = object.__setattr__
