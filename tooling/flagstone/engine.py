@@ -207,14 +207,6 @@ def _optional_instant(value: Any, where: str) -> float | None:
 _SHAREABLE_VALUES = frozenset({bool, str, int, type(None)})
 
 
-def _hashable_value(value: Any) -> tuple[type, Any]:
-    """A clause value as a key that tells ``true`` from ``1`` and ``1`` from ``1.0``
-    (equal and equally hashed in Python, not the same literal in a clause); raises
-    TypeError for an object or an array."""
-    hash(value)
-    return (value.__class__, value)
-
-
 _Compiled = TypeVar("_Compiled")
 
 
@@ -245,7 +237,7 @@ class _Compiler:
         self.segment_specs: dict[str, Any] = segment_specs
         self.flag_specs: dict[str, Any] = flag_specs
         self.segments: dict[str, Predicate] = {}
-        self.clauses: dict[tuple[Any, ...], Predicate] = {}
+        self.clauses: dict[tuple[str, str, bytes], Predicate] = {}
         self.outcomes: dict[tuple[Any, ...], Details] = {}
         self.flags: dict[str, FlagRunner] = {}
         self.types: dict[str, str] = {}
@@ -308,11 +300,13 @@ class _Compiler:
                 values = _list(values, f"{where}.values")
             # Flags often repeat a clause (the same plan, platform or version test): a
             # clause is a pure function of these three, so it is checked and built once.
-            # Values are hashable unless one is an object or an array (then no sharing).
+            # The values are keyed by their marshal bytes, one C call that tells ``true``
+            # from ``1`` and ``1`` from ``1.0`` (equal in Python, not the same literal in
+            # a clause); values marshal does not take (not plain JSON data) are not shared.
             try:
-                clause_key = (attribute, op, *(_hashable_value(v) for v in values))
+                clause_key = (attribute, op, marshal.dumps(values))
                 shared = self.clauses.get(clause_key)
-            except TypeError:
+            except (ValueError, TypeError, RecursionError):
                 clause_key, shared = None, None
             if shared is not None:
                 return shared
@@ -546,8 +540,11 @@ class _FlagCompiler:
             items = _list(items, f"{where}.rules")
         for i, item in enumerate(items):
             here = f"{where}.rules[{i}]"
-            item = _mapping(item, here)
-            name = _text(item.get("name"), f"{here}.name")
+            if item.__class__ is not dict:
+                item = _mapping(item, here)
+            name = item.get("name")
+            if name.__class__ is not str:
+                name = _text(name, f"{here}.name")
             condition = self.compiler.condition(item.get("condition"), f"{here}.condition")
             rules.append(
                 (condition, self.serve(item.get("serve"), f"{here}.serve", TARGETING_MATCH, name))
@@ -792,7 +789,7 @@ class _Packed:
     flag_specs: PackedSpecs
     segment_specs: PackedSpecs
     segments: dict[str, Predicate]
-    clauses: dict[tuple[Any, ...], Predicate]
+    clauses: dict[tuple[str, str, bytes], Predicate]
     outcomes: dict[tuple[Any, ...], Details]
 
 
