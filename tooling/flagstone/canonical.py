@@ -11,7 +11,6 @@ Standard library plus ``rfc8785`` only: the SDK imports this module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -97,5 +96,7 @@ def canonical_json(obj: Any) -> bytes:
 
 def content_digest(flags: Mapping[str, Any], segments: Mapping[str, Any]) -> str:
     """``"sha256:<hex>"`` of the canonical JSON of ``{"flags": flags, "segments": segments}``."""
+    import hashlib  # on first use (issue 18.2: import time)
+
     content = canonical_json({"flags": dict(flags), "segments": dict(segments)})
     return DIGEST_PREFIX + hashlib.sha256(content).hexdigest()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import binascii
 import contextlib
 import gc
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -254,6 +253,8 @@ def compute_keyid(public_raw: bytes) -> str:
         "keyval": {"public": public_raw.hex()},
         "scheme": SIGNATURE_SCHEME,
     }
+    import hashlib  # on first use (issue 18.2: import time)
+
     return hashlib.sha256(canonical_json(key_description)).hexdigest()
 
 
@@ -658,6 +659,8 @@ def _signed_content_digest(payload: Mapping[str, Any], signed: bytes) -> str | N
     marked = signed.translate(_LONG_INTEGER_TABLE)
     if any(pattern in marked for pattern in _LONG_INTEGERS):
         return None
+    import hashlib
+
     view = memoryview(signed)
     digest = hashlib.sha256(b'{"flags":')
     digest.update(view[start:split])

@@ -33,8 +33,6 @@ the engine's own reason kept in ``engine_reason``.
 from __future__ import annotations
 
 import copy
-import hashlib
-import logging
 import os
 import random
 import threading
@@ -55,6 +53,7 @@ from flagstone.errors import (
     UsageError,
 )
 from flagstone.gcpause import cyclic_gc_paused
+from flagstone.lazylogging import lazy_logger
 from flagstone.sdk.changes import changed_flags
 from flagstone.sdk.sources import (
     DEFAULT_MAX_BYTES,
@@ -73,7 +72,7 @@ if TYPE_CHECKING:
     from flagstone.sdk.cache import SnapshotCache, VersionFloor
     from flagstone.sdk.overrides import OverrideWatcher
 
-logger = logging.getLogger("flagstone.sdk")
+logger = lazy_logger("flagstone.sdk")
 
 CACHED = "CACHED"
 PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
@@ -679,6 +678,8 @@ class Client:
         try:
             fetched = self._fetcher.fetch(self._seen_etag)
         except EnvelopeError as error:  # refused unread (over the size cap)
+            import hashlib
+
             self._seen_etag = None
             self._reject(str(error), hashlib.sha256(error.message.encode()).digest())
             return False
@@ -699,6 +700,8 @@ class Client:
         return self._consider(fetched)
 
     def _consider(self, fetched: Fetched) -> bool:
+        import hashlib  # on first use: its OpenSSL binding is a third of import time
+
         assert fetched.data is not None
         data = fetched.data
         self._seen_etag = fetched.etag
@@ -771,6 +774,8 @@ class Client:
         signers: frozenset[str] = frozenset(),
     ) -> None:
         if envelope_sha256 is None:
+            import hashlib
+
             envelope_sha256 = hashlib.sha256(envelope).digest()
         old = self._active
         self._highest_version = max(self._highest_version, snapshot.version)

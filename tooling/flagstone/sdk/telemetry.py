@@ -44,7 +44,6 @@ import contextlib
 import contextvars
 import itertools
 import json
-import logging
 import os
 import queue
 import random
@@ -60,9 +59,10 @@ from typing import Any
 
 from flagstone.engine import Details, InvalidContext, Snapshot, parse_timestamp
 from flagstone.errors import UsageError
+from flagstone.lazylogging import lazy_logger
 from flagstone.rollout import bucket_by, serves
 
-logger = logging.getLogger("flagstone.sdk.telemetry")
+logger = lazy_logger("flagstone.sdk.telemetry")
 
 CountKey = tuple[str, str | None, str]
 # What _Active.run is: (flag_key, context, default) -> Details.
