@@ -28,10 +28,9 @@ import marshal
 import time
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import accumulate
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from flagstone.bucketing import attribute_reader, make_bucketer
 from flagstone.errors import SnapshotFormatError
@@ -41,6 +40,7 @@ from flagstone.operators import json_equal as json_equal
 from flagstone.operators import parse_semver as parse_semver
 from flagstone.operators import parse_timestamp as parse_timestamp
 from flagstone.operators import timestamp_of as timestamp_of
+from flagstone.records import Record, set_field
 from flagstone.rollout import TOTAL_WEIGHT as TOTAL_WEIGHT  # re-exported
 from flagstone.rollout import compiled_progression
 
@@ -65,8 +65,7 @@ FLAG_TYPES = ("boolean", "string", "number", "json")
 OPERATORS = OPERATOR_NAMES
 
 
-@dataclass(frozen=True)
-class Details:
+class Details(Record):
     """The outcome of one evaluation.
 
     ``rule`` names what decided: the matching rule, the progression stage, or (for
@@ -79,16 +78,54 @@ class Details:
     value: Any
     variation: str | None
     reason: str
-    error_code: str | None = None
-    error_message: str | None = None
-    rule: str | None = None
-    version: int = 0
-    bucket: int | None = None
+    error_code: str | None
+    error_message: str | None
+    rule: str | None
+    version: int
+    bucket: int | None
+
+    # No __slots__: an instance keeps its fields in its __dict__, which the engine
+    # installs whole (see _with_bucket).
+    _fields: ClassVar[tuple[str, ...]] = (
+        "value",
+        "variation",
+        "reason",
+        "error_code",
+        "error_message",
+        "rule",
+        "version",
+        "bucket",
+    )
+
+    def __init__(
+        self,
+        value: Any,
+        variation: str | None,
+        reason: str,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        rule: str | None = None,
+        version: int = 0,
+        bucket: int | None = None,
+    ) -> None:
+        set_field(
+            self,
+            "__dict__",
+            {
+                "value": value,
+                "variation": variation,
+                "reason": reason,
+                "error_code": error_code,
+                "error_message": error_message,
+                "rule": rule,
+                "version": version,
+                "bucket": bucket,
+            },
+        )
 
 
-# Outcomes that depend on the bucket are built per evaluation. A frozen dataclass's
-# __init__ pays object.__setattr__ per field; installing the whole instance dict at
-# once costs about half as much, and yields an equal, equally frozen object.
+# Outcomes that depend on the bucket are built per evaluation: installing the whole
+# instance dict, without calling __init__, yields an equal, equally frozen object.
 _new_instance = object.__new__
 _set_attribute = object.__setattr__
 
@@ -465,7 +502,7 @@ class _FlagCompiler:
             shared = self.compiler.outcomes.get(shared_key)
             if shared is not None:
                 return shared
-        # Details(...) without the frozen dataclass's per-field __setattr__ (see _with_bucket).
+        # Details(...) without calling __init__ (see _with_bucket).
         details: Details = _new_instance(Details)
         _set_attribute(
             details,
@@ -781,8 +818,7 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
         return f"PackedSpecs({len(self)} specs, {len(self._blob)} bytes)"
 
 
-@dataclass(frozen=True, slots=True)
-class _Packed:
+class _Packed(Record):
     """What a packed snapshot compiles its flags from on first use, and the compiled
     segments, clauses and outcomes those compilations share."""
 
@@ -791,6 +827,22 @@ class _Packed:
     segments: dict[str, Predicate]
     clauses: dict[tuple[str, str, bytes], Predicate]
     outcomes: dict[tuple[Any, ...], Details]
+
+    _fields = __slots__ = ("flag_specs", "segment_specs", "segments", "clauses", "outcomes")
+
+    def __init__(
+        self,
+        flag_specs: PackedSpecs,
+        segment_specs: PackedSpecs,
+        segments: dict[str, Predicate],
+        clauses: dict[tuple[Any, ...], Predicate],
+        outcomes: dict[tuple[Any, ...], Details],
+    ) -> None:
+        set_field(self, "flag_specs", flag_specs)
+        set_field(self, "segment_specs", segment_specs)
+        set_field(self, "segments", segments)
+        set_field(self, "clauses", clauses)
+        set_field(self, "outcomes", outcomes)
 
 
 def _check_flags(compiler: _Compiler, pieces: Sequence[bytes]) -> None:

@@ -29,11 +29,11 @@ import gc
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flagstone.canonical import DIGEST_PREFIX, canonical_json, content_digest
 from flagstone.errors import EnvelopeError, SnapshotFormatError
+from flagstone.records import Record, set_field
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -267,12 +267,18 @@ def public_key_raw(private_key: Ed25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-@dataclass(frozen=True, slots=True)
-class TrustedKey:
+class TrustedKey(Record):
     """A public key allowed to sign snapshots; ``public`` is the raw 32 bytes."""
 
     keyid: str
     public: bytes
+
+    _fields = __slots__ = ("keyid", "public")
+
+    def __init__(self, keyid: str, public: bytes) -> None:
+        set_field(self, "keyid", keyid)
+        set_field(self, "public", public)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if len(self.public) != _PUBLIC_KEY_BYTES:
@@ -419,10 +425,15 @@ def _read_envelope(envelope: bytes) -> Any:
     return document
 
 
-@dataclass(frozen=True, slots=True)
-class _Signature:
+class _Signature(Record):
     keyid: str | None
     sig: bytes
+
+    _fields = __slots__ = ("keyid", "sig")
+
+    def __init__(self, keyid: str | None, sig: bytes) -> None:
+        set_field(self, "keyid", keyid)
+        set_field(self, "sig", sig)
 
 
 def _parse_envelope(envelope: bytes) -> tuple[str, bytes, list[_Signature]]:

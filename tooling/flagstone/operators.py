@@ -38,10 +38,10 @@ import contextlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from flagstone.records import Record, set_field
 from flagstone.regex import check_pattern, compile_search
 from flagstone.timestamps import parse_timestamp as parse_timestamp  # re-exported
 
@@ -148,14 +148,20 @@ def json_equal(left: Any, right: Any) -> bool:
 # Value checks: why one clause value cannot be used, or None.
 
 
-@dataclass(frozen=True)
-class ValueProblem:
+class ValueProblem(Record):
     """Why a clause's values cannot be used: a one-line message, the index of the value
     at fault (None when it is the list as a whole), and what to do when that helps."""
 
     message: str
-    index: int | None = None
-    hint: str | None = None
+    index: int | None
+    hint: str | None
+
+    _fields = __slots__ = ("message", "index", "hint")
+
+    def __init__(self, message: str, index: int | None = None, hint: str | None = None) -> None:
+        set_field(self, "message", message)
+        set_field(self, "index", index)
+        set_field(self, "hint", hint)
 
 
 ValueCheck = Callable[[str, Any], "ValueProblem | None"]
@@ -491,23 +497,62 @@ def _inline_semver(op: str) -> Callable[[str, Sequence[Any]], Predicate | None]:
 # The registry.
 
 
-@dataclass(frozen=True)
-class Operator:
+class Operator(Record):
     """One clause operator (see the module docstring for who uses which field)."""
 
     name: str
     reads: str  # the attribute values it tests, for the documentation table
     doc: str  # one line: when the clause is true
     value_test: Callable[[Sequence[Any]], ValueTest]
-    check_value: ValueCheck | None = None
-    takes_values: bool = True
-    finding: str = RULE_CLAUSE_VALUE
+    check_value: ValueCheck | None
+    takes_values: bool
+    finding: str
     # The test of one element of a list-valued attribute (value_test when None); None
     # together with elementwise=False: a list is tested as one value.
-    element_test: Callable[[Sequence[Any]], ValueTest] | None = None
-    elementwise: bool = True
-    inline: Callable[[str, Sequence[Any]], Predicate | None] | None = None
-    flagd_refusal: str | None = None
+    element_test: Callable[[Sequence[Any]], ValueTest] | None
+    elementwise: bool
+    inline: Callable[[str, Sequence[Any]], Predicate | None] | None
+    flagd_refusal: str | None
+
+    _fields = __slots__ = (
+        "name",
+        "reads",
+        "doc",
+        "value_test",
+        "check_value",
+        "takes_values",
+        "finding",
+        "element_test",
+        "elementwise",
+        "inline",
+        "flagd_refusal",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        reads: str,
+        doc: str,
+        value_test: Callable[[Sequence[Any]], ValueTest],
+        check_value: ValueCheck | None = None,
+        takes_values: bool = True,
+        finding: str = RULE_CLAUSE_VALUE,
+        element_test: Callable[[Sequence[Any]], ValueTest] | None = None,
+        elementwise: bool = True,
+        inline: Callable[[str, Sequence[Any]], Predicate | None] | None = None,
+        flagd_refusal: str | None = None,
+    ) -> None:
+        set_field(self, "name", name)
+        set_field(self, "reads", reads)
+        set_field(self, "doc", doc)
+        set_field(self, "value_test", value_test)
+        set_field(self, "check_value", check_value)
+        set_field(self, "takes_values", takes_values)
+        set_field(self, "finding", finding)
+        set_field(self, "element_test", element_test)
+        set_field(self, "elementwise", elementwise)
+        set_field(self, "inline", inline)
+        set_field(self, "flagd_refusal", flagd_refusal)
 
 
 _SEMVER_READS = "string, strict SemVer 2.0.0 (`1.2.3-rc.1+build`, no `v` prefix)"
@@ -656,7 +701,7 @@ def check_values(op: str, values: Sequence[Any]) -> ValueProblem | None:
         if operator.check_value is not None:
             problem = operator.check_value(op, value)
             if problem is not None:
-                return replace(problem, index=index)
+                return problem.replaced(index=index)
     return None
 
 

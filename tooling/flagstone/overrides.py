@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from flagstone.engine import DISABLED, PREREQUISITE_FAILED, Details, PackedSpecs, Snapshot
@@ -98,14 +98,34 @@ class OverrideSet:
         return {key: entry for key, entry in self.entries.items() if entry.live(now)}
 
 
-@dataclass(frozen=True, slots=True)
 class OverriddenDetails(Details):
     """Details of a flag killed by an emergency override: ``reason`` DISABLED, ``rule``
     ``emergency-override``; ``override_reason`` is the reason given to
     ``flagstone kill --emergency`` and ``override_version`` the overrides version."""
 
-    override_reason: str = ""
-    override_version: int = 0
+    override_reason: str
+    override_version: int
+
+    _fields = (*Details._fields, "override_reason", "override_version")
+
+    def __init__(
+        self,
+        value: Any,
+        variation: str | None,
+        reason: str,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        rule: str | None = None,
+        version: int = 0,
+        bucket: int | None = None,
+        override_reason: str = "",
+        override_version: int = 0,
+    ) -> None:
+        Details.__init__(
+            self, value, variation, reason, error_code, error_message, rule, version, bucket
+        )
+        self.__dict__["override_reason"] = override_reason
+        self.__dict__["override_version"] = override_version
 
 
 def _text(value: Any, where: str, *, limit: int = 200) -> str:
@@ -284,7 +304,7 @@ def apply_overrides(
     killed = {}
     for key, entry in present.items():
         disabled = overridden.evaluate(key, {}, None)
-        values = {field.name: getattr(disabled, field.name) for field in fields(Details)}
+        values = {name: getattr(disabled, name) for name in Details._fields}
         values["rule"] = OVERRIDE_RULE
         killed[key] = OverriddenDetails(
             **values, override_reason=entry.reason, override_version=version

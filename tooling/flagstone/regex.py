@@ -21,9 +21,10 @@ Standard library plus ``re2``: the SDK imports this module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from flagstone.records import Record, set_field
 
 
 @cache
@@ -69,12 +70,17 @@ _HINTS = (
 )
 
 
-@dataclass(frozen=True)
-class PatternProblem:
+class PatternProblem(Record):
     """Why RE2 cannot run a pattern (one line) and, when there is one, what to do."""
 
     message: str
     hint: str | None
+
+    _fields = __slots__ = ("message", "hint")
+
+    def __init__(self, message: str, hint: str | None) -> None:
+        set_field(self, "message", message)
+        set_field(self, "hint", hint)
 
 
 def check_pattern(pattern: str) -> PatternProblem | None:
@@ -111,8 +117,7 @@ _QUANTIFIERS = frozenset("?*+{")
 _CLASS_ESCAPES = frozenset("dDsSwWbBAzntrfv")
 
 
-@dataclass(frozen=True)
-class RequiredText:
+class RequiredText(Record):
     """Text every match of a pattern contains.
 
     ``literals`` occur somewhere in any matching value; ``prefix``/``suffix`` begin or end
@@ -120,15 +125,33 @@ class RequiredText:
     so these tests alone decide.
     """
 
-    literals: tuple[str, ...] = ()
-    prefix: str = ""
-    suffix: str = ""
-    exact: bool = False
+    literals: tuple[str, ...]
+    prefix: str
+    suffix: str
+    exact: bool
     # Groups of alternatives (``(acme|initech)``): each group has one in any match.
-    choices: tuple[tuple[str, ...], ...] = ()
+    choices: tuple[tuple[str, ...], ...]
     # From a leading (?i): the text above is lower case and holds for the lower-cased
     # value, when the value is ASCII (where lower() is exactly RE2's case folding).
-    ignore_case: bool = False
+    ignore_case: bool
+
+    _fields = __slots__ = ("literals", "prefix", "suffix", "exact", "choices", "ignore_case")
+
+    def __init__(
+        self,
+        literals: tuple[str, ...] = (),
+        prefix: str = "",
+        suffix: str = "",
+        exact: bool = False,
+        choices: tuple[tuple[str, ...], ...] = (),
+        ignore_case: bool = False,
+    ) -> None:
+        set_field(self, "literals", literals)
+        set_field(self, "prefix", prefix)
+        set_field(self, "suffix", suffix)
+        set_field(self, "exact", exact)
+        set_field(self, "choices", choices)
+        set_field(self, "ignore_case", ignore_case)
 
 
 def _skip_class(pattern: str, start: int) -> int | None:

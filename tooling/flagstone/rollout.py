@@ -38,20 +38,19 @@ so the SDK, imports this module.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flagstone.errors import SnapshotFormatError
 from flagstone.operators import json_kind
+from flagstone.records import Record, set_field
 from flagstone.timestamps import duration_seconds, parse_timestamp
 
 TOTAL_WEIGHT = 100_000  # a percent in thousandths: 100% == 100000 buckets
 HUNDRED = Decimal(100)
 
 
-@dataclass(frozen=True, slots=True)
-class Stage:
+class Stage(Record):
     """One stage, with what it reaches counting every stage before it."""
 
     name: str
@@ -62,7 +61,41 @@ class Stage:
     at: float | None  # when a schedule makes it active (epoch seconds)
     at_text: str | None  # ``at`` as written
     bake: int | None  # its own bake, in seconds
-    bake_text: str | None = None  # ``bake`` as written (``24h``)
+    bake_text: str | None  # ``bake`` as written (``24h``)
+
+    _fields = __slots__ = (
+        "name",
+        "index",
+        "weight",
+        "segments",
+        "reach_segments",
+        "at",
+        "at_text",
+        "bake",
+        "bake_text",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        weight: int,
+        segments: tuple[str, ...],
+        reach_segments: tuple[str, ...],
+        at: float | None,
+        at_text: str | None,
+        bake: int | None,
+        bake_text: str | None = None,
+    ) -> None:
+        set_field(self, "name", name)
+        set_field(self, "index", index)
+        set_field(self, "weight", weight)
+        set_field(self, "segments", segments)
+        set_field(self, "reach_segments", reach_segments)
+        set_field(self, "at", at)
+        set_field(self, "at_text", at_text)
+        set_field(self, "bake", bake)
+        set_field(self, "bake_text", bake_text)
 
     @property
     def percent(self) -> Decimal:
@@ -76,8 +109,7 @@ class Stage:
         return f"{self.name} ({' + '.join(parts)})"
 
 
-@dataclass(frozen=True, slots=True)
-class StageChange:
+class StageChange(Record):
     """A point of an exposure timeline: from ``at`` on, ``stage`` is active (None: no
     stage yet) and the default serves ``shares`` (variation -> percent)."""
 
@@ -85,15 +117,41 @@ class StageChange:
     stage: Stage | None
     shares: Mapping[str, Decimal]
 
+    _fields = __slots__ = ("at", "stage", "shares")
 
-@dataclass(frozen=True, slots=True)
-class Progression:
+    def __init__(self, at: float, stage: Stage | None, shares: Mapping[str, Decimal]) -> None:
+        set_field(self, "at", at)
+        set_field(self, "stage", stage)
+        set_field(self, "shares", shares)
+
+
+class Progression(Record):
     variation: str
     baseline: str
     current: int  # index of the ``current`` stage; -1 when unset or unknown
     stages: tuple[Stage, ...]
-    bucket_by: str | None = None
-    seed: str | None = None
+    bucket_by: str | None
+    seed: str | None
+
+    _fields = ("variation", "baseline", "current", "stages", "bucket_by", "seed")
+    __slots__ = (*_fields, "schedule")
+
+    def __init__(
+        self,
+        variation: str,
+        baseline: str,
+        current: int,
+        stages: tuple[Stage, ...],
+        bucket_by: str | None = None,
+        seed: str | None = None,
+    ) -> None:
+        set_field(self, "variation", variation)
+        set_field(self, "baseline", baseline)
+        set_field(self, "current", current)
+        set_field(self, "stages", stages)
+        set_field(self, "bucket_by", bucket_by)
+        set_field(self, "seed", seed)
+        self.__post_init__()
 
     @property
     def current_stage(self) -> Stage | None:
@@ -102,7 +160,7 @@ class Progression:
     # ``(at, index)`` of the scheduled stages after ``current``, latest stage first: the
     # first whose ``at`` has passed is the active stage. Computed once: the engine
     # consults it on every evaluation of a scheduled progression.
-    schedule: tuple[tuple[float, int], ...] = field(init=False, repr=False, compare=False)
+    schedule: tuple[tuple[float, int], ...]  # set by __post_init__; not compared or shown
 
     def __post_init__(self) -> None:
         schedule = tuple(
@@ -110,7 +168,7 @@ class Progression:
             for stage in reversed(self.stages)
             if stage.at is not None and stage.index > self.current
         )
-        object.__setattr__(self, "schedule", schedule)
+        set_field(self, "schedule", schedule)
 
     def stage(self, name: Any) -> Stage | None:
         """The first stage called ``name``."""

@@ -39,7 +39,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -54,6 +53,7 @@ from flagstone.errors import (
 )
 from flagstone.gcpause import cyclic_gc_paused
 from flagstone.lazylogging import lazy_logger
+from flagstone.records import Record, set_field
 from flagstone.sdk.changes import changed_flags
 from flagstone.sdk.sources import (
     DEFAULT_MAX_BYTES,
@@ -90,16 +90,31 @@ class Status(StrEnum):
     ERROR = "ERROR"
 
 
-@dataclass(frozen=True, slots=True)
 class CachedDetails(Details):
     """Details of an evaluation served from the ``cache_dir`` snapshot before a fresh
     fetch confirmed it: ``reason`` is ``CACHED``; ``engine_reason`` is what the engine said
     (``TARGETING_MATCH``, ``SPLIT``, …)."""
 
-    engine_reason: str = ""
+    engine_reason: str
 
+    _fields = (*Details._fields, "engine_reason")
 
-_DETAILS_FIELDS = tuple(field.name for field in fields(Details))
+    def __init__(
+        self,
+        value: Any,
+        variation: str | None,
+        reason: str,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        rule: str | None = None,
+        version: int = 0,
+        bucket: int | None = None,
+        engine_reason: str = "",
+    ) -> None:
+        Details.__init__(
+            self, value, variation, reason, error_code, error_message, rule, version, bucket
+        )
+        self.__dict__["engine_reason"] = engine_reason
 
 
 def _served(details: Details, cached: bool) -> Details:
@@ -110,12 +125,12 @@ def _served(details: Details, cached: bool) -> Details:
     if value.__class__ is dict or value.__class__ is list:
         # The engine hands out the snapshot's own objects; a caller changing one would
         # change the answer of every later evaluation, in every thread.
-        details = replace(details, value=copy.deepcopy(value))
+        details = details.replaced(value=copy.deepcopy(value))
     return _as_cached(details) if cached else details
 
 
 def _as_cached(details: Details) -> CachedDetails:
-    values = {name: getattr(details, name) for name in _DETAILS_FIELDS}
+    values = {name: getattr(details, name) for name in Details._fields}
     values["reason"] = CACHED
     return CachedDetails(**values, engine_reason=details.reason)
 
@@ -160,8 +175,7 @@ def context_mapping(context: ContextLike) -> Mapping[str, Any] | InvalidContext 
     return merged
 
 
-@dataclass(frozen=True, slots=True)
-class _Active:
+class _Active(Record):
     """The snapshot in use, with what the poller needs to know about it."""
 
     snapshot: Snapshot
@@ -174,6 +188,31 @@ class _Active:
     # Telemetry's counters (EvaluationCounts.table), which the getters advance inline;
     # None with telemetry off.
     counts: dict[Any, Any] | None
+
+    _fields = __slots__ = (
+        "snapshot",
+        "envelope_sha256",
+        "cached",
+        "run",
+        "run_uncounted",
+        "counts",
+    )
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        envelope_sha256: bytes,
+        cached: bool,
+        run: Callable[[str, Any, Any], Details],
+        run_uncounted: Callable[[str, Any, Any], Details],
+        counts: dict[Any, Any] | None,
+    ) -> None:
+        set_field(self, "snapshot", snapshot)
+        set_field(self, "envelope_sha256", envelope_sha256)
+        set_field(self, "cached", cached)
+        set_field(self, "run", run)
+        set_field(self, "run_uncounted", run_uncounted)
+        set_field(self, "counts", counts)
 
 
 def _trusted_key(entry: TrustedKey | Mapping[str, Any]) -> TrustedKey:

@@ -35,7 +35,6 @@ import stat
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -48,6 +47,7 @@ from flagstone.errors import (
     StoreError,
     UsageError,
 )
+from flagstone.records import Record, set_field
 
 if TYPE_CHECKING:
     import http.client
@@ -72,13 +72,18 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ABORT_GRACE = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
+class Fetched(Record):
     """One fetch: ``data`` is the envelope, or None when it has not changed since the
     ETag passed in; ``etag`` identifies what was read."""
 
     data: bytes | None
     etag: str | None
+
+    _fields = __slots__ = ("data", "etag")
+
+    def __init__(self, data: bytes | None, etag: str | None) -> None:
+        set_field(self, "data", data)
+        set_field(self, "etag", etag)
 
 
 class Source(Protocol):
