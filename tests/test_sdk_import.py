@@ -63,8 +63,14 @@ def test_import_flagstone_sdk_pulls_in_no_toolchain_code() -> None:
 # key-serialization formats of cryptography by key tooling, ipaddress by ``cidr``;
 # cryptography and datetime when the first snapshot is verified and read, sockets when
 # an HTTP source first fetches, the disk cache and emergency overrides by a client given
-# cache_dir or emergency_keys.
+# cache_dir or emergency_keys; logging when the SDK first logs, hashlib when it first
+# digests a snapshot; dataclasses (and the inspect it pulls in) never: the SDK path's
+# value classes are flagstone.records.Record subclasses.
 LAZY_MODULES = (
+    "dataclasses",
+    "inspect",
+    "logging",
+    "hashlib",
     "re2",
     "cryptography",
     "cryptography.hazmat.primitives.serialization",

@@ -53,13 +53,13 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
 from operator import length_hint
 from typing import Any
 
 from flagstone.engine import Details, InvalidContext, Snapshot, parse_timestamp
 from flagstone.errors import UsageError
 from flagstone.lazylogging import lazy_logger
+from flagstone.records import Record, set_field
 from flagstone.rollout import bucket_by, serves
 
 logger = lazy_logger("flagstone.sdk.telemetry")
@@ -161,16 +161,44 @@ def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
 # --------------------------------------------------------------------------- source stats
 
 
-@dataclass(slots=True)
 class SourceStats:
     """What the client's poller did, for the fetch and rejection counters. Updated by the
     polling thread only (one poll at a time); read with ``Client.source_stats``."""
 
-    fetches: int = 0  # attempts to read the source
-    fetch_failures: int = 0  # the source could not be read
-    not_modified: int = 0  # the source held what was already in use
-    rejections: int = 0  # an envelope was refused (signature, replay, expiry, …)
-    accepted: int = 0  # a new snapshot was installed
+    fetches: int  # attempts to read the source
+    fetch_failures: int  # the source could not be read
+    not_modified: int  # the source held what was already in use
+    rejections: int  # an envelope was refused (signature, replay, expiry, …)
+    accepted: int  # a new snapshot was installed
+
+    _fields = __slots__ = ("fetches", "fetch_failures", "not_modified", "rejections", "accepted")
+
+    def __init__(
+        self,
+        fetches: int = 0,
+        fetch_failures: int = 0,
+        not_modified: int = 0,
+        rejections: int = 0,
+        accepted: int = 0,
+    ) -> None:
+        self.fetches = fetches
+        self.fetch_failures = fetch_failures
+        self.not_modified = not_modified
+        self.rejections = rejections
+        self.accepted = accepted
+
+    def _values(self) -> tuple[int, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:  # unhashable, as it changes
+        if other.__class__ is not SourceStats:
+            return NotImplemented
+        assert isinstance(other, SourceStats)
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"SourceStats({shown})"
 
     def copy(self) -> SourceStats:
         return SourceStats(
@@ -181,8 +209,7 @@ class SourceStats:
 # --------------------------------------------------------------------------- exposures
 
 
-@dataclass(frozen=True, slots=True)
-class ExposureEvent:
+class ExposureEvent(Record):
     """A context first served ``variation`` of ``flag`` (within the dedup window)."""
 
     flag: str
@@ -193,8 +220,36 @@ class ExposureEvent:
     snapshot_version: int
     time: float  # epoch seconds
 
+    _fields = __slots__ = (
+        "flag",
+        "variation",
+        "bucketing_value",
+        "bucket_by",
+        "environment",
+        "snapshot_version",
+        "time",
+    )
+
+    def __init__(
+        self,
+        flag: str,
+        variation: str,
+        bucketing_value: str,
+        bucket_by: str,
+        environment: str,
+        snapshot_version: int,
+        time: float,
+    ) -> None:
+        set_field(self, "flag", flag)
+        set_field(self, "variation", variation)
+        set_field(self, "bucketing_value", bucketing_value)
+        set_field(self, "bucket_by", bucket_by)
+        set_field(self, "environment", environment)
+        set_field(self, "snapshot_version", snapshot_version)
+        set_field(self, "time", time)
+
     def as_json(self) -> dict[str, Any]:
-        record = asdict(self)
+        record = {name: getattr(self, name) for name in self._fields}
         record["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.time)) + (
             f".{int(self.time % 1 * 1000):03d}Z"
         )
