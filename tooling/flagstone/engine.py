@@ -639,7 +639,8 @@ class _FlagCompiler:
         if upper != TOTAL_WEIGHT:
             raise _fail(f"{here}.weights", f"weights sum to {upper}, not {TOTAL_WEIGHT}")
         # Not bucketable: the first variation, reported without a bucket.
-        unbucketed = Details(**bounds[0][1])
+        unbucketed: Details = _new_instance(Details)  # Details(**…), see _with_bucket
+        _set_attribute(unbucketed, "__dict__", dict(bounds[0][1]))
         new_instance, set_attribute = _new_instance, _set_attribute
 
         def run_split(context: Context, at: float | None) -> Details:
