@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flagstone import edit as edits
+from flagstone import guardrails
 from flagstone.diff import diff_projects, make_report
 from flagstone.errors import EditError
 from flagstone.gitops import project_at
@@ -238,3 +240,27 @@ def test_removing_who_is_held_back_is_an_increase(repo: GitRepo) -> None:
         "(rule 'high-risk countries stay on v1' no longer holds back)"
     )
     assert found(repo, "2026-11-02T09:00:00Z") == []
+
+
+def test_an_unchanged_release_is_not_judged_again_nor_its_history_read(
+    repo: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A schedule already on the base (merged with --force) that the policy refuses.
+    repo.replace(RELEASE, '"2026-12-03T09:00:00Z"', '"2026-11-03T10:07:00Z"')
+    repo.commit("Schedule half early (forced)", date="2026-11-03T09:30:00Z")
+    histories: list[str] = []
+    walk = guardrails._release_history
+
+    def counted(root: Path, base: str, path: str) -> Any:
+        histories.append(path)
+        return walk(root, base, path)
+
+    monkeypatch.setattr(guardrails, "_release_history", counted)
+    # A change elsewhere neither reports it nor walks the release's history.
+    repo.replace("flagstone.yaml", "\nguardrails:\n", "\n# reviewed\nguardrails:\n")
+    assert found(repo, "2026-11-03T10:00:00Z") == []
+    assert histories == []
+    # Moving it sooner judges it again (its history is read).
+    repo.replace(RELEASE, '"2026-11-03T10:07:00Z"', '"2026-11-03T10:06:00Z"')
+    assert [rule for _, rule, _, _ in found(repo, "2026-11-03T10:00:00Z")] == ["guardrail-min-bake"]
+    assert RELEASE in histories

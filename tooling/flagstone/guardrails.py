@@ -552,7 +552,17 @@ class _Checker:
         if step > 0 or grown:
             self.bake(pair, step, grown)
         self.skipped_stages(pair)
+        if step <= 0 and not grown and self._unchanged(pair):
+            # Every point of an unchanged timeline is in the base's: schedule() would
+            # find nothing, after a walk of the file's git history (one per scheduled
+            # release: thousands of git runs on a large repository).
+            return
         self.schedule(pair, [pair.timeline_before])
+
+    @staticmethod
+    def _unchanged(pair: _Pair) -> bool:
+        """Whether the change leaves this release and its off variation as they were."""
+        return pair.old is not None and pair.off is not None and pair.old.data == pair.new.data
 
     def _where(self, pair: _Pair) -> tuple[str | int, ...]:
         old, new = pair.old, pair.new
