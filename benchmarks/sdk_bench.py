@@ -138,7 +138,10 @@ def mixed_flags(count: int, *, plain: bool = False) -> tuple[dict[str, Any], dic
                                 {
                                     "attribute": "app_version",
                                     "op": "semver_lt",
-                                    "values": ["5.0.0"],
+                                    # A threshold of its own, so no two flags of the
+                                    # mix are identical (a packed load checks an
+                                    # identical flag once: that must not flatter it).
+                                    "values": [f"{5 + i // 1000}.{i % 1000}.0"],
                                 },
                             ]
                         },
