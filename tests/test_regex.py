@@ -227,6 +227,15 @@ def test_the_case_insensitive_prefilter_never_changes_an_answer(
         assert ours(text) is (raw.search(text) is not None), (pattern, text, need)
 
 
+@pytest.mark.parametrize("pattern", ["{?|}1", "a{?|}1", "x{,2}|y", "(a){1}|z"])
+def test_a_brace_that_begins_no_repetition_hides_no_alternative(pattern: str) -> None:
+    # Hypothesis found "{?|}1": the brace was skipped to "}" as if it were {n,m}, the
+    # top-level "|" inside went unseen, "1" became required and "" was refused.
+    search = compile_search(pattern)
+    for text in ["", "1", "x", "y", "z", "a{"]:
+        assert search(text) is (re2.compile(pattern).search(text) is not None), (pattern, text)
+
+
 def test_alternatives_in_a_group_are_required_text() -> None:
     need = required_text(r"@(acme|initech)\.com$")
     assert need.choices == (("acme", "initech"),)

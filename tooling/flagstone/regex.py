@@ -20,6 +20,7 @@ Standard library plus ``re2``: the SDK imports this module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -113,6 +114,7 @@ def check_pattern(pattern: str) -> PatternProblem | None:
 # Outside a class, these characters stand for themselves.
 _META = frozenset("\\.+*?()[]{}|^$")
 _QUANTIFIERS = frozenset("?*+{")
+_REPETITION = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
 # Escapes that stand for one position or one character class: a break in the text.
 _CLASS_ESCAPES = frozenset("dDsSwWbBAzntrfv")
 
@@ -267,10 +269,12 @@ def required_text(pattern: str) -> RequiredText:
                     choices.append(alternatives)
                 i = after_group
             elif char == "{":
-                close = pattern.find("}", i)
-                if close < 0:
+                repetition = _REPETITION.match(pattern, i)
+                if repetition is None:
+                    # RE2 reads a brace that begins no {n}, {n,} or {n,m} as text: in
+                    # "{?|}1" the "|" is a top-level alternative, not part of a repeat.
                     return nothing
-                i = close + 1
+                i = repetition.end()
             else:
                 i += 1
             continue
