@@ -174,3 +174,37 @@ def test_reader_refuses_links_fifos_and_oversized_files(tmp_path: Path) -> None:
         safefiles.read_regular_file(tmp_path, 100)
     with pytest.raises(FileNotFoundError):
         safefiles.read_regular_file(tmp_path / "absent", 100)
+
+
+def test_a_read_reserves_the_file_size_not_the_cap(tmp_path: Path) -> None:
+    import tracemalloc
+
+    target = tmp_path / "snapshot.json"
+    target.write_bytes(b"x" * 100_000)
+    tracemalloc.start()
+    try:
+        data = safefiles.read_regular_file(target, 1 << 30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data == b"x" * 100_000
+    assert peak < 4 * 100_000  # read(cap + 1) reserved the whole GiB
+
+
+def test_a_file_that_grew_after_its_size_was_taken_is_read_on_to_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "snapshot.json"
+    target.write_bytes(b"a" * 10 + b"b" * 20)
+    real_fstat = os.fstat
+
+    def stale_fstat(descriptor: int) -> os.stat_result:
+        status = real_fstat(descriptor)
+        return os.stat_result((*status[:6], 10, *status[7:]))  # the size before it grew
+
+    with target.open("rb") as handle:
+        monkeypatch.setattr(os, "fstat", stale_fstat)
+        assert safefiles.read_at_most(handle, 100) == b"a" * 10 + b"b" * 20
+        monkeypatch.undo()
+    with target.open("rb") as handle:
+        assert safefiles.read_at_most(handle, 25) == b"a" * 10 + b"b" * 16  # cap + 1

@@ -250,12 +250,24 @@ def open_regular_file_for_read(
         raise
 
 
+def read_at_most(handle: BinaryIO, max_bytes: int) -> bytes:
+    """Up to ``max_bytes + 1`` bytes of the open regular file ``handle`` (one byte more
+    than the cap tells a file that grew past it). One read sized by the file's current
+    size, not by the cap: ``read(max_bytes + 1)`` reserves a buffer of the cap's size
+    (256 MiB for the SDK) on every call. A file that grew since is read on to the cap."""
+    size = os.fstat(handle.fileno()).st_size
+    data = handle.read(min(size, max_bytes) + 1)
+    if size < len(data) <= max_bytes:
+        data += handle.read(max_bytes + 1 - len(data))
+    return data
+
+
 def read_regular_file(path: Path | str, max_bytes: int, *, follow_symlinks: bool = False) -> bytes:
     """The bytes of the regular file ``path`` (see ``open_regular_file_for_read``); a file
     that grows past ``max_bytes`` while it is read is refused too."""
     with open_regular_file_for_read(path, max_bytes, follow_symlinks=follow_symlinks) as handle:
         try:
-            data = handle.read(max_bytes + 1)
+            data = read_at_most(handle, max_bytes)
         except OSError as error:
             raise FileAccessError(f"cannot read {path}: {_describe(error)}") from None
     if len(data) > max_bytes:

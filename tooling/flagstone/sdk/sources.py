@@ -141,8 +141,11 @@ class FileSource:
                     chunks = iter(lambda: handle.read(_CHUNK), b"")
                     data = _content(chunks, str(self.path), self.max_bytes, gzipped=True)
                 else:
-                    # Uncompressed: one read (chunked reads cost ~5x at 50 MB).
-                    data = handle.read(self.max_bytes + 1)
+                    # Uncompressed: one read (chunked reads cost ~5x at 50 MB). Imported
+                    # here: safefiles' imports would add to `import flagstone.sdk`.
+                    from flagstone.safefiles import read_at_most
+
+                    data = read_at_most(handle, self.max_bytes)
         except FileNotFoundError:
             raise NotFoundError(f"{self.path} does not exist") from None
         except OSError as error:
