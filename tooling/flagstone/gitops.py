@@ -209,13 +209,18 @@ def is_project_path(rel: str) -> bool:
     return len(parts) == 2 and parts[0] == SEGMENTS_DIR and parts[1].endswith(".yaml")
 
 
-def tree_files(root: Path, revision: str) -> dict[str, str]:
-    """Project files at ``revision``: path relative to the flag repository -> blob id."""
+def tree_files(root: Path, revision: str, *, within: Sequence[str] | None = None) -> dict[str, str]:
+    """Project files at ``revision``: path relative to the flag repository -> blob id;
+    with ``within``, only those under these paths (relative to the flag repository)."""
     prefix = repo_prefix(root)
     commit = resolve_revision(root, revision)
     # A pathspec, not ``commit:prefix``: a revision from before the flag repository
     # existed at that path is simply empty.
-    out = git(root, "ls-tree", "-r", "-z", "--full-tree", commit, "--", f":(top){prefix}")
+    top = f"{prefix}/" if prefix else ""
+    pathspecs = (
+        [f":(top){prefix}"] if within is None else [f":(top,literal){top}{path}" for path in within]
+    )
+    out = git(root, "ls-tree", "-r", "-z", "--full-tree", commit, "--", *pathspecs)
     strip = len(prefix) + 1 if prefix else 0
     files: dict[str, str] = {}
     for entry in out.split(b"\0"):

@@ -100,6 +100,7 @@ from flagstone.rollout import (
 )
 from flagstone.timestamps import duration_seconds
 from flagstone.toolcache import DocumentCache
+from flagstone.worktree_change import remember_base
 
 RULE_PREFIX = "guardrail"
 DEFAULT_RESTORE_WINDOW = "14d"
@@ -849,10 +850,18 @@ def check_change(
     default branch) to the working tree at ``root``. ``documents``: the cache of
     ``flagstone.toolcache`` (the base revision's files are cached by blob id in it too)."""
     base_commit = gitops.resolve_revision(root, base) if base else gitops.default_base(root)
-    before = gitops.project_at(
-        root, base_commit, cache=documents.cache if documents is not None else None
-    )
-    after = read_project(root, documents=documents)
+    cache = documents.cache if documents is not None else None
+    before = gitops.project_at(root, base_commit, cache=cache)
+    remember_base(root, base_commit, before, cache)
+    return findings(root, base_commit, before, read_project(root, documents=documents), now=now)
+
+
+def findings(
+    root: Path, base_commit: str, before: Project, after: Project, *, now: float | None = None
+) -> list[Problem]:
+    """Guardrail findings for the change from ``before`` (the project at ``base_commit``)
+    to ``after`` (the working tree): both whole, or both narrowed to what the change
+    touches (``flagstone.worktree_change``)."""
     if after.problems:
         # A file that cannot be read would make every rule silently pass.
         return list(after.problems)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -351,13 +351,23 @@ def _leaves(path: Path, inside: RepositoryBounds, problems: list[Problem]) -> bo
     return True
 
 
-def read_project(root: Path, *, documents: DocumentCache | None = None) -> Project:
+def read_project(
+    root: Path,
+    *,
+    documents: DocumentCache | None = None,
+    only_flags: Collection[str] | None = None,
+    only_segments: Collection[str] | None = None,
+) -> Project:
     """Load every file of the repository at ``root`` (in sorted, deterministic order).
 
     A file or folder that is a symbolic link leading outside the repository is reported
     and not read: nothing outside the repository reaches the output. Links that stay
     inside are followed. With ``documents`` (``flagstone.toolcache``), files whose content
-    was loaded before are not parsed again."""
+    was loaded before are not parsed again.
+
+    ``only_flags`` / ``only_segments`` read a part: the folders ``flags/<key>`` and the
+    files ``segments/<key>.yaml`` of those keys only, each exactly as a whole read would
+    (``flagstone.worktree_change`` reads the flags a change touches this way)."""
     root = root.resolve()
     problems: list[Problem] = []
     walk = _RepositoryWalk(root, problems, documents)
@@ -379,7 +389,7 @@ def read_project(root: Path, *, documents: DocumentCache | None = None) -> Proje
     if not walk.leaves(flags_dir, flags_link) and os.path.isdir(flags_dir):
         for entry in walk.entries(flags_dir):
             name = entry.name
-            if name.startswith("."):
+            if name.startswith(".") or (only_flags is not None and name not in only_flags):
                 continue
             entry_link = entry.is_symlink()
             if walk.leaves(entry.path, entry_link):
@@ -429,6 +439,8 @@ def read_project(root: Path, *, documents: DocumentCache | None = None) -> Proje
             if name.startswith("."):
                 continue
             key = Path(name).stem
+            if only_segments is not None and key not in only_segments:
+                continue
             entry_link = entry.is_symlink()
             if walk.leaves(entry.path, entry_link):
                 unreadable_segments.add(key)

@@ -19,6 +19,8 @@ What is kept, and what it is keyed by:
   read the base revision from git). A tree id names its content exactly.
 * ``validate`` and ``compile-<env>``: the last result with the digest of every input
   it came from; used only when the inputs hash to the same digest.
+* ``base-summary-<tree id>``: what ``check-change`` and ``diff`` need to know of a whole
+  base revision to read only the flags a change touches (``flagstone.worktree_change``).
 
 Trust. The cache is not a source of truth: every entry carries the tool version it was
 made by (the package version, the Python and PyYAML versions and a fingerprint of the

@@ -22,9 +22,11 @@ from flagstone.diff import DIFF_VIEW, diff_projects, make_report
 from flagstone.errors import UsageError
 from flagstone.flag_at import SHOW_VIEW, flag_at
 from flagstone.guardrails import check_change as guardrail_findings
+from flagstone.guardrails import findings as narrowed_findings
 from flagstone.model import read_project
 from flagstone.problems import report
-from flagstone.toolcache import cached_documents
+from flagstone.toolcache import ToolCache, cached_documents
+from flagstone.worktree_change import narrowed_projects, remember_base
 
 
 @click.command("diff")
@@ -42,14 +44,21 @@ def diff(base: str | None, head: str | None, fmt: str, repo: Path | None, no_cac
     """
     root = resolve_repo(repo)
     base_commit = gitops.resolve_revision(root, base) if base else gitops.default_base(root)
-    with cached_documents(root, use=not no_cache) as documents:
-        cache = documents.cache if documents is not None else None
-        before = gitops.project_at(root, base_commit, cache=cache)
-        if head is None:
-            after, head_label = read_project(root, documents=documents), gitops.WORKING_TREE
-        else:
-            head_commit = gitops.resolve_revision(root, head)
-            after, head_label = gitops.project_at(root, head_commit, cache=cache), head
+    narrowed = None
+    if head is None and not no_cache:
+        narrowed = narrowed_projects(root, base_commit, ToolCache.for_repository(root))
+    if narrowed is not None:
+        (before, after), head_label = narrowed, gitops.WORKING_TREE
+    else:
+        with cached_documents(root, use=not no_cache) as documents:
+            cache = documents.cache if documents is not None else None
+            before = gitops.project_at(root, base_commit, cache=cache)
+            remember_base(root, base_commit, before, cache)
+            if head is None:
+                after, head_label = read_project(root, documents=documents), gitops.WORKING_TREE
+            else:
+                head_commit = gitops.resolve_revision(root, head)
+                after, head_label = gitops.project_at(root, head_commit, cache=cache), head
     base_label = base or gitops.short_revision(base_commit)
     changes = diff_projects(before, after, labels=(base_label, head_label))
     report = make_report(before, after, changes, base=base_label, head=head_label)
@@ -148,8 +157,14 @@ def check_change(base: str | None, fmt: str, repo: Path | None, no_cache: bool) 
     """Rollout guardrails on the change from BASE to the working tree: step size, bake
     time, values production serves, flags others depend on. Exit 1 on a violation."""
     root = resolve_repo(repo)
-    with cached_documents(root, use=not no_cache) as documents:
-        problems = guardrail_findings(root, base, documents=documents)
+    base_commit = gitops.resolve_revision(root, base) if base else gitops.default_base(root)
+    cache = None if no_cache else ToolCache.for_repository(root)
+    narrowed = narrowed_projects(root, base_commit, cache)
+    if narrowed is not None:
+        problems = narrowed_findings(root, base_commit, *narrowed)
+    else:
+        with cached_documents(root, use=not no_cache) as documents:
+            problems = guardrail_findings(root, base_commit, documents=documents)
     report(problems, fmt=fmt, checked="check-change", out=sys.stdout)
     if any(p.level == "error" for p in problems):
         raise click.exceptions.Exit(1)
