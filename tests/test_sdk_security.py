@@ -158,6 +158,8 @@ def test_rejected_snapshot_at_start_leaves_the_client_not_ready(case: str, lates
     if case == "replayed older version":  # nothing higher was accepted yet: version 1 is fine
         assert client.status == Status.READY
         return
+    if case == "not a snapshot":  # signed, but a flag is unusable: see the next test
+        return
     assert client.status == Status.ERROR
     assert client.snapshot is None
     assert client.evaluate("version", {}, "d").value == "d"
@@ -233,3 +235,45 @@ def test_expired_cached_snapshot_is_served_as_stale(tmp_path: Path, latest: Path
     )
     assert later.status == Status.STALE
     assert later.evaluate("version", {}).value == "v1"
+
+
+def test_an_unusable_flag_at_start_answers_its_default_and_the_rest_are_served(
+    latest: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With nothing in use there is nothing better to serve: a signed snapshot whose flag
+    fails its check is served, that flag answering the caller's default with PARSE_ERROR
+    naming the place (logged once), the others as usual (docs/design.md §6)."""
+    payload = make_payload(3, {"version": fixed_flag("v3"), "banner": fixed_flag("hello")})
+    payload["flags"]["version"]["rules"] = [
+        {"name": "r", "condition": {"segment": "missing"}, "serve": {"variation": "v"}}
+    ]
+    payload = make_payload(3, payload["flags"])
+    publish(latest, sign(payload, KEY))
+    caplog.set_level(logging.WARNING, logger="flagstone.sdk")
+    client = client_for(latest)
+    assert client.status == Status.READY
+    assert client.string_value("banner") == "hello"
+    for _ in range(3):
+        details = client.evaluate("version", {"key": "u"}, "fallback")
+        assert (details.value, details.reason, details.error_code) == (
+            "fallback",
+            "ERROR",
+            "PARSE_ERROR",
+        )
+        assert "flags.version.rules[0].condition" in (details.error_message or "")
+        assert "unknown segment 'missing'" in (details.error_message or "")
+    assert client.string_value("version", {"key": "u"}, "fallback") == "fallback"
+    assert client.snapshot is not None
+    assert set(client.snapshot.defects) == {"version"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'version'" in warnings[0], warnings
+
+    # A replacement with the same defect is checked whole and refused: what is in use stays.
+    publish(latest, sign(make_payload(4, payload["flags"]), KEY))
+    assert client.refresh() is False
+    assert client.version == 3
+    assert "flags.version.rules[0].condition" in (client.last_error or "")
+    # A good replacement is served.
+    publish(latest, version_envelope(5, KEY))
+    assert client.refresh() is True
+    assert client.string_value("version") == "v5"

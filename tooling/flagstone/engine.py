@@ -27,13 +27,14 @@ import copy
 import marshal
 import time
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 from flagstone.bucketing import attribute_reader, make_bucketer
 from flagstone.errors import SnapshotFormatError
+from flagstone.lazylogging import lazy_logger
 from flagstone.operators import OPERATOR_NAMES, check_values, clause_test, inlined_clause, json_kind
 from flagstone.operators import SemverKey as SemverKey
 from flagstone.operators import json_equal as json_equal
@@ -45,6 +46,8 @@ from flagstone.rollout import TOTAL_WEIGHT as TOTAL_WEIGHT  # re-exported
 from flagstone.rollout import compiled_progression
 
 FORMAT = "flagstone.snapshot/1"
+
+_logger = lazy_logger("flagstone.sdk.snapshot")
 
 # OpenFeature reason and error-code names.
 DEFAULT = "DEFAULT"
@@ -764,26 +767,66 @@ def _type_accepts(flag_type: str, value: Any) -> bool:
 
 
 class PackedSpecs(Mapping[str, Mapping[str, Any]]):
-    """Flag or segment specs kept packed: each spec's ``marshal`` bytes, all in one
-    ``bytes`` object, unpacked into a fresh dict on every read (so no caller can change
-    the snapshot's content through it). A 50,000-flag snapshot's specs take about 15 MB
-    packed instead of about 150 MB as dicts and lists.
+    """Flag or segment specs kept packed in one ``bytes`` object, each read into a fresh
+    dict on every read (so no caller can change the snapshot's content through it).
+
+    Two forms, never mixed in one object:
+
+    * **marshal** (``PackedSpecs(specs)``): each spec's ``marshal`` bytes, end to end.
+      A 50,000-flag snapshot's specs take about 15 MB so instead of about 150 MB as
+      dicts and lists.
+    * **text** (``PackedSpecs.of_text``): spans of the signed payload's own JSON text,
+      which the SDK keeps instead of parsing it whole (``flagstone.snapshot_text``).
+      Each read goes through ``decode``, the strict JSON reader, which raises
+      ``SnapshotFormatError`` naming the spec for text it refuses.
+
+    Equal bytes (``packed``) are equal specs within one form. ``replacing`` overlays
+    some specs (an emergency kill) and shares everything else.
 
     The key index is built on first use, not while the payload they came from is still
     alive: built then, its small objects would pin the payload's freed memory in the
     allocator's arenas. Building it twice (two threads at once) is harmless.
     """
 
-    __slots__ = ("_blob", "_bounds", "_index", "_keys")
+    __slots__ = ("_blob", "_decode", "_ends", "_index", "_keys", "_replaced", "_starts", "form")
+
+    form: str  # "marshal" or "text"
 
     def __init__(self, specs: Mapping[str, Any], pieces: Sequence[bytes] | None = None) -> None:
         """``pieces``: each spec's ``marshal.dumps``, in order, when the caller has them."""
         if pieces is None:
             pieces = [marshal.dumps(spec) for spec in specs.values()]
-        self._blob = b"".join(pieces)
-        self._bounds = array("Q", accumulate(map(len, pieces), initial=0))
-        self._keys = marshal.dumps(list(specs))
+        bounds = array("Q", accumulate(map(len, pieces), initial=0))
+        self._init("marshal", b"".join(pieces), bounds[:-1], bounds[1:], list(specs))
+        self._decode: Callable[[bytes, str], Any] = _unmarshal
+
+    @classmethod
+    def of_text(
+        cls,
+        blob: bytes,
+        keys: list[str],
+        starts: array[int],
+        ends: array[int],
+        decode: Callable[[bytes, str], Any],
+    ) -> PackedSpecs:
+        """Specs that are the JSON texts ``blob[starts[i]:ends[i]]`` of ``keys[i]``, read
+        by ``decode(text, key)`` (which raises ``SnapshotFormatError``). The keys are
+        distinct (the caller checked)."""
+        specs = object.__new__(cls)
+        specs._init("text", blob, starts, ends, keys)
+        specs._decode = decode
+        return specs
+
+    def _init(
+        self, form: str, blob: bytes, starts: array[int], ends: array[int], keys: list[str]
+    ) -> None:
+        self.form = form
+        self._blob = blob
+        self._starts = starts
+        self._ends = ends
+        self._keys = marshal.dumps(keys)
         self._index: dict[str, int] | None = None
+        self._replaced: dict[str, Mapping[str, Any]] | None = None
 
     def _positions(self) -> dict[str, int]:
         index = self._index
@@ -792,18 +835,32 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
             self._index = index
         return index
 
+    def replacing(self, specs: Mapping[str, Mapping[str, Any]]) -> PackedSpecs:
+        """These specs with ``specs`` (keys they have) read instead; the rest shared."""
+        replaced = object.__new__(PackedSpecs)
+        for name in ("_blob", "_decode", "_ends", "_keys", "_starts", "form"):
+            object.__setattr__(replaced, name, getattr(self, name))
+        replaced._index = self._positions()
+        overlay = dict(self._replaced or {})
+        overlay.update({key: spec for key, spec in specs.items() if key in replaced._index})
+        replaced._replaced = overlay
+        return replaced
+
     def packed(self, key: str) -> bytes | None:
-        """The marshal bytes of ``key``'s spec (equal bytes: equal specs), None if absent."""
+        """The bytes of ``key``'s spec (equal bytes in one form: equal specs), None if
+        absent; a replaced spec's are its marshal bytes (a form of their own)."""
         i = self._positions().get(key)
         if i is None:
             return None
-        return self._blob[self._bounds[i] : self._bounds[i + 1]]
+        if self._replaced is not None and key in self._replaced:
+            return b"replaced:" + marshal.dumps(self._replaced[key])  # type: ignore[arg-type]
+        return self._blob[self._starts[i] : self._ends[i]]
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:
         i = self._positions()[key]
-        spec: Mapping[str, Any] = marshal.loads(
-            memoryview(self._blob)[self._bounds[i] : self._bounds[i + 1]]
-        )
+        if self._replaced is not None and key in self._replaced:
+            return _private_copy(self._replaced[key])
+        spec: Mapping[str, Any] = self._decode(self._blob[self._starts[i] : self._ends[i]], key)
         return spec
 
     def __contains__(self, key: object) -> bool:
@@ -813,10 +870,14 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
         return iter(self._positions())
 
     def __len__(self) -> int:
-        return len(self._bounds) - 1
+        return len(self._starts)
 
     def __repr__(self) -> str:
-        return f"PackedSpecs({len(self)} specs, {len(self._blob)} bytes)"
+        return f"PackedSpecs({len(self)} specs, {self.form}, {len(self._blob)} bytes)"
+
+
+def _unmarshal(data: bytes, key: str) -> Any:
+    return marshal.loads(data)
 
 
 class _Packed(Record):
@@ -846,26 +907,29 @@ class _Packed(Record):
         set_field(self, "outcomes", outcomes)
 
 
-def _check_flags(compiler: _Compiler, pieces: Sequence[bytes]) -> None:
-    """Check every flag of a snapshot being packed by compiling it, each flag's closures
-    dropped as soon as it compiled (so the check needs the memory of one flag, not of
-    all of them). ``pieces`` are the flags' marshal bytes, in order.
+def _check_flags(compiler: _Compiler, pieces: Iterable[bytes]) -> None:
+    """Check every flag of a snapshot by compiling it, each flag's closures dropped as
+    soon as it compiled (so the check needs the memory of one flag, not of all of them).
+    ``pieces`` are the flags' packed bytes (one form), in order.
 
-    A flag whose spec is equal to one already checked (equal marshal bytes: equal specs,
+    A flag whose spec is equal to one already checked (equal bytes: equal specs,
     ``true`` told from ``1``) and has no prerequisites passes as that one did: its check
     is a function of its spec, the segments and the snapshot's version only (the key
     matters to a flag through its prerequisites, and as the default seed, which an
-    ASCII key always is; other keys are checked in full). Many flags of a large snapshot are such copies (on/off flags serving one
-    variation, the same rules on many flags)."""
+    ASCII key always is; other keys are checked in full). Many flags of a large
+    snapshot are such copies (on/off flags serving one variation, the same rules on
+    many flags). A flag compiled alone (``flags`` holds just it) had no prerequisites.
+    """
     passed: set[bytes] = set()
     flags, rule_conditions = compiler.flags, compiler.rule_conditions
     for key, piece in zip(compiler.flag_specs, pieces, strict=True):
         if piece in passed:
             continue
         compiler.flag(key, "flags")
+        alone = len(flags) == 1
         flags.clear()
         rule_conditions.clear()
-        if key.isascii() and not compiler.flag_specs[key].get("prerequisites"):
+        if alone and key.isascii():
             passed.add(piece)
 
 
@@ -873,15 +937,25 @@ class Snapshot:
     """One environment's flags, checked (and precompiled, unless packed); immutable and
     thread-safe.
 
-    A packed snapshot (``from_payload(..., packed=True)``, what the SDK loads) was
-    checked whole, by compiling every flag, when it was made, and then keeps only its
-    specs, packed (``PackedSpecs``); each flag is compiled again on its first
-    evaluation and kept. Those compilations may run in several threads at once: they
-    only add equivalent entries to dicts, one assignment each, and never fail (the
-    same compilation passed at load).
+    A packed snapshot (``from_payload(..., packed=True)``) keeps only its specs, packed
+    (``PackedSpecs``), and compiles each flag on its first evaluation, keeping it.
+    Those compilations may run in several threads at once: they only add equivalent
+    entries to dicts, one assignment each.
+
+    When it is checked (docs/design.md §6):
+
+    * made from plain specs, packed or not: whole, every flag compiled, when it is made
+      (``SnapshotFormatError`` names the first bad place);
+    * made from specs already packed (the SDK's, read by ``flagstone.snapshot_text``
+      without parsing every flag): each flag on its first evaluation. A flag that fails
+      answers every evaluation with the caller's default, reason ERROR and error code
+      PARSE_ERROR naming the place (``defects``), and is logged once; the other flags
+      are unaffected. ``check_every_flag`` checks such a snapshot whole, as the SDK
+      does before one replaces the snapshot it serves.
     """
 
     __slots__ = (
+        "_defects",
         "_packed",
         "_rule_conditions",
         "_runners",
@@ -910,6 +984,7 @@ class Snapshot:
     _rule_conditions: dict[str, list[tuple[str, Predicate]]]
     _types: dict[str, str]
     _packed: _Packed | None
+    _defects: dict[str, str]
 
     @classmethod
     def from_payload(
@@ -928,12 +1003,18 @@ class Snapshot:
         again on its first evaluation. Specs that are not plain JSON data (which
         ``marshal`` refuses: a dict subclass, another Mapping) are kept unpacked.
 
+        A payload whose ``flags`` and ``segments`` are ``PackedSpecs`` already is taken
+        as it is, packed, and its flags are checked on first use (see the class doc).
+
         Raises ``SnapshotFormatError`` naming the offending place in the payload.
         """
         payload = _mapping(payload, "payload")
         if payload.get("format") != FORMAT:
             raise _fail("format", f"expected {FORMAT!r}, got {payload.get('format')!r}")
         version = _integer(payload.get("version", 0), "version", 0, 2**53 - 1)
+        given_flags, given_segments = payload.get("flags"), payload.get("segments")
+        if isinstance(given_flags, PackedSpecs) and isinstance(given_segments, PackedSpecs):
+            return cls._made(payload, version, _Packed(given_flags, given_segments, {}, {}, {}))
         compiler = _Compiler(payload, version, owned=owned)
         flag_pieces: list[bytes] = []
         if packed:
@@ -947,10 +1028,20 @@ class Snapshot:
             compiler.segment(key, "segments")
         if packed:
             _check_flags(compiler, flag_pieces)
-        else:
-            for key in compiler.flag_specs:
-                compiler.flag(key, "flags")
+            return cls._made(payload, version, _Packed(flag_specs, segment_specs, {}, {}, {}))
+        for key in compiler.flag_specs:
+            compiler.flag(key, "flags")
+        return cls._made(payload, version, None, compiler)
 
+    @classmethod
+    def _made(
+        cls,
+        payload: Mapping[str, Any],
+        version: int,
+        packed: _Packed | None,
+        compiler: _Compiler | None = None,
+    ) -> Snapshot:
+        """The snapshot of ``payload``: packed, or precompiled by ``compiler``."""
         snapshot = object.__new__(cls)
         setattr_ = object.__setattr__
         setattr_(snapshot, "version", version)
@@ -963,29 +1054,66 @@ class Snapshot:
         setattr_(snapshot, "expires", expires)
         setattr_(snapshot, "expires_at", _optional_instant(expires, "expires"))
         setattr_(snapshot, "digest", _optional_text(payload.get("digest"), "digest"))
-        if packed:
-            setattr_(snapshot, "flags", flag_specs)
-            setattr_(snapshot, "segments", segment_specs)
+        setattr_(snapshot, "_defects", {})
+        setattr_(snapshot, "_packed", packed)
+        if packed is not None:
+            setattr_(snapshot, "flags", packed.flag_specs)
+            setattr_(snapshot, "segments", packed.segment_specs)
             setattr_(snapshot, "_runners", {})
             setattr_(snapshot, "_types", {})
             setattr_(snapshot, "_rule_conditions", {})
-            setattr_(snapshot, "_packed", _Packed(flag_specs, segment_specs, {}, {}, {}))
             return snapshot
+        assert compiler is not None
         setattr_(snapshot, "flags", MappingProxyType(compiler.flag_specs))
         setattr_(snapshot, "segments", MappingProxyType(compiler.segment_specs))
         setattr_(snapshot, "_runners", compiler.flags)
         setattr_(snapshot, "_types", compiler.types)
         setattr_(snapshot, "_rule_conditions", compiler.rule_conditions)
-        setattr_(snapshot, "_packed", None)
         return snapshot
+
+    @property
+    def defects(self) -> Mapping[str, str]:
+        """Flags found unusable on their first evaluation, each with why (see the class
+        doc); empty for a snapshot checked whole when it was made."""
+        return MappingProxyType(self._defects)
+
+    def check_every_flag(self) -> None:
+        """Check every flag not yet checked by compiling it (the results are dropped:
+        this needs the memory of one flag); raises ``SnapshotFormatError`` naming the
+        first bad place. A no-op for a snapshot checked whole when it was made."""
+        packed = self._packed
+        if packed is None or packed.flag_specs.form == "marshal":
+            return
+        if self._defects:
+            raise SnapshotFormatError(next(iter(self._defects.values())))
+        compiler = _Compiler.on_demand(
+            self, _Packed(packed.flag_specs, packed.segment_specs, {}, {}, {})
+        )
+        compiler.flags, compiler.types, compiler.rule_conditions = {}, {}, {}
+        specs = packed.flag_specs
+        _check_flags(compiler, (specs.packed(key) or b"" for key in specs))
 
     def _compiled(self, flag_key: str) -> FlagRunner | None:
         """``flag_key``'s compiled flag, compiling it now if the snapshot is packed and
-        it was not yet; None when the snapshot has no such flag."""
+        it was not yet; None when the snapshot has no such flag, or it failed its check
+        (then ``_defects`` says why)."""
         run = self._runners.get(flag_key)
         if run is not None or self._packed is None or flag_key not in self._packed.flag_specs:
             return run
-        return _Compiler.on_demand(self, self._packed).flag(flag_key, "flags")
+        if flag_key in self._defects:
+            return None
+        try:
+            return _Compiler.on_demand(self, self._packed).flag(flag_key, "flags")
+        except SnapshotFormatError as error:  # only a snapshot checked on first use
+            message = (
+                f"flag {flag_key!r} of {self.project}/{self.environment} version "
+                f"{self.version} cannot be evaluated: {error}"
+            )
+            self._types.pop(flag_key, None)
+            self._rule_conditions.pop(flag_key, None)
+            if self._defects.setdefault(flag_key, message) is message:
+                _logger.warning("%s; it answers the caller's default (PARSE_ERROR)", message)
+            return None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Snapshot is immutable")
@@ -1029,6 +1157,9 @@ class Snapshot:
             if run is None and self._packed is not None:
                 run = self._compiled(flag_key)
             if run is None:
+                defect = self._defects.get(flag_key)
+                if defect is not None:
+                    return self._error(default, PARSE_ERROR, defect)
                 return self._error(
                     default, FLAG_NOT_FOUND, f"flag {flag_key!r} is not in this snapshot"
                 )

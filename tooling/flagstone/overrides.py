@@ -38,7 +38,7 @@ from typing import Any
 
 from flagstone.engine import DISABLED, PREREQUISITE_FAILED, Details, PackedSpecs, Snapshot
 from flagstone.envelope import TrustedKey, parse_payload, parse_timestamp, verify_envelope
-from flagstone.errors import EnvelopeError
+from flagstone.errors import EnvelopeError, SnapshotFormatError
 
 OVERRIDES_PAYLOAD_TYPE = "application/vnd.flagstone.overrides+json"
 OVERRIDES_FORMAT = "flagstone.overrides/1"
@@ -247,14 +247,26 @@ def killed_payload(
     specs = payload.get("flags")
     if not isinstance(specs, Mapping):
         return dict(payload)
-    new_specs = dict(specs)
     if with_dependents:
         flags = {**flags, **_dependents(specs, flags)}
+    killed = {}
     for key in flags:
-        spec = new_specs.get(key)
-        if isinstance(spec, Mapping):
-            new_specs[key] = {**spec, "enabled": False}
-    return {**payload, "flags": new_specs}
+        spec = _readable_spec(specs, key)
+        if spec is not None:
+            killed[key] = {**spec, "enabled": False}
+    if isinstance(specs, PackedSpecs):  # the others stay packed, unread
+        return {**payload, "flags": specs.replacing(killed)}
+    return {**payload, "flags": {**specs, **killed}}
+
+
+def _readable_spec(specs: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """``specs[key]`` when it is there and readable (a snapshot checked on first use may
+    hold a spec that is not: see engine.Snapshot), else None."""
+    try:
+        spec = specs.get(key)
+    except SnapshotFormatError:
+        return None
+    return spec if isinstance(spec, Mapping) else None
 
 
 Runner = Callable[[str, Any, Any], Details]
@@ -283,6 +295,7 @@ def apply_overrides(
     if not present:
         return AppliedOverrides(snapshot, {})
     dependents = _dependents(snapshot.flags, present)
+    packed = isinstance(snapshot.flags, PackedSpecs) and isinstance(snapshot.segments, PackedSpecs)
     payload = {
         "format": "flagstone.snapshot/1",
         "project": snapshot.project,
@@ -291,16 +304,15 @@ def apply_overrides(
         "published_at": snapshot.published_at,
         "expires": snapshot.expires,
         "digest": snapshot.digest,
-        "flags": dict(snapshot.flags),
-        "segments": dict(snapshot.segments),
+        "flags": snapshot.flags if packed else dict(snapshot.flags),
+        "segments": snapshot.segments if packed else dict(snapshot.segments),
     }
     # Recompiled (not just the killed flags' runners replaced) so that flags requiring a
     # killed flag's variation fail their prerequisite, as after the kill in git. The
-    # specs are the snapshot's own, never changed by anyone: no copy needed.
-    # Packed like the snapshot it comes from (the SDK's are: see Snapshot).
-    overridden = Snapshot.from_payload(
-        killed_payload(payload, present), owned=True, packed=isinstance(snapshot.flags, PackedSpecs)
-    )
+    # specs are the snapshot's own, never changed by anyone: no copy needed. A packed
+    # snapshot's (the SDK's) stay packed, the killed ones overlaid, and each flag is
+    # compiled on its first evaluation, as in the snapshot they come from.
+    overridden = Snapshot.from_payload(killed_payload(payload, present), owned=True)
     killed = {}
     for key, entry in present.items():
         disabled = overridden.evaluate(key, {}, None)
@@ -311,10 +323,14 @@ def apply_overrides(
         )
     fallbacks = {}
     for key, cause in dependents.items():
-        spec = snapshot.flags[key]
-        off = spec["off_variation"]
+        spec = _readable_spec(snapshot.flags, key)
+        try:
+            off = spec["off_variation"]  # type: ignore[index]
+            value = spec["variations"][off]  # type: ignore[index]
+        except (TypeError, KeyError, IndexError):
+            continue  # not a usable flag: its own evaluation answers with an error
         fallbacks[key] = Details(
-            value=spec["variations"][off],
+            value=value,
             variation=off,
             reason=PREREQUISITE_FAILED,
             rule=cause,
@@ -327,9 +343,14 @@ def _dependents(flag_specs: Mapping[str, Any], killed: Mapping[str, Any]) -> dic
     """Flags whose prerequisites lead (transitively) to a killed flag, each with the
     killed flag it depends on."""
     requires: dict[str, list[str]] = {}
-    for key, spec in flag_specs.items():
-        items = (spec.get("prerequisites") or []) if isinstance(spec, Mapping) else []
-        requires[key] = [item["flag"] for item in items if isinstance(item, Mapping)]
+    for key in flag_specs:
+        spec = _readable_spec(flag_specs, key)
+        items = (spec.get("prerequisites") or []) if spec is not None else []
+        requires[key] = [
+            item["flag"]
+            for item in (items if isinstance(items, list) else [])
+            if isinstance(item, Mapping) and isinstance(item.get("flag"), str)
+        ]
     found: dict[str, str] = {}
 
     def cause(key: str, seen: frozenset[str]) -> str | None:

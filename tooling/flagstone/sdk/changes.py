@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flagstone.engine import PackedSpecs
+from flagstone.errors import SnapshotFormatError
 
 Specs = Mapping[str, Mapping[str, Any]]
 
@@ -22,34 +23,68 @@ Specs = Mapping[str, Mapping[str, Any]]
 def changed_flags(
     old_flags: Specs, old_segments: Specs, new_flags: Specs, new_segments: Specs
 ) -> frozenset[str]:
-    """Keys of the flags that may evaluate differently under the new snapshot."""
+    """Keys of the flags that may evaluate differently under the new snapshot. A spec
+    that cannot be read (a snapshot checked on first use may hold one: see
+    engine.Snapshot) counts as changed and as using nothing."""
     changed_segments = _changed_keys(old_segments, new_segments)
     if changed_segments:
         changed_segments = _close_over(
             changed_segments,
-            {key: set(_segments_used_by_segment(spec)) for key, spec in new_segments.items()},
+            {
+                key: set(_segments_used_by_segment(spec))
+                for key, spec in _readable_items(new_segments)
+            },
         )
     changed = _changed_keys(old_flags, new_flags)
+    new_specs = dict(_readable_items(new_flags))
     if changed_segments:
-        for key, spec in new_flags.items():
+        for key, spec in new_specs.items():
             if key not in changed and not changed_segments.isdisjoint(_segments_used_by_flag(spec)):
                 changed.add(key)
     if not changed:
         return frozenset()
-    dependencies = {
-        key: {p["flag"] for p in spec.get("prerequisites", ()) if isinstance(p, Mapping)}
-        for key, spec in new_flags.items()
-    }
+    dependencies = {key: set(_prerequisites(spec)) for key, spec in new_specs.items()}
     return frozenset(_close_over(changed, dependencies))
+
+
+def _readable_items(specs: Specs) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for key in specs:
+        spec = _readable(specs, key)
+        if spec is not None:
+            yield key, spec
+
+
+def _readable(specs: Specs, key: str) -> Mapping[str, Any] | None:
+    try:
+        spec = specs[key]
+    except SnapshotFormatError:
+        return None
+    return spec if isinstance(spec, Mapping) else None
+
+
+def _prerequisites(spec: Mapping[str, Any]) -> Iterator[str]:
+    items = spec.get("prerequisites", ())
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, Mapping) and isinstance(item.get("flag"), str):
+            yield item["flag"]
 
 
 def _changed_keys(old: Specs, new: Specs) -> set[str]:
     changed = set(old.keys() ^ new.keys())
-    packed = (old, new) if isinstance(old, PackedSpecs) and isinstance(new, PackedSpecs) else None
+    packed = (
+        (old, new)
+        if isinstance(old, PackedSpecs) and isinstance(new, PackedSpecs) and old.form == new.form
+        else None
+    )
     for key in old.keys() & new.keys():
         if packed is not None and packed[0].packed(key) == packed[1].packed(key):
-            continue  # the same marshal bytes: the same spec, without unpacking it
-        if old[key] is not new[key] and _text(old[key]) != _text(new[key]):
+            continue  # the same bytes: the same spec, without reading it
+        old_spec, new_spec = _readable(old, key), _readable(new, key)
+        if (
+            old_spec is None
+            or new_spec is None
+            or (old_spec is not new_spec and _text(old_spec) != _text(new_spec))
+        ):
             changed.add(key)
     return changed
 

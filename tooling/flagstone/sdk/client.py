@@ -43,7 +43,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flagstone.engine import ERROR, TYPE_MISMATCH, Details, InvalidContext, Snapshot
-from flagstone.envelope import TrustedKey, check_snapshot, parse_payload, verify_envelope_signers
+from flagstone.envelope import TrustedKey, check_snapshot, verify_envelope_signers
 from flagstone.errors import (
     EnvelopeError,
     FlagstoneError,
@@ -51,6 +51,7 @@ from flagstone.errors import (
     StoreError,
     UsageError,
 )
+from flagstone.freedmemory import LARGE_LOAD_BYTES, return_freed_memory
 from flagstone.gcpause import cyclic_gc_paused
 from flagstone.lazylogging import lazy_logger
 from flagstone.records import Record, set_field
@@ -65,6 +66,7 @@ from flagstone.sdk.sources import (
     open_source,
 )
 from flagstone.sdk.telemetry import SourceStats, Telemetry, telemetry_for, variation_labels
+from flagstone.snapshot_text import read_payload
 
 if TYPE_CHECKING:
     # Imported where used: a client without cache_dir or emergency_keys never loads them
@@ -213,6 +215,13 @@ class _Active(Record):
         set_field(self, "run", run)
         set_field(self, "run_uncounted", run_uncounted)
         set_field(self, "counts", counts)
+
+
+def _after_load(envelope: bytes) -> None:
+    """After a large snapshot was loaded (or refused): the memory its loading freed goes
+    back to the operating system (see flagstone.freedmemory)."""
+    if len(envelope) >= LARGE_LOAD_BYTES:
+        return_freed_memory()
 
 
 def _trusted_key(entry: TrustedKey | Mapping[str, Any]) -> TrustedKey:
@@ -762,20 +771,23 @@ class Client:
                 snapshot, signers = self._open(data, active)
         except (EnvelopeError, SnapshotFormatError) as error:
             self._reject(str(error), body_digest)
+            _after_load(data)
             return False
         except Exception as error:  # a bug must reject the snapshot, not reach the caller
             logger.exception("unexpected error while loading a snapshot")
             self._reject(f"{type(error).__name__}: {error}", body_digest)
+            _after_load(data)
             return False
         self._install(snapshot, data, cached=False, envelope_sha256=body_digest, signers=signers)
         self._source_stats.accepted += 1
+        _after_load(data)
         return True
 
     def _open(self, data: bytes, active: _Active | None) -> tuple[Snapshot, frozenset[str]]:
         """Verify, check and precompile an envelope (and say which keys signed it);
         raises EnvelopeError or SnapshotFormatError saying why it is refused."""
         signed, signers = verify_envelope_signers(data, self._trusted, self._threshold)
-        payload = parse_payload(signed)
+        payload = read_payload(signed)
         check_snapshot(
             payload,
             project=self._project,
@@ -798,10 +810,17 @@ class Client:
             raise EnvelopeError(
                 f"snapshot version {version} was already accepted with different content"
             )
-        # The payload was parsed just above and nothing else holds it: no private copy.
-        # Packed: every flag compiled once to check it, then only the specs kept,
-        # packed, each flag compiled again on first use (memory; see Snapshot).
-        return Snapshot.from_payload(payload, owned=True, packed=True), signers
+        # The payload was read just above and nothing else holds it: no private copy.
+        # Its flags are kept as spans of the signed text (read_payload) and compiled on
+        # first use. A snapshot that would replace one in use is checked whole first,
+        # so a bad one is refused and the one in use stays; with nothing in use there
+        # is nothing better to serve, and each flag is checked on its first evaluation
+        # (a bad one answers its default with PARSE_ERROR; docs/design.md §6).
+        snapshot = Snapshot.from_payload(payload, owned=True, packed=True)
+        del payload
+        if active is not None:
+            snapshot.check_every_flag()
+        return snapshot, signers
 
     def _install(
         self,
@@ -977,7 +996,7 @@ class Client:
                 signed, signers = verify_envelope_signers(
                     state.envelope, self._trusted, self._threshold
                 )
-                payload = parse_payload(signed)
+                payload = read_payload(signed)
                 # Expiry is not a reason to refuse our own last known good snapshot when
                 # storage is down: it is served and the status says STALE. Every other
                 # check applies.
@@ -994,8 +1013,9 @@ class Client:
                         f"its version {version} is below version {floor.version}, already "
                         "accepted: a rolled-back cache"
                     )
+                # Nothing is in use yet: its flags are checked on first use (see _open).
                 snapshot = Snapshot.from_payload(payload, owned=True, packed=True)
-                del payload  # freed before anything long-lived is made (see PackedSpecs)
+                del payload
         except (EnvelopeError, SnapshotFormatError) as error:
             logger.warning("ignoring the cached snapshot %s: %s", cache.envelope_path, error)
             return
@@ -1003,6 +1023,7 @@ class Client:
             # A lost (or no longer trusted) state file is written again from what verified.
             self._save_cache(cache, None, snapshot, signers)
         self._install(snapshot, state.envelope, cached=True)
+        _after_load(state.envelope)
 
     def _save_cache(
         self,
