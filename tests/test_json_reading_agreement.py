@@ -5,6 +5,11 @@ Hostile payloads are *signed by the trusted key*, so they get past the signature
 reach the JSON reading and the payload checks: duplicate keys (in the payload and in
 the envelope), NaN and Infinity, 1e400, integers beyond 2**53, lone surrogates,
 non-canonical bytes, deep nesting and unbalanced brackets.
+
+The SDK's verdict is whether it serves everything the payload holds: the first
+snapshot a client loads is served at once and each flag is read strictly on its first
+evaluation (docs/design.md §7), so a hostile flag there answers PARSE_ERROR while
+``verify`` refuses the whole. Either way nothing the strict reader refuses is served.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from hypothesis import strategies as st
 
 from flagstone.canonical import canonical_json
 from flagstone.cli.main import main
+from flagstone.engine import PARSE_ERROR
 from flagstone.envelope import sign_payload
 from flagstone.sdk import Client
 from publish_helpers import fixed_key, make_repo, trusted
@@ -102,7 +108,15 @@ def _verdicts(repo: Path, envelope: bytes, capsys: pytest.CaptureFixture[str]) -
         clock=lambda: NOW,
     )
     assert "RecursionError" not in (client.last_error or "")
-    return code == 0, client.version is not None
+    snapshot = client.snapshot
+    if snapshot is None:
+        return code == 0, False
+    for key in snapshot.flags:
+        details = client.evaluate(key, {"key": "u"})
+        assert "RecursionError" not in (details.error_message or "")
+        if details.error_code == PARSE_ERROR:
+            return code == 0, False
+    return code == 0, True
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

@@ -242,7 +242,7 @@ def test_an_unusable_flag_at_start_answers_its_default_and_the_rest_are_served(
 ) -> None:
     """With nothing in use there is nothing better to serve: a signed snapshot whose flag
     fails its check is served, that flag answering the caller's default with PARSE_ERROR
-    naming the place (logged once), the others as usual (docs/design.md §6)."""
+    naming the place (logged once), the others as usual (docs/design.md §7)."""
     payload = make_payload(3, {"version": fixed_flag("v3"), "banner": fixed_flag("hello")})
     payload["flags"]["version"]["rules"] = [
         {"name": "r", "condition": {"segment": "missing"}, "serve": {"variation": "v"}}

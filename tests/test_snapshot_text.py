@@ -275,3 +275,14 @@ def test_the_freed_memory_of_a_load_can_be_returned_on_glibc() -> None:
     assert isinstance(returned, bool)
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert returned is True
+
+
+def test_every_segment_is_checked_at_load_even_one_no_flag_uses() -> None:
+    payload = _mixed_payload(10)
+    payload["segments"]["unused"] = {"include": [], "exclude": [], "rules": [{"op": "eq"}]}
+    with pytest.raises(SnapshotFormatError, match=r"segments\.unused\.rules\[0\]"):
+        Snapshot.from_payload(read_payload(canonical_json(payload)), owned=True)
+    payload["segments"]["unused"] = {"include": [], "exclude": [], "rules": [], "x": 1, "x ": 2}
+    text = canonical_json(payload).replace(b'"x ":2', b'"x":2')
+    with pytest.raises(SnapshotFormatError, match=r"segments\.unused has a duplicate object key"):
+        Snapshot.from_payload(read_payload(text), owned=True)

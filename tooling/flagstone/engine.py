@@ -303,6 +303,21 @@ class _Compiler:
         compiler._in_progress = []
         return compiler
 
+    @classmethod
+    def for_segments(cls, version: int, packed: _Packed) -> _Compiler:
+        """A compiler of ``packed``'s segments into its caches (a packed snapshot's
+        segments, checked when it is made)."""
+        compiler = cls.__new__(cls)
+        compiler.version = version
+        compiler.segment_specs = packed.segment_specs  # type: ignore[assignment]
+        compiler.flag_specs = packed.flag_specs  # type: ignore[assignment]
+        compiler.segments = packed.segments
+        compiler.clauses = packed.clauses
+        compiler.outcomes = packed.outcomes
+        compiler.flags, compiler.types, compiler.rule_conditions = {}, {}, {}
+        compiler._in_progress = []
+        return compiler
+
     # -- conditions --
 
     def condition(self, spec: Any, where: str) -> Predicate:
@@ -942,12 +957,13 @@ class Snapshot:
     Those compilations may run in several threads at once: they only add equivalent
     entries to dicts, one assignment each.
 
-    When it is checked (docs/design.md §6):
+    When it is checked (docs/design.md §7):
 
     * made from plain specs, packed or not: whole, every flag compiled, when it is made
       (``SnapshotFormatError`` names the first bad place);
     * made from specs already packed (the SDK's, read by ``flagstone.snapshot_text``
-      without parsing every flag): each flag on its first evaluation. A flag that fails
+      without parsing every flag): every segment when it is made, each flag on its
+      first evaluation. A flag that fails
       answers every evaluation with the caller's default, reason ERROR and error code
       PARSE_ERROR naming the place (``defects``), and is logged once; the other flags
       are unaffected. ``check_every_flag`` checks such a snapshot whole, as the SDK
@@ -1014,7 +1030,13 @@ class Snapshot:
         version = _integer(payload.get("version", 0), "version", 0, 2**53 - 1)
         given_flags, given_segments = payload.get("flags"), payload.get("segments")
         if isinstance(given_flags, PackedSpecs) and isinstance(given_segments, PackedSpecs):
-            return cls._made(payload, version, _Packed(given_flags, given_segments, {}, {}, {}))
+            # Flags are checked on first use; segments (few) now, every one, so that a
+            # bad one no flag uses yet refuses the snapshot as a whole check would.
+            packed_form = _Packed(given_flags, given_segments, {}, {}, {})
+            segments = _Compiler.for_segments(version, packed_form)
+            for key in given_segments:
+                segments.segment(key, "segments")
+            return cls._made(payload, version, packed_form)
         compiler = _Compiler(payload, version, owned=owned)
         flag_pieces: list[bytes] = []
         if packed:
@@ -1086,10 +1108,11 @@ class Snapshot:
             return
         if self._defects:
             raise SnapshotFormatError(next(iter(self._defects.values())))
-        compiler = _Compiler.on_demand(
-            self, _Packed(packed.flag_specs, packed.segment_specs, {}, {}, {})
+        # The segments compiled at load are shared; the flags' clauses and outcomes not
+        # (kept, they would hold every flag's).
+        compiler = _Compiler.for_segments(
+            self.version, _Packed(packed.flag_specs, packed.segment_specs, packed.segments, {}, {})
         )
-        compiler.flags, compiler.types, compiler.rule_conditions = {}, {}, {}
         specs = packed.flag_specs
         _check_flags(compiler, (specs.packed(key) or b"" for key in specs))
 

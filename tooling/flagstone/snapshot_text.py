@@ -1,5 +1,5 @@
 """A signed snapshot payload read without parsing every flag: what the SDK serves from
-(issue 18.2; docs/design.md §6).
+(issue 18.2; docs/design.md §7).
 
 ``read_payload`` reads the payload's text once with the standard library's C scanner,
 member by member. The top-level members other than ``flags`` and ``segments`` are read
@@ -7,8 +7,8 @@ strictly (``read_json``), as every payload is. Each flag and segment is scanned,
 text is known to be one JSON value and where it ends, and then dropped: only its span in
 the text is kept (``PackedSpecs.of_text``). A flag's text is read strictly (duplicate
 keys, integers beyond ±(2**53 - 1), lone surrogates, nesting) and checked against the
-snapshot form on its first evaluation, with the segments and prerequisites it uses (see
-``engine.Snapshot``).
+snapshot form on its first evaluation, with the prerequisites it uses; every segment's
+when the snapshot is made (see ``engine.Snapshot``).
 
 Why: at 50,000 flags, parsing the payload and checking every flag took about 2 s before
 the first evaluation, and the parsed payload's freed memory stayed with the process.

@@ -815,7 +815,7 @@ class Client:
         # first use. A snapshot that would replace one in use is checked whole first,
         # so a bad one is refused and the one in use stays; with nothing in use there
         # is nothing better to serve, and each flag is checked on its first evaluation
-        # (a bad one answers its default with PARSE_ERROR; docs/design.md §6).
+        # (a bad one answers its default with PARSE_ERROR; docs/design.md §7).
         snapshot = Snapshot.from_payload(payload, owned=True, packed=True)
         del payload
         if active is not None:
