@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flagstone import toolcache
+from flagstone import model, toolcache
 from flagstone.toolcache import CACHE_FOLDER, KEY_FILE_NAME, NO_CACHE_VARIABLE, DocumentCache
 from gitrepo import GitRepo, run_cli
 
@@ -307,3 +307,65 @@ def test_diff_and_check_change_read_the_base_revision_through_the_cache(
         assert run_cli(command, repo.path) == uncached  # warm: base taken by blob id
     assert (repo.path / CACHE_FOLDER / "revision.entry").is_file()
     assert "checkout" in run_cli(["diff", "HEAD", "--format", "json"], repo.path)[1]
+
+
+def test_an_unchanged_repository_is_not_walked_again(
+    tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While no folder the last walk depended on changed, the walk is replayed from the
+    cache: files are looked at (one lstat each), folders are not walked."""
+    root = example(tmp_path)
+    expected = assert_same_with_and_without(root)
+    age_files(root)
+    assert_same_with_and_without(root)  # records the walk with settled signatures
+
+    def no_listing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a folder was walked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(model._RepositoryWalk, "entries", no_listing)
+        for command in (
+            ["validate", "--format", "json"],
+            ["compile", "--env", "production"],
+            ["eval", "checkout", "--env", "production", "--context", '{"key": "u-1"}'],
+        ):
+            assert run(command, root) == expected[f"uncached {command[0]}"]
+    # an edit in place (the folder's entries stay the same) is seen without a listing
+    release = root / "flags" / "checkout" / "production.yaml"
+    release.write_text(release.read_text().replace("enabled: true", "enabled: false", 1))
+    with monkeypatch.context() as patched:
+        patched.setattr(model._RepositoryWalk, "entries", no_listing)
+        edited = run(["compile", "--env", "production"], root)
+    assert edited == run(["compile", "--env", "production", "--no-cache"], root)
+    assert edited != expected["uncached compile"]
+
+
+def test_a_replayed_walk_notices_a_file_turned_into_a_link_or_a_folder(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    """A file the last walk read that is now a link leading outside (or a folder, or
+    gone) is never read through the record: the repository is walked again."""
+    root = example(tmp_path)
+    age_files(root)
+    assert_same_with_and_without(root)
+    assert_same_with_and_without(root)
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("enabled: true\nsecret: do-not-print\n")
+    release = root / "flags" / "checkout" / "production.yaml"
+    release.unlink()
+    release.symlink_to(secret)
+    linked = assert_same_with_and_without(root)
+    assert "outside the repository" in linked["cached validate"][1]
+    assert "do-not-print" not in "".join(str(result) for result in linked.values())
+    release.unlink()
+    release.mkdir()
+    folder = assert_same_with_and_without(root)
+    assert "release files are named" in folder["cached validate"][1]
+    release.rmdir()
+    gone = assert_same_with_and_without(root)
+    assert gone["cached compile"] != linked["cached compile"]
+    segments = root / "segments"
+    shutil.rmtree(segments)
+    assert_same_with_and_without(root)
+    segments.mkdir()
+    assert_same_with_and_without(root)

@@ -72,9 +72,17 @@ class Document:
     from the toolchain cache gets them as one packed blob (``packed_marks``, a
     ``marshal`` of the pair, already checked by the cache) and unpacks it only when a
     position is asked for: most runs report nothing, and the positions are three
-    quarters of what a document is."""
+    quarters of what a document is. Its ``data`` comes packed the same way."""
 
-    __slots__ = ("_key_marks", "_marks", "_packed_marks", "data", "location", "rel")
+    __slots__ = (
+        "_data",
+        "_key_marks",
+        "_marks",
+        "_packed_data",
+        "_packed_marks",
+        "location",
+        "rel",
+    )
 
     def __init__(
         self,
@@ -85,18 +93,41 @@ class Document:
         key_marks: dict[PathKey, Position] | None = None,
         *,
         packed_marks: bytes | None = None,
+        packed_data: bytes | None = None,
     ) -> None:
         # The file's path; text until first asked for (a Path costs microseconds each,
         # which is a tenth of a second at 30,000 files).
         self.location = location
         self.rel = rel
-        self.data = data
+        self._data = data
+        self._packed_data = packed_data
         self._marks = marks if marks is not None else {}
         self._key_marks = key_marks if key_marks is not None else {}
         self._packed_marks = packed_marks
 
     def __repr__(self) -> str:
         return f"Document(rel={self.rel!r})"
+
+    @property
+    def data(self) -> Any:
+        """The document's plain values (from the cache: unpacked when first asked for;
+        a run after a one-flag change reads few of 30,000 documents' values)."""
+        packed = self._packed_data
+        if packed is not None:
+            self._data = marshal.loads(packed)
+            self._packed_data = None
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
+        self._packed_data = None
+
+    def packed_data(self) -> bytes:
+        """``data`` as one ``marshal`` blob (what the cache keeps)."""
+        if self._packed_data is not None:
+            return self._packed_data
+        return marshal.dumps(self._data)
 
     def _unpack(self) -> None:
         packed, self._packed_marks = self._packed_marks, None

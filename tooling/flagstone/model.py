@@ -312,10 +312,25 @@ class _RepositoryWalk:
         self.prefix = str(root).rstrip(os.sep) + os.sep
         self.inside = RepositoryBounds(root)
         self.problems = problems
+        # The folders whose entries decided the outcome, each with its stat signature
+        # taken before it was looked into (``DocumentCache.replay``); None once the
+        # outcome cannot be replayed (a link on the way, a folder changed moments ago).
+        self.folders: list[tuple[str, Any]] | None = [] if documents is not None else None
 
     def leaves(self, path: str, is_link: bool) -> bool:
         """Whether ``path`` is a link leading out of the repository (then reported)."""
+        if is_link:
+            self.folders = None
         return is_link and _leaves(Path(path), self.inside, self.problems)
+
+    def watch(self, folder: str) -> None:
+        """Record the signature of ``folder`` before the walk looks inside it."""
+        if self.folders is not None and self.documents is not None:
+            signature = self.documents.folder_signature(folder)
+            if signature is None:
+                self.folders = None
+            else:
+                self.folders.append((folder, signature))
 
     def load(self, path: str, rel: str, linked: bool) -> Document | None:
         try:
@@ -363,12 +378,18 @@ def read_project(
     A file or folder that is a symbolic link leading outside the repository is reported
     and not read: nothing outside the repository reaches the output. Links that stay
     inside are followed. With ``documents`` (``flagstone.toolcache``), files whose content
-    was loaded before are not parsed again.
+    was loaded before are not parsed again, and while no folder the last whole walk
+    depended on changed, the walk is replayed from the cache (one ``lstat`` per file).
 
     ``only_flags`` / ``only_segments`` read a part: the folders ``flags/<key>`` and the
     files ``segments/<key>.yaml`` of those keys only, each exactly as a whole read would
     (``flagstone.worktree_change`` reads the flags a change touches this way)."""
     root = root.resolve()
+    whole = only_flags is None and only_segments is None
+    if documents is not None and whole:
+        replayed = _replayed_walk(root, documents)
+        if replayed is not None:
+            return replayed
     problems: list[Problem] = []
     walk = _RepositoryWalk(root, problems, documents)
     stray: dict[str, str] = {}
@@ -386,7 +407,9 @@ def read_project(
     unreadable_segments: set[str] = set()
     flags_dir = os.path.join(root, FLAGS_DIR)
     flags_link = os.path.islink(flags_dir)
-    if not walk.leaves(flags_dir, flags_link) and os.path.isdir(flags_dir):
+    flags_present = not walk.leaves(flags_dir, flags_link) and os.path.isdir(flags_dir)
+    if flags_present:
+        walk.watch(flags_dir)
         for entry in walk.entries(flags_dir):
             name = entry.name
             if name.startswith(".") or (only_flags is not None and name not in only_flags):
@@ -400,6 +423,7 @@ def read_project(
                 stray[rel] = "flags live in flags/<key>/flag.yaml"
                 continue
             linked = flags_link or entry_link
+            walk.watch(entry.path)
             definition = os.path.join(entry.path, FLAG_FILE)
             definition_link = os.path.islink(definition)
             if walk.leaves(definition, definition_link):
@@ -433,7 +457,9 @@ def read_project(
     segments: dict[str, Segment] = {}
     segments_dir = os.path.join(root, SEGMENTS_DIR)
     segments_link = os.path.islink(segments_dir)
-    if not walk.leaves(segments_dir, segments_link) and os.path.isdir(segments_dir):
+    segments_present = not walk.leaves(segments_dir, segments_link) and os.path.isdir(segments_dir)
+    if segments_present:
+        walk.watch(segments_dir)
         for entry in walk.entries(segments_dir):
             name = entry.name
             if name.startswith("."):
@@ -455,7 +481,7 @@ def read_project(
             else:
                 unreadable_segments.add(key)
 
-    return Project(
+    project = Project(
         root,
         config,
         flags,
@@ -466,3 +492,68 @@ def read_project(
         unreadable_segments,
         documents,
     )
+    if documents is not None and walk.folders is not None and whole and not problems:
+        present = (config_doc is not None, flags_present, segments_present)
+        documents.keep_walk(_walk_record(project, present, walk.folders))
+    return project
+
+
+# What ``_walk_record`` keeps; a change of layout changes the tool version anyway.
+_WALK_RECORD = "walk 1"
+
+
+def _walk_record(
+    project: Project, present: tuple[bool, ...], folders: list[tuple[str, Any]]
+) -> tuple[Any, ...]:
+    """The outcome of a walk that met no link and no unreadable file, as plain values
+    (``present``: whether it found ``flagstone.yaml``, ``flags/``, ``segments/``)."""
+    return (
+        _WALK_RECORD,
+        str(project.root),
+        present,
+        folders,
+        [
+            (key, flag.doc.rel, [(env, release.doc.rel) for env, release in flag.releases.items()])
+            for key, flag in project.flags.items()
+        ],
+        [(key, segment.doc.rel) for key, segment in project.segments.items()],
+        list(project.stray_files.items()),
+    )
+
+
+_TOP_ENTRIES = (PROJECT_FILE, FLAGS_DIR, SEGMENTS_DIR)
+
+
+def _replayed_walk(root: Path, documents: DocumentCache) -> Project | None:
+    """The project a walk of ``root`` would read, replayed from the last walk's record
+    while every folder it depended on is unchanged (``DocumentCache.replay``); None
+    when it cannot be (then the repository is walked)."""
+    record = documents.recorded_walk()
+    if not isinstance(record, tuple) or len(record) != 7 or record[0] != _WALK_RECORD:
+        return None
+    _, recorded_root, present, folders, flag_rows, segment_rows, stray = record
+    prefix = str(root).rstrip(os.sep) + os.sep
+    if recorded_root != str(root) or len(present) != len(_TOP_ENTRIES):
+        return None
+    for name, was_there in zip(_TOP_ENTRIES, present, strict=True):
+        if not was_there and os.path.lexists(prefix + name):
+            return None  # a file or folder that is there now (one that was is checked below)
+    if not documents.folders_unchanged(folders):
+        return None
+    rels: list[str] = [PROJECT_FILE] if present[0] else []
+    for _, flag_rel, releases in flag_rows:
+        rels.append(flag_rel)
+        rels.extend(rel for _, rel in releases)
+    rels.extend(rel for _, rel in segment_rows)
+    loaded = documents.replay(prefix, rels)
+    if loaded is None:
+        return None
+    docs = iter(loaded)
+    config = ProjectConfig(next(docs)) if present[0] else None
+    flags: dict[str, Flag] = {}
+    for key, _, releases in flag_rows:
+        flag = flags[key] = Flag(key, next(docs))
+        for env, _ in releases:
+            flag.releases[env] = ReleaseConfig(key, env, next(docs))
+    segments = {key: Segment(key, next(docs)) for key, _ in segment_rows}
+    return Project(root, config, flags, segments, [], dict(stray), set(), set(), documents)
