@@ -369,3 +369,110 @@ def test_a_replayed_walk_notices_a_file_turned_into_a_link_or_a_folder(
     assert_same_with_and_without(root)
     segments.mkdir()
     assert_same_with_and_without(root)
+
+
+def test_positions_kept_compactly_read_back_the_same() -> None:
+    """The cache keeps a document's positions without their paths (read back along its
+    values); every example file's positions come back exactly, and a document whose
+    positions do not follow its values one to one keeps them whole."""
+    from flagstone.loader import Document, LoadError, loads
+
+    checked = 0
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
+        try:
+            document = loads(path.read_bytes(), rel=path.name)
+        except LoadError:
+            continue
+        packed = document.packed()
+        again = Document(
+            path, path.name, None, packed_marks=packed, packed_data=document.packed_data()
+        )
+        assert again.data == document.data
+        assert again.marks == document.marks and again.key_marks == document.key_marks
+        checked += 1 if packed[:1] == b"\x00" else 0
+    assert checked > 50
+    odd = Document("x", "x", {"a": 1}, {(): (1, 1)}, {})  # a key without its position
+    assert odd.packed()[:1] != b"\x00"
+    assert Document("x", "x", None, packed_marks=odd.packed()).marks == {(): (1, 1)}
+
+
+def test_a_flag_folder_changed_is_listed_again_alone(
+    tmp_path: Path, user_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editor that saves by renaming changes the flag's folder: that folder is listed
+    again, not the repository; a release file added there is seen; anything the walk
+    would look at twice (a stray file) makes it walk again."""
+    root = example(tmp_path)
+    age_files(root)
+    assert_same_with_and_without(root)
+    assert_same_with_and_without(root)
+    folder = root / "flags" / "checkout"
+    release = folder / "production.yaml"
+    saved = folder / ".production.yaml.swp"
+    saved.write_text(release.read_text().replace("enabled: true", "enabled: false", 1))
+    os.replace(saved, release)
+
+    def no_walk(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the repository was walked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(model._RepositoryWalk, "entries", no_walk)
+        renamed = run(["compile", "--env", "production"], root)
+    assert renamed == run(["compile", "--env", "production", "--no-cache"], root)
+    assert '"enabled":false' in renamed[1]
+    (folder / "qa.yaml").write_text("enabled: false\n")
+    with monkeypatch.context() as patched:
+        patched.setattr(model._RepositoryWalk, "entries", no_walk)
+        added = run_cli(["validate", "--format", "text"], root)
+    assert added == run_cli(["validate", "--format", "text", "--no-cache"], root)
+    assert "undeclared environment 'qa'" in added[1]
+    (folder / "notes.txt").write_text("not a release\n")
+    stray = assert_same_with_and_without(root)
+    assert "release files are named" in stray["cached validate"][1]
+
+
+def test_compiled_flags_are_kept_per_flag_and_joined_into_the_same_bytes(
+    tmp_path: Path, user_cache: Path
+) -> None:
+    """compile keeps each flag's canonical bytes under what it is compiled from; the
+    payload joined from them is the bytes of the whole payload written at once, through
+    edits of a flag another requires, archiving, segments coming and going, and values
+    the standard JSON writer does not write canonically (floats), non-ASCII text."""
+    root = example(tmp_path)
+    payments = root / "flags" / "payments" / "flag.yaml"
+    payments.write_text(payments.read_text().replace("v3: three}", "v3: th☃ree, v4: four}"))
+
+    def same() -> str:
+        age_files(root)
+        results = []
+        for extra in ([], [], ["--no-cache"]):  # cold or edited, then kept, then none
+            for env in ("production", "staging"):
+                results.append(run(["compile", "--env", env, *extra], root))
+        assert results[0:2] == results[2:4] == results[4:6]
+        return results[0][1]
+
+    first = same()
+    assert "th☃ree" in first
+    # a flag another requires: the other's kept bytes depend on it (its variations)
+    payments.write_text(payments.read_text().replace(", v4: four}", "}"))
+    assert same() != first
+    checkout = root / "flags" / "checkout"
+    (checkout / "flag.yaml").write_text(
+        (checkout / "flag.yaml")
+        .read_text()
+        .replace("{on: true, off: false}", "{on: 1.5, off: 0.25}")
+        + "type: number\n"
+    )
+    floats = same()
+    assert '"on":1.5' in floats
+    payments.write_text(payments.read_text() + "archived: true\n")
+    assert run(["compile", "--env", "production"], root) == run(
+        ["compile", "--env", "production", "--no-cache"], root
+    )
+    payments.write_text(payments.read_text().replace("archived: true\n", ""))
+    assert same() == floats
+    (root / "segments" / "extra.yaml").write_text("name: Extra\nowner: core\ninclude: [u-9]\n")
+    with_segment = same()
+    assert '"extra"' in with_segment
+    (root / "segments" / "extra.yaml").unlink()
+    assert same() == floats

@@ -14,6 +14,8 @@ form rather than writing a snapshot an SDK would reject.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,17 +23,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from flagstone.canonical import canonical_json, content_digest
+from flagstone.canonical import DIGEST_PREFIX, canonical_json, content_digest
 from flagstone.engine import FORMAT, OPERATORS, Snapshot, check_clause_values
 from flagstone.errors import RepositoryError, SnapshotFormatError, UsageError, ValidationFailed
 from flagstone.gcpause import cyclic_gc_paused
 from flagstone.loader import Document, PathKey
-from flagstone.model import Flag, Project, ReleaseConfig
+from flagstone.model import KEY_PATTERN, Flag, Project, ReleaseConfig
 from flagstone.problems import Problem
 from flagstone.rollout import TOTAL_WEIGHT, percent_weight, read_progression
 from flagstone.timestamps import duration_seconds as duration_seconds  # re-exported
 from flagstone.timestamps import parse_timestamp
-from flagstone.toolcache import digest_of, project_inputs_digest
+from flagstone.toolcache import DocumentCache, digest_of
 
 RULE = "compile"
 
@@ -154,22 +156,161 @@ def compiled_bytes(
 ) -> tuple[bytes, str]:
     """The canonical bytes and the content digest of ``env``'s unsigned payload (version
     0), as ``snapshot_bytes(compile_environment(…))``. With the project's document cache
-    (``flagstone.toolcache``), the bytes kept last time are the answer when no input
-    changed: every document's content, the environment and ``source``."""
+    (``flagstone.toolcache``), each flag's compiled bytes are kept and taken again while
+    what it is compiled from is unchanged (``_KeptFragments``): a one-flag change
+    compiles and checks that flag (and the flags it requires), not 10,000."""
     cache = project.documents_cache
-    source_values = {"commit": (source or {}).get("commit"), "ref": (source or {}).get("ref")}
-    inputs = project_inputs_digest(project, env, sorted(source_values.items()))
-    # One entry per environment and kind of source, so entries do not pile up per commit.
-    name = f"compile-{digest_of([env, source is not None])[:16]}"
-    if cache is not None and inputs is not None:
-        kept = cache.result(name, inputs)
-        if isinstance(kept, tuple) and len(kept) == 2:
-            return kept[0], kept[1]
+    if cache is not None:
+        with cyclic_gc_paused():
+            assembled = _KeptFragments(project, env, cache).compiled_bytes(source)
+        if assembled is not None:
+            return assembled
     payload = compile_environment(project, env, source=source)
-    data = snapshot_bytes(payload)
-    if cache is not None and inputs is not None:
-        cache.keep_result(name, inputs, (data, payload["digest"]))
-    return data, str(payload["digest"])
+    return snapshot_bytes(payload), str(payload["digest"])
+
+
+class _KeptFragments:
+    """Each flag's compiled form in one environment, as canonical JSON bytes, kept in the
+    toolchain cache under the digest of everything it is compiled from: the flag's
+    ``flag.yaml`` and its release file for the environment, the environment, the segment
+    keys and the ``flag.yaml`` of each flag it requires. Whether the flag is archived
+    and which flags it requires are kept beside it, under the digest of its
+    ``flag.yaml``, so that unchanged flags' values are never decoded.
+
+    RFC 8785 writes an object as its members in key order, each value written on its
+    own, so the payload's bytes are the kept bytes joined: the same bytes as writing the
+    whole payload (tests compare them). Flags compiled again are checked by the engine
+    with the flags they require and every segment, as the whole payload is the first
+    time; a flag's bytes are kept only once that check passed."""
+
+    def __init__(self, project: Project, env: str, cache: DocumentCache) -> None:
+        self.project = project
+        self.env = env
+        self.cache = cache
+        self.name = f"compile-flags-{digest_of([env])[:16]}"
+        stored = cache.cache.get(self.name)
+        self.previous: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        self.common = digest_of([env, sorted(project.segments)])
+
+    def summary(self, flag: Flag, flag_digest: str) -> tuple[bool, list[str]]:
+        """Whether ``flag`` is archived and the flags it requires (kept per flag.yaml)."""
+        stored = self.previous.get(flag.key)
+        if isinstance(stored, tuple) and len(stored) == 5 and stored[0] == flag_digest:
+            return bool(stored[1]), list(stored[2])
+        return flag.archived, [str(item.get("flag")) for item in flag.prerequisites]
+
+    def compiled_bytes(self, source: Mapping[str, str | None] | None) -> tuple[bytes, str] | None:
+        """The payload's bytes and digest, or None when they cannot be joined from
+        kept pieces (a flag key JSON would escape); the caller compiles it whole."""
+        project, env = self.project, self.env
+        if project.config is None or env not in project.environments:
+            return None  # the whole compile says why
+        digest_of_document = self.cache.digest
+        current: dict[str, Any] = {}
+        pieces: dict[str, bytes] = {}
+        compiled: dict[str, dict[str, Any]] = {}
+        requires: dict[str, list[str]] = {}
+        for key, flag in sorted(project.flags.items()):
+            if KEY_PATTERN.fullmatch(key) is None:
+                return None
+            flag_digest = digest_of_document(flag.doc)
+            release = flag.releases.get(env)
+            release_digest = digest_of_document(release.doc) if release is not None else "-"
+            if flag_digest is None or release_digest is None:
+                return None
+            archived, names = self.summary(flag, flag_digest)
+            if archived:
+                current[key] = (flag_digest, True, names, "", b"")
+                continue
+            requires[key] = names
+            parts = [self.common, key, flag_digest, release_digest]
+            for name in names:
+                other = project.flags.get(name)
+                parts += (name, digest_of_document(other.doc) or "?" if other else "-")
+            fragment_key = hashlib.sha256(
+                "\0".join(parts).encode("utf-8", "surrogatepass")
+            ).hexdigest()
+            stored = self.previous.get(key)
+            if (
+                isinstance(stored, tuple)
+                and len(stored) == 5
+                and stored[3] == fragment_key
+                and isinstance(stored[4], bytes)
+            ):
+                pieces[key] = stored[4]
+                current[key] = stored
+                continue
+            spec = _FlagCompiler(flag, release, project).compile()
+            compiled[key] = spec
+            pieces[key] = canonical_json(spec)
+            current[key] = (flag_digest, False, names, fragment_key, pieces[key])
+        segments = {
+            key: _compile_segment(segment.doc, project)
+            for key, segment in sorted(project.segments.items())
+        }
+        flags_bytes = (
+            b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in pieces.items()) + b"}"
+        )
+        segments_bytes = canonical_json(segments)
+        content = b'{"flags":' + flags_bytes + b',"segments":' + segments_bytes + b"}"
+        digest = DIGEST_PREFIX + hashlib.sha256(content).hexdigest()
+        source = source or {}
+        source_values = {"commit": source.get("commit"), "ref": source.get("ref")}
+        if compiled:
+            self.check(compiled, requires, pieces, segments, digest, source_values)
+        members = {
+            "digest": canonical_json(digest),
+            "environment": canonical_json(env),
+            "expires": b"null",
+            "flags": flags_bytes,
+            "format": canonical_json(FORMAT),
+            "project": canonical_json(project.config.name),
+            "published_at": b"null",
+            "segments": segments_bytes,
+            "source": canonical_json(source_values),
+            "version": b"0",
+        }
+        data = b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in members.items()) + b"}"
+        if compiled or len(current) != len(self.previous):
+            self.cache.cache.put(self.name, current)
+        return data, digest
+
+    def check(
+        self,
+        compiled: dict[str, dict[str, Any]],
+        requires: dict[str, list[str]],
+        pieces: dict[str, bytes],
+        segments: dict[str, Any],
+        digest: str,
+        source: dict[str, str | None],
+    ) -> None:
+        """The engine's check of the flags compiled again, with every flag they require
+        (directly or through others) and every segment."""
+        flags: dict[str, Any] = {}
+        pending = sorted(compiled)
+        while pending:
+            key = pending.pop()
+            if key in flags or key not in pieces:
+                continue
+            flags[key] = compiled[key] if key in compiled else json.loads(pieces[key])
+            pending.extend(requires[key])
+        assert self.project.config is not None
+        payload = {
+            "format": FORMAT,
+            "project": self.project.config.name,
+            "environment": self.env,
+            "version": 0,
+            "published_at": None,
+            "expires": None,
+            "source": source,
+            "digest": digest,
+            "flags": dict(sorted(flags.items())),
+            "segments": segments,
+        }
+        try:
+            Snapshot.from_payload(payload, owned=True)
+        except SnapshotFormatError as error:
+            raise ValidationFailed([Problem("flags", 0, 0, RULE, "error", error.message)]) from None
 
 
 def snapshot_bytes(payload: Mapping[str, Any]) -> bytes:

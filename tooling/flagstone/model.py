@@ -538,8 +538,29 @@ def _replayed_walk(root: Path, documents: DocumentCache) -> Project | None:
     for name, was_there in zip(_TOP_ENTRIES, present, strict=True):
         if not was_there and os.path.lexists(prefix + name):
             return None  # a file or folder that is there now (one that was is checked below)
-    if not documents.folders_unchanged(folders):
+    changed = documents.changed_folders(folders)
+    if changed is None:
         return None
+    if changed:
+        # A flag's folder changed (an editor that saves by renaming, a checkout): only
+        # that folder is listed again; any other change walks the whole repository.
+        folders, flag_rows = list(folders), list(flag_rows)
+        row_of = {
+            prefix + FLAGS_DIR + os.sep + row[0]: index for index, row in enumerate(flag_rows)
+        }
+        for index in changed:
+            folder = folders[index][0]
+            row = row_of.get(folder)
+            if row is None:
+                return None
+            key, flag_rel, _ = flag_rows[row]
+            listed = _flag_folder_again(folder, key, documents)
+            if listed is None:
+                return None
+            folders[index] = (folder, listed[0])
+            flag_rows[row] = (key, flag_rel, listed[1])
+            inside = f"{FLAGS_DIR}/{key}/"  # what was stray there is gone: it holds none now
+            stray = [(rel, why) for rel, why in stray if not rel.startswith(inside)]
     rels: list[str] = [PROJECT_FILE] if present[0] else []
     for _, flag_rel, releases in flag_rows:
         rels.append(flag_rel)
@@ -556,4 +577,37 @@ def _replayed_walk(root: Path, documents: DocumentCache) -> Project | None:
         for env, _ in releases:
             flag.releases[env] = ReleaseConfig(key, env, next(docs))
     segments = {key: Segment(key, next(docs)) for key, _ in segment_rows}
+    if changed:
+        documents.keep_walk(
+            (_WALK_RECORD, str(root), present, folders, flag_rows, segment_rows, stray)
+        )
     return Project(root, config, flags, segments, [], dict(stray), set(), set(), documents)
+
+
+def _flag_folder_again(
+    folder: str, key: str, documents: DocumentCache
+) -> tuple[Any, list[tuple[str, str]]] | None:
+    """The signature and release files of a flag's folder listed again, when it holds
+    only what a walk takes without a second look (its ``flag.yaml`` and release files,
+    no link, nothing stray); None otherwise (then the repository is walked)."""
+    signature = documents.folder_signature(folder)  # before the listing
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return None
+    releases: list[tuple[str, str]] = []
+    definition = False
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            return None
+        if name == FLAG_FILE:
+            definition = True
+        elif name.endswith(".yaml"):
+            releases.append((name[: -len(".yaml")], f"{FLAGS_DIR}/{key}/{name}"))
+        else:
+            return None
+    return (signature, releases) if definition else None

@@ -342,20 +342,22 @@ class DocumentCache:
             self.cache.put(self.name + "-walk", walk)
             self._walk = walk
 
-    def folders_unchanged(self, folders: Iterable[tuple[str, Any]]) -> bool:
-        """Whether every folder still has the signature recorded with it (none racy)."""
+    def changed_folders(self, folders: Iterable[tuple[str, Any]]) -> list[int] | None:
+        """The indexes of the folders whose signature is not the one recorded with them
+        (or was not settled when recorded); None when one is no longer a folder."""
         now = time.time_ns()
         lstat, is_dir = os.lstat, stat.S_ISDIR
-        for folder, signature in folders:
+        changed: list[int] = []
+        for index, (folder, signature) in enumerate(folders):
             try:
                 status = lstat(folder)
             except OSError:
-                return False
-            if signature is None or not is_dir(status.st_mode):
-                return False
-            if _signature(status, now) != signature:
-                return False
-        return True
+                return None
+            if not is_dir(status.st_mode):
+                return None
+            if signature is None or _signature(status, now) != signature:
+                changed.append(index)
+        return changed
 
     def replay(self, prefix: str, rels: Iterable[str]) -> list[Document] | None:
         """The documents at ``prefix + rel`` for each ``rel``, like ``load``, or None when

@@ -42,7 +42,7 @@ from flagstone.envelope import compute_keyid
 from flagstone.errors import EnvelopeError, ValidationFailed
 from flagstone.gates.checks import RULE_METRIC as RULE_METRIC  # rule ids validate reports
 from flagstone.gates.checks import RULE_UNKNOWN_METRIC as RULE_UNKNOWN_METRIC
-from flagstone.gates.checks import gate_problems
+from flagstone.gates.checks import metric_gate_problems, release_gate_problems
 from flagstone.loader import Document, PathKey, cyclic_gc_paused
 from flagstone.model import (
     FLAG_FILE,
@@ -415,6 +415,9 @@ class _Checker:
         self.config_ok = config is not None and id(config.doc) in valid
         self.teams = set(config.teams) if config and self.config_ok else set()
         self.environments = set(project.environments) if self.config_ok else set()
+        # flag key -> the flag names its prerequisites give, where already known (the
+        # kept findings hold them: reading them costs decoding the flag's values).
+        self.prerequisite_names: dict[str, list[Any]] = {}
 
     def is_valid(self, doc: Document) -> bool:
         return id(doc) in self.valid
@@ -438,8 +441,13 @@ class _Checker:
         self.check_project()
         cache = self.project.documents_cache
         kept = _KeptFlagFindings(self.project, cache) if cache is not None else None
+        config = self.project.config
         for flag in self.project.flags.values():
-            key = kept.key(flag) if kept is not None else None
+            if kept is not None:
+                names = self.prerequisite_names[flag.key] = kept.prerequisite_names(flag)
+                key = kept.key(flag, names)
+            else:
+                key = None
             if kept is not None and key is not None:
                 found = kept.get(flag.key, key)
                 if found is not None:
@@ -447,8 +455,11 @@ class _Checker:
                     continue
             start = len(self.problems)
             self.check_flag(flag)
+            if self.config_ok and config is not None:
+                for release in flag.releases.values():
+                    self.problems.extend(release_gate_problems(release, config))
             if kept is not None and key is not None:
-                kept.put(flag.key, key, self.problems[start:])
+                kept.put(flag, key, self.problems[start:], names)
         if kept is not None:
             kept.save()
         for segment in self.project.segments.values():
@@ -456,7 +467,7 @@ class _Checker:
         self.check_prerequisite_cycles()
         self.check_segment_cycles()
         if self.config_ok:
-            self.problems.extend(gate_problems(self.project))
+            self.problems.extend(metric_gate_problems(self.project))
         stray = {**self.project.stray_files, **_misnamed_root_entries(self.project.root)}
         for rel, why in sorted(stray.items()):
             self.add_file(
@@ -834,10 +845,10 @@ class _Checker:
         edges: dict[str, list[tuple[str, PathKey]]] = {}
         for key, flag in self.project.flags.items():
             if self.is_valid(flag.doc):
-                edges[key] = [
-                    (p["flag"], ("prerequisites", i, "flag"))
-                    for i, p in enumerate(flag.prerequisites)
-                ]
+                names = self.prerequisite_names.get(key)
+                if names is None:
+                    names = [p["flag"] for p in flag.prerequisites]
+                edges[key] = [(name, ("prerequisites", i, "flag")) for i, name in enumerate(names)]
         docs = {key: flag.doc for key, flag in self.project.flags.items()}
         self.report_cycles(edges, docs, "prerequisite cycle", RULE_PREREQUISITE_CYCLE)
 
@@ -869,7 +880,10 @@ class _KeptFlagFindings:
     of everything they depend on: the flag's files, ``flagstone.yaml``, the segment
     keys, each prerequisite's ``flag.yaml`` (and, when one is missing, every flag key,
     which the hint draws on). A one-flag change checks that flag, and those that name it
-    as a prerequisite, again; the others' findings are the ones kept."""
+    as a prerequisite, again; the others' findings are the ones kept. The gate findings
+    of its release files are part of them (they depend on ``flagstone.yaml`` too), and
+    so are the flag names its prerequisites give, kept under the digest of its
+    ``flag.yaml``: the other flags' values are then never decoded."""
 
     NAME = "validate-flags"
 
@@ -891,8 +905,25 @@ class _KeptFlagFindings:
         )
         self._flag_keys: str | None = None
 
-    def key(self, flag: Flag) -> str | None:
-        """The digest of what ``check_flag(flag)`` reads; None if a file's is unknown."""
+    def prerequisite_names(self, flag: Flag) -> list[Any]:
+        """``[p.get("flag") for p in flag.prerequisites]``, kept while ``flag.yaml``'s
+        content is the same."""
+        stored = self.previous.get(flag.key)
+        digest = self.cache.digest(flag.doc)
+        if (
+            digest is not None
+            and isinstance(stored, tuple)
+            and len(stored) == 4
+            and stored[2] == digest
+            and isinstance(stored[3], list)
+        ):
+            names: list[Any] = stored[3]
+            return names
+        return [item.get("flag") for item in flag.prerequisites]
+
+    def key(self, flag: Flag, names: list[Any]) -> str | None:
+        """The digest of what ``check_flag(flag)`` reads (``names``: its prerequisites');
+        None if a file's is unknown."""
         # Paths and hex digests hold no NUL: joined with it, they cannot run together.
         parts = [self.common, flag.key]
         digest_of_document = self.cache.digest
@@ -901,8 +932,7 @@ class _KeptFlagFindings:
             if digest is None:
                 return None
             parts += (doc.rel, digest)
-        for item in flag.prerequisites:
-            name = item.get("flag")
+        for name in names:
             other = self.project.flags.get(name) if isinstance(name, str) else None
             if other is not None:
                 digest = digest_of_document(other.doc)
@@ -923,13 +953,14 @@ class _KeptFlagFindings:
 
     def get(self, flag_key: str, key: str) -> list[Problem] | None:
         stored = self.previous.get(flag_key)
-        if not isinstance(stored, tuple) or len(stored) != 2 or stored[0] != key:
+        if not isinstance(stored, tuple) or len(stored) != 4 or stored[0] != key:
             return None
         self.current[flag_key] = stored
         return [problem_from(values) for values in stored[1]]
 
-    def put(self, flag_key: str, key: str, problems: list[Problem]) -> None:
-        self.current[flag_key] = (key, problems_values(problems))
+    def put(self, flag: Flag, key: str, problems: list[Problem], names: list[Any]) -> None:
+        digest = self.cache.digest(flag.doc)
+        self.current[flag.key] = (key, problems_values(problems), digest, names)
         self.changed = True
 
     def save(self) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flagstone.gates.config import PLACEHOLDERS
-from flagstone.model import Project
+from flagstone.model import Project, ProjectConfig, ReleaseConfig
 from flagstone.problems import Problem
 
 RULE_METRIC = "metric"
@@ -36,6 +36,28 @@ def _template_problems(template: str) -> Iterator[str]:
 
 
 def gate_problems(project: Project) -> list[Problem]:
+    """The gate findings of a repository: ``metric_gate_problems`` plus
+    ``release_gate_problems`` of every release file."""
+    config = project.config
+    if config is None:
+        return []
+    problems = metric_gate_problems(project)
+    for flag in project.flags.values():
+        for release in flag.releases.values():
+            problems.extend(release_gate_problems(release, config))
+    return problems
+
+
+def release_gate_problems(release: ReleaseConfig, config: ProjectConfig) -> list[Problem]:
+    """The findings about one release file's gates (unknown metrics, metrics that cannot
+    check ``min_samples``): they depend on that file and ``flagstone.yaml`` only."""
+    metrics = config.data.get("metrics")
+    metrics = metrics if isinstance(metrics, Mapping) else {}
+    return _release_gate_problems(release.doc, release.default, metrics)
+
+
+def metric_gate_problems(project: Project) -> list[Problem]:
+    """The findings about ``flagstone.yaml``'s metrics and metric sources."""
     config = project.config
     if config is None:
         return []
@@ -87,9 +109,6 @@ def gate_problems(project: Project) -> list[Problem]:
                 )
             for message in _template_problems(template):
                 problems.append(doc.problem(("metrics", name, role), message, rule=RULE_METRIC))
-    for flag in project.flags.values():
-        for release in flag.releases.values():
-            problems.extend(_release_gate_problems(release.doc, release.default, metrics))
     return problems
 
 
