@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flagstone import toolcache, worktree_change
-from flagstone.cli import history_cmd
+from flagstone.cli import review_cmd
 from flagstone.toolcache import CACHE_FOLDER, NO_CACHE_VARIABLE
 from gitrepo import GitRepo, run_cli
 
@@ -92,7 +92,7 @@ def narrowed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         taken.append(result is not None)
         return result
 
-    monkeypatch.setattr(history_cmd, "narrowed_projects", spy)
+    monkeypatch.setattr(review_cmd, "narrowed_projects", spy)
     return taken
 
 
@@ -215,6 +215,10 @@ EDITS: dict[str, tuple[Edit, bool]] = {
         lambda repo, root: (root / ".gitattributes").write_text("*.yaml ident\n"),
         False,
     ),
+    "an ident attribute below": (
+        lambda repo, root: (root / "flags/.gitattributes").write_text("*.yaml ident\n"),
+        False,
+    ),
     "an assume-unchanged file": (
         lambda repo, root: repo.git(
             "update-index",
@@ -302,6 +306,13 @@ def test_a_base_with_links_or_problems_is_never_narrowed(
     assert outputs(root, []) == outputs(root, ["--no-cache"])
     assert not any(narrowed)
     (root / "segments/staff-link.yaml").unlink()
+    (root / "flags/.gitattributes").write_text("production.yaml filter=lfs\n")
+    repo.commit("A tracked attribute file")
+    outputs(root, [])
+    narrowed.clear()
+    assert outputs(root, []) == outputs(root, ["--no-cache"])
+    assert not any(narrowed)
+    (root / "flags/.gitattributes").unlink()
     (root / "flags/payments-v2/staging.yaml").write_text("enabled: [\n")
     repo.commit("A broken file")
     outputs(root, [])

@@ -70,7 +70,6 @@ from pathlib import Path
 from typing import Any
 
 from flagstone import gitops
-from flagstone.compile import timestamp_text
 from flagstone.diff import (
     detect_flag_renames,
     protected_environments,
@@ -155,6 +154,14 @@ def _problem(
     return release_or_flag.doc.problem(
         where, message, rule=f"{RULE_PREFIX}-{rule}", level=level, hint=hint
     )
+
+
+def _instant_text(seconds: float) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ``, as ``flagstone.compile`` writes it (imported on first
+    use: it loads the engine, which most runs of ``check-change`` never need)."""
+    from flagstone.compile import timestamp_text
+
+    return timestamp_text(seconds) or ""
 
 
 def duration_text(seconds: float) -> str:
@@ -542,7 +549,7 @@ class _Checker:
             self.problems.append(_problem(
                 pair.new, self._where(pair), "restore", "info",
                 f"{pair.flag.key} in {pair.env} returns to the exposure it had at "
-                f"{timestamp_text(stamp)} (commit {sha[:12]}), within restore_window "
+                f"{_instant_text(stamp)} (commit {sha[:12]}), within restore_window "
                 f"{duration_text(self.policy.restore_window)}: step and bake are not checked",
                 "restoring a recent exposure skips step and bake; make sure what brought it down is fixed",
             ))  # fmt: skip
@@ -694,7 +701,7 @@ class _Checker:
         baked = self.now - entered
         if baked >= seconds:
             return
-        ready = timestamp_text(entered + seconds)
+        ready = _instant_text(entered + seconds)
         if advancing and stage is not None and target is not None:
             goal, fix = (
                 f"advancing to {target.name}",
@@ -706,7 +713,7 @@ class _Checker:
             fix = f"wait until {ready} (earliest allowed), or keep the exposure as it is"
         self.problems.append(_problem(
             pair.new, where, "min-bake", "error",
-            f"{key} entered {what} in {env} at {timestamp_text(entered)}, "
+            f"{key} entered {what} in {env} at {_instant_text(entered)}, "
             f"{duration_text(baked)} ago; it must bake {duration_text(seconds)} ({source}) before {goal}",
             fix,
         ))  # fmt: skip
@@ -743,9 +750,9 @@ class _Checker:
                     self.problems.append(_problem(
                         pair.new, where, "min-bake", "error",
                         f"{key}'s stage {stage.name} is scheduled in {env} at {stage.at_text}, "
-                        f"{duration_text(max(point.at - start, 0))} after {previous} starts ({timestamp_text(start)}); "
+                        f"{duration_text(max(point.at - start, 0))} after {previous} starts ({_instant_text(start)}); "
                         f"{previous} must bake {duration_text(seconds)} ({source}) first",
-                        f"earliest allowed: {timestamp_text(start + seconds)}",
+                        f"earliest allowed: {_instant_text(start + seconds)}",
                     ))  # fmt: skip
             start = point.at
 

@@ -263,15 +263,17 @@ def changed_paths(root: Path, commit: str) -> set[str] | None:
             ["ls-files", "-v", "--full-name", "-z", "--", *specs],
         ],
     )  # fmt: skip
-    entries = index.split(b"\0")
-    if any(entry and not entry.startswith(b"H ") for entry in entries):
+    # Each entry is "<tag> <path>\0"; every tag must be H (counted in C: 30,000 entries).
+    if index.count(b"\0") != (b"\0" + index).count(b"\0H "):
         return None  # assume-unchanged, skip-worktree or unmerged: git would not look
     try:
         prefix_line, repository_file = places.decode("utf-8").split("\n")[:2]
         names = [n for n in (differing + b"\0" + untracked).decode("utf-8").split("\0") if n]
-        tracked_attributes = [
-            e[2:].decode("utf-8") for e in entries if e.endswith(b".gitattributes")
-        ]
+        tracked_attributes = (
+            [e[2:].decode("utf-8") for e in index.split(b"\0") if e.endswith(b".gitattributes")]
+            if b".gitattributes\0" in index
+            else []
+        )
     except (UnicodeDecodeError, ValueError):
         return None
     if any(name.endswith("/") for name in names):
