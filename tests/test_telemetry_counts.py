@@ -122,9 +122,10 @@ def test_the_openfeature_provider_is_counted_once(tmp_path: Path) -> None:
 def test_concurrent_threads_lose_no_count(tmp_path: Path) -> None:
     # Eight threads through every getter, on fixed and bucketed (fresh Details) outcomes
     # and on flag keys no thread has counted yet (so keys are added while others count),
-    # with the interpreter switching threads as often as it can and a collector reading
-    # all along: the totals must be exact.
-    client = client_for(tmp_path, telemetry=True)
+    # with the interpreter switching threads as often as it can, a collector reading all
+    # along and new snapshot versions swapped in meanwhile (each retired as soon as its
+    # counts are final and reported): the totals must be exact.
+    client = client_for(tmp_path, telemetry=Telemetry(version_retention=0.0))
     assert client.telemetry is not None
     threads, rounds = 8, 600
     start = threading.Barrier(threads + 1)
@@ -146,6 +147,10 @@ def test_concurrent_threads_lose_no_count(tmp_path: Path) -> None:
             client.string_value(f"new-{index % 50}", user, "x")  # FLAG_NOT_FOUND
             key = (f"new-{index % 50}", None, "ERROR")
             mine[key] = mine.get(key, 0) + 1
+            if worker == 0 and index % 120 == 60:  # versions 8 to 12, while others count
+                version = 8 + index // 120
+                (tmp_path / "latest.json").write_bytes(sign(make_payload(version, FLAGS), KEY))
+                assert client.refresh()
 
     workers = [threading.Thread(target=evaluate, args=(index,)) for index in range(threads)]
     interval = sys.getswitchinterval()
@@ -161,6 +166,7 @@ def test_concurrent_threads_lose_no_count(tmp_path: Path) -> None:
             total = sum(client.telemetry.evaluation_counts().values())
             assert total >= last
             last = total
+            client.telemetry.evaluation_counts_by_version()
             time.sleep(0.001)
         for worker in workers:
             worker.join()
@@ -172,6 +178,10 @@ def test_concurrent_threads_lose_no_count(tmp_path: Path) -> None:
             expected[key] = expected.get(key, 0) + count
     assert client.telemetry.evaluation_counts() == expected
     assert sum(expected.values()) == threads * rounds * 3
+    assert client.version == 12
+    client.telemetry.evaluation_counts_by_version()
+    assert client.telemetry.counts.versions() == [12]  # the others retired
+    assert client.telemetry.evaluation_counts() == expected
 
 
 def test_distinct_keys_are_capped_and_odd_keys_never_raise() -> None:
@@ -195,16 +205,22 @@ def test_distinct_keys_are_capped_and_odd_keys_never_raise() -> None:
 
 
 def test_the_getters_count_odd_flag_keys_under_the_overflow_key(tmp_path: Path) -> None:
+    # The cap is on keys callers can make up; the snapshot's own outcomes (dark-mode's,
+    # bounded by the snapshot) take nothing from it.
     telemetry = Telemetry()
     telemetry.counts = EvaluationCounts(max_keys=2)
     client = client_for(tmp_path, telemetry=telemetry)
     client.bool_value("dark-mode", {"key": "a"})
+    client.string_value("banner", {"key": "a"})
     client.bool_value(["not", "hashable"], {"key": "a"})  # type: ignore[arg-type]
     client.evaluate("typo-1", {"key": "a"})
     client.evaluate("typo-2", {"key": "a"})
+    client.bool_value("dark-mode", {"key": "a"})
     assert telemetry.evaluation_counts() == {
-        ("dark-mode", "v", "DEFAULT"): 1,
-        (OVERFLOW_FLAG, None, "ERROR"): 3,
+        ("dark-mode", "v", "DEFAULT"): 2,
+        ("banner", "v", "DEFAULT"): 1,
+        (OVERFLOW_FLAG, None, "ERROR"): 2,  # the list, then typo-2 beyond the cap
+        ("typo-1", None, "ERROR"): 1,
     }
 
 
@@ -290,3 +306,80 @@ def test_variation_labels_and_the_openfeature_variant_recorder(tmp_path: Path) -
             {"feature_flag_key": "missing", "feature_flag_variant": ""},
         ],
     }
+
+
+class _Serving:
+    """Stands for the client's record of the snapshot in use (weakly referenced)."""
+
+
+def test_a_version_is_reported_until_final_then_retired_into_the_totals() -> None:
+    now = [100.0]
+    counts = EvaluationCounts(retention=60.0, clock=lambda: now[0])
+    first = _Serving()
+    on_1 = counts.serving(1, first)("beta", "on", "TARGETING_MATCH")
+    next(on_1)
+    second = _Serving()
+    on_2 = counts.serving(2, second)("beta", "on", "TARGETING_MATCH")
+    next(on_2)
+    # Version 1's record is still alive (an evaluation in flight on it): it may still
+    # count, so it stays, however long, and a late count is kept.
+    now[0] += 1000
+    assert counts.collect_by_version() == {
+        ("beta", "on", "TARGETING_MATCH", 1): 1,
+        ("beta", "on", "TARGETING_MATCH", 2): 1,
+    }
+    next(on_1)
+    del first
+    # Final now: reported with its final count for `retention` seconds, then retired.
+    assert counts.collect_by_version()[("beta", "on", "TARGETING_MATCH", 1)] == 2
+    now[0] += 59
+    assert counts.versions() == [1, 2]
+    assert counts.collect_by_version()[("beta", "on", "TARGETING_MATCH", 1)] == 2
+    now[0] += 1
+    assert counts.collect_by_version() == {("beta", "on", "TARGETING_MATCH", 2): 1}
+    assert counts.versions() == [2]
+    assert counts.collect() == {("beta", "on", "TARGETING_MATCH"): 3}
+    del second
+
+
+def test_versions_kept_are_bounded_whatever_the_rate_of_publishing() -> None:
+    counts = EvaluationCounts(max_versions=2)  # the default retention: 10 minutes
+    for version in range(1, 30):
+        serving = _Serving()
+        next(counts.serving(version, serving)("dark-mode", "v", "DEFAULT"))
+        counts.collect_by_version()
+        assert len(counts.versions()) <= 2 + 1  # those kept, and the current one
+    assert counts.versions()[-1] == 29
+    assert counts.collect() == {("dark-mode", "v", "DEFAULT"): 29}
+
+
+def test_the_engine_hands_each_flags_outcomes_their_own_counters() -> None:
+    import copy
+    import pickle
+
+    from flagstone.engine import Snapshot
+
+    payload = make_payload(7, {**FLAGS, "dark-mode-2": fixed_flag(True)})
+    made: list[tuple[str, str, str]] = []
+
+    def counter_for(flag_key: str, variation: str, reason: str) -> Any:
+        made.append((flag_key, variation, reason))
+        return iter(range(10**6))
+
+    packed = Snapshot.from_payload(payload, packed=True)
+    packed.count_outcomes(counter_for)
+    one = packed.evaluate("dark-mode", {"key": "a"})
+    two = packed.evaluate("dark-mode-2", {"key": "a"})
+    # Equal answers (the counter is no field), but each flag's own outcome and counter.
+    assert one == two and one is not two and one.counter is not two.counter
+    assert ("dark-mode", "v", "DEFAULT") in made and ("dark-mode-2", "v", "DEFAULT") in made
+    split = packed.evaluate("checkout", {"key": "a"})
+    assert split.counter is packed.evaluate("checkout", {"key": "a"}).counter  # fresh Details
+    assert packed.evaluate("missing", {"key": "a"}).counter is None  # errors: none
+    for copied in (copy.copy(one), copy.deepcopy(one), pickle.loads(pickle.dumps(one))):
+        assert copied == one and copied.counter is None
+    # Without count_outcomes, and for an unpacked snapshot (compiled when made): none.
+    assert Snapshot.from_payload(payload, packed=True).evaluate("beta", {}).counter is None
+    unpacked = Snapshot.from_payload(payload)
+    unpacked.count_outcomes(counter_for)
+    assert unpacked.evaluate("beta", {}).counter is None

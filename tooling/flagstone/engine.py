@@ -86,6 +86,9 @@ class Details(Record):
     rule: str | None
     version: int
     bucket: int | None
+    # Not a field: the counter of this outcome in a snapshot that counts its outcomes
+    # (Snapshot.count_outcomes), kept in the instance dict; else this None.
+    counter: ClassVar[Any] = None
 
     # No __slots__: an instance keeps its fields in its __dict__, which the engine
     # installs whole (see _with_bucket).
@@ -126,6 +129,12 @@ class Details(Record):
             },
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies and pickles carry the fields, never a counter (counting is the client's).
+        state = dict(self.__dict__)
+        state.pop("counter", None)
+        return state
+
 
 # Outcomes that depend on the bucket are built per evaluation: installing the whole
 # instance dict, without calling __init__, yields an equal, equally frozen object.
@@ -134,10 +143,11 @@ _set_attribute = object.__setattr__
 
 
 def _outcome_fields(
-    value: Any, variation: str, reason: str, rule: str | None, version: int
+    value: Any, variation: str, reason: str, rule: str | None, version: int, counter: Any = None
 ) -> dict[str, Any]:
-    """The instance dict of a bucketed outcome, without its bucket."""
-    return {
+    """The instance dict of a bucketed outcome, without its bucket (with its counter, when
+    the snapshot counts outcomes)."""
+    fields = {
         "value": value,
         "variation": variation,
         "reason": reason,
@@ -147,6 +157,9 @@ def _outcome_fields(
         "version": version,
         "bucket": None,
     }
+    if counter is not None:
+        fields["counter"] = counter
+    return fields
 
 
 def _with_bucket(fields: dict[str, Any], bucket: int) -> Details:
@@ -159,6 +172,8 @@ Context = Mapping[str, Any]
 Predicate = Callable[[Context], bool]
 # A compiled flag: (context, clock or None) -> Details.
 FlagRunner = Callable[[Context, "float | None"], Details]
+# (flag key, variation, reason) -> the counter of that outcome (Snapshot.count_outcomes).
+OutcomeCounters = Callable[[str, str, str], Any]
 
 
 def check_clause_values(op: str, values: Sequence[Any]) -> str | None:
@@ -266,6 +281,9 @@ class _Compiler:
     """Compiles one payload's segments and flags, resolving references on demand and
     rejecting reference cycles."""
 
+    # The snapshot's outcome counters (Snapshot.count_outcomes): set by on_demand only.
+    counters: OutcomeCounters | None = None
+
     def __init__(self, payload: Mapping[str, Any], version: int, *, owned: bool) -> None:
         self.version = version
         segment_specs = dict(_mapping(payload.get("segments", {}), "segments"))
@@ -297,6 +315,7 @@ class _Compiler:
         compiler.segments = packed.segments
         compiler.clauses = packed.clauses
         compiler.outcomes = packed.outcomes
+        compiler.counters = getattr(snapshot, "_outcome_counters", None)
         compiler.flags = snapshot._runners
         compiler.types = snapshot._types
         compiler.rule_conditions = snapshot._rule_conditions
@@ -477,6 +496,7 @@ class _FlagCompiler:
             spec = _mapping(spec, where)
         self.spec = spec
         self.version = compiler.version
+        self.counters = compiler.counters
         variations = spec.get("variations")
         if variations.__class__ is not dict:
             variations = dict(_mapping(variations, f"{where}.variations"))
@@ -512,33 +532,29 @@ class _FlagCompiler:
     def fixed(self, variation: str, reason: str, rule: str | None = None) -> Details:
         """The Details of a fixed outcome. Frozen, so flags whose outcome is the same
         (same scalar value, variation, reason and rule) share one: thousands of boolean
-        flags have just a handful of distinct outcomes."""
+        flags have just a handful of distinct outcomes. Not in a snapshot that counts its
+        outcomes: there each flag's outcomes carry the flag's own counters."""
         value = self.variations[variation]
-        shared_key = None
+        shared_key: tuple[Any, ...] | None = None
         if value.__class__ in _SHAREABLE_VALUES:
             shared_key = (value.__class__, value, variation, reason, rule)
+            if self.counters is not None:  # counted per flag: shared by this flag only
+                shared_key = (*shared_key, self.key)
             shared = self.compiler.outcomes.get(shared_key)
             if shared is not None:
                 return shared
         # Details(...) without calling __init__ (see _with_bucket).
         details: Details = _new_instance(Details)
-        _set_attribute(
-            details,
-            "__dict__",
-            {
-                "value": value,
-                "variation": variation,
-                "reason": reason,
-                "error_code": None,
-                "error_message": None,
-                "rule": rule,
-                "version": self.version,
-                "bucket": None,
-            },
-        )
+        counter = self.counter(variation, reason)
+        fields = _outcome_fields(value, variation, reason, rule, self.version, counter)
+        _set_attribute(details, "__dict__", fields)
         if shared_key is not None:
             self.compiler.outcomes[shared_key] = details
         return details
+
+    def counter(self, variation: str, reason: str) -> Any:
+        """The counter of this flag's outcome (variation, reason), None when not counting."""
+        return None if self.counters is None else self.counters(self.key, variation, reason)
 
     def build(self) -> FlagRunner:
         where = self.where
@@ -650,8 +666,9 @@ class _FlagCompiler:
             if weight.__class__ is not int or not 0 <= weight <= TOTAL_WEIGHT:
                 weight = _integer(weight, f"{here}.weights[{i}].weight", 0, TOTAL_WEIGHT)
             upper += weight
+            counter = self.counter(variation, SPLIT)
             fields = _outcome_fields(
-                self.variations[variation], variation, SPLIT, rule, self.version
+                self.variations[variation], variation, SPLIT, rule, self.version, counter
             )
             bounds.append((upper, fields))
         if upper != TOTAL_WEIGHT:
@@ -708,8 +725,11 @@ class _FlagCompiler:
         value_on, value_off = self.variations[variation], self.variations[baseline]
         nobody = self.fixed(baseline, DEFAULT)
         unbucketed = [self.fixed(baseline, DEFAULT, name) for name in names]
-        reached = [_outcome_fields(value_on, variation, SPLIT, n, self.version) for n in names]
-        not_reached = [_outcome_fields(value_off, baseline, SPLIT, n, self.version) for n in names]
+        on, off = self.counter(variation, SPLIT), self.counter(baseline, SPLIT)
+        reached = [_outcome_fields(value_on, variation, SPLIT, n, self.version, on) for n in names]
+        not_reached = [
+            _outcome_fields(value_off, baseline, SPLIT, n, self.version, off) for n in names
+        ]
 
         def run_progression(context: Context, at: float | None) -> Details:
             active = current
@@ -972,6 +992,7 @@ class Snapshot:
 
     __slots__ = (
         "_defects",
+        "_outcome_counters",
         "_packed",
         "_rule_conditions",
         "_runners",
@@ -1001,6 +1022,7 @@ class Snapshot:
     _types: dict[str, str]
     _packed: _Packed | None
     _defects: dict[str, str]
+    _outcome_counters: OutcomeCounters  # set by count_outcomes, else unset
 
     @classmethod
     def from_payload(
@@ -1137,6 +1159,18 @@ class Snapshot:
             if self._defects.setdefault(flag_key, message) is message:
                 _logger.warning("%s; it answers the caller's default (PARSE_ERROR)", message)
             return None
+
+    def count_outcomes(self, counters: OutcomeCounters) -> None:
+        """Give each outcome of each flag compiled from now on its own counter, in the
+        ``counter`` attribute of its Details: ``counters(flag_key, variation, reason)``,
+        called as the flag compiles (the SDK's telemetry advances it after each
+        evaluation: one attribute read, no lookup; see flagstone.sdk.telemetry).
+
+        Only the flags of a packed snapshot compile after it is made (each on its first
+        evaluation), so only those count; the Details of errors, of flags compiled
+        earlier and of an unpacked snapshot keep ``counter`` None. The answers do not
+        change: ``counter`` is no field (not compared, hashed, printed or copied)."""
+        object.__setattr__(self, "_outcome_counters", counters)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Snapshot is immutable")

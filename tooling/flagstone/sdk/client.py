@@ -187,18 +187,20 @@ class _Active(Record):
     run: Callable[[str, Any, Any], Details]
     # The same, without telemetry's exposures and listener (all_flags).
     run_uncounted: Callable[[str, Any, Any], Details]
-    # Telemetry's counters (EvaluationCounts.table), which the getters advance inline;
-    # None with telemetry off.
-    counts: dict[Any, Any] | None
+    # Telemetry on: the getters count each evaluation inline (see EvaluationCounts).
+    counting: bool
 
-    _fields = __slots__ = (
+    _fields = (
         "snapshot",
         "envelope_sha256",
         "cached",
         "run",
         "run_uncounted",
-        "counts",
+        "counting",
     )
+    # Weak references: telemetry knows a version's counts are final once no record of it
+    # lives (no evaluation in flight on it).
+    __slots__ = (*_fields, "__weakref__")
 
     def __init__(
         self,
@@ -207,14 +209,14 @@ class _Active(Record):
         cached: bool,
         run: Callable[[str, Any, Any], Details],
         run_uncounted: Callable[[str, Any, Any], Details],
-        counts: dict[Any, Any] | None,
+        counting: bool,
     ) -> None:
         set_field(self, "snapshot", snapshot)
         set_field(self, "envelope_sha256", envelope_sha256)
         set_field(self, "cached", cached)
         set_field(self, "run", run)
         set_field(self, "run_uncounted", run_uncounted)
-        set_field(self, "counts", counts)
+        set_field(self, "counting", counting)
 
 
 def _after_load(envelope: bytes) -> None:
@@ -431,12 +433,12 @@ class Client:
         if context.__class__ is not dict:
             context = context_mapping(context)
         details = active.run(flag_key, context, default)
-        counts = active.counts
-        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
-            try:
-                next(counts[flag_key][details.variation][details.reason])
-            except Exception:
-                self._count_new(flag_key, details)
+        if active.counting:  # telemetry on: counted inline (see EvaluationCounts)
+            counter = details.counter
+            if counter is not None:
+                next(counter)
+            else:
+                self._count_other(flag_key, details)
         value = details.value
         if active.cached or value.__class__ is dict or value.__class__ is list:
             return _served(details, active.cached)
@@ -445,7 +447,9 @@ class Client:
     # The typed getters repeat evaluate()'s few lines instead of calling it: they are the
     # hot path, and the extra call and checks cost about a third of an evaluation
     # (benchmarks/sdk_bench.py). Only the value is returned, so no copy or CACHED wrapper.
-    # The same goes for telemetry's counting: inline, a Python call would double its cost.
+    # The same goes for telemetry's counting: inline, a Python call would double its cost;
+    # the engine's Details carry their outcome's counter, so it is one attribute read and
+    # one C call (errors, whose Details carry none, take the call).
 
     def bool_value(self, flag_key: str, context: ContextLike = None, default: bool = False) -> bool:
         active = self._active
@@ -454,12 +458,12 @@ class Client:
         if context.__class__ is not dict:
             context = context_mapping(context)
         details = active.run(flag_key, context, default)
-        counts = active.counts
-        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
-            try:
-                next(counts[flag_key][details.variation][details.reason])
-            except Exception:
-                self._count_new(flag_key, details)
+        if active.counting:  # telemetry on: counted inline (see EvaluationCounts)
+            counter = details.counter
+            if counter is not None:
+                next(counter)
+            else:
+                self._count_other(flag_key, details)
         value = details.value
         return value if value.__class__ is bool else default
 
@@ -470,12 +474,12 @@ class Client:
         if context.__class__ is not dict:
             context = context_mapping(context)
         details = active.run(flag_key, context, default)
-        counts = active.counts
-        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
-            try:
-                next(counts[flag_key][details.variation][details.reason])
-            except Exception:
-                self._count_new(flag_key, details)
+        if active.counting:  # telemetry on: counted inline (see EvaluationCounts)
+            counter = details.counter
+            if counter is not None:
+                next(counter)
+            else:
+                self._count_other(flag_key, details)
         value = details.value
         return value if isinstance(value, str) else default
 
@@ -487,17 +491,17 @@ class Client:
         if context.__class__ is not dict:
             context = context_mapping(context)
         details = active.run(flag_key, context, default)
-        counts = active.counts
-        if counts is not None:  # telemetry on: counted inline (see EvaluationCounts)
-            try:
-                next(counts[flag_key][details.variation][details.reason])
-            except Exception:
-                self._count_new(flag_key, details)
+        if active.counting:  # telemetry on: counted inline (see EvaluationCounts)
+            counter = details.counter
+            if counter is not None:
+                next(counter)
+            else:
+                self._count_other(flag_key, details)
         value = details.value
         return value if _is_number(value) else default
 
-    def _count_new(self, flag_key: Any, details: Details) -> None:
-        """Telemetry counts an evaluation whose key it has not counted yet."""
+    def _count_other(self, flag_key: Any, details: Details) -> None:
+        """Telemetry counts an evaluation whose Details carry no counter (an error)."""
         if self.telemetry is not None:
             self.telemetry.counts.add(flag_key, details)
 
@@ -896,11 +900,14 @@ class Client:
             from flagstone.overrides import overridden_runner
 
             run = overridden_runner(run, applied, bound(snapshot))
-        uncounted, counts = run, None
-        if self.telemetry is not None:
-            run = self.telemetry.wrap(run, snapshot)
-            counts = self.telemetry.counts.table
-        return _Active(snapshot, envelope_sha256, cached, run, uncounted, counts)
+        uncounted, telemetry = run, self.telemetry
+        if telemetry is not None:
+            run = telemetry.wrap(run, snapshot)
+        active = _Active(snapshot, envelope_sha256, cached, run, uncounted, telemetry is not None)
+        if telemetry is not None:
+            # Each flag then compiles with its outcomes' counters in their Details.
+            evaluated.count_outcomes(telemetry.counts.serving(snapshot.version, active))
+        return active
 
     def _overrides_changed(self, flags: frozenset[str]) -> None:
         """The emergency overrides in force changed (the override poller's thread):

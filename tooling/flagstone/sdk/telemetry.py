@@ -14,14 +14,17 @@ to its ``(flag, variation, reason)`` count, the engine's reason (``SPLIT``,
 ``TARGETING_MATCH``, … also while the snapshot is served from the cache); ``variation``
 is None for errors. ``all_flags`` and ``variation_labels`` are not counted (they serve
 bootstrapping and labelling, not a decision). The hot path takes no lock, calls no
-Python function and shares nothing it writes: the client's getters advance the key's
-own counter inline, one C call that the GIL keeps whole (:class:`EvaluationCounts`);
-collection reads them all. Threads that end lose nothing; a forked child starts from
-zero (the parent still reports what it counted). Distinct keys are capped
-(``MAX_KEYS``; callers asking for unknown flag keys could otherwise grow them): further
-new keys count under ``OVERFLOW_FLAG``.
+Python function, looks nothing up and shares nothing it writes: the engine gives each
+outcome's Details its counter, and the client's getters advance it inline, one C call
+that the GIL keeps whole (:class:`EvaluationCounts`); collection reads them all. Counts
+are kept per snapshot version (the OpenTelemetry counters carry
+``feature_flag.version``); a version no longer served is reported until its counts are
+final and then retired into the totals. Threads that end lose nothing; a forked child
+starts from zero (the parent still reports what it counted). Keys that callers can make
+up (unknown flag keys) are capped (``MAX_KEYS`` per version): further new keys count
+under ``OVERFLOW_FLAG``.
 
-With telemetry off (the default) the getters only test that the counters are absent
+With telemetry off (the default) the getters only test one flag of the snapshot in use
 (cost of both: ``benchmarks/sdk_bench.py``, "telemetry on − off").
 
 **Exposure events** (:class:`ExposureTracker`): the first time a context, by its
@@ -71,6 +74,11 @@ EvaluationListener = Callable[[str, Any, Details, Snapshot], None]
 
 MAX_KEYS = 10_000
 OVERFLOW_FLAG = "(other)"
+# How long a version no longer served is still reported per version once its counts are
+# final (seconds: several collections of any usual reader), and how many such versions
+# are kept at most (see EvaluationCounts).
+DEFAULT_RETENTION = 600.0
+MAX_VERSIONS = 10
 
 # Labels a service puts on its own request metrics (one observation per request and flag):
 # the Prometheus-safe forms of OpenTelemetry's feature_flag.key / feature_flag.result.variant.
@@ -82,74 +90,217 @@ NO_VARIANT = ""  # the variant label of an evaluation that failed (the default w
 # --------------------------------------------------------------------------- counters
 
 
+class _VersionCounts:
+    """The counters of the evaluations made on one snapshot version (see EvaluationCounts)."""
+
+    __slots__ = ("added", "bases", "counters", "final_at", "stopped_at", "users")
+
+    def __init__(self) -> None:
+        self.counters: dict[CountKey, Iterator[None]] = {}
+        self.added = 0  # keys added for evaluations the engine gave no counter (capped)
+        # Counts made before a fork (the parent's), not reported by the child.
+        self.bases: dict[CountKey, int] = {}
+        # The client's active-snapshot records serving this version: while one is alive,
+        # an evaluation may still count into this version.
+        self.users: list[weakref.ref[Any]] = []
+        self.stopped_at: float | None = None  # when another version became the current one
+        self.final_at: float | None = None  # when a collection found nothing able to count
+
+    def in_use(self) -> bool:
+        self.users = [user for user in self.users if user() is not None]
+        return bool(self.users)
+
+    def totals(self) -> Iterator[tuple[CountKey, int]]:
+        start, bases = EvaluationCounts.START, self.bases
+        for key, counter in list(self.counters.items()):
+            count = start - length_hint(counter) - bases.get(key, 0)
+            if count:
+                yield key, count
+
+
 class EvaluationCounts:
-    """Counts per (flag, variation, reason), lock-free on the evaluating thread.
+    """Counts per (flag, variation, reason), kept per snapshot version, lock-free on the
+    evaluating thread.
 
-    The client counts inline in its getters (no wrapper call)::
+    **Counting.** Each counter is an ``itertools.repeat(None, START)``: ``next()`` on it is
+    one C call that the GIL keeps whole and that allocates nothing (it lowers the number
+    of repetitions left, which ``operator.length_hint`` reads), so concurrent evaluations
+    never lose a count and never wait. The engine hands each outcome's counter to the
+    client with the outcome: the client registers :meth:`counter` with
+    ``Snapshot.count_outcomes`` (:meth:`serving`), so each flag compiled gets, in the
+    Details of each of its outcomes, the counter of (flag, variation, reason) in the
+    snapshot's version, and the getters count with ``next(details.counter)``: one
+    attribute read, no lookup. Details without a counter (errors, flags compiled before)
+    are counted by :meth:`add`, under a lock: a dict lookup, and a key added once.
 
-        next(counts.table[flag_key][details.variation][details.reason])
+    **Keys.** The snapshot's own outcomes (flags × variations × reasons it can serve) get
+    counters as their flags compile; keys that callers can make up (unknown flag keys:
+    FLAG_NOT_FOUND) are capped at ``max_keys`` per version, further ones counted under
+    ``OVERFLOW_FLAG``. Only keys counted at least once are reported.
 
-    and calls :meth:`add` when that raises (a key not seen yet; an odd flag key).
-    ``table`` is nested dicts, flag → variation → reason: three lookups of objects whose
-    hashes are cached, cheaper than building and hashing a tuple key. Each counter is an
-    ``itertools.repeat(None, START)``: ``next()`` on it is one C call that the GIL keeps
-    whole and that allocates nothing (it lowers the number of repetitions left, which
-    ``operator.length_hint`` reads); so concurrent evaluations never lose a count and
-    never wait. A new key is added under a lock, once; collection reads every counter.
+    **Versions.** Counts are kept per snapshot version, so that the OpenTelemetry counters
+    can carry ``feature_flag.version`` (:meth:`collect_by_version`); :meth:`collect` sums
+    them (Prometheus, ``evaluation_counts``). A version the client no longer serves is
+    *final* once no evaluation can still count into it (no active-snapshot record of it
+    is alive: in practice, as soon as the evaluations in flight during the swap return);
+    the first collection after that reports its final counts, and the first collection
+    (or swap) at least ``retention`` seconds later *retires* it: its counts are folded
+    into the all-versions totals and its counters dropped, so it is no longer reported
+    per version. Beyond ``max_versions`` versions kept besides the current one, the
+    oldest final ones retire at once. Memory so is bounded by ``max_versions + 1``
+    versions' keys, whatever the rate of publishing.
     """
 
     # Repetitions a counter starts with: never reached (2**63 - 1 evaluations).
     START = sys.maxsize
 
-    def __init__(self, *, max_keys: int = MAX_KEYS) -> None:
+    def __init__(
+        self,
+        *,
+        max_keys: int = MAX_KEYS,
+        retention: float = DEFAULT_RETENTION,
+        max_versions: int = MAX_VERSIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if retention < 0 or max_versions < 1:
+            raise UsageError("retention must be at least 0 and max_versions at least 1")
         self.max_keys = max_keys
-        self._lock = threading.Lock()  # adding a key, collecting: never per evaluation
-        self.table: dict[Any, dict[str | None, dict[str, Iterator[None]]]] = {}
-        self._counters: list[tuple[CountKey, Iterator[None]]] = []  # in the order added
+        self.retention = retention
+        self.max_versions = max_versions
+        self._clock = clock
+        self._lock = threading.Lock()  # adding a key, swapping, collecting: never per evaluation
+        self._versions: dict[int, _VersionCounts] = {}  # not retired, oldest first
+        self._current: int | None = None
+        self._retired: dict[CountKey, int] = {}  # totals of the retired versions
         reset = weakref.WeakMethod(self._reset_after_fork)
         os.register_at_fork(after_in_child=lambda: _call_if_alive(reset))
 
+    def serving(self, version: int, user: Any) -> Callable[[str, str, str], Iterator[None]]:
+        """The client serves ``version`` from now on, through ``user`` (its record of the
+        active snapshot, which must accept weak references: while it lives, evaluations
+        may count into this version). Returns the function to hand to
+        ``Snapshot.count_outcomes``."""
+        with self._lock:
+            counts = self._version(version)
+            counts.users.append(weakref.ref(user))
+            counts.stopped_at = counts.final_at = None
+            now = self._clock()
+            if self._current is not None and self._current != version:
+                previous = self._versions.get(self._current)
+                if previous is not None:
+                    previous.stopped_at = now
+            self._current = version
+            self._retire(now)
+
+        def counter(flag_key: str, variation: str, reason: str) -> Iterator[None]:
+            return self._counter(counts, (flag_key, variation, reason))
+
+        return counter
+
+    def _version(self, version: int) -> _VersionCounts:
+        counts = self._versions.get(version)
+        if counts is None:
+            counts = self._versions[version] = _VersionCounts()
+        return counts
+
+    def _counter(self, counts: _VersionCounts, key: CountKey) -> Iterator[None]:
+        with self._lock:
+            counter = counts.counters.get(key)
+            if counter is None:
+                counter = counts.counters[key] = itertools.repeat(None, self.START)
+            return counter
+
     def record(self, flag_key: str, details: Details) -> None:
-        """Count one evaluation: what the client's getters do inline."""
-        try:
-            next(self.table[flag_key][details.variation][details.reason])
-        except Exception:  # a new key; or an unhashable or misbehaving flag key
+        """Count one evaluation (what the client's getters do inline)."""
+        counter = details.counter
+        if counter is not None:
+            next(counter)
+        else:
             self.add(flag_key, details)
 
     def add(self, flag_key: Any, details: Details) -> None:
-        """Count an evaluation whose key is not in ``table`` yet (adding it)."""
+        """Count an evaluation whose Details carry no counter (an error, a flag compiled
+        before counting began), in the version the Details say, adding its key if new."""
         variation, reason = details.variation, details.reason
         if flag_key.__class__ is not str:  # only plain strings are hashed safely here
             flag_key = OVERFLOW_FLAG
         with self._lock:
-            counter = self._find(flag_key, variation, reason)
-            if counter is None and len(self._counters) >= self.max_keys:
+            counts = self._version(details.version)
+            counter = counts.counters.get((flag_key, variation, reason))
+            if counter is None and counts.added >= self.max_keys:
                 flag_key = OVERFLOW_FLAG
-                counter = self._find(flag_key, variation, reason)
+                counter = counts.counters.get((flag_key, variation, reason))
             if counter is None:
                 counter = itertools.repeat(None, self.START)
-                by_variation = self.table.setdefault(flag_key, {})
-                by_variation.setdefault(variation, {})[reason] = counter
-                self._counters.append(((flag_key, variation, reason), counter))
+                counts.counters[(flag_key, variation, reason)] = counter
+                counts.added += 1
         next(counter)
 
-    def _find(self, flag_key: str, variation: str | None, reason: str) -> Iterator[None] | None:
-        return self.table.get(flag_key, {}).get(variation, {}).get(reason)
-
     def collect(self) -> dict[CountKey, int]:
-        """Totals since the client started (or since the fork that made this process)."""
+        """Totals since the client started (or since the fork that made this process),
+        over every version served."""
         with self._lock:
-            counters = list(self._counters)
-        start = self.START
-        return {key: start - length_hint(counter) for key, counter in counters}
+            self._retire(self._clock())
+            totals = dict(self._retired)
+            for counts in self._versions.values():
+                for key, count in counts.totals():
+                    totals[key] = totals.get(key, 0) + count
+        return totals
+
+    def collect_by_version(self) -> dict[tuple[str, str | None, str, int], int]:
+        """Counts per (flag, variation, reason, version) of the versions not yet retired
+        (see the class doc): what the OpenTelemetry counters report."""
+        with self._lock:
+            self._retire(self._clock())
+            return {
+                (*key, version): count
+                for version, counts in self._versions.items()
+                for key, count in counts.totals()
+            }
+
+    def versions(self) -> list[int]:
+        """The versions not yet retired, oldest first."""
+        with self._lock:
+            return list(self._versions)
+
+    def _retire(self, now: float) -> None:
+        """Mark final the versions nothing can count into any more; retire those final
+        for ``retention`` seconds, and the oldest final ones beyond ``max_versions``."""
+        kept = []
+        for version, counts in list(self._versions.items()):
+            if version == self._current:
+                continue
+            if counts.stopped_at is None:  # counted by add() only, never served
+                counts.stopped_at = now
+            if counts.final_at is None:
+                if not counts.in_use():
+                    counts.final_at = now  # this collection reports its final counts
+                continue
+            if now - counts.final_at >= self.retention:
+                self._fold(version)
+            else:
+                kept.append(version)
+        excess = len(kept) - self.max_versions
+        for version in kept[: max(0, excess)]:
+            self._fold(version)
+
+    def _fold(self, version: int) -> None:
+        counts = self._versions.pop(version)
+        retired = self._retired
+        for key, count in counts.totals():
+            retired[key] = retired.get(key, 0) + count
 
     def _reset_after_fork(self) -> None:
         # Only the forking thread exists in the child; the counts so far are the parent's
-        # (which still reports them). The client's active snapshot holds ``table`` itself:
-        # clear it in place.
+        # (which still reports them). The child's snapshots hold the same counters: what
+        # they hold now is the child's zero.
         self._lock = threading.Lock()
-        self.table.clear()
-        self._counters = []
+        self._retired = {}
+        start = self.START
+        for counts in self._versions.values():
+            counts.bases = {
+                key: start - length_hint(counter) for key, counter in counts.counters.items()
+            }
 
 
 def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
@@ -512,12 +663,13 @@ class Telemetry:
         exposures: ExposureTracker | None = None,
         on_evaluation: EvaluationListener | None = None,
         evaluation_sample_rate: float = 0.01,
+        version_retention: float = DEFAULT_RETENTION,
     ) -> None:
         if not 0.0 <= evaluation_sample_rate <= 1.0:
             raise UsageError(
                 f"evaluation_sample_rate must be within [0, 1], not {evaluation_sample_rate!r}"
             )
-        self.counts = EvaluationCounts()
+        self.counts = EvaluationCounts(retention=version_retention)
         self.exposures = exposures
         self.on_evaluation = on_evaluation
         self.evaluation_sample_rate = evaluation_sample_rate
@@ -534,12 +686,18 @@ class Telemetry:
             self.exposures.use_clock(clock)
 
     def evaluation_counts(self) -> dict[CountKey, int]:
+        """Totals per (flag, variation, reason) over every version served."""
         return self.counts.collect()
+
+    def evaluation_counts_by_version(self) -> dict[tuple[str, str | None, str, int], int]:
+        """Counts per (flag, variation, reason, snapshot version), for the versions not yet
+        retired (see :class:`EvaluationCounts`)."""
+        return self.counts.collect_by_version()
 
     def wrap(self, run: Runner, snapshot: Snapshot) -> Runner:
         """``run`` (the snapshot's evaluation) with this telemetry's exposures and sampled
         listener around it (``run`` itself when neither is on). Counting is not a wrapper:
-        the client's getters count inline, in ``counts.table``."""
+        the client's getters count inline (see :class:`EvaluationCounts`)."""
         if self.exposures is not None:
             run = _with_exposures(run, snapshot, self.exposures)
         if self.on_evaluation is not None and self.evaluation_sample_rate > 0:
