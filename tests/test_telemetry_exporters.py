@@ -87,6 +87,7 @@ def test_otel_metrics_use_the_feature_flag_attribute_names(tmp_path: Path) -> No
             "feature_flag.provider.name": "flagstone",
             "feature_flag.set.id": "acme-shop/production",
         }
+        counted = {**shared, "feature_flag.version": "4"}
         evaluations = sorted(
             points["flagstone.evaluations"], key=lambda point: repr(sorted(point[0].items()))
         )
@@ -94,7 +95,7 @@ def test_otel_metrics_use_the_feature_flag_attribute_names(tmp_path: Path) -> No
             [
                 (
                     {
-                        **shared,
+                        **counted,
                         "feature_flag.key": "beta",
                         "feature_flag.result.variant": "on",
                         "feature_flag.result.reason": "targeting_match",
@@ -103,7 +104,7 @@ def test_otel_metrics_use_the_feature_flag_attribute_names(tmp_path: Path) -> No
                 ),
                 (
                     {
-                        **shared,
+                        **counted,
                         "feature_flag.key": "beta",
                         "feature_flag.result.variant": "off",
                         "feature_flag.result.reason": "default",
@@ -112,14 +113,14 @@ def test_otel_metrics_use_the_feature_flag_attribute_names(tmp_path: Path) -> No
                 ),
                 (
                     {
-                        **shared,
+                        **counted,
                         "feature_flag.key": "dark-mode",
                         "feature_flag.result.variant": "v",
                         "feature_flag.result.reason": "default",
                     },
                     1,
                 ),
-                ({**shared, "feature_flag.key": "gone", "feature_flag.result.reason": "error"}, 1),
+                ({**counted, "feature_flag.key": "gone", "feature_flag.result.reason": "error"}, 1),
             ],
             key=lambda point: repr(sorted(point[0].items())),
         )
@@ -137,6 +138,96 @@ def test_otel_metrics_use_the_feature_flag_attribute_names(tmp_path: Path) -> No
             if point[0].get("feature_flag.result.variant") == "v"
         }
         assert again == {"dark-mode": 2}
+    finally:
+        provider.shutdown()
+
+
+def evaluations_by_version(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
+    """``flagstone.evaluations`` as {(key, variant, version): count} (checking that every
+    point carries the version)."""
+    found = {}
+    for attributes, value in otel_points(reader).get("flagstone.evaluations", []):
+        key = (
+            attributes["feature_flag.key"],
+            attributes.get("feature_flag.result.variant", ""),
+            attributes["feature_flag.version"],
+        )
+        assert key not in found
+        found[key] = value
+    return found
+
+
+def test_otel_counts_carry_the_version_and_retire_old_versions(tmp_path: Path) -> None:
+    # Per version, across a version change: the old version is reported with its final
+    # count (evaluations made after the last collection included) while its counts are
+    # final, then no more; the totals (Prometheus, evaluation_counts) keep it all.
+    telemetry = Telemetry(version_retention=0.0)
+    client = client_for(tmp_path, telemetry=telemetry, poll_interval=None)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        register_metrics(client, meter_provider=provider, clock=lambda: NOW)
+        evaluate_some(client)
+        assert evaluations_by_version(reader) == {
+            ("beta", "on", "4"): 3,
+            ("beta", "off", "4"): 1,
+            ("dark-mode", "v", "4"): 1,
+            ("gone", "", "4"): 1,
+        }
+        client.bool_value("beta", {"key": "user-1"})  # after that collection, still at 4
+        (tmp_path / "latest.json").write_bytes(
+            sign(make_payload(5, FLAGS, published_at=NOW - DAY), KEY)
+        )
+        assert client.refresh() and client.version == 5
+        client.bool_value("beta", {"key": "user-1"})
+        client.bool_value("gone", {"key": "user-1"})
+        assert evaluations_by_version(reader) == {
+            ("beta", "on", "4"): 4,  # final
+            ("beta", "off", "4"): 1,
+            ("dark-mode", "v", "4"): 1,
+            ("gone", "", "4"): 1,
+            ("beta", "on", "5"): 1,
+            ("gone", "", "5"): 1,
+        }
+        # Reported final once (retention 0): retired from the next collection on.
+        assert evaluations_by_version(reader) == {("beta", "on", "5"): 1, ("gone", "", "5"): 1}
+        assert telemetry.counts.versions() == [5]
+        assert telemetry.evaluation_counts() == {
+            ("beta", "on", "TARGETING_MATCH"): 5,
+            ("beta", "off", "DEFAULT"): 1,
+            ("dark-mode", "v", "DEFAULT"): 1,
+            ("gone", None, "ERROR"): 2,
+        }
+        assert [value for _, value in otel_points(reader)["flagstone.snapshot.version"]] == [5]
+        # Prometheus keeps its labels (no version): the total over both versions.
+        registry = CollectorRegistry()
+        registry.register(FlagstoneCollector(client, clock=lambda: NOW))
+        labels = (
+            ("environment", ENVIRONMENT),
+            ("flag", "beta"),
+            ("reason", "TARGETING_MATCH"),
+            ("variation", "on"),
+        )
+        assert scrape(registry)[("flagstone_evaluations_total", labels)] == 5
+    finally:
+        provider.shutdown()
+
+
+def test_otel_counts_across_versions_without_the_version_attribute(tmp_path: Path) -> None:
+    client = client_for(tmp_path, telemetry=Telemetry(version_retention=0.0), poll_interval=None)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        register_metrics(client, meter_provider=provider, by_version=False)
+        client.bool_value("dark-mode", {"key": "user-1"})
+        (tmp_path / "latest.json").write_bytes(sign(make_payload(5, FLAGS), KEY))
+        assert client.refresh()
+        client.bool_value("dark-mode", {"key": "user-1"})
+        for _ in range(2):  # the same total before and after version 4 retires
+            points = otel_points(reader)["flagstone.evaluations"]
+            assert [
+                (attributes.get("feature_flag.version"), value) for attributes, value in points
+            ] == [(None, 2)]
     finally:
         provider.shutdown()
 

@@ -30,8 +30,12 @@ OpenTelemetry, the callbacks read the client's counters at each collection). The
 conventions define no feature-flag metric, so the names are Flagstone's own:
 
 * ``flagstone.evaluations`` — observable counter, attributes key, variant, reason,
-  provider name and set id. No ``feature_flag.version`` here: the totals span every
-  snapshot version served since the start, and the version is its own gauge;
+  provider name, set id and ``feature_flag.version``: one series per snapshot version
+  served. A version no longer served keeps being reported, with its final count, for
+  the telemetry's ``version_retention`` (default 10 minutes) once no evaluation can
+  still count into it, then is no longer reported (retired; see
+  ``flagstone.sdk.telemetry.EvaluationCounts``). ``register_metrics(...,
+  by_version=False)`` reports totals over every version instead (no version attribute);
 * ``flagstone.snapshot.version`` and ``flagstone.snapshot.age`` (seconds) — observable
   gauges with provider name, set id and ``feature_flag.version``.
 
@@ -88,8 +92,11 @@ def register_metrics(
     *,
     meter_provider: MeterProvider | None = None,
     clock: Callable[[], float] = time.time,
+    by_version: bool = True,
 ) -> None:
-    """Create the observable instruments for ``client`` (see the module doc)."""
+    """Create the observable instruments for ``client`` (see the module doc).
+    ``by_version``: ``flagstone.evaluations`` per snapshot version, with
+    ``feature_flag.version``; False: totals over every version, without it."""
     telemetry = client.telemetry
     if telemetry is None:
         raise UsageError("this client counts nothing: make it with Client(..., telemetry=True)")
@@ -103,10 +110,14 @@ def register_metrics(
 
     def observe_evaluations(_options: CallbackOptions) -> Iterable[Observation]:
         shared = common()
-        for (flag, variation, reason), count in telemetry.evaluation_counts().items():
-            attributes = {**shared, KEY: flag, REASON: otel_reason(reason)}
-            if variation is not None:
-                attributes[VARIANT] = variation
+        if not by_version:
+            for (flag, variation, reason), count in telemetry.evaluation_counts().items():
+                yield Observation(count, _attributes(shared, flag, variation, reason))
+            return
+        counts = telemetry.evaluation_counts_by_version()
+        for (flag, variation, reason, version), count in counts.items():
+            attributes = _attributes(shared, flag, variation, reason)
+            attributes[VERSION] = str(version)
             yield Observation(count, attributes)
 
     def observe_version(_options: CallbackOptions) -> Iterable[Observation]:
@@ -125,7 +136,7 @@ def register_metrics(
         "flagstone.evaluations",
         callbacks=[observe_evaluations],
         unit="{evaluation}",
-        description="Flag evaluations by flag, variant and reason.",
+        description="Flag evaluations by flag, variant, reason and snapshot version.",
     )
     meter.create_observable_gauge(
         "flagstone.snapshot.version",
@@ -138,6 +149,15 @@ def register_metrics(
         unit="s",
         description="Seconds since the snapshot being served was published.",
     )
+
+
+def _attributes(
+    shared: dict[str, str], flag: str, variation: str | None, reason: str
+) -> dict[str, str]:
+    attributes = {**shared, KEY: flag, REASON: otel_reason(reason)}
+    if variation is not None:
+        attributes[VARIANT] = variation
+    return attributes
 
 
 def _context_id(context: Any) -> str | None:

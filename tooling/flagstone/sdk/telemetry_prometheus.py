@@ -14,7 +14,9 @@ counters and state. Series (``environment`` is the client's):
 
 * ``flagstone_evaluations_total{flag,variation,reason,environment}`` — counter;
   ``reason`` is the engine's (``SPLIT``, ``TARGETING_MATCH``, ``DEFAULT``, ``DISABLED``,
-  ``PREREQUISITE_FAILED``, ``ERROR``); ``variation`` is empty for errors;
+  ``PREREQUISITE_FAILED``, ``ERROR``); ``variation`` is empty for errors; totals over
+  every snapshot version served, without a version label (a label would start new
+  series at every publish; see docs/readme/telemetry.md);
 * ``flagstone_snapshot_version{environment}`` — gauge, absent before the first snapshot;
 * ``flagstone_snapshot_age_seconds{environment}`` — gauge, now − the snapshot's
   ``published_at``;
