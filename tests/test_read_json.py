@@ -182,15 +182,21 @@ def _envelope_verdict(data: bytes) -> tuple[str, Any]:
         ' {"payload":"QUJD","payloadType":"t","signatures":[]}',
     ],
 )
-def test_reading_an_envelope_past_its_payload_text_is_reading_it_whole(text: str) -> None:
+def test_reading_an_envelope_past_its_payload_text_is_reading_it_whole(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The envelope read past its payload text (which is then decoded as base64 from its
+    bytes) gives what reading it whole gives: the same payload type, payload bytes and
+    signatures, or a refusal."""
     data = text.encode()
-    ours, whole = _envelope_verdict(data), _verdict(lambda d: read_json(d, "envelope"), data)
-    if whole[0] == "read" and ours[0] == "refused":
-        raise AssertionError(f"refused what the whole reading accepts: {text!r}")
-    if whole[0] == "refused" and ours[0] == "read":
-        # Only a payload text that is no base64 may get this far; it is refused there.
-        assert "\n" in text, text
-        with pytest.raises(EnvelopeError, match="not valid base64"):
-            envelope._parse_envelope(data)
-        return
-    assert ours == whole, text
+
+    def parsed() -> tuple[str, Any]:
+        try:
+            found_type, payload, signatures = envelope._parse_envelope(data)
+        except EnvelopeError:
+            return "refused", None
+        return "read", (found_type, payload, [(s.keyid, s.sig) for s in signatures])
+
+    ours = parsed()
+    monkeypatch.setattr(envelope, "_read_envelope", lambda d: read_json(d, "envelope"))
+    assert ours == parsed(), text

@@ -368,9 +368,15 @@ def _decode_base64(text: object, what: str) -> bytes:
     decodes to the same bytes as some other text; rejecting it means any change to the
     envelope's encoded fields is a change to the bytes that are verified.
     """
-    if not isinstance(text, str):
+    if isinstance(text, bytes):  # the envelope's own payload bytes (see _read_envelope)
+        if b"-" in text or b"_" in text:
+            try:
+                text = text.decode("ascii")
+            except UnicodeDecodeError:
+                raise EnvelopeError(f"envelope {what} is not valid base64") from None
+    elif not isinstance(text, str):
         raise EnvelopeError(f"envelope {what} is not a string")
-    if "-" not in text and "_" not in text:
+    if isinstance(text, bytes) or ("-" not in text and "_" not in text):
         # The standard alphabet, decoded and checked in C (a payload is megabytes):
         # strict mode refuses anything but alphabet characters and correct padding;
         # what is left for canonical form is exactly as much padding as the last
@@ -380,9 +386,10 @@ def _decode_base64(text: object, what: str) -> bytes:
             raw = binascii.a2b_base64(text, strict_mode=True)
         except (binascii.Error, ValueError):
             raise EnvelopeError(f"envelope {what} is not valid base64") from None
-        padding = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
+        ending = text[-3:] if isinstance(text, str) else text[-3:].decode("latin-1")
+        padding = 2 if ending.endswith("==") else 1 if ending.endswith("=") else 0
         if len(text) != 4 * ((len(raw) + 2) // 3) or (
-            padding and _BASE64_VALUES[text[-padding - 1]] & (0b1111 if padding == 2 else 0b11)
+            padding and _BASE64_VALUES[ending[-padding - 1]] & (0b1111 if padding == 2 else 0b11)
         ):
             raise EnvelopeError(f"envelope {what} is not canonical base64")
         return raw
@@ -405,20 +412,17 @@ def _read_envelope(envelope: bytes) -> Any:
     """``read_json(envelope)``, without running its checks over megabytes of base64.
 
     An envelope as Flagstone writes it (canonical JSON) starts with the payload string.
-    When that string holds no backslash and only ASCII, it is one JSON string token
-    whatever its bytes, and its value is those bytes: the envelope reads as the rest
-    with an empty payload string does, with this text as the payload. Any other
-    envelope is read whole. (A payload text with other characters is refused as
-    base64 later either way.)
+    When that string holds no backslash, it is one JSON string token whatever its
+    bytes: the envelope reads as the rest with an empty payload string does, with
+    those bytes as the payload (``_decode_base64`` takes them as they are; a byte that
+    is not base64's, non-ASCII included, is refused there, as the whole read would
+    refuse it as base64). Any other envelope is read whole.
     """
     start = len(_PAYLOAD_FIRST)
     end = envelope.find(b'"', start) if envelope.startswith(_PAYLOAD_FIRST) else -1
     if end < 0 or envelope.find(b"\\", start, end) >= 0:
         return read_json(envelope, "envelope")
-    try:
-        payload = envelope[start:end].decode("ascii")
-    except UnicodeDecodeError:
-        return read_json(envelope, "envelope")
+    payload = envelope[start:end]  # bytes: decoded as base64 without a str copy
     document = read_json(_PAYLOAD_FIRST + envelope[end:], "envelope")
     if isinstance(document, dict) and document.get("payload") == "":
         document["payload"] = payload
