@@ -71,13 +71,15 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "lone surrogate": lambda: _changed(b'"hello"', b'"\\ud800"')(BASE),
     "deep nesting": lambda: _changed(b'"hello"', b"[" * 5000 + b"]" * 5000)(BASE),
     "unbalanced": lambda: _changed(b'"hello"', b"[" * 5000)(BASE),
+    # The payload, flags, banner and variations enclose the value: 4 + 61 = 65 levels.
+    "nesting one past the limit": lambda: _payload(_nested(61)),
     "not UTF-8": lambda: _changed(b"hello", b"hel\xfflo")(BASE),
 }
 ACCEPTED: dict[str, Callable[[], bytes]] = {
     "canonical": lambda: BASE,
     "whitespace": lambda: BASE.replace(b",", b", "),
     "escaped surrogate pair": lambda: _changed(SMILE.encode(), b"\\ud83d\\ude00")(_payload(SMILE)),
-    "nesting at the limit": lambda: _payload(_nested(56)),
+    "nesting at the limit": lambda: _payload(_nested(60)),
 }
 
 

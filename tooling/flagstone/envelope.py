@@ -72,13 +72,17 @@ _ONE_BRACKET_KIND = bytes.maketrans(b"{}", b"[]")
 _SCALAR_FIRST = re.compile(rb"\[[ \t\n\r]*[-0-9tfn]")
 
 
-def read_json(data: bytes, what: str) -> Any:
+def read_json(data: bytes, what: str, *, enclosed: int = 0) -> Any:
     """``data`` as JSON, the one way ``flagstone verify`` and the SDK read envelopes,
     payloads and cache files: UTF-8; no duplicate object keys; no NaN or Infinity;
     no number that is not a finite double (``1e400``) and no integer beyond
     ±(2**53 - 1), which canonical JSON cannot carry; no lone surrogate (``"\\ud800"``);
     nesting at most ``MAX_JSON_DEPTH`` deep, checked before parsing, so no recursion
     can fail. Raises ``EnvelopeError`` naming ``what``.
+
+    ``enclosed``: how many brackets enclose ``data`` in the document it is part of (a
+    flag's text read alone: 2, the payload and its ``flags``), counted in its nesting,
+    so a part read alone is refused exactly when the whole would be.
 
     Duplicate keys are proven absent without a Python call per object (what made
     reading a large snapshot slow): the parser keeps every array element and every
@@ -89,10 +93,11 @@ def read_json(data: bytes, what: str) -> Any:
     is the text read again with a check on every object, which decides.
     """
     structure = _structure(data)
-    if _nesting_exceeds(structure, MAX_JSON_DEPTH):
+    if _nesting_exceeds(structure, MAX_JSON_DEPTH - enclosed):
         raise EnvelopeError(
             f"{what} is not JSON this reader accepts: its brackets nest more than "
-            f"{MAX_JSON_DEPTH} levels deep or do not balance"
+            f"{MAX_JSON_DEPTH} levels deep"
+            f"{f' (counting the {enclosed} around it)' if enclosed else ''} or do not balance"
         )
 
     def reject_constant(name: str) -> Any:

@@ -156,6 +156,8 @@ def _specs(text: str, i: int, signed: bytes, kind: str) -> tuple[PackedSpecs, in
     if len(seen) != len(keys):
         raise _NotLaidOut("a repeated key")  # the general reader names it
     del seen
+    if (b"\\ud" in signed or b"\\uD" in signed) and not _unicode_text(keys):
+        raise _NotLaidOut("a key with a lone surrogate")  # the general reader names it
     decode = _flag_reader if kind == "flags" else _segment_reader
     if signed.isascii():  # the text's indexes are the bytes' offsets
         return PackedSpecs.of_text(signed, keys, starts, ends, decode), i + 1
@@ -165,6 +167,16 @@ def _specs(text: str, i: int, signed: bytes, kind: str) -> tuple[PackedSpecs, in
         offsets.append(offsets[-1] + len(piece))
     blob = b"".join(pieces)
     return PackedSpecs.of_text(blob, keys, offsets[:-1], offsets[1:], decode), i + 1
+
+
+def _unicode_text(keys: list[str]) -> bool:
+    """Whether every key is Unicode text: the scanner reads an escaped lone surrogate
+    (``"\\ud800"``) into a key, which the strict reader refuses."""
+    try:
+        "".join(keys).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _flag_reader(text: bytes, key: str) -> Any:
@@ -177,6 +189,8 @@ def _segment_reader(text: bytes, key: str) -> Any:
 
 def _read_spec(text: bytes, where: str) -> Any:
     try:
-        return read_json(text, where)
+        # Two brackets enclose a spec in the payload: the payload's and its flags' (or
+        # segments'); the whole payload's nesting limit counts them.
+        return read_json(text, where, enclosed=2)
     except EnvelopeError as error:
         raise SnapshotFormatError(f"snapshot {error}") from None
