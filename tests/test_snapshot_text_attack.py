@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 
 from flagstone.canonical import canonical_json
-from flagstone.engine import PackedSpecs
+from flagstone.engine import DISABLED, PARSE_ERROR, PREREQUISITE_FAILED, PackedSpecs
 from flagstone.envelope import MAX_JSON_DEPTH, parse_payload, sign_payload
 from flagstone.errors import EnvelopeError, SnapshotFormatError
+from flagstone.overrides import OverriddenDetails
 from flagstone.sdk import Client
 from flagstone.snapshot_text import read_payload
 from sdk_support import ENVIRONMENT, NOW, PROJECT, fixed_flag, make_payload, new_key
+from test_sdk_overrides import KEY as SNAPSHOT_KEY
+from test_sdk_overrides import client_for, overrides_envelope, put_overrides
 
 KEY = new_key()
 
@@ -89,3 +92,47 @@ def test_a_key_with_a_lone_surrogate_is_refused_cleanly_as_the_strict_reader_doe
     assert client.snapshot is None
     assert "lone surrogate" in (client.last_error or "")
     assert not [r for r in caplog.records if r.exc_info], "no traceback for bad input"
+
+
+def _with_bad_flags() -> dict[str, Any]:
+    """checkout: a rule naming a missing segment; upsell: requires checkout; a and b:
+    require each other (a cycle); banner: good."""
+    checkout = fixed_flag(True) | {
+        "rules": [{"name": "r", "condition": {"segment": "missing"}, "serve": {"variation": "v"}}]
+    }
+    return {
+        "checkout": checkout,
+        "upsell": fixed_flag(True) | {"prerequisites": [{"flag": "checkout", "variation": "v"}]},
+        "a": fixed_flag(True) | {"prerequisites": [{"flag": "b", "variation": "v"}]},
+        "b": fixed_flag(True) | {"prerequisites": [{"flag": "a", "variation": "v"}]},
+        "banner": fixed_flag("hello"),
+    }
+
+
+def test_a_kill_lands_on_a_flag_that_fails_only_through_its_prerequisites(
+    tmp_path: Any,
+) -> None:
+    """A killed flag serves its off variation (OverriddenDetails) even when a flag it
+    requires cannot be compiled, or it is in a prerequisite cycle: a disabled flag never
+    evaluates its prerequisites. Killing one flag of a cycle lands on the other as a
+    dependent."""
+    directory = tmp_path / "dist" / ENVIRONMENT
+    directory.mkdir(parents=True)
+    payload_text = canonical_json(make_payload(1, _with_bad_flags()))
+    (directory / "latest.json").write_bytes(sign_payload(payload_text, SNAPSHOT_KEY.private))
+    client = client_for(tmp_path / "dist")
+    assert client.snapshot is not None
+    for key in ("checkout", "upsell", "a", "b"):
+        assert client.evaluate(key, {"key": "u"}, True).error_code == PARSE_ERROR, key
+    put_overrides(tmp_path / "dist", overrides_envelope(1, {"upsell": "x", "a": "y"}))
+    client.refresh()
+    assert client.overrides_version == 1
+    for key in ("upsell", "a"):
+        details = client.evaluate(key, {"key": "u"}, True)
+        assert isinstance(details, OverriddenDetails), (key, details)
+        assert (details.value, details.variation, details.reason) == (False, "off", DISABLED)
+        assert client.bool_value(key, {"key": "u"}, True) is False
+    b = client.evaluate("b", {"key": "u"}, True)
+    assert (b.value, b.variation, b.reason) == (False, "off", PREREQUISITE_FAILED)
+    assert client.evaluate("checkout", {"key": "u"}, True).error_code == PARSE_ERROR
+    assert client.string_value("banner", {"key": "u"}) == "hello"

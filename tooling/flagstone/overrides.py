@@ -237,13 +237,20 @@ def verify_overrides(
 
 
 def killed_payload(
-    payload: Mapping[str, Any], flags: Mapping[str, Any], *, with_dependents: bool = False
+    payload: Mapping[str, Any],
+    flags: Mapping[str, Any],
+    *,
+    with_dependents: bool = False,
+    keep_prerequisites: bool = True,
 ) -> dict[str, Any]:
     """A copy of a snapshot payload with ``flags`` (keys) disabled, as ``enabled: false``
     in git would; flags the payload does not have are ignored. Shallow: untouched
     flag specs are shared. ``with_dependents``: also disable every flag requiring a
     killed one (for exports that cannot compare with the unkilled answer, like flagd:
-    a flag requiring the killed flag's off variation must not switch on)."""
+    a flag requiring the killed flag's off variation must not switch on).
+    ``keep_prerequisites=False``: a killed flag loses its prerequisites too, which a
+    disabled flag never evaluates, so its kill lands even when one of them cannot be
+    compiled (a snapshot checked on first use may hold such a flag, or a cycle)."""
     specs = payload.get("flags")
     if not isinstance(specs, Mapping):
         return dict(payload)
@@ -254,6 +261,8 @@ def killed_payload(
         spec = _readable_spec(specs, key)
         if spec is not None:
             killed[key] = {**spec, "enabled": False}
+            if not keep_prerequisites:
+                killed[key]["prerequisites"] = []
     if isinstance(specs, PackedSpecs):  # the others stay packed, unread
         return {**payload, "flags": specs.replacing(killed)}
     return {**payload, "flags": {**specs, **killed}}
@@ -311,8 +320,12 @@ def apply_overrides(
     # killed flag's variation fail their prerequisite, as after the kill in git. The
     # specs are the snapshot's own, never changed by anyone: no copy needed. A packed
     # snapshot's (the SDK's) stay packed, the killed ones overlaid, and each flag is
-    # compiled on its first evaluation, as in the snapshot they come from.
-    overridden = Snapshot.from_payload(killed_payload(payload, present), owned=True)
+    # compiled on its first evaluation, as in the snapshot they come from. A killed flag
+    # never evaluates its prerequisites: they are dropped, so that none that cannot be
+    # compiled stops the kill from landing.
+    overridden = Snapshot.from_payload(
+        killed_payload(payload, present, keep_prerequisites=False), owned=True
+    )
     killed = {}
     for key, entry in present.items():
         disabled = overridden.evaluate(key, {}, None)
