@@ -6,19 +6,22 @@ a client exposes it (getters, all_flags, overrides, change events, the disk cach
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+import threading
 from typing import Any
 
 import pytest
 
 from flagstone.canonical import canonical_json
-from flagstone.engine import DISABLED, PARSE_ERROR, PREREQUISITE_FAILED, PackedSpecs
+from flagstone.engine import DISABLED, PARSE_ERROR, PREREQUISITE_FAILED, PackedSpecs, Snapshot
 from flagstone.envelope import MAX_JSON_DEPTH, parse_payload, sign_payload
 from flagstone.errors import EnvelopeError, SnapshotFormatError
 from flagstone.overrides import OverriddenDetails
 from flagstone.sdk import Client
 from flagstone.snapshot_text import read_payload
-from sdk_support import ENVIRONMENT, NOW, PROJECT, fixed_flag, make_payload, new_key
+from sdk_support import ENVIRONMENT, NOW, PROJECT, fixed_flag, make_payload, new_key, wait_for
 from test_sdk_overrides import KEY as SNAPSHOT_KEY
 from test_sdk_overrides import client_for, overrides_envelope, put_overrides
 
@@ -136,3 +139,163 @@ def test_a_kill_lands_on_a_flag_that_fails_only_through_its_prerequisites(
     assert (b.value, b.variation, b.reason) == (False, "off", PREREQUISITE_FAILED)
     assert client.evaluate("checkout", {"key": "u"}, True).error_code == PARSE_ERROR
     assert client.string_value("banner", {"key": "u"}) == "hello"
+
+
+def _signed_text_digest(text: bytes) -> bytes:
+    """``text`` (canonical layout) with its digest made the sha256 of its flags and
+    segments exactly as written (what the SDK compares for such a layout), so a flag
+    text that canonical JSON would never write still matches."""
+    start = text.index(b'"flags":') + len(b'"flags":')
+    end = text.index(b',"format":', start)
+    segments = text.index(b',"segments":', end) + len(b',"segments":')
+    segments_end = text.index(b',"source":', segments)
+    content = b'{"flags":' + text[start:end] + b',"segments":' + text[segments:segments_end] + b"}"
+    digest = b"sha256:" + hashlib.sha256(content).hexdigest().encode()
+    return re.sub(rb'"digest":"sha256:[0-9a-f]+"', b'"digest":"' + digest + b'"', text)
+
+
+def test_threads_getters_and_openfeature_on_a_snapshot_with_bad_flags(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many threads at once, through every getter and the OpenFeature provider, with
+    telemetry counting: a bad flag answers the caller's default with PARSE_ERROR, no
+    exception escapes, each bad flag is logged once; a fixed replacement announces
+    the flags it fixed."""
+    from openfeature import api
+    from openfeature.event import EventDetails, ProviderEvent
+    from openfeature.exception import ErrorCode
+
+    from flagstone.sdk.openfeature import FlagstoneProvider
+
+    flags = _with_bad_flags() | {"broken": fixed_flag(True), "ratio": fixed_flag(0.5)}
+    text = canonical_json(make_payload(1, flags))
+    text = _signed_text_digest(text.replace(b'"broken":{', b'"broken":{"type":"json",', 1))
+    path = tmp_path / "latest.json"
+    path.write_bytes(sign_payload(text, KEY.private))
+    caplog.set_level(logging.WARNING)
+    client = Client.from_file(
+        path,
+        environment=ENVIRONMENT,
+        trusted_keys=[KEY.trusted],
+        project=PROJECT,
+        clock=lambda: NOW,
+        telemetry=True,
+    )
+    assert client.snapshot is not None and client.status.value == "READY"
+    api.shutdown()
+    provider = FlagstoneProvider(client)
+    api.set_provider_and_wait(provider)
+    events: list[EventDetails] = []
+    api.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, events.append)
+    of_client = api.get_client()
+    bad = ("broken", "checkout", "upsell", "a", "b")
+    barrier = threading.Barrier(8)
+    wrong: list[Any] = []
+
+    def hammer(n: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(40):
+                key = bad[(n + i) % len(bad)]
+                details = client.evaluate(key, {"key": f"u{i}"}, "fallback")
+                if (details.value, details.error_code) != ("fallback", PARSE_ERROR):
+                    wrong.append((key, details))
+                if client.bool_value(key, {"key": "u"}, True) is not True:
+                    wrong.append((key, "bool_value"))
+                if client.string_value(key, None, "s") != "s":
+                    wrong.append((key, "string_value"))
+                if client.number_value(key, {}, 7) != 7:
+                    wrong.append((key, "number_value"))
+                resolved = of_client.get_boolean_details(key, True)
+                if (resolved.value, resolved.error_code) != (True, ErrorCode.PARSE_ERROR):
+                    wrong.append((key, resolved))
+                if client.string_value("banner", {"key": f"u{i}"}) != "hello":
+                    wrong.append(("banner", i))
+                if of_client.get_float_value("ratio", 0.0) != 0.5:
+                    wrong.append(("ratio", i))
+                answers = client.all_flags({"key": "u"})
+                if {k for k, d in answers.items() if d.error_code == PARSE_ERROR} != set(bad):
+                    wrong.append(("all_flags", answers))
+                labels = client.variation_labels({"key": "u"}, flags=["broken", "banner"])
+                if [label["feature_flag_variant"] for label in labels] != ["", "v"]:
+                    wrong.append(("labels", labels))
+        except Exception as error:  # the test's own failure, reported below
+            wrong.append(("raised", repr(error)))
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+    assert set(client.snapshot.defects) == set(bad)
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    for key in bad:
+        assert len([m for m in logged if m.startswith(f"flag {key!r} ")]) == 1, (key, logged)
+    assert not [r for r in caplog.records if r.exc_info]
+    assert client.telemetry is not None
+    counts = client.telemetry.counts.collect()
+    # 8 threads x 40 rounds: each bad key 64 times through evaluate, the three getters
+    # and the provider (all_flags and variation_labels are not counted).
+    assert sum(n for key, n in counts.items() if key[0] == "broken" and key[2] == "ERROR") == 320
+
+    fixed = dict(flags)
+    fixed["broken"] = fixed_flag(True)
+    fixed["checkout"] = fixed_flag(True)
+    fixed["b"] = fixed_flag(True)
+    path.write_bytes(sign_payload(canonical_json(make_payload(2, fixed)), KEY.private))
+    assert client.refresh() is True
+    assert wait_for(lambda: any(e.provider_name == "flagstone" for e in events))
+    changed = next(e for e in events if e.provider_name == "flagstone")
+    assert set(changed.flags_changed or []) == {"broken", "checkout", "upsell", "a", "b"}
+    assert client.bool_value("upsell", {"key": "u"}, False) is True
+    assert of_client.get_boolean_details("broken", False).value is True
+    api.shutdown()
+    client.close()
+
+
+def _chain(length: int) -> dict[str, Any]:
+    """Flags c0000 … each requiring the next: a prerequisite chain ``length`` long."""
+    flags = {}
+    for i in range(length):
+        flag = fixed_flag(True)
+        if i + 1 < length:
+            flag["prerequisites"] = [{"flag": f"c{i + 1:04d}", "variation": "v"}]
+        flags[f"c{i:04d}"] = flag
+    return flags
+
+
+def test_a_prerequisite_chain_too_deep_to_compile_is_refused_in_one_line_never_raised(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chain hundreds of flags long exhausts the recursion limit when it is compiled:
+    a replacement is refused naming the flag (no traceback logged), and on a first
+    snapshot no reader of that flag raises."""
+    deep = {**GOOD, **_chain(600)}
+    snapshot = Snapshot.from_payload(read_payload(_text(deep)), owned=True)
+    assert snapshot.flag_type("c0000") in (None, "boolean")
+    assert snapshot.matching_rule("c0000", {}) is None
+    details = snapshot.evaluate("c0000", {"key": "u"}, False)
+    assert (details.value, details.reason) == (False, "ERROR")
+    assert snapshot.evaluate("banner", {}).value == "hello"
+    fresh = Snapshot.from_payload(read_payload(_text(deep)), owned=True)
+    with pytest.raises(SnapshotFormatError, match=r"flags\.c0000: its prerequisites nest too deep"):
+        fresh.check_every_flag()
+
+    path = tmp_path / "latest.json"
+    path.write_bytes(sign_payload(_text(GOOD), KEY.private))
+    client = Client.from_file(
+        path,
+        environment=ENVIRONMENT,
+        trusted_keys=[KEY.trusted],
+        project=PROJECT,
+        clock=lambda: NOW,
+    )
+    payload = make_payload(4, deep)
+    path.write_bytes(sign_payload(canonical_json(payload), KEY.private))
+    caplog.set_level(logging.WARNING)
+    assert client.refresh() is False
+    assert "flags.c0000: its prerequisites nest too deep" in (client.last_error or "")
+    assert client.version == 3 and client.string_value("banner") == "hello"
+    assert not [r for r in caplog.records if r.exc_info], "refused as bad input, no traceback"

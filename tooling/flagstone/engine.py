@@ -942,6 +942,9 @@ class _Packed(Record):
         set_field(self, "outcomes", outcomes)
 
 
+_TOO_DEEP = "its prerequisites nest too deep to compile"
+
+
 def _check_flags(compiler: _Compiler, pieces: Iterable[bytes]) -> None:
     """Check every flag of a snapshot by compiling it, each flag's closures dropped as
     soon as it compiled (so the check needs the memory of one flag, not of all of them).
@@ -960,7 +963,10 @@ def _check_flags(compiler: _Compiler, pieces: Iterable[bytes]) -> None:
     for key, piece in zip(compiler.flag_specs, pieces, strict=True):
         if piece in passed:
             continue
-        compiler.flag(key, "flags")
+        try:
+            compiler.flag(key, "flags")
+        except RecursionError:  # a prerequisite chain hundreds of flags long
+            raise _fail(f"flags.{key}", _TOO_DEEP) from None
         alone = len(flags) == 1
         flags.clear()
         rule_conditions.clear()
@@ -1181,9 +1187,18 @@ class Snapshot:
             f"version={self.version}, flags={len(self.flags)})"
         )
 
+    def _compiled_here(self, flag_key: str) -> None:
+        """``_compiled`` for the readers below: a prerequisite chain too deep for this
+        thread's stack here raises nothing (``evaluate`` answers it GENERAL; a
+        shallower caller may compile it)."""
+        try:
+            self._compiled(flag_key)
+        except RecursionError:
+            return
+
     def matching_rule(self, flag_key: str, context: Mapping[str, Any]) -> str | None:
         """The name of the first rule of ``flag_key`` whose condition ``context`` meets."""
-        self._compiled(flag_key)
+        self._compiled_here(flag_key)
         for name, condition in self._rule_conditions.get(flag_key, []):
             if condition(context):
                 return name
@@ -1191,7 +1206,7 @@ class Snapshot:
 
     def flag_type(self, flag_key: str) -> str | None:
         """``boolean``, ``string``, ``number`` or ``json``; None for an unknown flag."""
-        self._compiled(flag_key)
+        self._compiled_here(flag_key)
         return self._types.get(flag_key)
 
     def evaluate(
