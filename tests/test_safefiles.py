@@ -208,3 +208,18 @@ def test_a_file_that_grew_after_its_size_was_taken_is_read_on_to_the_cap(
         monkeypatch.undo()
     with target.open("rb") as handle:
         assert safefiles.read_at_most(handle, 25) == b"a" * 10 + b"b" * 16  # cap + 1
+
+
+def test_a_write_that_need_not_survive_a_crash_is_not_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cache entries are written ``durable=False``: whole and atomic all the same, with
+    no fsync (a torn entry after a crash fails its check and is rebuilt)."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    target = tmp_path / "entry"
+    safefiles.write_file_atomically(target, b"first", durable=False)
+    safefiles.write_file_atomically(target, b"second", durable=False)
+    assert target.read_bytes() == b"second" and synced == []
+    safefiles.write_file_atomically(target, b"third")
+    assert target.read_bytes() == b"third" and len(synced) == 2

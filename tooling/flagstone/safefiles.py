@@ -122,6 +122,7 @@ def write_file_atomically(
     expected_dir: Path | str | None = None,
     create_dirs: bool = False,
     replace: bool = True,
+    durable: bool = True,
 ) -> None:
     """Write ``data`` to ``path`` whole or not at all.
 
@@ -131,6 +132,8 @@ def write_file_atomically(
     permission bits of the new file; ``None`` keeps those of the file being replaced
     (0o644 for a new one). ``create_dirs`` makes missing folders below ``expected_dir``.
     ``replace=False`` refuses an existing destination (``DestinationExistsError``).
+    ``durable=False`` skips flushing to the disk (for a file whose loss after a crash
+    only costs time, such as a cache entry that is checked before it is used).
 
     Raises ``SymlinkRefusedError`` for a symbolic link in the way, ``NotRegularFileError``
     for a destination that is a folder or a device, ``FileAccessError`` for any other
@@ -155,7 +158,8 @@ def write_file_atomically(
                 while view:
                     written = os.write(handle, view)
                     view = view[written:]
-                os.fsync(handle)
+                if durable:
+                    os.fsync(handle)
             finally:
                 os.close(handle)
             if replace:
@@ -168,8 +172,9 @@ def write_file_atomically(
             if isinstance(error, OSError):
                 raise FileAccessError(f"cannot write {path}: {_describe(error)}") from None
             raise
-        with contextlib.suppress(OSError):  # some filesystems cannot sync a folder
-            os.fsync(folder)
+        if durable:
+            with contextlib.suppress(OSError):  # some filesystems cannot sync a folder
+                os.fsync(folder)
 
 
 def _existing_destination(path: Path, name: str, folder: int) -> os.stat_result | None:

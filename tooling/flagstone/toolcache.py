@@ -13,12 +13,23 @@ What is kept, and what it is keyed by:
   being read (as git's index does); any other file is read and hashed, and its entry is
   used only if that digest matches. A file modified (or its status changed) less than
   ``RACY_SECONDS`` before it was recorded gets no signature (a later change within the
-  same clock tick could keep the same times), so it is read and hashed next time. Which schema kinds a document
-  passed is kept beside it.
+  same clock tick could keep the same times), so it is read and hashed next time. Which
+  schema kinds a document passed is kept beside it. Values and positions stay packed
+  (``marshal`` bytes; positions as numbers along the values) until a command reads them.
 * ``revision-<tree id>``: the loaded files of one git tree (``check-change``/``diff``
   read the base revision from git). A tree id names its content exactly.
-* ``validate`` and ``compile-<env>``: the last result with the digest of every input
-  it came from; used only when the inputs hash to the same digest.
+* ``worktree-walk``: the outcome of the last whole walk of the repository (which files
+  are flags, releases and segments, what is stray) with the stat signature of every
+  folder it depended on, taken before it was looked into. While those are unchanged the
+  folders hold the same entries, so the walk is replayed with one ``lstat`` per file; a
+  flag's folder that changed is listed again alone; a link, a folder or nothing where a
+  file was, or any other change, walks the repository again (``model.read_project``).
+* ``validate``: the last findings with the digest of every input they came from; used
+  only when the inputs hash to the same digest. ``validate-flags``: each flag's
+  findings under the digest of what they depend on (``validate._KeptFlagFindings``).
+* ``compile-flags-<env>``: each flag's compiled canonical bytes in one environment under
+  the digest of what it is compiled from; the payload is joined from them
+  (``compile._KeptFragments``).
 * ``base-summary-<tree id>``: what ``check-change`` and ``diff`` need to know of a whole
   base revision to read only the flags a change touches (``flagstone.worktree_change``).
 
@@ -185,8 +196,13 @@ class ToolCache:
         body = marshal.dumps(value)
         data = _MAGIC + self._version + self._seal(name, body) + body
         with contextlib.suppress(FlagstoneError, OSError):
-            write_file_atomically(
-                self._path(name), data, mode=0o600, expected_dir=self.root, create_dirs=True
+            write_file_atomically(  # not flushed: a torn entry fails its check
+                self._path(name),
+                data,
+                mode=0o600,
+                expected_dir=self.root,
+                create_dirs=True,
+                durable=False,
             )
 
 
@@ -363,9 +379,12 @@ class DocumentCache:
         """The documents at ``prefix + rel`` for each ``rel``, like ``load``, or None when
         one is no longer a regular file (a link, a folder, gone) or no longer loads: the
         walk's outcome changed, so the caller walks the repository again."""
-        now = time.time_ns()
+        # This runs for each of 30,000 files: ``_signature``, ``_previous`` and
+        # ``_document`` are written out inline.
+        settled = time.time_ns() - RACY_SECONDS * 1e9
         lstat, is_regular = os.lstat, stat.S_ISREG
-        previous_of, seen, make = self._previous, self.seen, self._document
+        delta_get, base_get = self.delta.get, self.base.get
+        seen, digests = self.seen, self.digests
         documents: list[Document] = []
         append = documents.append
         for rel in rels:
@@ -374,16 +393,23 @@ class DocumentCache:
                 status = lstat(path)
             except OSError:
                 return None
-            if not is_regular(status.st_mode):
+            mode, mtime, ctime = status.st_mode, status.st_mtime_ns, status.st_ctime_ns
+            if not is_regular(mode):
                 return None
-            signature = _signature(status, now)
-            previous = previous_of(rel)
-            if signature is not None and previous is not None and previous[0] == signature:
+            previous = delta_get(rel) or base_get(rel)
+            if (
+                previous is not None
+                and max(mtime, ctime) <= settled
+                and previous[0]
+                == (mode, status.st_size, mtime, ctime, status.st_ino, status.st_dev)
+            ):
                 result = previous[2]
                 if result[0] != "document":
                     return None
                 seen[rel] = previous
-                append(make(result, path, rel, previous[1]))
+                document = Document(path, rel, None, packed_marks=result[2], packed_data=result[1])
+                digests[id(document)] = (document, previous[1], result[3])
+                append(document)
             else:
                 try:
                     append(self.load(path, rel))
@@ -512,12 +538,12 @@ def project_inputs_digest(project: Project, *extra: object) -> str | None:
         return None
     # Paths and hex digests hold no NUL: joined with it, they cannot run together.
     files: list[str] = []
-    digest_of_document = cache.digest
+    known = cache.digests.get  # ``cache.digest``, inline: 30,000 documents
     for doc in project.documents():
-        digest = digest_of_document(doc)
-        if digest is None:
+        entry = known(id(doc))
+        if entry is None:
             return None
-        files += (doc.rel, digest)
+        files += (doc.rel, entry[1])
     listed = hashlib.sha256("\0".join(files).encode("utf-8", "surrogatepass")).hexdigest()
     return digest_of(
         [
