@@ -27,7 +27,7 @@ from flagstone.freedmemory import return_freed_memory
 from flagstone.overrides import apply_overrides
 from flagstone.sdk.changes import changed_flags
 from flagstone.snapshot_text import read_payload
-from sdk_support import targeted_flag
+from sdk_support import fixed_flag, targeted_flag
 from test_snapshot_packed import CONTEXTS, _mixed_payload
 
 CONFORMANCE = sorted((Path(__file__).parent / "conformance").glob("*.json"))
@@ -286,3 +286,19 @@ def test_every_segment_is_checked_at_load_even_one_no_flag_uses() -> None:
     text = canonical_json(payload).replace(b'"x ":2', b'"x":2')
     with pytest.raises(SnapshotFormatError, match=r"segments\.unused has a duplicate object key"):
         Snapshot.from_payload(read_payload(text), owned=True)
+
+
+def test_a_whole_check_reads_specs_in_batches_as_it_would_one_by_one() -> None:
+    payload = _mixed_payload(600)
+    nested: Any = []
+    for _ in range(59):
+        nested = [nested]
+    # 62 levels in the flag, the limit for a spec (64 counting the payload and flags).
+    payload["flags"]["deep"] = fixed_flag(nested, flag_type="json")
+    snapshot = Snapshot.from_payload(read_payload(canonical_json(payload)), owned=True)
+    specs = snapshot.flags
+    assert isinstance(specs, PackedSpecs)
+    keys = list(specs)
+    assert specs.read_many(keys) == [specs[key] for key in keys]
+    snapshot.check_every_flag()  # the deep flag's batch is read again one spec at a time
+    assert snapshot.evaluate("deep", {}).value == nested

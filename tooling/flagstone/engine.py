@@ -898,6 +898,21 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
         spec: Mapping[str, Any] = self._decode(self._blob[self._starts[i] : self._ends[i]], key)
         return spec
 
+    def read_many(self, keys: Sequence[str]) -> list[Mapping[str, Any]]:
+        """The specs of ``keys``, as ``[self[key] for key in keys]`` gives them; the text
+        form reads them in one strict read of a JSON array of their texts (which a spec
+        nested at the reader's depth limit, or one it refuses, sends back to one read
+        each, so the refusal names that spec)."""
+        if self.form == "text" and self._replaced is None and len(keys) > 1:
+            joined = b",".join([self.packed(key) or b"null" for key in keys])
+            try:
+                specs = self._decode(b"[" + joined + b"]", keys[0])
+            except SnapshotFormatError:
+                specs = None
+            if isinstance(specs, list) and len(specs) == len(keys):
+                return specs
+        return [self[key] for key in keys]
+
     def __contains__(self, key: object) -> bool:
         return key in self._positions()
 
@@ -909,6 +924,33 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
 
     def __repr__(self) -> str:
         return f"PackedSpecs({len(self)} specs, {self.form}, {len(self._blob)} bytes)"
+
+
+class _ReadAhead(Mapping[str, Mapping[str, Any]]):
+    """``specs`` with some already read (``read``): what a whole check compiles from."""
+
+    __slots__ = ("read", "specs")
+
+    def __init__(self, specs: PackedSpecs) -> None:
+        self.specs = specs
+        self.read: dict[str, Mapping[str, Any]] = {}
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        spec = self.read.get(key)
+        return spec if spec is not None else self.specs[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.specs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+
+# Flags read at once by a whole check of a packed snapshot (check_every_flag).
+_CHECK_BATCH = 256
 
 
 def _unmarshal(data: bytes, key: str) -> Any:
@@ -945,10 +987,10 @@ class _Packed(Record):
 _TOO_DEEP = "its prerequisites nest too deep to compile"
 
 
-def _check_flags(compiler: _Compiler, pieces: Iterable[bytes]) -> None:
-    """Check every flag of a snapshot by compiling it, each flag's closures dropped as
-    soon as it compiled (so the check needs the memory of one flag, not of all of them).
-    ``pieces`` are the flags' packed bytes (one form), in order.
+def _check_flags(compiler: _Compiler, keys: Iterable[str], pieces: Iterable[bytes]) -> None:
+    """Check the flags ``keys`` by compiling each, its closures dropped as soon as it
+    compiled (so the check needs the memory of one flag, not of all of them). ``pieces``
+    are the flags' packed bytes (one form), in the same order.
 
     A flag whose spec is equal to one already checked (equal bytes: equal specs,
     ``true`` told from ``1``) and has no prerequisites passes as that one did: its check
@@ -960,7 +1002,7 @@ def _check_flags(compiler: _Compiler, pieces: Iterable[bytes]) -> None:
     """
     passed: set[bytes] = set()
     flags, rule_conditions = compiler.flags, compiler.rule_conditions
-    for key, piece in zip(compiler.flag_specs, pieces, strict=True):
+    for key, piece in zip(keys, pieces, strict=True):
         if piece in passed:
             continue
         try:
@@ -1077,7 +1119,7 @@ class Snapshot:
         for key in compiler.segment_specs:
             compiler.segment(key, "segments")
         if packed:
-            _check_flags(compiler, flag_pieces)
+            _check_flags(compiler, compiler.flag_specs, flag_pieces)
             return cls._made(payload, version, _Packed(flag_specs, segment_specs, {}, {}, {}))
         for key in compiler.flag_specs:
             compiler.flag(key, "flags")
@@ -1141,8 +1183,16 @@ class Snapshot:
         compiler = _Compiler.for_segments(
             self.version, _Packed(packed.flag_specs, packed.segment_specs, packed.segments, {}, {})
         )
+        # Read in batches (one strict read of many specs costs far less than one each),
+        # each batch's specs dropped once its flags are checked.
         specs = packed.flag_specs
-        _check_flags(compiler, (specs.packed(key) or b"" for key in specs))
+        keys = list(specs)
+        ahead = _ReadAhead(specs)
+        compiler.flag_specs = ahead  # type: ignore[assignment]
+        for start in range(0, len(keys), _CHECK_BATCH):
+            batch = keys[start : start + _CHECK_BATCH]
+            ahead.read = dict(zip(batch, specs.read_many(batch), strict=True))
+            _check_flags(compiler, batch, (specs.packed(key) or b"" for key in batch))
 
     def _compiled(self, flag_key: str) -> FlagRunner | None:
         """``flag_key``'s compiled flag, compiling it now if the snapshot is packed and
