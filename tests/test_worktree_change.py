@@ -360,3 +360,20 @@ def test_a_nested_flag_key_sharing_a_prefix_is_read_alone(
     ) or (None, None)
     assert before is not None and after is not None
     assert sorted(after.flags) == sorted(before.flags) == ["new-checkout", "repeating"]
+
+
+def test_a_widened_segment_holds_the_flags_using_it_to_their_bake(
+    tmp_path: Path, user_cache: Path, narrowed: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three hours after the base: widening a segment in new-checkout's ring is an increase
+    that has not baked, found by whole reads and narrowed ones alike."""
+    monkeypatch.setattr(time, "time", lambda: NOW - 19 * 86400 - 6 * 3600)
+    repo, root = example_repo(tmp_path / "git")
+    outputs(root, [])
+    replace(root, "segments/beta-testers.yaml", "include: [", "include: [u-9, ")
+    whole = run_cli(["check-change", "--base", "HEAD", "--no-cache"], root)
+    narrowed.clear()
+    assert run_cli(["check-change", "--base", "HEAD"], root) == whole
+    assert narrowed == [True]
+    assert whole[0] == 1
+    assert "before raising its exposure (segment beta-testers)" in whole[1]

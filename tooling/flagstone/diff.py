@@ -335,8 +335,8 @@ class _Differ:
             if key in broken_flags:
                 continue
             old, new = old_flags.get(key), new_flags.get(key)
-            if old is new:  # the same object: history walks share unchanged flags
-                continue
+            if old is new or (old is not None and new is not None and _same_files(old, new)):
+                continue  # history walks share unchanged flags; equal files say nothing
             if old is None and new is not None and key in renamed_to:
                 source = old_flags[renamed_to[key]]
                 self.flag_change(
@@ -842,6 +842,19 @@ class _Differ:
                     path,
                     risk="none",
                 )
+
+
+def _same_files(old: Flag, new: Flag) -> bool:
+    """Whether two flags of one key hold the same data in the same files (``flag()``
+    compares nothing else, so it would report nothing)."""
+    return (
+        old.key == new.key
+        and old.doc.data == new.doc.data
+        and old.releases.keys() == new.releases.keys()
+        and all(
+            release.doc.data == new.releases[env].doc.data for env, release in old.releases.items()
+        )
+    )
 
 
 def _flag_of(path: str) -> str | None:

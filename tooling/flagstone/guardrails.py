@@ -99,7 +99,7 @@ from flagstone.rollout import (
 )
 from flagstone.timestamps import duration_seconds
 from flagstone.toolcache import DocumentCache
-from flagstone.worktree_change import remember_base
+from flagstone.worktree_change import remember_base, repeats_a_stage_name, segments_mentioned
 
 RULE_PREFIX = "guardrail"
 DEFAULT_RESTORE_WINDOW = "14d"
@@ -499,6 +499,8 @@ class _Checker:
                 old = old_flag.releases.get(env) if old_flag else None
                 off = flag.off_variation
                 old_off = old_flag.off_variation if old_flag else off
+                if old is not None and old_off == off and self._silent(old, release):
+                    continue
                 pair = _Pair(
                     flag, env, old, release,
                     # The off variation is left out only when it stays the off variation:
@@ -566,6 +568,17 @@ class _Checker:
             # release: thousands of git runs on a large repository).
             return
         self.schedule(pair, [pair.timeline_before])
+
+    def _silent(self, old: ReleaseConfig, new: ReleaseConfig) -> bool:
+        """Whether judging this release could find nothing, so its exposure timelines
+        need not be worked out: it is as it was (with its off variation), none of the
+        segments it could refer to was widened, and its progression names each stage
+        once (``skipped_stages`` can warn about an unchanged release that repeats a
+        name). Judged anyway, such a release finds nothing: no step, no new audience,
+        every scheduled point in the base's timeline."""
+        if old.data != new.data or repeats_a_stage_name(new.data):
+            return False
+        return not (self.widened and segments_mentioned(new.data) & self.widened)
 
     @staticmethod
     def _unchanged(pair: _Pair) -> bool:

@@ -44,7 +44,7 @@ from typing import Any
 from flagstone import gitops
 from flagstone.errors import GitError
 from flagstone.model import FLAGS_DIR, PROJECT_FILE, SEGMENTS_DIR, Project, read_project
-from flagstone.rollout import progression_spec, read_progression
+from flagstone.rollout import progression_spec
 from flagstone.toolcache import ToolCache
 
 SUMMARY_PREFIX = "base-summary-"
@@ -90,11 +90,24 @@ def _segments_mentioned(value: Any, found: set[str]) -> None:
             _segments_mentioned(child, found)
 
 
-def _repeats_a_stage_name(data: Any) -> bool:
-    plan = read_progression(progression_spec(data))
-    if plan is None:
+def segments_mentioned(value: Any) -> set[str]:
+    """Every segment key a release file (or any YAML value) could refer to: ``segment:``
+    values and the entries of ``segments:`` lists anywhere in it; a superset of what
+    the diff and the guardrails look up, never less."""
+    found: set[str] = set()
+    _segments_mentioned(value, found)
+    return found
+
+
+def repeats_a_stage_name(data: Any) -> bool:
+    """Whether the release data's progression names two stages alike (as
+    ``flagstone.rollout.read_progression`` names them); an unchanged release can then
+    draw a warning (``guardrails._Checker.skipped_stages``)."""
+    spec = progression_spec(data)
+    stages = spec.get("stages") if spec is not None else None
+    if not isinstance(stages, list):
         return False
-    names = [stage.name for stage in plan.stages]
+    names = [str(s.get("name")) if isinstance(s, Mapping) else str(s) for s in stages]
     return len(set(names)) != len(names)
 
 
@@ -128,7 +141,7 @@ def summarize_base(root: Path, commit: str, base: Project) -> dict[str, Any]:
         repeats = False
         for release in flag.releases.values():
             _segments_mentioned(release.doc.data, mentioned)
-            repeats = repeats or _repeats_a_stage_name(release.doc.data)
+            repeats = repeats or repeats_a_stage_name(release.doc.data)
         for segment in mentioned:
             users.setdefault(segment, []).append(key)
         if repeats:
