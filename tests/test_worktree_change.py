@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from flagstone import toolcache, worktree_change
-from flagstone.cli import review_cmd
+from flagstone import gitops, toolcache, worktree_change
 from flagstone.toolcache import CACHE_FOLDER, NO_CACHE_VARIABLE
 from gitrepo import GitRepo, run_cli
 
@@ -64,10 +63,10 @@ default:
       - {name: a, percent: 5, at: "2026-11-01T00:00:00Z"}
 """
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp()
+RUNS = 3  # the commands below
 COMMANDS = (
     ["diff", "HEAD", "--format", "json"],
-    ["diff", "HEAD", "--format", "markdown"],
-    ["diff", "--format", "text"],
+    ["diff", "--format", "markdown"],  # against the merge-base with main
     ["check-change", "--base", "HEAD", "--format", "json"],
 )
 
@@ -82,18 +81,43 @@ def user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-@pytest.fixture
-def narrowed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each CLI run was narrowed (in order)."""
-    taken: list[bool] = []
+class Reads:
+    """What the CLI runs did: how many were narrowed, how many read the base whole."""
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        result = worktree_change.narrowed_projects(*args, **kwargs)
-        taken.append(result is not None)
+    def __init__(self) -> None:
+        self.narrowed = 0
+        self.whole_base = 0
+
+    def take(self) -> tuple[int, int]:
+        counts = (self.narrowed, self.whole_base)
+        self.narrowed = self.whole_base = 0
+        return counts
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
+    seen = Reads()
+    narrow, project_at = worktree_change._narrowed, gitops.project_at
+
+    def narrow_spy(*args: Any, **kwargs: Any) -> Any:
+        result = narrow(*args, **kwargs)
+        seen.narrowed += result is not None
         return result
 
-    monkeypatch.setattr(review_cmd, "narrowed_projects", spy)
-    return taken
+    def project_at_spy(*args: Any, **kwargs: Any) -> Any:
+        seen.whole_base += 1
+        return project_at(*args, **kwargs)
+
+    monkeypatch.setattr(worktree_change, "_narrowed", narrow_spy)
+    monkeypatch.setattr(gitops, "project_at", project_at_spy)
+    return seen
+
+
+def whole(root: Path) -> list[tuple[int, str, str]]:
+    """What the commands print reading both sides whole (narrowing turned off)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(worktree_change, "_narrowed", lambda *args, **kwargs: None)
+        return outputs(root, ["--no-cache"])
 
 
 def example_repo(path: Path, *, subfolder: str = "") -> tuple[GitRepo, Path]:
@@ -242,37 +266,30 @@ def reset(repo: GitRepo) -> None:
 
 @pytest.mark.parametrize("subfolder", ["", "team/flags"])
 def test_narrowed_results_are_the_bytes_of_whole_reads_for_every_kind_of_change(
-    tmp_path: Path, user_cache: Path, narrowed: list[bool], subfolder: str
+    tmp_path: Path, user_cache: Path, reads: Reads, subfolder: str
 ) -> None:
     repo, root = example_repo(tmp_path / "git", subfolder=subfolder)
-    assert outputs(root, [])
-    assert narrowed == [False, True, True, True]  # the first read whole kept the summary
+    first = outputs(root, [])
+    # The first run read the base whole and kept its summary; the others used it.
+    assert reads.take() == (RUNS, 1)
+    assert first == whole(root)
     assert list((root / CACHE_FOLDER).glob(f"{worktree_change.SUMMARY_PREFIX}*.entry"))
-    edits = (
-        EDITS
-        if not subfolder
-        else {
-            k: EDITS[k]
-            for k in (
-                "nothing",
-                "a prerequisite removed",
-                "untracked and ignored flags",
-                "an ident attribute",
-            )
-        }
-    )
+    few = ("nothing", "a prerequisite removed", "untracked and ignored flags", "an ident attribute")
+    edits = {k: EDITS[k] for k in few} if subfolder else EDITS
     for name, (edit, safe) in edits.items():
         reset(repo)
         edit(repo, root)
-        whole = outputs(root, ["--no-cache"])
-        narrowed.clear()
-        assert outputs(root, []) == whole, name
-        expected = [safe, safe, safe, safe]
-        assert narrowed == expected, name
+        expected = whole(root)
+        reads.take()
+        assert outputs(root, []) == expected, name
+        assert reads.take() == ((RUNS, 0) if safe else (0, RUNS)), name
+        # Without the cache, the base is read whole and its summary made on the spot.
+        assert outputs(root, ["--no-cache"]) == expected, name
+        assert reads.take() == ((RUNS, RUNS) if safe else (0, RUNS)), name
 
 
 def test_what_each_change_reports_through_the_narrowing(
-    tmp_path: Path, user_cache: Path, narrowed: list[bool]
+    tmp_path: Path, user_cache: Path, reads: Reads
 ) -> None:
     """The narrowed runs find what whole reads find (the cases above compare bytes; these
     show the bytes hold the findings that need flags beyond the edited one)."""
@@ -288,68 +305,67 @@ def test_what_each_change_reports_through_the_narrowing(
     for name, wanted in checks.items():
         reset(repo)
         EDITS[name][0](repo, root)
-        narrowed.clear()
+        reads.take()
         text = "".join(out for _, out, _ in outputs(root, []))
         assert wanted in text, name
-        assert all(narrowed), name
+        assert reads.take() == (RUNS, 0), name
 
 
-def test_a_base_with_links_or_problems_is_never_narrowed(
-    tmp_path: Path, user_cache: Path, narrowed: list[bool]
+def test_a_base_with_links_attributes_or_problems_is_never_narrowed(
+    tmp_path: Path, user_cache: Path, reads: Reads
 ) -> None:
     repo, root = example_repo(tmp_path / "git")
+
+    def check() -> None:
+        outputs(root, [])
+        replace(root, "flags/new-checkout/production.yaml", "current: beta", "current: ten")
+        expected = whole(root)
+        reads.take()
+        assert outputs(root, []) == expected
+        assert outputs(root, ["--no-cache"]) == expected
+        assert reads.take() == (0, 2 * RUNS)
+        reset(repo)
+
     os.symlink("staff.yaml", root / "segments/staff-link.yaml")
     repo.commit("A linked segment")
-    outputs(root, [])
-    replace(root, "flags/new-checkout/production.yaml", "current: beta", "current: ten")
-    narrowed.clear()
-    assert outputs(root, []) == outputs(root, ["--no-cache"])
-    assert not any(narrowed)
+    check()
     (root / "segments/staff-link.yaml").unlink()
     (root / "flags/.gitattributes").write_text("production.yaml filter=lfs\n")
     repo.commit("A tracked attribute file")
-    outputs(root, [])
-    narrowed.clear()
-    assert outputs(root, []) == outputs(root, ["--no-cache"])
-    assert not any(narrowed)
+    check()
     (root / "flags/.gitattributes").unlink()
     (root / "flags/payments-v2/staging.yaml").write_text("enabled: [\n")
     repo.commit("A broken file")
-    outputs(root, [])
-    narrowed.clear()
-    assert outputs(root, []) == outputs(root, ["--no-cache"])
-    assert not any(narrowed)
+    check()
 
 
 def test_a_tampered_or_foreign_summary_is_not_used(
-    tmp_path: Path, user_cache: Path, narrowed: list[bool], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, user_cache: Path, reads: Reads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, root = example_repo(tmp_path / "git")
     outputs(root, [])
     (entry,) = (root / CACHE_FOLDER).glob(f"{worktree_change.SUMMARY_PREFIX}*.entry")
     good = entry.read_bytes()
     replace(root, "flags/new-checkout/production.yaml", "current: beta", "current: ten")
-    whole = outputs(root, ["--no-cache"])
+    expected = whole(root)[0]
     for variant in (
         good[:-1] + bytes([good[-1] ^ 1]),  # the content
         good[:30] + bytes([good[30] ^ 1]) + good[31:],  # another tool version
         good[: len(good) // 2],
     ):
         entry.write_bytes(variant)
-        narrowed.clear()
-        assert run_cli(list(COMMANDS[0]), root) == whole[0]
-        assert narrowed == [False]  # ignored, read whole, and kept anew
+        reads.take()
+        assert run_cli(list(COMMANDS[0]), root) == expected
+        assert reads.take() == (1, 1)  # ignored: the base read whole, its summary kept anew
         assert entry.read_bytes() == good
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-user"))
-    narrowed.clear()
-    assert run_cli(list(COMMANDS[0]), root) == whole[0]
-    assert narrowed == [False]
+    assert run_cli(list(COMMANDS[0]), root) == expected
+    assert reads.take() == (1, 1)
 
 
-def test_a_nested_flag_key_sharing_a_prefix_is_read_alone(
-    tmp_path: Path, user_cache: Path, narrowed: list[bool]
-) -> None:
-    """Keys ``new-checkout`` and ``new-checkout-2``: narrowing to one reads only it."""
+def test_a_flag_key_sharing_a_prefix_is_not_read(tmp_path: Path, user_cache: Path) -> None:
+    """Keys ``new-checkout`` and ``new-checkout-2``: narrowing to one reads only it (and
+    the flag repeating a stage name, always read)."""
     repo, root = example_repo(tmp_path / "git")
     shutil.copytree(root / "flags/new-checkout", root / "flags/new-checkout-2")
     repo.commit("A second checkout")
@@ -363,17 +379,19 @@ def test_a_nested_flag_key_sharing_a_prefix_is_read_alone(
 
 
 def test_a_widened_segment_holds_the_flags_using_it_to_their_bake(
-    tmp_path: Path, user_cache: Path, narrowed: list[bool], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, user_cache: Path, reads: Reads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three hours after the base: widening a segment in new-checkout's ring is an increase
     that has not baked, found by whole reads and narrowed ones alike."""
     monkeypatch.setattr(time, "time", lambda: NOW - 19 * 86400 - 6 * 3600)
-    repo, root = example_repo(tmp_path / "git")
+    _, root = example_repo(tmp_path / "git")
     outputs(root, [])
     replace(root, "segments/beta-testers.yaml", "include: [", "include: [u-9, ")
-    whole = run_cli(["check-change", "--base", "HEAD", "--no-cache"], root)
-    narrowed.clear()
-    assert run_cli(["check-change", "--base", "HEAD"], root) == whole
-    assert narrowed == [True]
-    assert whole[0] == 1
-    assert "before raising its exposure (segment beta-testers)" in whole[1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(worktree_change, "_narrowed", lambda *args, **kwargs: None)
+        expected = run_cli(["check-change", "--base", "HEAD", "--no-cache"], root)
+    reads.take()
+    assert run_cli(["check-change", "--base", "HEAD"], root) == expected
+    assert reads.take() == (1, 0)
+    assert expected[0] == 1
+    assert "before raising its exposure (segment beta-testers)" in expected[1]

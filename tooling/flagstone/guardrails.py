@@ -99,7 +99,11 @@ from flagstone.rollout import (
 )
 from flagstone.timestamps import duration_seconds
 from flagstone.toolcache import DocumentCache
-from flagstone.worktree_change import remember_base, repeats_a_stage_name, segments_mentioned
+from flagstone.worktree_change import (
+    narrowed_by_base,
+    repeats_a_stage_name,
+    segments_mentioned,
+)
 
 RULE_PREFIX = "guardrail"
 DEFAULT_RESTORE_WINDOW = "14d"
@@ -872,7 +876,9 @@ def check_change(
     base_commit = gitops.resolve_revision(root, base) if base else gitops.default_base(root)
     cache = documents.cache if documents is not None else None
     before = gitops.project_at(root, base_commit, cache=cache)
-    remember_base(root, base_commit, before, cache)
+    narrowed = narrowed_by_base(root, base_commit, before, cache)
+    if narrowed is not None:
+        return findings(root, base_commit, *narrowed, now=now)
     return findings(root, base_commit, before, read_project(root, documents=documents), now=now)
 
 

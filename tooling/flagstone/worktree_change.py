@@ -19,9 +19,12 @@ three exceptions, each read in too:
 Which flags have which prerequisites and use which segments is known from the base
 revision alone (a flag the change does not touch is as it was there), so it is kept
 per base tree in the toolchain cache (``flagstone.toolcache``) as a summary made the
-first time that base is read whole: ``remember_base``. A flag the change does not touch
-then yields nothing on either side, and the narrowed projects give the same findings
-and the same diff, byte for byte, as the whole ones (tests compare them).
+first time that base is read whole. Without the cache (or before that summary exists)
+the caller reads the base whole anyway and ``narrowed_by_base`` makes the summary from
+it on the spot, so the working tree is still read only where the change touches it. A
+flag the change does not touch yields nothing on either side, and the narrowed projects
+give the same findings and the same diff, byte for byte, as the whole ones (tests
+compare them).
 
 The narrowing is not used, and the caller reads everything, whenever its premise could
 fail: no summary for the base tree (or the cache is off), a base with a file that does
@@ -167,6 +170,23 @@ def remember_base(root: Path, commit: str, base: Project, cache: ToolCache | Non
             cache.put(name, summarize_base(root, commit, base))
     except GitError:
         return
+
+
+def narrowed_by_base(
+    root: Path, commit: str, base: Project, cache: ToolCache | None
+) -> tuple[Project, Project] | None:
+    """``narrowed_projects`` for a caller that has just read the base whole (no cache, or
+    none for this base yet): its summary is made from ``base`` (and kept, with a cache),
+    so the working tree is still read only where the change touches it."""
+    try:
+        summary = summarize_base(root, commit, base)
+        if cache is not None:
+            name = _summary_name(base_tree(root, commit))
+            if cache.get(name) is None:
+                cache.put(name, summary)
+    except GitError:
+        return None
+    return _narrowed(root, commit, summary) if summary["regular"] else None
 
 
 def _summary(cache: ToolCache, tree: str) -> dict[str, Any] | None:
@@ -357,8 +377,15 @@ def narrowed_projects(
         return None
     try:
         summary = _summary(cache, base_tree(root, commit))
-        if summary is None:
-            return None
+    except GitError:
+        return None
+    return None if summary is None else _narrowed(root, commit, summary)
+
+
+def _narrowed(
+    root: Path, commit: str, summary: Mapping[str, Any]
+) -> tuple[Project, Project] | None:
+    try:
         changed = changed_paths(root, commit)
         if changed is None:
             return None

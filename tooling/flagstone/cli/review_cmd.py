@@ -25,7 +25,7 @@ from flagstone.guardrails import findings as narrowed_findings
 from flagstone.model import read_project
 from flagstone.problems import report
 from flagstone.toolcache import ToolCache, cached_documents
-from flagstone.worktree_change import narrowed_projects, remember_base
+from flagstone.worktree_change import narrowed_by_base, narrowed_projects, remember_base
 
 
 @click.command("diff")
@@ -52,10 +52,15 @@ def diff(base: str | None, head: str | None, fmt: str, repo: Path | None, no_cac
         with cached_documents(root, use=not no_cache) as documents:
             cache = documents.cache if documents is not None else None
             before = gitops.project_at(root, base_commit, cache=cache)
-            remember_base(root, base_commit, before, cache)
             if head is None:
-                after, head_label = read_project(root, documents=documents), gitops.WORKING_TREE
+                head_label = gitops.WORKING_TREE
+                narrowed = narrowed_by_base(root, base_commit, before, cache)
+                if narrowed is not None:
+                    before, after = narrowed
+                else:
+                    after = read_project(root, documents=documents)
             else:
+                remember_base(root, base_commit, before, cache)
                 head_commit = gitops.resolve_revision(root, head)
                 after, head_label = gitops.project_at(root, head_commit, cache=cache), head
     base_label = base or gitops.short_revision(base_commit)
