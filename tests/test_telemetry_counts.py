@@ -383,3 +383,17 @@ def test_the_engine_hands_each_flags_outcomes_their_own_counters() -> None:
     unpacked = Snapshot.from_payload(payload)
     unpacked.count_outcomes(counter_for)
     assert unpacked.evaluate("beta", {}).counter is None
+
+
+def test_the_client_counts_through_the_outcomes_own_counters(tmp_path: Path) -> None:
+    # The fast path (no lookup) holds for the first snapshot and for one swapped in;
+    # telemetry off leaves the engine's outcomes without counters.
+    client = client_for(tmp_path, telemetry=True)
+    assert client.evaluate("beta", {"key": "user-1"}).counter is not None
+    (tmp_path / "latest.json").write_bytes(sign(make_payload(8, FLAGS), KEY))
+    assert client.refresh() and client.version == 8
+    for flag in FLAGS:
+        assert client.evaluate(flag, {"key": "user-1"}).counter is not None, flag
+    assert client.evaluate("missing", {"key": "user-1"}).counter is None  # counted by a call
+    (tmp_path / "off").mkdir()
+    assert client_for(tmp_path / "off").evaluate("beta", {"key": "user-1"}).counter is None
