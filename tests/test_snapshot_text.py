@@ -302,3 +302,24 @@ def test_a_whole_check_reads_specs_in_batches_as_it_would_one_by_one() -> None:
     assert specs.read_many(keys) == [specs[key] for key in keys]
     snapshot.check_every_flag()  # the deep flag's batch is read again one spec at a time
     assert snapshot.evaluate("deep", {}).value == nested
+
+
+def test_dependents_of_a_kill_are_found_without_reading_flags_that_cannot_have_any() -> None:
+    from flagstone.overrides import _dependents
+
+    payload = _mixed_payload(40)
+    # A json flag whose value mentions the word, and one that spells the key with an escape.
+    payload["flags"]["mentions"] = fixed_flag({"prerequisites": []}, flag_type="json")
+    payload["flags"]["escaped"] = targeted_flag(["u"])
+    payload["flags"]["escaped"]["prerequisites"] = [{"flag": "f9", "variation": "on"}]
+    text = canonical_json(payload).replace(
+        b'"escaped":{"default":{"variation":"off"},"enabled":true,"kind":"release",'
+        b'"off_variation":"off","prerequisites"',
+        b'"escaped":{"default":{"variation":"off"},"enabled":true,"kind":"release",'
+        b'"off_variation":"off","\\u0070rerequisites"',
+    )
+    assert b"\\u0070rerequisites" in text
+    snapshot = Snapshot.from_payload(read_payload(text), owned=True)
+    killed = {"f9": None, "f2": None}
+    assert _dependents(snapshot.flags, killed) == _dependents(payload["flags"], killed)
+    assert _dependents(snapshot.flags, killed) == {"f3": "f2", "f10": "f9", "escaped": "f9"}

@@ -356,7 +356,19 @@ def _dependents(flag_specs: Mapping[str, Any], killed: Mapping[str, Any]) -> dic
     """Flags whose prerequisites lead (transitively) to a killed flag, each with the
     killed flag it depends on."""
     requires: dict[str, list[str]] = {}
+    packed = flag_specs if isinstance(flag_specs, PackedSpecs) else None
     for key in flag_specs:
+        if packed is not None:
+            # Not read at all (most flags, at 50,000): a packed spec (either form) that
+            # does not spell the word (nor holds an escape that could), or whose one
+            # mention is an empty list (only a key is followed by a colon).
+            piece = packed.packed(key) or b""
+            if b"\\u" not in piece and (
+                b"prerequisites" not in piece
+                or (piece.count(b"prerequisites") == 1 and b'"prerequisites":[]' in piece)
+            ):
+                requires[key] = []
+                continue
         spec = _readable_spec(flag_specs, key)
         items = (spec.get("prerequisites") or []) if spec is not None else []
         requires[key] = [
