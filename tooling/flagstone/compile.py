@@ -256,8 +256,8 @@ class _KeptFragments:
         digest = DIGEST_PREFIX + hashlib.sha256(content).hexdigest()
         source = source or {}
         source_values = {"commit": source.get("commit"), "ref": source.get("ref")}
-        if compiled:
-            self.check(compiled, requires, pieces, segments, digest, source_values)
+        # Always: a changed segment is checked with every segment, as in a whole compile.
+        self.check(compiled, requires, pieces, segments, digest, source_values)
         members = {
             "digest": canonical_json(digest),
             "environment": canonical_json(env),
@@ -285,7 +285,7 @@ class _KeptFragments:
         source: dict[str, str | None],
     ) -> None:
         """The engine's check of the flags compiled again, with every flag they require
-        (directly or through others) and every segment."""
+        (directly or through others), and of every segment."""
         flags: dict[str, Any] = {}
         pending = sorted(compiled)
         while pending:
