@@ -171,7 +171,7 @@ def compiled_bytes(
 
 class _KeptFragments:
     """Each flag's compiled form in one environment, as canonical JSON bytes, kept in the
-    toolchain cache under the digest of everything it is compiled from: the flag's
+    toolchain cache with the content digests of everything it is compiled from: the flag's
     ``flag.yaml`` and its release file for the environment, the environment, the segment
     keys and the ``flag.yaml`` of each flag it requires. Whether the flag is archived
     and which flags it requires are kept beside it, under the digest of its
@@ -188,16 +188,13 @@ class _KeptFragments:
         self.env = env
         self.cache = cache
         self.name = f"compile-flags-{digest_of([env])[:16]}"
-        stored = cache.cache.get(self.name)
-        self.previous: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        # What every flag's bytes depend on: the environment and the segment keys.
         self.common = digest_of([env, sorted(project.segments)])
-
-    def summary(self, flag: Flag, flag_digest: str) -> tuple[bool, list[str]]:
-        """Whether ``flag`` is archived and the flags it requires (kept per flag.yaml)."""
-        stored = self.previous.get(flag.key)
-        if isinstance(stored, tuple) and len(stored) == 5 and stored[0] == flag_digest:
-            return bool(stored[1]), list(stored[2])
-        return flag.archived, [str(item.get("flag")) for item in flag.prerequisites]
+        stored = cache.cache.get(self.name)
+        kept = isinstance(stored, tuple) and len(stored) == 2 and stored[0] == self.common
+        # flag key -> (flag.yaml digest, archived, required flags, the digests of what
+        # else its bytes depend on, its canonical bytes)
+        self.previous: dict[str, Any] = stored[1] if kept and isinstance(stored[1], dict) else {}
 
     def compiled_bytes(self, source: Mapping[str, str | None] | None) -> tuple[bytes, str] | None:
         """The payload's bytes and digest, or None when they cannot be joined from
@@ -205,45 +202,47 @@ class _KeptFragments:
         project, env = self.project, self.env
         if project.config is None or env not in project.environments:
             return None  # the whole compile says why
-        digest_of_document = self.cache.digest
+        known = self.cache.digests.get  # ``self.cache.digest``, inline: 10,000 flags
+        previous = self.previous.get
         current: dict[str, Any] = {}
         pieces: dict[str, bytes] = {}
         compiled: dict[str, dict[str, Any]] = {}
         requires: dict[str, list[str]] = {}
+        fresh = False  # whether anything is kept that was not kept before
         for key, flag in sorted(project.flags.items()):
             if KEY_PATTERN.fullmatch(key) is None:
                 return None
-            flag_digest = digest_of_document(flag.doc)
+            flag_entry = known(id(flag.doc))
             release = flag.releases.get(env)
-            release_digest = digest_of_document(release.doc) if release is not None else "-"
-            if flag_digest is None or release_digest is None:
+            release_entry = known(id(release.doc)) if release is not None else ("", "-")
+            if flag_entry is None or release_entry is None:
                 return None
-            archived, names = self.summary(flag, flag_digest)
+            flag_digest = flag_entry[1]
+            stored = previous(key)
+            if stored is not None and stored[0] == flag_digest:
+                archived, names = stored[1], stored[2]  # kept per flag.yaml
+            else:
+                stored = None
+                archived = flag.archived
+                names = [str(item.get("flag")) for item in flag.prerequisites]
             if archived:
-                current[key] = (flag_digest, True, names, "", b"")
+                current[key] = (flag_digest, True, names, (), b"")
+                fresh = fresh or stored is None
                 continue
             requires[key] = names
-            parts = [self.common, key, flag_digest, release_digest]
+            depends: tuple[str, ...] = (release_entry[1],)
             for name in names:
                 other = project.flags.get(name)
-                parts += (name, digest_of_document(other.doc) or "?" if other else "-")
-            fragment_key = hashlib.sha256(
-                "\0".join(parts).encode("utf-8", "surrogatepass")
-            ).hexdigest()
-            stored = self.previous.get(key)
-            if (
-                isinstance(stored, tuple)
-                and len(stored) == 5
-                and stored[3] == fragment_key
-                and isinstance(stored[4], bytes)
-            ):
+                other_entry = known(id(other.doc)) if other is not None else None
+                depends += (name, other_entry[1] if other_entry is not None else "-")
+            if stored is not None and stored[3] == depends:
                 pieces[key] = stored[4]
                 current[key] = stored
                 continue
             spec = _FlagCompiler(flag, release, project).compile()
             compiled[key] = spec
             pieces[key] = canonical_json(spec)
-            current[key] = (flag_digest, False, names, fragment_key, pieces[key])
+            current[key] = (flag_digest, False, names, depends, pieces[key])
         segments = {
             key: _compile_segment(segment.doc, project)
             for key, segment in sorted(project.segments.items())
@@ -271,8 +270,8 @@ class _KeptFragments:
             "version": b"0",
         }
         data = b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in members.items()) + b"}"
-        if compiled or len(current) != len(self.previous):
-            self.cache.cache.put(self.name, current)
+        if compiled or fresh or len(current) != len(self.previous):
+            self.cache.cache.put(self.name, (self.common, current))
         return data, digest
 
     def check(

@@ -24,7 +24,6 @@ Each finding has a stable ``rule`` id (the ``RULE_*`` constants) that tests and
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import math
 import re
@@ -876,25 +875,22 @@ class _Checker:
 
 
 class _KeptFlagFindings:
-    """``check_flag``'s findings per flag, kept in the toolchain cache under the digest
-    of everything they depend on: the flag's files, ``flagstone.yaml``, the segment
-    keys, each prerequisite's ``flag.yaml`` (and, when one is missing, every flag key,
-    which the hint draws on). A one-flag change checks that flag, and those that name it
-    as a prerequisite, again; the others' findings are the ones kept. The gate findings
-    of its release files are part of them (they depend on ``flagstone.yaml`` too), and
-    so are the flag names its prerequisites give, kept under the digest of its
-    ``flag.yaml``: the other flags' values are then never decoded."""
+    """``check_flag``'s findings per flag, kept in the toolchain cache with the content
+    digests of everything they depend on: the flag's files, ``flagstone.yaml``, the
+    segment keys, each prerequisite's ``flag.yaml`` (and, when one is missing, every
+    flag key, which the hint draws on). A one-flag change checks that flag, and those
+    that name it as a prerequisite, again; the others' findings are the ones kept. The
+    gate findings of its release files are part of them (they depend on
+    ``flagstone.yaml`` too), and so are the flag names its prerequisites give, kept
+    with the digest of its ``flag.yaml``: the other flags' values are never decoded."""
 
     NAME = "validate-flags"
 
     def __init__(self, project: Project, cache: DocumentCache) -> None:
         self.project = project
         self.cache = cache
-        stored = cache.cache.get(self.NAME)
-        self.previous: dict[str, Any] = stored if isinstance(stored, dict) else {}
-        self.current: dict[str, Any] = {}
-        self.changed = False
         config = project.config
+        # What every flag's findings depend on; kept once for the whole entry.
         self.common = digest_of(
             [
                 cache.digest(config.doc) if config is not None else None,
@@ -903,47 +899,49 @@ class _KeptFlagFindings:
                 sorted(project.unreadable_segments),
             ]
         )
+        stored = cache.cache.get(self.NAME)
+        kept = isinstance(stored, tuple) and len(stored) == 2 and stored[0] == self.common
+        # flag key -> (what its findings depend on, findings, flag.yaml digest, names)
+        self.previous: dict[str, Any] = stored[1] if kept and isinstance(stored[1], dict) else {}
+        self.current: dict[str, Any] = {}
+        self.changed = False
         self._flag_keys: str | None = None
+        self._known = cache.digests.get  # ``cache.digest``, inline: 10,000 flags
 
     def prerequisite_names(self, flag: Flag) -> list[Any]:
         """``[p.get("flag") for p in flag.prerequisites]``, kept while ``flag.yaml``'s
         content is the same."""
         stored = self.previous.get(flag.key)
-        digest = self.cache.digest(flag.doc)
-        if (
-            digest is not None
-            and isinstance(stored, tuple)
-            and len(stored) == 4
-            and stored[2] == digest
-            and isinstance(stored[3], list)
-        ):
+        entry = self._known(id(flag.doc))
+        if entry is not None and stored is not None and stored[2] == entry[1]:
             names: list[Any] = stored[3]
             return names
         return [item.get("flag") for item in flag.prerequisites]
 
-    def key(self, flag: Flag, names: list[Any]) -> str | None:
-        """The digest of what ``check_flag(flag)`` reads (``names``: its prerequisites');
-        None if a file's is unknown."""
-        # Paths and hex digests hold no NUL: joined with it, they cannot run together.
-        parts = [self.common, flag.key]
-        digest_of_document = self.cache.digest
-        known = self.cache.digests.get  # ``digest_of_document``, inline: 10,000 flags
-        for doc in (flag.doc, *(release.doc for release in flag.releases.values())):
-            entry = known(id(doc))
+    def key(self, flag: Flag, names: list[Any]) -> tuple[str, ...] | None:
+        """The content digests of what ``check_flag(flag)`` reads (``names``: its
+        prerequisites'); None if a file's is unknown."""
+        known = self._known
+        entry = known(id(flag.doc))
+        if entry is None:
+            return None
+        parts: tuple[str, ...] = (entry[1],)
+        for environment, release in flag.releases.items():
+            entry = known(id(release.doc))
             if entry is None:
                 return None
-            parts += (doc.rel, entry[1])
+            parts += (environment, entry[1])
         for name in names:
             other = self.project.flags.get(name) if isinstance(name, str) else None
             if other is not None:
-                digest = digest_of_document(other.doc)
-                if digest is None:
+                entry = known(id(other.doc))
+                if entry is None:
                     return None
-                parts += ("prerequisite", other.key, digest)
+                parts += ("prerequisite", other.key, entry[1])
             else:
                 unreadable = isinstance(name, str) and name in self.project.unreadable_flags
                 parts += ("missing", repr(name), str(unreadable), self.flag_keys())
-        return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+        return parts
 
     def flag_keys(self) -> str:
         if self._flag_keys is None:
@@ -952,21 +950,23 @@ class _KeptFlagFindings:
             )
         return self._flag_keys
 
-    def get(self, flag_key: str, key: str) -> list[Problem] | None:
+    def get(self, flag_key: str, key: tuple[str, ...]) -> list[Problem] | None:
         stored = self.previous.get(flag_key)
-        if not isinstance(stored, tuple) or len(stored) != 4 or stored[0] != key:
+        if stored is None or stored[0] != key:
             return None
         self.current[flag_key] = stored
-        return [problem_from(values) for values in stored[1]]
+        return [problem_from(values) for values in stored[1]] if stored[1] else []
 
-    def put(self, flag: Flag, key: str, problems: list[Problem], names: list[Any]) -> None:
+    def put(
+        self, flag: Flag, key: tuple[str, ...], problems: list[Problem], names: list[Any]
+    ) -> None:
         digest = self.cache.digest(flag.doc)
         self.current[flag.key] = (key, problems_values(problems), digest, names)
         self.changed = True
 
     def save(self) -> None:
         if self.changed or len(self.current) != len(self.previous):
-            self.cache.cache.put(self.NAME, self.current)
+            self.cache.cache.put(self.NAME, (self.common, self.current))
 
 
 def _misnamed_root_entries(root: Path) -> dict[str, str]:
@@ -1075,8 +1075,10 @@ def validate_project(project: Project) -> list[Problem]:
     problems = list(project.problems)
     valid: set[int] = set()
     documents = []
+    known = cache.digests.get if cache is not None else None  # ``known_valid``, inline
     for doc, kind in _documents_with_kinds(project):
-        if cache is not None and cache.known_valid(doc, kind):
+        entry = known(id(doc)) if known is not None else None
+        if entry is not None and kind in entry[2]:
             valid.add(id(doc))
         else:
             documents.append((doc, kind))
