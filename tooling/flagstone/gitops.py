@@ -18,7 +18,7 @@ import re
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from flagstone.errors import GitError, LoadError
 from flagstone.loader import Document, loads
@@ -200,10 +200,11 @@ class BlobReader:
 
 
 def is_project_path(rel: str) -> bool:
-    """Whether ``rel`` (relative to the flag repository) is a file the model reads."""
-    parts = PurePosixPath(rel).parts
+    """Whether ``rel`` (relative to the flag repository, as git names it: no ``.``, no
+    doubled or trailing ``/``) is a file the model reads."""
     if rel == PROJECT_FILE:
         return True
+    parts = rel.split("/")  # a PurePosixPath per path costs seconds at 30,000 files
     if len(parts) == 3 and parts[0] == FLAGS_DIR and parts[2].endswith(".yaml"):
         return not parts[1].startswith(".") and not parts[2].startswith(".")
     return len(parts) == 2 and parts[0] == SEGMENTS_DIR and parts[1].endswith(".yaml")

@@ -75,30 +75,41 @@ def _summary_name(tree: str) -> str:
 # --- the summary of a base revision ----------------------------------------------------------
 
 
-def _segments_mentioned(value: Any, found: set[str]) -> None:
-    """Every segment key a release file could refer to: ``segment:`` values and the
-    entries of ``segments:`` lists anywhere in it (more is harmless: it is read too)."""
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            if key == "segment" and isinstance(child, str):
-                found.add(child)
-            elif key == "segments":
-                if isinstance(child, str):
-                    found.update({child, *child})
-                elif isinstance(child, (list, Mapping)):
-                    found.update(str(item) for item in child)
-            _segments_mentioned(child, found)
-    elif isinstance(value, list):
-        for child in value:
-            _segments_mentioned(child, found)
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def segments_mentioned(value: Any) -> set[str]:
     """Every segment key a release file (or any YAML value) could refer to: ``segment:``
     values and the entries of ``segments:`` lists anywhere in it; a superset of what
-    the diff and the guardrails look up, never less."""
+    the diff and the guardrails look up, never less. (A loop over a stack, not a
+    recursion: it runs over every release of the base when its summary is made.)"""
     found: set[str] = set()
-    _segments_mentioned(value, found)
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node = pop()
+        kind = type(node)
+        if kind is list:
+            children: Iterable[Any] = node
+        elif kind is dict or isinstance(node, Mapping):
+            segment = node.get("segment")
+            if isinstance(segment, str):
+                found.add(segment)
+            listed = node.get("segments")
+            if listed is None:
+                pass
+            elif isinstance(listed, str):
+                found.update({listed, *listed})
+            elif isinstance(listed, (list, Mapping)):
+                found.update(map(str, listed))
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        for child in children:
+            if type(child) not in _SCALARS:
+                push(child)
     return found
 
 
@@ -143,7 +154,7 @@ def summarize_base(root: Path, commit: str, base: Project) -> dict[str, Any]:
         mentioned: set[str] = set()
         repeats = False
         for release in flag.releases.values():
-            _segments_mentioned(release.doc.data, mentioned)
+            mentioned |= segments_mentioned(release.doc.data)
             repeats = repeats or repeats_a_stage_name(release.doc.data)
         for segment in mentioned:
             users.setdefault(segment, []).append(key)
@@ -333,9 +344,7 @@ def _closure(keys: set[str], projects: Iterable[Project]) -> set[str]:
             for key, segment in project.segments.items():
                 if key in grown:
                     continue
-                mentioned: set[str] = set()
-                _segments_mentioned(segment.doc.data, mentioned)
-                if mentioned & grown:
+                if segments_mentioned(segment.doc.data) & grown:
                     more.add(key)
         if not more:
             return grown
