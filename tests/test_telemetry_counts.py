@@ -397,3 +397,24 @@ def test_the_client_counts_through_the_outcomes_own_counters(tmp_path: Path) -> 
     assert client.evaluate("missing", {"key": "user-1"}).counter is None  # counted by a call
     (tmp_path / "off").mkdir()
     assert client_for(tmp_path / "off").evaluate("beta", {"key": "user-1"}).counter is None
+
+
+def test_an_error_key_counted_before_is_counted_without_the_lock() -> None:
+    from flagstone.engine import Details
+
+    class NoLock:
+        def __enter__(self) -> None:
+            raise AssertionError("the lock was taken")
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
+
+    counts = EvaluationCounts()
+    missing = Details(None, None, "ERROR", "FLAG_NOT_FOUND", "no such flag", version=3)
+    counts.record("typo", missing)  # added, under the lock
+    lock = counts._lock
+    counts._lock = NoLock()  # type: ignore[assignment]
+    for _ in range(3):
+        counts.record("typo", missing)
+    counts._lock = lock
+    assert counts.collect() == {("typo", None, "ERROR"): 4}

@@ -93,7 +93,7 @@ NO_VARIANT = ""  # the variant label of an evaluation that failed (the default w
 class _VersionCounts:
     """The counters of the evaluations made on one snapshot version (see EvaluationCounts)."""
 
-    __slots__ = ("added", "bases", "counters", "final_at", "stopped_at", "users")
+    __slots__ = ("added", "bases", "counters", "final_at", "served", "users")
 
     def __init__(self) -> None:
         self.counters: dict[CountKey, Iterator[None]] = {}
@@ -103,7 +103,7 @@ class _VersionCounts:
         # The client's active-snapshot records serving this version: while one is alive,
         # an evaluation may still count into this version.
         self.users: list[weakref.ref[Any]] = []
-        self.stopped_at: float | None = None  # when another version became the current one
+        self.served = False  # a client served it (else it is never known to be final)
         self.final_at: float | None = None  # when a collection found nothing able to count
 
     def in_use(self) -> bool:
@@ -126,12 +126,13 @@ class EvaluationCounts:
     one C call that the GIL keeps whole and that allocates nothing (it lowers the number
     of repetitions left, which ``operator.length_hint`` reads), so concurrent evaluations
     never lose a count and never wait. The engine hands each outcome's counter to the
-    client with the outcome: the client registers :meth:`counter` with
-    ``Snapshot.count_outcomes`` (:meth:`serving`), so each flag compiled gets, in the
+    client with the outcome: the client gives ``Snapshot.count_outcomes`` the function
+    :meth:`serving` returns, so each flag compiled gets, in the
     Details of each of its outcomes, the counter of (flag, variation, reason) in the
     snapshot's version, and the getters count with ``next(details.counter)``: one
-    attribute read, no lookup. Details without a counter (errors, flags compiled before)
-    are counted by :meth:`add`, under a lock: a dict lookup, and a key added once.
+    attribute read, no lookup. Details without a counter (errors, flags compiled before,
+    emergency overrides) are counted by :meth:`add`: a dict lookup, without a lock once
+    the key exists (it is added once, under the lock).
 
     **Keys.** The snapshot's own outcomes (flags × variations × reasons it can serve) get
     counters as their flags compile; keys that callers can make up (unknown flag keys:
@@ -148,7 +149,8 @@ class EvaluationCounts:
     into the all-versions totals and its counters dropped, so it is no longer reported
     per version. Beyond ``max_versions`` versions kept besides the current one, the
     oldest final ones retire at once. Memory so is bounded by ``max_versions + 1``
-    versions' keys, whatever the rate of publishing.
+    versions' keys, whatever the rate of publishing. (A version counted only through
+    :meth:`record`, that no client serves, is kept: nothing tells when it is final.)
     """
 
     # Repetitions a counter starts with: never reached (2**63 - 1 evaluations).
@@ -183,14 +185,10 @@ class EvaluationCounts:
         with self._lock:
             counts = self._version(version)
             counts.users.append(weakref.ref(user))
-            counts.stopped_at = counts.final_at = None
-            now = self._clock()
-            if self._current is not None and self._current != version:
-                previous = self._versions.get(self._current)
-                if previous is not None:
-                    previous.stopped_at = now
+            counts.served = True
+            counts.final_at = None
             self._current = version
-            self._retire(now)
+            self._retire(self._clock())
 
         def counter(flag_key: str, variation: str, reason: str) -> Iterator[None]:
             return self._counter(counts, (flag_key, variation, reason))
@@ -224,6 +222,14 @@ class EvaluationCounts:
         variation, reason = details.variation, details.reason
         if flag_key.__class__ is not str:  # only plain strings are hashed safely here
             flag_key = OVERFLOW_FLAG
+        # A key counted before: no lock (dict reads are whole under the GIL; the version
+        # cannot retire meanwhile, as the evaluating client still holds its record).
+        counts = self._versions.get(details.version)
+        if counts is not None:
+            counter = counts.counters.get((flag_key, variation, reason))
+            if counter is not None:
+                next(counter)
+                return
         with self._lock:
             counts = self._version(details.version)
             counter = counts.counters.get((flag_key, variation, reason))
@@ -268,10 +274,10 @@ class EvaluationCounts:
         for ``retention`` seconds, and the oldest final ones beyond ``max_versions``."""
         kept = []
         for version, counts in list(self._versions.items()):
-            if version == self._current:
+            if version == self._current or not counts.served:
+                # A version counted by record() alone, that no client serves: nothing
+                # tells when its counts are final, so it is kept.
                 continue
-            if counts.stopped_at is None:  # counted by add() only, never served
-                counts.stopped_at = now
             if counts.final_at is None:
                 if not counts.in_use():
                     counts.final_at = now  # this collection reports its final counts
