@@ -7,12 +7,15 @@ a client exposes it (getters, all_flags, overrides, change events, the disk cach
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flagstone.canonical import canonical_json
 from flagstone.engine import DISABLED, PARSE_ERROR, PREREQUISITE_FAILED, PackedSpecs, Snapshot
@@ -299,3 +302,52 @@ def test_a_prerequisite_chain_too_deep_to_compile_is_refused_in_one_line_never_r
     assert "flags.c0000: its prerequisites nest too deep" in (client.last_error or "")
     assert client.version == 3 and client.string_value("banner") == "hello"
     assert not [r for r in caplog.records if r.exc_info], "refused as bad input, no traceback"
+
+
+def _escaped_keys(text: str) -> str:
+    """``text`` with every key's first character written as a \\u escape (``"flags"``
+    as ``"\\u0066lags"``): the same document to any JSON reader."""
+    return re.sub(r'"(\w)([^"\\]*)":', lambda m: f'"\\u{ord(m[1]):04x}{m[2]}":', text)
+
+
+spec_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    flags=st.dictionaries(st.text(max_size=6), spec_values, max_size=5),
+    segments=st.dictionaries(st.text(max_size=6), spec_values, max_size=2),
+    ensure_ascii=st.booleans(),
+    indent=st.sampled_from([None, 0, 2, "\t"]),
+    separators=st.sampled_from([(",", ":"), (", ", ": "), (" ,\r\n", " :\t")]),
+    escape_keys=st.booleans(),
+    order=st.permutations(["format", "flags", "segments", "version"]),
+)
+def test_any_writing_of_a_payload_reads_back_as_the_strict_reader_reads_it(
+    flags: dict[str, Any],
+    segments: dict[str, Any],
+    ensure_ascii: bool,
+    indent: Any,
+    separators: tuple[str, str],
+    escape_keys: bool,
+    order: list[str],
+) -> None:
+    members = {"format": "flagstone.snapshot/1", "flags": flags, "segments": segments, "version": 1}
+    document = {key: members[key] for key in order}
+    text = json.dumps(document, ensure_ascii=ensure_ascii, indent=indent, separators=separators)
+    if escape_keys:
+        text = _escaped_keys(text)
+    data = text.encode()
+    expected = parse_payload(data)
+    read = read_payload(data)
+    assert {k: v for k, v in read.items() if k not in ("flags", "segments")} == {
+        k: v for k, v in expected.items() if k not in ("flags", "segments")
+    }
+    for kind in ("flags", "segments"):
+        assert isinstance(read[kind], PackedSpecs)
+        assert list(read[kind]) == list(expected[kind])
+        assert {key: read[kind][key] for key in read[kind]} == expected[kind]
