@@ -351,3 +351,51 @@ def test_any_writing_of_a_payload_reads_back_as_the_strict_reader_reads_it(
         assert isinstance(read[kind], PackedSpecs)
         assert list(read[kind]) == list(expected[kind])
         assert {key: read[kind][key] for key in read[kind]} == expected[kind]
+
+
+@pytest.mark.parametrize(
+    "writing",
+    ["canonical", "spaced", "escaped keys", "names in values"],
+)
+def test_changes_read_from_the_text_equal_those_of_the_parsed_specs(writing: str) -> None:
+    """``changed_flags`` reads only the specs whose text may name a prerequisite or a
+    segment: whatever the writing, it finds what reading every spec finds."""
+    segment = {"include": ["u1"], "exclude": [], "rules": []}
+    uses_segment = fixed_flag(True) | {
+        "rules": [{"name": "r", "condition": {"segment": "s"}, "serve": {"variation": "v"}}]
+    }
+    flags = {
+        "base": fixed_flag("a"),
+        "needs-base": fixed_flag(True) | {"prerequisites": [{"flag": "base", "variation": "v"}]},
+        "needs-needs": fixed_flag(True)
+        | {"prerequisites": [{"flag": "needs-base", "variation": "v"}]},
+        "uses-s": uses_segment,
+        "needs-uses-s": fixed_flag(True)
+        | {"prerequisites": [{"flag": "uses-s", "variation": "v"}]},
+        "quiet": fixed_flag({"prerequisites": [], "segment": "s", "x": "prerequisites"}),
+        "other": fixed_flag(1),
+    }
+    old = make_payload(3, flags, {"s": segment})
+    new = make_payload(4, {**flags, "base": fixed_flag("b")}, {"s": {**segment, "include": []}})
+
+    def written(payload: dict[str, Any]) -> bytes:
+        if writing == "canonical":
+            return canonical_json(payload)
+        text = json.dumps(payload, separators=(", ", " : "), ensure_ascii=False)
+        if writing == "escaped keys":
+            text = text.replace('"prerequisites"', '"\\u0070rerequisites"')
+            text = text.replace('"segment"', '"\\u0073egment"')
+        elif writing == "names in values":
+            text = text.replace('"kind" : "release"', '"kind" : "\\"prerequisites\\":[]"')
+        return text.encode()
+
+    old_text, new_text = (
+        Snapshot.from_payload(read_payload(written(p)), owned=True) for p in (old, new)
+    )
+    assert isinstance(new_text.flags, PackedSpecs) and new_text.flags.form == "text"
+    from flagstone.sdk.changes import changed_flags
+
+    expected = changed_flags(old["flags"], old["segments"], new["flags"], new["segments"])
+    assert expected == {"base", "needs-base", "needs-needs", "uses-s", "needs-uses-s"}
+    found = changed_flags(old_text.flags, old_text.segments, new_text.flags, new_text.segments)
+    assert found == expected
