@@ -399,3 +399,54 @@ def test_changes_read_from_the_text_equal_those_of_the_parsed_specs(writing: str
     assert expected == {"base", "needs-base", "needs-needs", "uses-s", "needs-uses-s"}
     found = changed_flags(old_text.flags, old_text.segments, new_text.flags, new_text.segments)
     assert found == expected
+
+
+def _ladder(levels: int) -> dict[str, Any]:
+    """Two flags per level, each requiring both of the next level: 2**levels paths."""
+    flags = {}
+    for level in range(levels):
+        for side in "ab":
+            flag = fixed_flag(True)
+            if level + 1 < levels:
+                flag["prerequisites"] = [
+                    {"flag": f"l{level + 1:02d}{other}", "variation": "v"} for other in "ab"
+                ]
+            flags[f"l{level:02d}{side}"] = flag
+    return flags
+
+
+def test_a_kill_lands_whatever_the_prerequisite_graph_of_a_first_snapshot(tmp_path: Any) -> None:
+    """A first snapshot is served with flags a whole check refuses (a chain too long to
+    compile); finding a killed flag's dependents must neither exhaust the recursion
+    limit (the kill raised RecursionError out of refresh and never landed) nor take
+    time that grows with the number of paths (a ladder of diamonds)."""
+    directory = tmp_path / "dist" / ENVIRONMENT
+    directory.mkdir(parents=True)
+    flags = {**GOOD, **_chain(1500), **_ladder(40)}
+    payload_text = canonical_json(make_payload(1, flags))
+    (directory / "latest.json").write_bytes(sign_payload(payload_text, SNAPSHOT_KEY.private))
+    client = client_for(tmp_path / "dist")
+    assert client.string_value("banner") == "hello"
+    put_overrides(tmp_path / "dist", overrides_envelope(1, {"banner": "x", "c1200": "y"}))
+    outcome: list[Any] = []
+
+    def refresh() -> None:
+        try:
+            outcome.append(client.refresh())
+        except BaseException as error:  # reported below
+            outcome.append(error)
+
+    worker = threading.Thread(target=refresh, daemon=True)
+    worker.start()
+    worker.join(timeout=120)  # a hang guard, not a timing claim
+    assert not worker.is_alive() and outcome == [True]
+    details = client.evaluate("banner", {}, "d")
+    assert isinstance(details, OverriddenDetails) and details.variation == "off"
+    assert client.evaluate("c1200", {}, True).variation == "off"
+    dependent = client.evaluate("c1199", {}, True)
+    assert (dependent.variation, dependent.reason, dependent.rule) == (
+        "off",
+        PREREQUISITE_FAILED,
+        "c1200",
+    )
+    assert client.evaluate("l38a", {"key": "u"}).value is True  # not a dependent

@@ -891,6 +891,25 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
             return b"replaced:" + marshal.dumps(self._replaced[key])  # type: ignore[arg-type]
         return self._blob[self._starts[i] : self._ends[i]]
 
+    def may_hold(self, key: str, name: bytes, empty: bytes | None = None) -> bool:
+        """Whether ``key``'s spec may hold the member ``name`` (a quoted key, or the
+        start of one: ``b'"segment'``) with something in it, at any depth; false only
+        when its JSON text proves it does not: a text without a backslash (so every
+        quote in it delimits a string) in which ``name`` does not occur, or occurs once,
+        as ``empty`` (``b'"prerequisites":[]'``). True for the other forms and specs,
+        which are read instead. Finding a large snapshot's few prerequisites without
+        reading every flag's text (seconds at 50,000 flags)."""
+        if self.form != "text" or (self._replaced is not None and key in self._replaced):
+            return True
+        i = self._positions().get(key)
+        if i is None:
+            return True
+        text = self._blob[self._starts[i] : self._ends[i]]
+        if b"\\" in text:
+            return True
+        found = text.count(name)
+        return not (found == 0 or (found == 1 and empty is not None and empty in text))
+
     def __getitem__(self, key: str) -> Mapping[str, Any]:
         i = self._positions()[key]
         if self._replaced is not None and key in self._replaced:

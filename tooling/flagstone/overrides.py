@@ -354,9 +354,14 @@ def apply_overrides(
 
 def _dependents(flag_specs: Mapping[str, Any], killed: Mapping[str, Any]) -> dict[str, str]:
     """Flags whose prerequisites lead (transitively) to a killed flag, each with the
-    killed flag it depends on."""
-    requires: dict[str, list[str]] = {}
+    killed flag it depends on (the nearest; of two as near, the one named first).
+
+    Walked from the killed flags along "is required by", breadth first, so every flag
+    is visited once: no recursion a long prerequisite chain could exhaust, no time
+    that grows with the number of paths (a first snapshot may hold chains and cycles
+    a whole check refuses: see engine.Snapshot)."""
     packed = flag_specs if isinstance(flag_specs, PackedSpecs) else None
+    required_by: dict[str, list[str]] = {}
     for key in flag_specs:
         if packed is not None:
             # Not read at all (most flags, at 50,000): a packed spec (either form) that
@@ -367,35 +372,22 @@ def _dependents(flag_specs: Mapping[str, Any], killed: Mapping[str, Any]) -> dic
                 b"prerequisites" not in piece
                 or (piece.count(b"prerequisites") == 1 and b'"prerequisites":[]' in piece)
             ):
-                requires[key] = []
                 continue
         spec = _readable_spec(flag_specs, key)
         items = (spec.get("prerequisites") or []) if spec is not None else []
-        requires[key] = [
-            item["flag"]
-            for item in (items if isinstance(items, list) else [])
-            if isinstance(item, Mapping) and isinstance(item.get("flag"), str)
-        ]
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, Mapping) and isinstance(item.get("flag"), str):
+                required_by.setdefault(item["flag"], []).append(key)
     found: dict[str, str] = {}
-
-    def cause(key: str, seen: frozenset[str]) -> str | None:
-        if key in killed:
-            return key
-        if key in found:
-            return found[key]
-        for other in requires.get(key, []):
-            if other in seen:
-                continue
-            reason = cause(other, seen | {key})
-            if reason is not None:
-                return reason
-        return None
-
-    for key in flag_specs:
-        if key not in killed:
-            reason = cause(key, frozenset())
-            if reason is not None:
-                found[key] = reason
+    reached = [(key, key) for key in killed]
+    while reached:
+        following = []
+        for key, cause in reached:
+            for dependent in required_by.get(key, ()):
+                if dependent not in killed and dependent not in found:
+                    found[dependent] = cause
+                    following.append((dependent, cause))
+        reached = following
     return found
 
 

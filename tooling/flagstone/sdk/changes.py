@@ -56,19 +56,9 @@ def changed_flags(
 
 
 def _may_use(specs: Specs, key: str, name: bytes, empty: bytes | None = None) -> bool:
-    """Whether ``key``'s spec may hold the member ``name`` (the quoted key, or the
-    start of one) with something in it, judged from the spec's JSON text when it is
-    kept as text: without a backslash, every quote in it delimits a string, so a text
-    in which ``name`` does not occur (or occurs once, as ``empty``) holds no such
-    member at any depth. Anything else is read (true). Reading every spec of a
-    50,000-flag snapshot to find its few prerequisites took seconds on each swap."""
-    if not (isinstance(specs, PackedSpecs) and specs.form == "text"):
-        return True
-    text = specs.packed(key)
-    if text is None or text.startswith(b"replaced:") or b"\\" in text:
-        return True
-    found = text.count(name)
-    return not (found == 0 or (found == 1 and empty is not None and empty in text))
+    """Whether ``key``'s spec may use something named by its member ``name`` (see
+    ``PackedSpecs.may_hold``: specs kept as text are read only when they may)."""
+    return specs.may_hold(key, name, empty) if isinstance(specs, PackedSpecs) else True
 
 
 def _readable_items(specs: Specs) -> Iterator[tuple[str, Mapping[str, Any]]]:
