@@ -395,3 +395,39 @@ def test_a_widened_segment_holds_the_flags_using_it_to_their_bake(
     assert reads.take() == (1, 0)
     assert expected[0] == 1
     assert "before raising its exposure (segment beta-testers)" in expected[1]
+
+
+def test_only_the_newest_summaries_are_kept(tmp_path: Path, user_cache: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    cache = toolcache.ToolCache.for_repository(root)
+    assert cache is not None
+    kept = worktree_change.KEPT_SUMMARIES
+    folder = root / CACHE_FOLDER
+    for number in range(kept + 3):
+        worktree_change._keep(cache, f"{worktree_change.SUMMARY_PREFIX}{number:02d}", {})
+        entry = folder / f"{worktree_change.SUMMARY_PREFIX}{number:02d}.entry"
+        os.utime(entry, ns=(number * 10**9, number * 10**9))
+    cache.put("revision", {})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / f"{worktree_change.SUMMARY_PREFIX}x.entry").write_text("not ours")
+    (folder / f"{worktree_change.SUMMARY_PREFIX}zz.entry").symlink_to(
+        outside / f"{worktree_change.SUMMARY_PREFIX}x.entry"
+    )
+    worktree_change._keep(cache, f"{worktree_change.SUMMARY_PREFIX}new", {})
+    names = sorted(p.name for p in folder.iterdir())
+    summaries = [n for n in names if n.startswith(worktree_change.SUMMARY_PREFIX)]
+    assert len(summaries) == kept + 1  # the newest written ones, and the link left alone
+    assert f"{worktree_change.SUMMARY_PREFIX}00.entry" not in names
+    assert f"{worktree_change.SUMMARY_PREFIX}new.entry" in names
+    assert "revision.entry" in names
+    assert (outside / f"{worktree_change.SUMMARY_PREFIX}x.entry").read_text() == "not ours"
+    # A cache folder that is a link is not pruned through.
+    shutil.rmtree(root / ".flagstone")
+    (root / ".flagstone").symlink_to(outside, target_is_directory=True)
+    (outside / "cache").mkdir()
+    for number in range(kept + 2):
+        (outside / "cache" / f"{worktree_change.SUMMARY_PREFIX}{number}.entry").write_text("x")
+    worktree_change._keep(cache, f"{worktree_change.SUMMARY_PREFIX}more", {})
+    assert len(list((outside / "cache").iterdir())) == kept + 2

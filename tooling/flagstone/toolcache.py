@@ -31,7 +31,8 @@ What is kept, and what it is keyed by:
   the digest of what it is compiled from; the payload is joined from them
   (``compile._KeptFragments``).
 * ``base-summary-<tree id>``: what ``check-change`` and ``diff`` need to know of a whole
-  base revision to read only the flags a change touches (``flagstone.worktree_change``).
+  base revision to read only the flags a change touches (``flagstone.worktree_change``;
+  the newest few are kept).
 
 Trust. The cache is not a source of truth: every entry carries the tool version it was
 made by (the package version, the Python and PyYAML versions and a fingerprint of the

@@ -48,10 +48,11 @@ from flagstone import gitops
 from flagstone.errors import GitError
 from flagstone.model import FLAGS_DIR, PROJECT_FILE, SEGMENTS_DIR, Project, read_project
 from flagstone.rollout import progression_spec
-from flagstone.toolcache import ToolCache
+from flagstone.toolcache import CACHE_FOLDER, ToolCache
 
 SUMMARY_PREFIX = "base-summary-"
 SUMMARY_FORMAT = 1
+KEPT_SUMMARIES = 8
 # Past this many flags to read, reading everything costs about the same.
 MAX_NARROWED_FLAGS = 2000
 _ATTRIBUTE_WORDS = (b"filter", b"ident", b"working-tree-encoding")
@@ -178,9 +179,36 @@ def remember_base(root: Path, commit: str, base: Project, cache: ToolCache | Non
     try:
         name = _summary_name(base_tree(root, commit))
         if cache.get(name) is None:
-            cache.put(name, summarize_base(root, commit, base))
+            _keep(cache, name, summarize_base(root, commit, base))
     except GitError:
         return
+
+
+def _keep(cache: ToolCache, name: str, summary: dict[str, Any]) -> None:
+    """Store a base's summary, and remove all but the ``KEPT_SUMMARIES`` newest (one is
+    written per base read whole: they would pile up as branches move)."""
+    cache.put(name, summary)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    opened: list[int] = []
+    try:
+        # Folder by folder, never through a link: nothing outside the cache is removed.
+        folder = os.open(cache.root, os.O_RDONLY | os.O_DIRECTORY)
+        opened.append(folder)
+        for part in CACHE_FOLDER.split("/"):
+            folder = os.open(part, flags, dir_fd=folder)
+            opened.append(folder)
+        found = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(SUMMARY_PREFIX) and entry.is_file(follow_symlinks=False):
+                    found.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
+        for _, stale in sorted(found, reverse=True)[KEPT_SUMMARIES:]:
+            os.unlink(stale, dir_fd=folder)
+    except OSError:
+        return  # another run pruned first, or the folder is not ours: only space is lost
+    finally:
+        for descriptor in opened:
+            os.close(descriptor)
 
 
 def narrowed_by_base(
@@ -194,7 +222,7 @@ def narrowed_by_base(
         if cache is not None:
             name = _summary_name(base_tree(root, commit))
             if cache.get(name) is None:
-                cache.put(name, summary)
+                _keep(cache, name, summary)
     except GitError:
         return None
     return _narrowed(root, commit, summary) if summary["regular"] else None
