@@ -535,11 +535,10 @@ class _FlagCompiler:
         flags have just a handful of distinct outcomes. Not in a snapshot that counts its
         outcomes: there each flag's outcomes carry the flag's own counters."""
         value = self.variations[variation]
-        shared_key: tuple[Any, ...] | None = None
-        if value.__class__ in _SHAREABLE_VALUES:
+        shared_key = None
+        # Counted outcomes are the flag's own: not shared (nor kept for sharing).
+        if value.__class__ in _SHAREABLE_VALUES and self.counters is None:
             shared_key = (value.__class__, value, variation, reason, rule)
-            if self.counters is not None:  # counted per flag: shared by this flag only
-                shared_key = (*shared_key, self.key)
             shared = self.compiler.outcomes.get(shared_key)
             if shared is not None:
                 return shared
