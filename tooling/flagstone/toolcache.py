@@ -16,6 +16,9 @@ What is kept, and what it is keyed by:
   same clock tick could keep the same times), so it is read and hashed next time. Which
   schema kinds a document passed is kept beside it. Values and positions stay packed
   (``marshal`` bytes; positions as numbers along the values) until a command reads them.
+* ``worktree-listings``: the sorted entries of each folder the last walk listed, with
+  the folder's stat signature (adding, removing or renaming an entry changes it);
+  listings with a symbolic link in them are not kept.
 * ``revision-<tree id>``: the loaded files of one git tree (``check-change``/``diff``
   read the base revision from git). A tree id names its content exactly.
 * ``worktree-walk``: the outcome of the last whole walk of the repository (which files
@@ -305,6 +308,10 @@ class DocumentCache:
         self.seen: dict[str, Any] = {}
         self.fresh: set[str] = set()
         self._walk: Any = None
+        # folder -> (stat signature, [(name, kind)]): kept, and listed in this run.
+        self._listings: dict[str, Any] | None = None
+        self.listed: dict[str, Any] = {}
+        self.listings_changed = False
         # id(document) -> (document, content digest, schema kinds it is known to pass);
         # the document is held so that its id is never reused for another one.
         self.digests: dict[int, tuple[Document, str, tuple[str, ...]]] = {}
@@ -317,11 +324,10 @@ class DocumentCache:
             signature = _signature(os.stat(folder))
         except OSError:
             signature = None
-        key = "\0listing\0" + folder
-        previous = self._previous(key)
+        previous = self._kept_listings().get(folder)
         if signature is not None and previous is not None and previous[0] == signature:
-            self.seen[key] = previous
-            return [ListedEntry(folder, name, kind) for name, kind in previous[2]]
+            self.listed[folder] = previous
+            return [ListedEntry(folder, name, kind) for name, kind in previous[1]]
         with os.scandir(folder) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
         if signature is not None and not any(entry.is_symlink() for entry in entries):
@@ -329,9 +335,17 @@ class DocumentCache:
                 (entry.name, "d" if entry.is_dir() else "f" if entry.is_file() else "o")
                 for entry in entries
             ]
-            self.seen[key] = (signature, "", kinds)
-            self.fresh.add(key)
+            self.listed[folder] = (signature, kinds)
+            self.listings_changed = True
         return list(entries)
+
+    def _kept_listings(self) -> dict[str, Any]:
+        """The folder listings kept by the last walk (an entry of their own, read only
+        when a folder is listed: a replayed walk lists none)."""
+        if self._listings is None:
+            stored = self.cache.get(self.name + "-listings")
+            self._listings = stored if isinstance(stored, dict) else {}
+        return self._listings
 
     # The repository walk, replayed (``model.read_project``): the walk's outcome is kept
     # with the stat signature of every folder it depends on; while none of them changed,
@@ -516,7 +530,11 @@ class DocumentCache:
         self.cache.put(name, (inputs, value))
 
     def save(self) -> None:
-        """Write what changed: a small delta beside the base, or a new base."""
+        """Write what changed: a small delta beside the base, or a new base; the
+        folder listings of this run when one was new."""
+        if self.listings_changed:
+            self.cache.put(self.name + "-listings", self.listed)
+            self._listings, self.listed, self.listings_changed = self.listed, {}, False
         changed = {rel: self.seen[rel] for rel in self.fresh if rel in self.seen}
         if not changed:
             return
