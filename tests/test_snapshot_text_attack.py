@@ -450,3 +450,28 @@ def test_a_kill_lands_whatever_the_prerequisite_graph_of_a_first_snapshot(tmp_pa
         "c1200",
     )
     assert client.evaluate("l38a", {"key": "u"}).value is True  # not a dependent
+
+
+def test_with_overrides_in_force_a_bad_flag_is_in_the_snapshots_defects_and_logged_once(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Evaluations run on the snapshot with the overrides applied (a snapshot of its
+    own, made again at every overrides change): a flag that fails there is still
+    listed in ``client.snapshot.defects`` and logged once, not once per change."""
+    directory = tmp_path / "dist" / ENVIRONMENT
+    directory.mkdir(parents=True)
+    payload_text = canonical_json(make_payload(1, _with_bad_flags()))
+    (directory / "latest.json").write_bytes(sign_payload(payload_text, SNAPSHOT_KEY.private))
+    client = client_for(tmp_path / "dist")
+    caplog.set_level(logging.WARNING)
+    for version, killed in ((1, {"banner": "x"}), (2, {"a": "y"}), (3, {"banner": "z"})):
+        put_overrides(tmp_path / "dist", overrides_envelope(version, killed))
+        client.refresh()
+        assert client.overrides_version == version
+        details = client.evaluate("checkout", {"key": "u"}, True)
+        assert (details.value, details.error_code) == (True, PARSE_ERROR)
+    assert client.snapshot is not None and "checkout" in client.snapshot.defects
+    logged = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("flag 'checkout'")
+    ]
+    assert len(logged) == 1, logged

@@ -1058,6 +1058,7 @@ class Snapshot:
 
     __slots__ = (
         "_defects",
+        "_defects_of_source",
         "_outcome_counters",
         "_packed",
         "_rule_conditions",
@@ -1088,6 +1089,7 @@ class Snapshot:
     _types: dict[str, str]
     _packed: _Packed | None
     _defects: dict[str, str]
+    _defects_of_source: dict[str, str] | None
     _outcome_counters: OutcomeCounters  # set by count_outcomes, else unset
 
     @classmethod
@@ -1165,6 +1167,7 @@ class Snapshot:
         setattr_(snapshot, "expires_at", _optional_instant(expires, "expires"))
         setattr_(snapshot, "digest", _optional_text(payload.get("digest"), "digest"))
         setattr_(snapshot, "_defects", {})
+        setattr_(snapshot, "_defects_of_source", None)
         setattr_(snapshot, "_packed", packed)
         if packed is not None:
             setattr_(snapshot, "flags", packed.flag_specs)
@@ -1186,6 +1189,14 @@ class Snapshot:
         """Flags found unusable on their first evaluation, each with why (see the class
         doc); empty for a snapshot checked whole when it was made."""
         return MappingProxyType(self._defects)
+
+    def report_defects_to(self, source: Snapshot) -> None:
+        """Record this snapshot's defects in ``source``'s too (logging each once for
+        both): this one is ``source`` with emergency overrides applied, whose flags
+        fail only where ``source``'s do (a killed flag loses only what it never
+        evaluates), so ``source.defects`` tells every flag that failed, whichever
+        of the two evaluated it."""
+        object.__setattr__(self, "_defects_of_source", source._defects)
 
     def check_every_flag(self) -> None:
         """Check every flag not yet checked by compiling it (the results are dropped:
@@ -1231,7 +1242,9 @@ class Snapshot:
             self._types.pop(flag_key, None)
             self._rule_conditions.pop(flag_key, None)
             if self._defects.setdefault(flag_key, message) is message:
-                _logger.warning("%s; it answers the caller's default (PARSE_ERROR)", message)
+                source = self._defects_of_source
+                if source is None or source.setdefault(flag_key, message) is message:
+                    _logger.warning("%s; it answers the caller's default (PARSE_ERROR)", message)
             return None
 
     def count_outcomes(self, counters: OutcomeCounters) -> None:

@@ -326,6 +326,7 @@ def apply_overrides(
     overridden = Snapshot.from_payload(
         killed_payload(payload, present, keep_prerequisites=False), owned=True
     )
+    overridden.report_defects_to(snapshot)
     killed = {}
     for key, entry in present.items():
         disabled = overridden.evaluate(key, {}, None)
