@@ -268,12 +268,25 @@ def test_an_unusable_flag_at_start_answers_its_default_and_the_rest_are_served(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'version'" in warnings[0], warnings
 
-    # A replacement with the same defect is checked whole and refused: what is in use stays.
-    publish(latest, sign(make_payload(4, payload["flags"]), KEY))
-    assert client.refresh() is False
-    assert client.version == 3
-    assert "flags.version.rules[0].condition" in (client.last_error or "")
-    # A good replacement is served.
-    publish(latest, version_envelope(5, KEY))
+    # A replacement is checked whole first. Keeping the same defect (and adding a new
+    # flag that fails) makes no working flag fail: it is taken, the rest of it served.
+    flags = {**payload["flags"], "banner": fixed_flag("hi"), "added": fixed_flag("x")}
+    flags["added"]["off_variation"] = "missing"
+    publish(latest, sign(make_payload(4, flags), KEY))
     assert client.refresh() is True
-    assert client.string_value("version") == "v5"
+    assert client.version == 4
+    assert client.string_value("banner") == "hi"
+    assert client.evaluate("version", {}, "d").error_code == "PARSE_ERROR"
+    assert client.evaluate("added", {}, "d").error_code == "PARSE_ERROR"
+    assert client.snapshot is not None and set(client.snapshot.defects) == {"version", "added"}
+    # One that would make a working flag fail is refused: what is in use stays.
+    flags["banner"]["off_variation"] = "missing"
+    publish(latest, sign(make_payload(5, flags), KEY))
+    assert client.refresh() is False
+    assert client.version == 4
+    assert client.string_value("banner") == "hi"
+    assert "flags.banner.off_variation" in (client.last_error or "")
+    # A good replacement is served.
+    publish(latest, version_envelope(6, KEY))
+    assert client.refresh() is True
+    assert client.string_value("version") == "v6"

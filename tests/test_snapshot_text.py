@@ -299,7 +299,7 @@ def test_a_whole_check_reads_specs_in_batches_as_it_would_one_by_one() -> None:
     specs = snapshot.flags
     assert isinstance(specs, PackedSpecs)
     keys = list(specs)
-    assert specs.read_many(keys) == [specs[key] for key in keys]
+    assert specs.read_many(keys) == {key: specs[key] for key in keys}
     snapshot.check_every_flag()  # the deep flag's batch is read again one spec at a time
     assert snapshot.evaluate("deep", {}).value == nested
 

@@ -273,7 +273,8 @@ def test_a_prerequisite_chain_too_deep_to_compile_is_refused_in_one_line_never_r
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A chain hundreds of flags long exhausts the recursion limit when it is compiled:
-    a replacement is refused naming the flag (no traceback logged), and on a first
+    a replacement that would make a working flag fail through it is refused naming the
+    flag (no traceback logged); new flags failing that way answer an error; on a first
     snapshot no reader of that flag raises."""
     deep = {**GOOD, **_chain(600)}
     snapshot = Snapshot.from_payload(read_payload(_text(deep)), owned=True)
@@ -295,12 +296,19 @@ def test_a_prerequisite_chain_too_deep_to_compile_is_refused_in_one_line_never_r
         project=PROJECT,
         clock=lambda: NOW,
     )
-    payload = make_payload(4, deep)
-    path.write_bytes(sign_payload(canonical_json(payload), KEY.private))
     caplog.set_level(logging.WARNING)
+    # The chain's flags are new: failing here fails nothing that works now. Taken.
+    path.write_bytes(sign_payload(canonical_json(make_payload(4, deep)), KEY.private))
+    assert client.refresh() is True
+    assert client.evaluate("c0000", {"key": "u"}, False).error_code == "PARSE_ERROR"
+    assert client.version == 4 and client.string_value("banner") == "hello"
+    # The banner, which works, would fail through the chain: refused, naming it.
+    banner = {**GOOD["banner"], "prerequisites": [{"flag": "c0000", "variation": "v"}]}
+    payload = make_payload(5, {**deep, "banner": banner})
+    path.write_bytes(sign_payload(canonical_json(payload), KEY.private))
     assert client.refresh() is False
-    assert "flags.c0000: its prerequisites nest too deep" in (client.last_error or "")
-    assert client.version == 3 and client.string_value("banner") == "hello"
+    assert "flags.banner: its prerequisites nest too deep" in (client.last_error or "")
+    assert client.version == 4 and client.string_value("banner") == "hello"
     assert not [r for r in caplog.records if r.exc_info], "refused as bad input, no traceback"
 
 

@@ -916,11 +916,12 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
         spec: Mapping[str, Any] = self._decode(self._blob[self._starts[i] : self._ends[i]], key)
         return spec
 
-    def read_many(self, keys: Sequence[str]) -> list[Mapping[str, Any]]:
-        """The specs of ``keys``, as ``[self[key] for key in keys]`` gives them; the text
+    def read_many(self, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """The specs of ``keys`` that can be read, by key, as ``self[key]`` gives them
+        (one that cannot is left out: reading it alone raises, naming it); the text
         form reads them in one strict read of a JSON array of their texts (which a spec
         nested at the reader's depth limit, or one it refuses, sends back to one read
-        each, so the refusal names that spec)."""
+        each)."""
         if self.form == "text" and self._replaced is None and len(keys) > 1:
             joined = b",".join([self.packed(key) or b"null" for key in keys])
             try:
@@ -928,8 +929,14 @@ class PackedSpecs(Mapping[str, Mapping[str, Any]]):
             except SnapshotFormatError:
                 specs = None
             if isinstance(specs, list) and len(specs) == len(keys):
-                return specs
-        return [self[key] for key in keys]
+                return dict(zip(keys, specs, strict=True))
+        found = {}
+        for key in keys:
+            try:
+                found[key] = self[key]
+            except SnapshotFormatError:
+                continue
+        return found
 
     def __contains__(self, key: object) -> bool:
         return key in self._positions()
@@ -1005,10 +1012,16 @@ class _Packed(Record):
 _TOO_DEEP = "its prerequisites nest too deep to compile"
 
 
-def _check_flags(compiler: _Compiler, keys: Iterable[str], pieces: Iterable[bytes]) -> None:
+def _check_flags(
+    compiler: _Compiler,
+    keys: Iterable[str],
+    pieces: Iterable[bytes],
+    tolerate: Callable[[str, SnapshotFormatError], bool] | None = None,
+) -> None:
     """Check the flags ``keys`` by compiling each, its closures dropped as soon as it
     compiled (so the check needs the memory of one flag, not of all of them). ``pieces``
-    are the flags' packed bytes (one form), in the same order.
+    are the flags' packed bytes (one form), in the same order. A flag that fails raises
+    ``SnapshotFormatError``, unless ``tolerate(key, error)`` says to go on.
 
     A flag whose spec is equal to one already checked (equal bytes: equal specs,
     ``true`` told from ``1``) and has no prerequisites passes as that one did: its check
@@ -1024,9 +1037,17 @@ def _check_flags(compiler: _Compiler, keys: Iterable[str], pieces: Iterable[byte
         if piece in passed:
             continue
         try:
-            compiler.flag(key, "flags")
-        except RecursionError:  # a prerequisite chain hundreds of flags long
-            raise _fail(f"flags.{key}", _TOO_DEEP) from None
+            try:
+                compiler.flag(key, "flags")
+            except RecursionError:  # a prerequisite chain hundreds of flags long
+                raise _fail(f"flags.{key}", _TOO_DEEP) from None
+        except SnapshotFormatError as error:
+            if tolerate is None or not tolerate(key, error):
+                raise
+            flags.clear()
+            rule_conditions.clear()
+            compiler._in_progress.clear()
+            continue
         alone = len(flags) == 1
         flags.clear()
         rule_conditions.clear()
@@ -1198,15 +1219,29 @@ class Snapshot:
         of the two evaluated it."""
         object.__setattr__(self, "_defects_of_source", source._defects)
 
-    def check_every_flag(self) -> None:
+    def check_every_flag(self, *, failing_already: Callable[[str], bool] | None = None) -> None:
         """Check every flag not yet checked by compiling it (the results are dropped:
         this needs the memory of one flag); raises ``SnapshotFormatError`` naming the
-        first bad place. A no-op for a snapshot checked whole when it was made."""
+        first bad place. A no-op for a snapshot checked whole when it was made.
+
+        ``failing_already(key)``: whether flag ``key`` already answers the caller's
+        default where this snapshot is to be used (absent from, or failing in, the
+        snapshot it replaces). Such a flag failing here too is recorded in ``defects``
+        (logged, answering PARSE_ERROR, as on first use) instead of refusing the
+        snapshot: refusing it would keep that flag failing and hold back the rest."""
         packed = self._packed
         if packed is None or packed.flag_specs.form == "marshal":
             return
-        if self._defects:
-            raise SnapshotFormatError(next(iter(self._defects.values())))
+
+        def tolerate(key: str, error: SnapshotFormatError) -> bool:
+            if failing_already is None or not failing_already(key):
+                return False
+            self._record_defect(key, error)
+            return True
+
+        for key, defect in list(self._defects.items()):
+            if not tolerate(key, SnapshotFormatError(defect)):
+                raise SnapshotFormatError(defect)
         # The segments compiled at load are shared; the flags' clauses and outcomes not
         # (kept, they would hold every flag's).
         compiler = _Compiler.for_segments(
@@ -1215,13 +1250,23 @@ class Snapshot:
         # Read in batches (one strict read of many specs costs far less than one each),
         # each batch's specs dropped once its flags are checked.
         specs = packed.flag_specs
-        keys = list(specs)
+        keys = [key for key in specs if key not in self._defects]
         ahead = _ReadAhead(specs)
         compiler.flag_specs = ahead  # type: ignore[assignment]
         for start in range(0, len(keys), _CHECK_BATCH):
             batch = keys[start : start + _CHECK_BATCH]
-            ahead.read = dict(zip(batch, specs.read_many(batch), strict=True))
-            _check_flags(compiler, batch, (specs.packed(key) or b"" for key in batch))
+            ahead.read = specs.read_many(batch)
+            _check_flags(compiler, batch, (specs.packed(key) or b"" for key in batch), tolerate)
+
+    def fails(self, flag_key: str) -> bool:
+        """Whether ``flag_key`` answers the caller's default for want of a usable flag:
+        absent, or failing its check (made now, on a packed snapshot, if not yet)."""
+        if flag_key not in self.flags:
+            return True
+        try:
+            return self._compiled(flag_key) is None
+        except RecursionError:
+            return True
 
     def _compiled(self, flag_key: str) -> FlagRunner | None:
         """``flag_key``'s compiled flag, compiling it now if the snapshot is packed and
@@ -1235,17 +1280,24 @@ class Snapshot:
         try:
             return _Compiler.on_demand(self, self._packed).flag(flag_key, "flags")
         except SnapshotFormatError as error:  # only a snapshot checked on first use
-            message = (
-                f"flag {flag_key!r} of {self.project}/{self.environment} version "
-                f"{self.version} cannot be evaluated: {error}"
-            )
-            self._types.pop(flag_key, None)
-            self._rule_conditions.pop(flag_key, None)
-            if self._defects.setdefault(flag_key, message) is message:
-                source = self._defects_of_source
-                if source is None or source.setdefault(flag_key, message) is message:
-                    _logger.warning("%s; it answers the caller's default (PARSE_ERROR)", message)
+            self._record_defect(flag_key, error)
             return None
+
+    def _record_defect(self, flag_key: str, error: SnapshotFormatError) -> None:
+        """``flag_key`` fails its check: it answers PARSE_ERROR from now on (logged once)."""
+        text = str(error)
+        message = (
+            text
+            if text.startswith(f"flag {flag_key!r} of ")
+            else f"flag {flag_key!r} of {self.project}/{self.environment} version "
+            f"{self.version} cannot be evaluated: {text}"
+        )
+        self._types.pop(flag_key, None)
+        self._rule_conditions.pop(flag_key, None)
+        if self._defects.setdefault(flag_key, message) is message:
+            source = self._defects_of_source
+            if source is None or source.setdefault(flag_key, message) is message:
+                _logger.warning("%s; it answers the caller's default (PARSE_ERROR)", message)
 
     def count_outcomes(self, counters: OutcomeCounters) -> None:
         """Give each outcome of each flag compiled from now on its own counter, in the

@@ -816,14 +816,15 @@ class Client:
             )
         # The payload was read just above and nothing else holds it: no private copy.
         # Its flags are kept as spans of the signed text (read_payload) and compiled on
-        # first use. A snapshot that would replace one in use is checked whole first,
-        # so a bad one is refused and the one in use stays; with nothing in use there
-        # is nothing better to serve, and each flag is checked on its first evaluation
-        # (a bad one answers its default with PARSE_ERROR; docs/design.md §7).
+        # first use. A snapshot that would replace one in use is checked whole first:
+        # one that would make a flag that works now fail is refused and the one in use
+        # stays (a flag failing in both, or new and failing, answers PARSE_ERROR as
+        # before). With nothing in use there is nothing better to serve, and each flag
+        # is checked on its first evaluation (docs/design.md §7).
         snapshot = Snapshot.from_payload(payload, owned=True, packed=True)
         del payload
         if active is not None:
-            snapshot.check_every_flag()
+            snapshot.check_every_flag(failing_already=active.snapshot.fails)
         return snapshot, signers
 
     def _install(
