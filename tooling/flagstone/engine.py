@@ -978,6 +978,16 @@ class _ReadAhead(Mapping[str, Mapping[str, Any]]):
 _CHECK_BATCH = 256
 
 
+def readable_spec(specs: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """``specs[key]`` when it is there and is a readable mapping, else None: a snapshot
+    checked on first use may hold a spec that cannot be read (see Snapshot)."""
+    try:
+        spec = specs.get(key)
+    except SnapshotFormatError:
+        return None
+    return spec if isinstance(spec, Mapping) else None
+
+
 def _unmarshal(data: bytes, key: str) -> Any:
     return marshal.loads(data)
 

@@ -36,9 +36,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flagstone.engine import DISABLED, PREREQUISITE_FAILED, Details, PackedSpecs, Snapshot
+from flagstone.engine import (
+    DISABLED,
+    PREREQUISITE_FAILED,
+    Details,
+    PackedSpecs,
+    Snapshot,
+    readable_spec,
+)
 from flagstone.envelope import TrustedKey, parse_payload, parse_timestamp, verify_envelope
-from flagstone.errors import EnvelopeError, SnapshotFormatError
+from flagstone.errors import EnvelopeError
 
 OVERRIDES_PAYLOAD_TYPE = "application/vnd.flagstone.overrides+json"
 OVERRIDES_FORMAT = "flagstone.overrides/1"
@@ -258,7 +265,7 @@ def killed_payload(
         flags = {**flags, **_dependents(specs, flags)}
     killed = {}
     for key in flags:
-        spec = _readable_spec(specs, key)
+        spec = readable_spec(specs, key)
         if spec is not None:
             killed[key] = {**spec, "enabled": False}
             if not keep_prerequisites:
@@ -266,16 +273,6 @@ def killed_payload(
     if isinstance(specs, PackedSpecs):  # the others stay packed, unread
         return {**payload, "flags": specs.replacing(killed)}
     return {**payload, "flags": {**specs, **killed}}
-
-
-def _readable_spec(specs: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    """``specs[key]`` when it is there and readable (a snapshot checked on first use may
-    hold a spec that is not: see engine.Snapshot), else None."""
-    try:
-        spec = specs.get(key)
-    except SnapshotFormatError:
-        return None
-    return spec if isinstance(spec, Mapping) else None
 
 
 Runner = Callable[[str, Any, Any], Details]
@@ -337,7 +334,7 @@ def apply_overrides(
         )
     fallbacks = {}
     for key, cause in dependents.items():
-        spec = _readable_spec(snapshot.flags, key)
+        spec = readable_spec(snapshot.flags, key)
         try:
             off = spec["off_variation"]  # type: ignore[index]
             value = spec["variations"][off]  # type: ignore[index]
@@ -364,17 +361,12 @@ def _dependents(flag_specs: Mapping[str, Any], killed: Mapping[str, Any]) -> dic
     packed = flag_specs if isinstance(flag_specs, PackedSpecs) else None
     required_by: dict[str, list[str]] = {}
     for key in flag_specs:
-        if packed is not None:
-            # Not read at all (most flags, at 50,000): a packed spec (either form) that
-            # does not spell the word (nor holds an escape that could), or whose one
-            # mention is an empty list (only a key is followed by a colon).
-            piece = packed.packed(key) or b""
-            if b"\\u" not in piece and (
-                b"prerequisites" not in piece
-                or (piece.count(b"prerequisites") == 1 and b'"prerequisites":[]' in piece)
-            ):
-                continue
-        spec = _readable_spec(flag_specs, key)
+        # Not read at all (most flags, at 50,000) when its text proves it has none.
+        if packed is not None and not packed.may_hold(
+            key, b'"prerequisites"', b'"prerequisites":[]'
+        ):
+            continue
+        spec = readable_spec(flag_specs, key)
         items = (spec.get("prerequisites") or []) if spec is not None else []
         for item in items if isinstance(items, list) else []:
             if isinstance(item, Mapping) and isinstance(item.get("flag"), str):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from array import array
+from itertools import accumulate
 from typing import Any
 
 from flagstone.engine import PackedSpecs
@@ -119,7 +120,6 @@ def _specs(text: str, i: int, signed: bytes, kind: str) -> tuple[PackedSpecs, in
     the index after it. Each spec is scanned (a JSON value: its end is known) and its
     parse dropped at once, so the scan needs the memory of one spec."""
     keys: list[str] = []
-    seen: set[str] = set()
     starts, ends = array("Q"), array("Q")
     add_start, add_end, add_key = starts.append, ends.append, keys.append
     scan = _scan
@@ -152,19 +152,15 @@ def _specs(text: str, i: int, signed: bytes, kind: str) -> tuple[PackedSpecs, in
             if text[i] == "}":
                 break
             raise _NotLaidOut(i)
-    seen.update(keys)
-    if len(seen) != len(keys):
+    if len(set(keys)) != len(keys):
         raise _NotLaidOut("a repeated key")  # the general reader names it
-    del seen
     if (b"\\ud" in signed or b"\\uD" in signed) and not _unicode_text(keys):
         raise _NotLaidOut("a key with a lone surrogate")  # the general reader names it
     decode = _flag_reader if kind == "flags" else _segment_reader
     if signed.isascii():  # the text's indexes are the bytes' offsets
         return PackedSpecs.of_text(signed, keys, starts, ends, decode), i + 1
     pieces = [text[start:end].encode() for start, end in zip(starts, ends, strict=True)]
-    offsets = array("Q", [0])
-    for piece in pieces:
-        offsets.append(offsets[-1] + len(piece))
+    offsets = array("Q", accumulate(map(len, pieces), initial=0))
     blob = b"".join(pieces)
     return PackedSpecs.of_text(blob, keys, offsets[:-1], offsets[1:], decode), i + 1
 

@@ -14,8 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flagstone.engine import PackedSpecs
-from flagstone.errors import SnapshotFormatError
+from flagstone.engine import PackedSpecs, readable_spec
 
 Specs = Mapping[str, Mapping[str, Any]]
 
@@ -39,7 +38,7 @@ def changed_flags(
     if changed_segments:
         for key in new_flags:
             if key not in changed and _may_use(new_flags, key, b'"segment'):
-                spec = _readable(new_flags, key)
+                spec = readable_spec(new_flags, key)
                 if spec is not None and not changed_segments.isdisjoint(
                     _segments_used_by_flag(spec)
                 ):
@@ -49,7 +48,7 @@ def changed_flags(
     dependencies = {}
     for key in new_flags:
         if _may_use(new_flags, key, b'"prerequisites"', b'"prerequisites":[]'):
-            spec = _readable(new_flags, key)
+            spec = readable_spec(new_flags, key)
             if spec is not None:
                 dependencies[key] = set(_prerequisites(spec))
     return frozenset(_close_over(changed, dependencies))
@@ -63,17 +62,9 @@ def _may_use(specs: Specs, key: str, name: bytes, empty: bytes | None = None) ->
 
 def _readable_items(specs: Specs) -> Iterator[tuple[str, Mapping[str, Any]]]:
     for key in specs:
-        spec = _readable(specs, key)
+        spec = readable_spec(specs, key)
         if spec is not None:
             yield key, spec
-
-
-def _readable(specs: Specs, key: str) -> Mapping[str, Any] | None:
-    try:
-        spec = specs[key]
-    except SnapshotFormatError:
-        return None
-    return spec if isinstance(spec, Mapping) else None
 
 
 def _prerequisites(spec: Mapping[str, Any]) -> Iterator[str]:
@@ -93,7 +84,7 @@ def _changed_keys(old: Specs, new: Specs) -> set[str]:
     for key in old.keys() & new.keys():
         if packed is not None and packed[0].packed(key) == packed[1].packed(key):
             continue  # the same bytes: the same spec, without reading it
-        old_spec, new_spec = _readable(old, key), _readable(new, key)
+        old_spec, new_spec = readable_spec(old, key), readable_spec(new, key)
         if (
             old_spec is None
             or new_spec is None
